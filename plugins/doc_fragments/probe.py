@@ -1,0 +1,67 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # The inputs every probe module shares (the contract's doctor_* variables without the prefix).
+    DOCUMENTATION = r'''
+options:
+  app:
+    description: WSGI target of the service, C(MODULE:VARIABLE) (variable C(doctor_app)).
+    type: str
+    required: true
+  chdir:
+    description: Directory gunicorn runs the app from (variable C(doctor_chdir)).
+    type: path
+    required: true
+  python:
+    description: The app's interpreter, usually its venv python (variable C(doctor_python)).
+    type: str
+    default: python3
+  port:
+    description:
+      - The port the platform expects (variable C(doctor_port)).
+      - When unset, C(PORT) from the running master's environment, I(env_file), a systemd unit or a
+        supervisord program running I(app); else 8000 with a warning.
+    type: str
+  env_file:
+    description: Dotenv-style file holding the service environment (variable C(doctor_env_file)).
+    type: path
+  log_file:
+    description: Gunicorn's error log (variable C(doctor_log_file)).
+    type: path
+  healthz_path:
+    description: Health endpoint (variable C(doctor_healthz_path)).
+    type: str
+    default: /healthz
+  boot_timeout:
+    description: Seconds the dry import and the spare-port preload boot may take (variable C(doctor_boot_timeout)).
+    type: int
+    default: 30
+  stability_window:
+    description:
+      - A service whose youngest gunicorn process is younger than this many seconds has C(/healthz)
+        sampled until that process is this old (variable C(doctor_stability_window)).
+      - Older services are sampled once.
+    type: int
+    default: 15
+  preload_boot:
+    description:
+      - When to start C(gunicorn --preload -k sync) on a free loopback port to see the app boot
+        (variable C(doctor_preload_boot)).
+      - C(auto) does it only when C(/healthz) is not a stable 200.
+    type: str
+    choices: [auto, always, never]
+    default: auto
+requirements:
+  - psutil
+notes:
+  - Read-only. The only process started is the spare-port boot (and the dry import), stopped by PID before
+    the module returns.
+seealso:
+  - module: sre.gunicorn_doctor.probe
+'''

@@ -1,0 +1,255 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Text in, data out: gunicorn command lines, bind specs and log lines.
+
+Pure functions with no Ansible import, so plain pytest covers them.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+import shlex
+
+# gunicorn defaults for the settings the doctor cares about.
+DEFAULTS = {
+    'worker_class': 'sync',
+    'workers': 1,
+    'timeout': 30,
+    'preload': False,
+    'bind': ['127.0.0.1:8000'],
+    'daemon': False,
+}
+
+_VALUE_OPTS = {
+    '-k': 'worker_class', '--worker-class': 'worker_class',
+    '-w': 'workers', '--workers': 'workers',
+    '-t': 'timeout', '--timeout': 'timeout',
+    '-b': 'bind', '--bind': 'bind',
+    '-c': 'config', '--config': 'config',
+    '--chdir': 'chdir',
+    '--error-logfile': 'error_logfile', '--log-file': 'error_logfile',
+    '--access-logfile': 'access_logfile',
+    '-p': 'pidfile', '--pid': 'pidfile',
+    '--keep-alive': 'keepalive',
+    '--log-level': 'loglevel',
+    '--threads': 'threads',
+}
+_FLAG_OPTS = {'--preload': 'preload', '-D': 'daemon', '--daemon': 'daemon',
+              '--capture-output': 'capture_output', '--reload': 'reload'}
+_INT_SETTINGS = ('workers', 'timeout', 'keepalive', 'threads')
+
+
+def is_gunicorn_cmdline(argv):
+    """True when argv runs gunicorn: `gunicorn ...`, `python -m gunicorn ...`, `gunicorn: master [...]`."""
+    if not argv:
+        return False
+    if argv[0].startswith('gunicorn:'):  # setproctitle'd master/worker
+        return True
+    head = [os.path.basename(a) for a in argv[:3]]
+    if 'gunicorn' in head:
+        return True
+    return len(argv) >= 3 and head[0].startswith('python') and argv[1] == '-m' and argv[2] == 'gunicorn'
+
+
+def parse_cmdline(argv):
+    """Parse a gunicorn argv into settings: app spec, worker class, binds, workers, timeout, preload...
+
+    Unknown options are kept out of the result; the last positional argument is the app spec.
+    """
+    settings = dict(DEFAULTS)
+    settings['bind'] = []
+    settings['app'] = None
+    args = list(argv)
+    # Drop the interpreter / `-m gunicorn` / gunicorn script prefix.
+    while args and not args[0].startswith('-') and os.path.basename(args[0]) != 'gunicorn':
+        if len(args) > 1 and args[1] == '-m':
+            args = args[2:]
+            break
+        args = args[1:]
+    if args and os.path.basename(args[0]) == 'gunicorn':
+        args = args[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, value = arg, None
+        if arg.startswith('--') and '=' in arg:
+            name, value = arg.split('=', 1)
+        elif len(arg) > 2 and arg[:2] in _VALUE_OPTS and not arg.startswith('--'):
+            name, value = arg[:2], arg[2:]
+        if name in _VALUE_OPTS:
+            if value is None:
+                i += 1
+                value = args[i] if i < len(args) else ''
+            key = _VALUE_OPTS[name]
+            if key == 'bind':
+                settings['bind'].append(value)
+            else:
+                settings[key] = value
+        elif name in _FLAG_OPTS:
+            settings[_FLAG_OPTS[name]] = True
+        elif not arg.startswith('-'):
+            settings['app'] = arg
+        i += 1
+    for key in _INT_SETTINGS:
+        if key in settings:
+            try:
+                settings[key] = int(settings[key])
+            except (TypeError, ValueError):
+                pass
+    if not settings['bind']:
+        settings['bind'] = list(DEFAULTS['bind'])
+    settings['worker_class'] = normalize_worker_class(settings['worker_class'])
+    return settings
+
+
+def normalize_worker_class(value):
+    """`eventlet`, `gunicorn.workers.geventlet.EventletWorker` -> `eventlet`; sync likewise."""
+    value = (value or 'sync').strip()
+    lowered = value.lower()
+    for short, marker in (('eventlet', 'eventlet'), ('gevent', 'gevent'),
+                          ('gthread', 'gthread'), ('tornado', 'tornado'), ('sync', 'sync')):
+        if lowered == short or marker in lowered.rsplit('.', 1)[-1].lower() or lowered.endswith('.' + short):
+            return short
+    return value
+
+
+def parse_bind(spec):
+    """A gunicorn bind spec -> dict(family, host, port) (`unix:/x.sock` -> family unix, port None).
+
+    Raises ValueError with gunicorn's wording for a port that is not a number.
+    """
+    spec = spec.strip()
+    if spec.startswith('unix:'):
+        return {'family': 'unix', 'host': spec[5:], 'port': None}
+    if spec.startswith('fd://'):
+        return {'family': 'fd', 'host': spec[5:], 'port': None}
+    if spec.startswith('['):
+        host, _, rest = spec[1:].partition(']')
+        port = rest[1:] if rest.startswith(':') else '8000'
+        family = 'inet6'
+    elif spec.count(':') == 1:
+        host, port = spec.split(':')
+        family = 'inet'
+    elif ':' not in spec:
+        host, port, family = spec, '8000', 'inet'
+    else:
+        host, port, family = spec, '8000', 'inet6'
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("'%s' is not a valid port number." % port)
+    return {'family': family, 'host': host or '0.0.0.0', 'port': int(port)}
+
+
+def split_app_spec(spec):
+    """`AgentLocator.main:app` -> ('AgentLocator.main', 'app'); gunicorn's default variable is `application`."""
+    module, _, variable = (spec or '').partition(':')
+    variable = variable.strip() or 'application'
+    # `create_app()` factories: keep the callable's name.
+    return module.strip(), variable
+
+
+# --- log lines -------------------------------------------------------------------------------
+# Default gunicorn format: `[2026-11-25 12:00:00 +0000] [4242] [INFO] message`
+_LOG_PREFIX = re.compile(r'^\[(?P<time>[^\]]+)\] \[(?P<pid>\d+)\] \[(?P<level>[A-Z]+)\] (?P<msg>.*)$')
+
+# (event name, pattern on the message). Order matters only for readability.
+_EVENTS = (
+    ('starting', re.compile(r'^Starting gunicorn (?P<version>\S+)')),
+    ('listening', re.compile(r'^Listening at: (?P<url>\S+) \((?P<master>\d+)\)')),
+    ('worker_class', re.compile(r'^Using worker: (?P<worker_class>\S+)')),
+    ('worker_boot', re.compile(r'^Booting worker with pid: (?P<worker>\d+)')),
+    ('signal_term', re.compile(r'^Handling signal: term')),
+    ('signal_other', re.compile(r'^Handling signal: (?P<signal>(?!term)\w+)')),
+    ('master_shutdown', re.compile(r'^Shutting down: Master')),
+    ('worker_failed_boot', re.compile(r'^Reason: Worker failed to boot')),
+    ('app_failed_load', re.compile(r'^Reason: App failed to load')),
+    ('worker_exception', re.compile(r'^Exception in worker process')),
+    ('worker_timeout', re.compile(r'^WORKER TIMEOUT \(pid:(?P<worker>\d+)\)')),
+    ('worker_sigkill', re.compile(r'^Worker \(pid:(?P<worker>\d+)\) was sent SIGKILL! Perhaps out of memory\?')),
+    ('worker_exit', re.compile(r'^Worker \(pid:(?P<worker>\d+)\) exited with code (?P<code>\d+)')),
+    ('connection_in_use', re.compile(r'^Connection in use: (?P<addr>.+)')),
+    ('bind_retry', re.compile(r"^Can't connect to (?P<addr>.+)")),
+)
+# Lines that are not in gunicorn's format.
+_RAW_EVENTS = (
+    ('dev_server', re.compile(r'^\s*\* Running on (?P<url>\S+)')),
+    ('dev_server_banner', re.compile(r'WARNING: This is a development server')),
+    ('invalid_port', re.compile(r"^Error: '(?P<value>[^']*)' is not a valid port number")),
+    ('traceback', re.compile(r'^Traceback \(most recent call last\):')),
+    ('media_tx', re.compile(r'MEDIA_TX')),
+)
+_EXCEPTION_LINE = re.compile(r'^(?P<type>[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)|KeyError|StopIteration)(: (?P<text>.*))?$')
+
+
+def parse_log_line(line):
+    """One log line -> dict(event, time, pid, level, message, ...) or None when it says nothing we track."""
+    line = line.rstrip('\n')
+    m = _LOG_PREFIX.match(line)
+    if m:
+        for event, pattern in _EVENTS:
+            em = pattern.search(m.group('msg'))
+            if em:
+                found = {'event': event, 'time': m.group('time'), 'pid': int(m.group('pid')),
+                         'level': m.group('level'), 'line': line}
+                found.update(dict((k, v) for k, v in em.groupdict().items() if v is not None))
+                return found
+        return None
+    for event, pattern in _RAW_EVENTS:
+        em = pattern.search(line)
+        if em:
+            found = {'event': event, 'time': None, 'pid': None, 'level': None, 'line': line}
+            found.update(dict((k, v) for k, v in em.groupdict().items() if v is not None))
+            return found
+    return None
+
+
+def scan_log(lines):
+    """Lines of a gunicorn log -> dict(events=[...], tracebacks=[...]).
+
+    A traceback is kept as its last frames plus the exception line, so the report shows what
+    failed without pages of output.
+    """
+    events = []
+    tracebacks = []
+    current = None
+    for line in lines:
+        line = line.rstrip('\n')
+        if current is not None:
+            if line.startswith(' ') or line.startswith('\t') or not line:
+                current['frames'].append(line)
+                continue
+            em = _EXCEPTION_LINE.match(line)
+            if em or not _LOG_PREFIX.match(line):
+                current['exception'] = line
+                current['frames'] = current['frames'][-6:]
+                tracebacks.append(current)
+                current = None
+                if em:
+                    continue
+            else:
+                current['frames'] = current['frames'][-6:]
+                tracebacks.append(current)
+                current = None
+        event = parse_log_line(line)
+        if event is None:
+            continue
+        if event['event'] == 'traceback':
+            current = {'frames': [], 'exception': None}
+            continue
+        events.append(event)
+    if current is not None:
+        current['frames'] = current['frames'][-6:]
+        tracebacks.append(current)
+    return {'events': events, 'tracebacks': tracebacks}
+
+
+def format_command(python, app, port_expr, worker_class='sync', workers=1, timeout=60,
+                   keepalive=30, extra=None):
+    """The runbook's one canonical command line (section 1.3 / 4.2), as a shell string."""
+    argv = [python, '-m', 'gunicorn', app, '-k', worker_class, '-w', str(workers),
+            '-b', '0.0.0.0:%s' % port_expr, '--timeout', str(timeout), '--keep-alive', str(keepalive),
+            '--log-level', 'debug', '--capture-output', '--access-logfile', '-', '--error-logfile', '-']
+    argv.extend(extra or [])
+    return ' '.join(a if a.startswith('0.0.0.0:$') else shlex.quote(a) for a in argv)

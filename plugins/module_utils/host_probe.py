@@ -1,0 +1,187 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run the target-side probes of one host in one call: facts only, no verdict.
+
+Order: the process table and the log first (cheap, and everything else needs them), then the
+port; then listen, healthz, the dry import, the static scan and the system layer concurrently.
+The spare-port preload boot runs only when /healthz is not a 200 (evidence decides what to pay for).
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
+    boot, healthz, listen, logfile, port as port_probe, process, system)
+
+APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
+DEFAULTS = {
+    'python': 'python3', 'port': None, 'env_file': None, 'log_file': None, 'healthz_path': '/healthz',
+    'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto',
+}
+
+
+class InputError(Exception):
+    """Bad input: the message names the variable and says what to fix."""
+
+
+def validate(params):
+    """Check the user's inputs before probing anything; raise InputError with a one-line fix."""
+    p = dict(DEFAULTS, **dict((k, v) for k, v in params.items() if v is not None))
+    if not p.get('app') or not APP_SPEC.match(p['app']):
+        raise InputError("doctor_app=%r is not a WSGI target: set it to MODULE:VARIABLE, e.g. "
+                         "AgentLocator.main:app" % (p.get('app'),))
+    if not p.get('chdir') or not os.path.isdir(p['chdir']):
+        raise InputError('doctor_chdir=%r is not a directory on this host: set it to the directory '
+                         'gunicorn runs the app from' % (p.get('chdir'),))
+    p['chdir'] = os.path.abspath(p['chdir'])
+    python = shutil.which(p['python']) if not os.path.isabs(p['python']) else p['python']
+    if not python or not os.path.isfile(python) or not os.access(python, os.X_OK):
+        raise InputError("doctor_python=%r is not an executable interpreter on this host: set it to the "
+                         "app's venv python, e.g. %s/.venv/bin/python" % (p['python'], p['chdir']))
+    p['python'] = python
+    if p['port'] not in (None, ''):
+        if port_probe.valid_port(p['port']) is None:
+            raise InputError('doctor_port=%r is not a port: set it to a whole number from 1 to 65535, or '
+                             'leave it unset to read PORT from the service environment' % (p['port'],))
+        p['port'] = port_probe.valid_port(p['port'])
+    if p['env_file'] and not os.path.isfile(p['env_file']):
+        raise InputError('doctor_env_file=%r does not exist: set it to the env file the service reads, '
+                         'or leave it unset' % (p['env_file'],))
+    if not str(p['healthz_path']).startswith('/'):
+        raise InputError('doctor_healthz_path=%r must start with "/", e.g. /healthz' % (p['healthz_path'],))
+    return p
+
+
+def own_lineage(psutil):
+    """Our PID and our parents' (ansible's own processes): never an app process, never signalled."""
+    me = psutil.Process()
+    return set([me.pid] + [p.pid for p in me.parents()])
+
+
+def service_environment(masters, env_file_env):
+    """The environment the app really runs with: the running master's, else ours plus the env file."""
+    for master in masters:
+        env = service_env.read_proc_environ(master['pid'])
+        if env:
+            return env
+    env = dict(os.environ)
+    env.update(env_file_env or {})
+    return env
+
+
+def wait_decision(masters, window):
+    """How long to watch /healthz: until the youngest gunicorn process of the app is `window` s old."""
+    ages = [(m['age'], 'master %d' % m['pid']) for m in masters]
+    ages += [(w['age'], 'worker %d' % w['pid']) for m in masters for w in m['workers']]
+    if not ages:
+        return 0, 'no gunicorn process of the app runs'
+    age, who = min(ages)
+    if age >= window:
+        return 0, 'youngest process (%s) is %.0f s old' % (who, age)
+    return window - age, '%s is only %.1f s old: watching until it is %d s old' % (who, age, window)
+
+
+def _timed(timings, name, func, *args):
+    started = time.time()
+    try:
+        return func(*args)
+    finally:
+        timings[name] = round(time.time() - started, 3)
+
+
+# What each expensive probe is needed for (the single-layer modules ask for one layer).
+NEEDED_BY = {
+    'listen': ('listen', 'boot'),
+    'healthz': ('healthz', 'boot'),
+    'boot': ('boot',),
+    'system': ('system',),
+}
+
+
+def probe_host(psutil, params, layers=None):
+    """-> facts for the target-side layers (all by default). Raises InputError on bad input."""
+    p = validate(params)
+    wanted = set(layers or ('port', 'process', 'listen', 'healthz', 'boot', 'system'))
+
+    def needed(probe):
+        return bool(wanted.intersection(NEEDED_BY[probe]))
+
+    timings = {}
+    started = time.time()
+    env_file_env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else None
+    try:
+        log = _timed(timings, 'log', logfile.collect, p['log_file'])
+    except logfile.LogFileError as e:
+        raise InputError("doctor_log_file=%r %s: set it to gunicorn's --error-logfile, or leave it unset"
+                         % (p['log_file'], e))
+    procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], own_lineage(psutil))
+    port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
+                  procs['masters'], p['app'])
+    env = service_environment(procs['masters'], env_file_env)
+    wait, reason = wait_decision(procs['masters'], p['stability_window'])
+    log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
+
+    facts = {
+        'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
+                   'log_file': p['log_file'], 'healthz_path': p['healthz_path'],
+                   'stability_window': p['stability_window']},
+        'port': port,
+        'process': procs,
+        'log': log,
+        'env_names': sorted(env),  # names only: values may be secrets
+        'env_file_names': sorted(env_file_env) if env_file_env is not None else None,
+    }
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        futures = {}
+        if needed('listen'):
+            futures['listen'] = pool.submit(_timed, timings, 'listen', listen.collect, psutil, port['port'], procs)
+        if needed('healthz'):
+            futures['healthz'] = pool.submit(_timed, timings, 'healthz', healthz.collect, port['port'],
+                                             p['healthz_path'], wait, reason)
+        if needed('boot'):
+            f_dry = pool.submit(_timed, timings, 'dry_import', boot.run_dry_import, p['python'], p['chdir'],
+                                p['app'], p['healthz_path'], env, p['boot_timeout'], psutil)
+            f_scan = pool.submit(_timed, timings, 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
+        if needed('system'):
+            futures['system'] = pool.submit(_timed, timings, 'system', system.collect, psutil, [p['chdir'], log_dir],
+                                            [m['pid'] for m in procs['masters']])
+        for name, future in futures.items():
+            facts[name] = future.result()
+        if needed('boot'):
+            dry = f_dry.result()
+            _check_app_spec(p, dry)
+            stable = all(s['status'] == 200 for s in facts['healthz']['samples'])
+            preload = None
+            if p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable):
+                preload = _timed(timings, 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
+                                 p['healthz_path'], env, p['boot_timeout'],
+                                 dry.get('versions', {}).get('gunicorn'), psutil)
+            facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
+                             'preload_skipped': None if preload is not None else (
+                                 '/healthz answered a stable 200' if stable else 'doctor_preload_boot=never'),
+                             'dev_server_calls': f_scan.result()}
+    timings['total'] = round(time.time() - started, 3)
+    facts['timings'] = timings
+    return facts
+
+
+def _check_app_spec(p, dry):
+    """A doctor_app that names no module or no variable is an input error, not an app fault."""
+    error = dry.get('error') or {}
+    module, variable = gunicorn.split_app_spec(p['app'])
+    missing = error.get('module_not_found')
+    if error.get('type') in ('ModuleNotFoundError', 'ImportError') and missing and \
+            (module == missing or module.startswith(missing + '.')):
+        raise InputError("doctor_app=%r: no module %r in doctor_chdir=%s or on doctor_python's path: set it to "
+                         "MODULE:VARIABLE of the app, e.g. AgentLocator.main:app" % (p['app'], missing, p['chdir']))
+    if error.get('stage') == 'lookup':
+        raise InputError('doctor_app=%r: %s: set the part after ":" to the name of the Flask app object'
+                         % (p['app'], error.get('message')))

@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every probe module shares: its argument spec and running the probes inside AnsibleModule."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.host_probe import InputError, probe_host
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge_layer
+
+try:
+    import psutil
+    HAS_PSUTIL = True
+    PSUTIL_IMP_ERR = None
+except ImportError:
+    psutil = None
+    HAS_PSUTIL = False
+    PSUTIL_IMP_ERR = traceback.format_exc()
+
+ARGUMENT_SPEC = dict(
+    app=dict(type='str', required=True),
+    chdir=dict(type='path', required=True),
+    python=dict(type='str', default='python3'),
+    port=dict(type='str'),
+    env_file=dict(type='path'),
+    log_file=dict(type='path'),
+    healthz_path=dict(type='str', default='/healthz'),
+    boot_timeout=dict(type='int', default=30),
+    stability_window=dict(type='int', default=15),
+    preload_boot=dict(type='str', default='auto', choices=['auto', 'always', 'never']),
+)
+
+
+def new_module():
+    return AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+
+
+def collect_facts(module, layers=None):
+    """Run the probes; bad input or a missing psutil ends the module with a one-line message."""
+    if not HAS_PSUTIL:
+        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    try:
+        return redact(probe_host(psutil, module.params, layers))
+    except InputError as e:
+        module.fail_json(msg=str(e))
+
+
+def run_layer_module(layer, fact_keys):
+    """main() of a single-layer module: facts of that layer, its checks and its causes."""
+    module = new_module()
+    facts = collect_facts(module, [layer])
+    result, causes = judge_layer(facts, layer)
+    module.exit_json(changed=False, facts=dict((k, facts.get(k)) for k in fact_keys),
+                     status=result['status'], checks=result['checks'], causes=causes)

@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The runbook's dry import (section 2.2), run in the app's own interpreter.
+
+SCRIPT is passed to `doctor_python -c` with the app directory as cwd, so the app is imported the
+way gunicorn imports it and never into Ansible's interpreter. It prints one marker line with a JSON
+result. `app.run()` and `run_simple()` are replaced before the app's import (through an import
+hook, so the app's own import order is untouched) with recorders, so an unguarded dev server is
+reported instead of blocking the import.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+MARKER = '@@SRE.GUNICORN_DOCTOR.DRY_IMPORT@@'
+
+SCRIPT = r'''
+import importlib, json, os, sys, time, traceback
+MARKER = "@@SRE.GUNICORN_DOCTOR.DRY_IMPORT@@"
+module_name, variable, healthz = sys.argv[1:4]
+result = {"python": sys.version.split()[0], "executable": sys.executable, "run_calls": [],
+          "versions": {}, "ok": False}
+try:
+    from importlib import metadata
+    for dist in ("gunicorn", "flask", "werkzeug", "eventlet", "greenlet", "gevent", "uvloop",
+                 "dnspython", "flask-sock", "simple-websocket", "flask-socketio"):
+        try:
+            result["versions"][dist] = metadata.version(dist)
+        except Exception:
+            pass
+except ImportError:
+    pass
+
+def recorder(kind):
+    def run(*args, **kwargs):
+        caller = traceback.extract_stack()[-2]
+        result["run_calls"].append({"kind": kind, "file": caller[0], "line": caller[1]})
+    return run
+
+PATCH = {"flask.app": ("Flask", "run", "app.run()"), "werkzeug.serving": (None, "run_simple", "run_simple()"),
+         "flask_socketio": ("SocketIO", "run", "socketio.run()")}
+
+class DevServerRecorder(object):
+    """Meta path finder: after flask.app / werkzeug.serving load, swap their server starters."""
+    def find_spec(self, name, path=None, target=None):
+        if name not in PATCH:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        original = spec.loader.exec_module
+        def exec_module(module, original=original, name=name):
+            original(module)
+            owner, attr, kind = PATCH[name]
+            target_obj = getattr(module, owner) if owner else module
+            setattr(target_obj, attr, recorder(kind))
+        spec.loader.exec_module = exec_module
+        return spec
+
+import importlib.util
+sys.meta_path.insert(0, DevServerRecorder())
+started = time.time()
+try:
+    module = importlib.import_module(module_name)
+    result["import_seconds"] = round(time.time() - started, 3)
+    factory = variable.endswith(")")
+    name = variable.split("(")[0]
+    if not hasattr(module, name):
+        result["error"] = {"type": "AttributeError", "message": "module %s has no attribute %r" % (module_name, name),
+                           "stage": "lookup"}
+    else:
+        app = getattr(module, name)
+        if factory:
+            app = app()
+        result["app_type"] = type(app).__module__ + "." + type(app).__name__
+        url_map = getattr(app, "url_map", None)
+        if url_map is not None:
+            result["routes"] = sorted(set(str(rule) for rule in url_map.iter_rules()))[:80]
+        if hasattr(app, "test_client"):
+            response = app.test_client().get(healthz)
+            result["healthz_status"] = response.status_code
+        result["ok"] = True
+except BaseException as exc:
+    result.setdefault("import_seconds", round(time.time() - started, 3))
+    frames = traceback.extract_tb(sys.exc_info()[2])
+    result["error"] = {
+        "type": type(exc).__name__,
+        "message": str(exc)[:500],
+        "stage": "import" if "app_type" not in result else "healthz",
+        "frames": ["%s:%d in %s" % (f[0], f[1], f[2]) for f in frames[-6:]],
+        "missing_env": exc.args[0] if isinstance(exc, KeyError) and frames and frames[-1][0].endswith("os.py")
+                       and exc.args and isinstance(exc.args[0], str) else None,
+        "module_not_found": getattr(exc, "name", None) if isinstance(exc, ImportError) else None,
+    }
+sys.stdout.flush()
+sys.stdout.write("\n" + MARKER + json.dumps(result) + "\n")
+sys.stdout.flush()
+os._exit(0)  # threads the app started at import must not keep us alive
+'''
+
+
+def parse_output(text):
+    """stdout of SCRIPT -> its result dict, or None when the marker line never came."""
+    for line in reversed(text.splitlines()):
+        if line.startswith(MARKER):
+            import json
+            return json.loads(line[len(MARKER):])
+    return None

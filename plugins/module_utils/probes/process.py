@@ -1,0 +1,220 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""process layer: the app's gunicorn masters and workers, who started them, and its strays.
+
+Observes only (psutil reads /proc); decides nothing.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import time
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+
+SHELLS = ('sh', 'bash', 'dash', 'zsh', 'ksh', 'busybox')
+PLATFORM_RUNNERS = ('honcho', 'foreman', 'tini', 'dumb-init', 'docker-init', 's6-supervise', 'runsv',
+                    'circusd', 'pm2', 'containerd-shim', 'conmon', 'heroku', 'procfile', 'overmind')
+SIGHUP_BIT = 1 << 0  # bit (signal 1 - 1) of SigIgn: set by nohup
+
+
+def app_module_names(app):
+    """`AgentLocator.main:app` -> {'AgentLocator.main', 'AgentLocator'}: what a stray's argv may name."""
+    module, _ = gunicorn.split_app_spec(app)
+    return set([module, module.split('.')[0]]) - set([''])
+
+
+def _info(proc):
+    try:
+        with proc.oneshot():
+            return {
+                'pid': proc.pid,
+                'ppid': proc.ppid(),
+                'name': proc.name(),
+                'cmdline': proc.cmdline(),
+                'cwd': _safe(proc.cwd),
+                'create_time': proc.create_time(),
+                'username': _safe(proc.username),
+            }
+    except Exception:  # vanished or not ours to read: psutil.NoSuchProcess / AccessDenied / ZombieProcess
+        return None
+
+
+def _safe(call):
+    try:
+        return call()
+    except Exception:
+        return None
+
+
+def _under(path, root):
+    if not path or not root:
+        return False
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip('/') + '/')
+
+
+def belongs_to_app(info, app, chdir):
+    """Why a gunicorn process belongs to this app (a non-empty reason), or '' when it does not."""
+    settings = gunicorn.parse_cmdline(info['cmdline'])
+    if settings.get('app') == app:
+        return 'app spec %s in its command line' % app
+    if settings.get('app') is None and (_under(info['cwd'], chdir) or _under(settings.get('chdir'), chdir)):
+        return 'gunicorn with no app spec running in %s' % chdir
+    return ''
+
+
+def stray_reason(info, app, chdir):
+    """Why a non-gunicorn process is an earlier run of this app ('' when it is not)."""
+    argv = info['cmdline']
+    if not argv or not os.path.basename(argv[0]).startswith(('python', 'flask')):
+        return ''
+    modules = app_module_names(app)
+    for i, arg in enumerate(argv[1:], 1):
+        if argv[i - 1] in ('-m', '--app', '-A') or arg.startswith('--app='):
+            name = arg.split('=', 1)[-1].split(':')[0]
+            if name in modules:
+                return 'runs the app module %s (%s)' % (name, ' '.join(argv[:4]))
+        if arg.endswith('.py'):
+            path = arg if os.path.isabs(arg) else os.path.join(info['cwd'] or '/', arg)
+            if _under(path, chdir):
+                return 'runs %s from the app directory' % arg
+    if 'run' in argv and ('flask' in os.path.basename(argv[0]) or 'flask' in argv[1:3]) and _under(info['cwd'], chdir):
+        return 'Flask dev server (flask run) in %s' % chdir
+    return ''
+
+
+def _sighup_ignored(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('SigIgn:'):
+                    return bool(int(line.split()[1], 16) & SIGHUP_BIT)
+    except (IOError, OSError, ValueError):
+        pass
+    return False
+
+
+def _systemd_unit(pid):
+    try:
+        with open('/proc/%d/cgroup' % pid) as f:
+            for line in f:
+                for part in line.strip().split('/'):
+                    if part.endswith('.service'):
+                        return part
+    except (IOError, OSError):
+        pass
+    return None
+
+
+def identify_runner(psutil, pid):
+    """Which runner started a process: walk its parents -> dict(kind, detail, pid)."""
+    unit = _systemd_unit(pid)
+    chain = []
+    try:
+        proc = psutil.Process(pid)
+        parents = proc.parents()
+    except Exception:
+        return {'kind': 'unknown', 'detail': 'process vanished', 'pid': None}
+    for parent in parents:
+        info = _info(parent)
+        if info is None:
+            continue
+        chain.append(info)
+        name = info['name']
+        cmd = ' '.join(info['cmdline'])
+        if name == 'supervisord' or 'supervisord' in cmd:
+            return {'kind': 'supervisord', 'detail': cmd[:200], 'pid': info['pid']}
+        if name in ('cron', 'crond', 'anacron'):
+            return {'kind': 'cron', 'detail': cmd[:200], 'pid': info['pid']}
+        if name in PLATFORM_RUNNERS or os.path.basename(info['cmdline'][0] if info['cmdline'] else '') in PLATFORM_RUNNERS:
+            return {'kind': 'platform', 'detail': '%s (%s)' % (name, cmd[:160]), 'pid': info['pid']}
+        if name in SHELLS:
+            looping = any(word in cmd for word in ('while ', 'until ', 'for ', 'sleep'))
+            return {'kind': 'shell_loop' if looping else 'shell', 'detail': cmd[:200], 'pid': info['pid']}
+        if info['pid'] == 1:
+            break
+    if unit and chain and chain[0]['pid'] == 1 and chain[0]['name'] == 'systemd':
+        return {'kind': 'systemd', 'detail': unit, 'pid': 1}
+    if _sighup_ignored(pid):
+        return {'kind': 'nohup', 'detail': 'SIGHUP ignored, parent pid %s' % (chain[0]['pid'] if chain else '?'),
+                'pid': chain[0]['pid'] if chain else None}
+    parent = chain[0] if chain else None
+    if parent is None:
+        return {'kind': 'unknown', 'detail': 'no parent', 'pid': None}
+    return {'kind': 'other', 'detail': '%s (pid %d): %s' % (parent['name'], parent['pid'],
+                                                          ' '.join(parent['cmdline'])[:160]), 'pid': parent['pid']}
+
+
+def _daemon_runner(settings):
+    """`gunicorn --daemon --pid FILE` detaches from whoever started it: the pidfile is the runner."""
+    if settings.get('daemon'):
+        return {'kind': 'standalone', 'detail': 'gunicorn --daemon, pidfile %s' % (settings.get('pidfile') or 'none'),
+                'pid': None}
+    return None
+
+
+def collect(psutil, app, chdir, exclude_pids=(), now=None):
+    """Scan the process table once -> facts about the app's gunicorn processes and strays."""
+    now = now or time.time()
+    exclude = set(exclude_pids) | set([1])
+    gunicorns, strays = {}, []
+    for proc in psutil.process_iter():
+        if proc.pid in exclude:
+            continue
+        info = _info(proc)
+        if info is None or not info['cmdline']:
+            continue
+        if gunicorn.is_gunicorn_cmdline(info['cmdline']):
+            reason = belongs_to_app(info, app, chdir)
+            if reason:
+                info['reason'] = reason
+                gunicorns[info['pid']] = info
+            continue
+        reason = stray_reason(info, app, chdir)
+        if reason:
+            info['reason'] = reason
+            info['age'] = round(now - info['create_time'], 1)
+            info['kind'] = 'dev_server'
+            strays.append(info)
+
+    masters = []
+    for pid, info in sorted(gunicorns.items()):
+        if info['ppid'] in gunicorns:
+            continue  # a worker; attached to its master below
+        settings = gunicorn.parse_cmdline(info['cmdline'])
+        workers = [{'pid': w['pid'], 'age': round(now - w['create_time'], 1)}
+                   for w in gunicorns.values() if w['ppid'] == pid]
+        masters.append({
+            'pid': pid,
+            'ppid': info['ppid'],
+            'cmdline': ' '.join(info['cmdline']),
+            'cwd': info['cwd'],
+            'username': info['username'],
+            'age': round(now - info['create_time'], 1),
+            'settings': settings,
+            'workers': sorted(workers, key=lambda w: w['pid']),
+            'runner': _daemon_runner(settings) or identify_runner(psutil, pid),
+            'reason': info['reason'],
+        })
+    # A gunicorn of this app whose parent is not one of them and which runs no workers while
+    # configured for some is a worker orphaned by a dead master.
+    for master in list(masters):
+        if not master['workers'] and master['ppid'] == 1 and master['cmdline'].startswith('gunicorn: worker'):
+            masters.remove(master)
+            strays.append(dict(master, kind='orphan_worker', reason='gunicorn worker without its master'))
+    return {'masters': masters, 'strays': [_public_stray(s) for s in strays]}
+
+
+def _public_stray(info):
+    return {
+        'pid': info['pid'],
+        'ppid': info['ppid'],
+        'cmdline': info['cmdline'] if isinstance(info['cmdline'], str) else ' '.join(info['cmdline']),
+        'cwd': info['cwd'],
+        'age': info.get('age'),
+        'kind': info.get('kind', 'dev_server'),
+        'reason': info['reason'],
+    }

@@ -1,0 +1,67 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Writers: a report -> the ladder printed at the end of a run, and the Markdown summary. Format only."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+MARK = {'pass': 'ok  ', 'warn': 'WARN', 'fail': 'FAIL', 'skip': 'skip'}
+
+
+def _headline(report):
+    first = report['failed_layer']
+    text = '%s: %s' % (report['host'], report['verdict'].upper())
+    if first:
+        text += ' - first failing layer: %s' % first
+    return text
+
+
+def _layer_line(layer, causes):
+    ids = [c['id'] for c in causes if c['layer'] == layer['name']]
+    worst = next((c for c in layer['checks'] if c['status'] == layer['status']), None)
+    detail = ', '.join(ids) if ids else (worst['detail'] if worst else '')
+    return '%-8s %s  %s' % (layer['name'], MARK[layer['status']], detail[:110])
+
+
+def ladder(report, paths=None):
+    """A few lines per host: the verdict, one line per layer, each cause's first evidence and remedy."""
+    lines = [_headline(report)]
+    lines += ['  ' + _layer_line(layer, report['causes']) for layer in report['layers']]
+    for cause in report['causes']:
+        lines.append('  - %s [%s/%s]: %s' % (cause['id'], cause['layer'], cause['severity'], cause['evidence'][0][:160]))
+        lines.append('    fix: %s' % cause['remedy'][:220])
+    for path in paths or []:
+        lines.append('  report: %s' % path)
+    return lines
+
+
+def markdown(report):
+    """The human summary written beside the JSON report."""
+    out = ['# %s' % _headline(report), '']
+    out.append('Port %s (from %s). Layers in ladder order; the first failing one is where to act.' % (
+        report.get('port'), report.get('port_source')))
+    out += ['', '| layer | status | checks |', '|---|---|---|']
+    for layer in report['layers']:
+        checks = '<br>'.join('%s: %s%s' % (c['name'], c['status'], (' - ' + c['detail']) if c.get('detail') else '')
+                             for c in layer['checks'])
+        out.append('| %s | %s | %s |' % (layer['name'], layer['status'], checks.replace('|', '\\|')))
+    out += ['', '## Causes', '']
+    if not report['causes']:
+        out.append('None found.')
+    for cause in report['causes']:
+        out.append('### `%s` (%s, %s)' % (cause['id'], cause['layer'], cause['severity']))
+        out.append('')
+        out += ['- %s' % e for e in cause['evidence']]
+        out += ['', '**Remedy:** %s' % cause['remedy']]
+        refs = []
+        if cause.get('runbook_step'):
+            refs.append('runbook step %s' % cause['runbook_step'])
+        if cause.get('runbook_cause'):
+            refs.append('runbook cause %s' % cause['runbook_cause'])
+        if cause.get('twilio_error'):
+            refs.append('Twilio error %s' % cause['twilio_error'])
+        if refs:
+            out += ['', '(%s)' % ', '.join(refs)]
+        out.append('')
+    return '\n'.join(out) + '\n'

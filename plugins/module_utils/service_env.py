@@ -1,0 +1,161 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where a service's environment lives: env files, /proc/<pid>/environ, systemd units,
+supervisord programs, /proc/<pid>/limits. Text in, data out; no Ansible import."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import glob
+import os
+import re
+import shlex
+
+# Variable names whose values never leave the host (evidence shows only that they are set).
+SECRET_NAME = re.compile(r'(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|API_?KEY|AUTH)', re.I)
+
+
+def parse_dotenv(text):
+    """`KEY=value` lines (optional `export`, quotes, comments) -> dict."""
+    env = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith('#'):
+            continue
+        if line.startswith('export '):
+            line = line[7:].lstrip()
+        if '=' not in line:
+            continue
+        key, value = line.split('=', 1)
+        key = key.strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+            value = value[1:-1]
+        elif ' #' in value:
+            value = value.split(' #', 1)[0].rstrip()
+        env[key] = value
+    return env
+
+
+def parse_environ(raw):
+    """The NUL-separated bytes of /proc/<pid>/environ -> dict."""
+    env = {}
+    for item in raw.split(b'\0'):
+        if b'=' in item:
+            key, value = item.split(b'=', 1)
+            env[key.decode('utf-8', 'replace')] = value.decode('utf-8', 'replace')
+    return env
+
+
+def read_proc_environ(pid):
+    """The environment a running process started with, or None when it cannot be read."""
+    try:
+        with open('/proc/%d/environ' % pid, 'rb') as f:
+            return parse_environ(f.read())
+    except (IOError, OSError):
+        return None
+
+
+def parse_systemd_environment(unit_text):
+    """`Environment=` lines of a unit -> dict; `EnvironmentFile=` paths -> list."""
+    env, files = {}, []
+    for raw in unit_text.splitlines():
+        line = raw.strip()
+        if line.startswith('Environment='):
+            for item in shlex.split(line[len('Environment='):]):
+                if '=' in item:
+                    key, value = item.split('=', 1)
+                    env[key] = value
+        elif line.startswith('EnvironmentFile='):
+            files.append(line[len('EnvironmentFile='):].lstrip('-'))
+    return env, files
+
+
+def parse_supervisord_programs(conf_text):
+    """supervisord ini text -> {program name: {'command': str, 'directory': str, 'environment': dict}}."""
+    programs, current = {}, None
+    for raw in conf_text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in ';#':
+            continue
+        header = re.match(r'^\[program:([^\]]+)\]$', line)
+        if header:
+            current = programs.setdefault(header.group(1), {'command': '', 'directory': '', 'environment': {}})
+            continue
+        if line.startswith('['):
+            current = None
+            continue
+        if current is None or '=' not in line:
+            continue
+        key, value = [p.strip() for p in line.split('=', 1)]
+        if key == 'environment':
+            current['environment'] = _parse_supervisord_env(value)
+        elif key in ('command', 'directory'):
+            current[key] = value
+    return programs
+
+
+def _parse_supervisord_env(value):
+    # KEY="val",KEY2=val2 : a comma-separated list, values optionally quoted.
+    env = {}
+    for m in re.finditer(r'([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\'[^\']*\'|[^,]*)', value):
+        val = m.group(2)
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in '"\'':
+            val = val[1:-1]
+        env[m.group(1)] = val
+    return env
+
+
+def read_text(path, limit=1 << 20):
+    """A small text file, or None when it is missing or unreadable."""
+    try:
+        with open(path, 'r', errors='replace') as f:
+            return f.read(limit)
+    except (IOError, OSError):
+        return None
+
+
+def find_unit_environments(app, unit_dirs=('/etc/systemd/system', '/run/systemd/system', '/lib/systemd/system')):
+    """systemd units whose ExecStart runs `app` -> [(unit path, env dict)] (EnvironmentFile= merged)."""
+    found = []
+    for unit_dir in unit_dirs:
+        for path in sorted(glob.glob(os.path.join(unit_dir, '*.service'))):
+            text = read_text(path)
+            if not text or app not in text:
+                continue
+            for dropin in sorted(glob.glob(path + '.d/*.conf')):
+                text += '\n' + (read_text(dropin) or '')
+            env, files = parse_systemd_environment(text)
+            for env_file in files:
+                env = dict(parse_dotenv(read_text(env_file) or ''), **env)
+            found.append((path, env))
+    return found
+
+
+def find_supervisord_environments(app, conf_globs=('/etc/supervisor/conf.d/*.conf', '/etc/supervisord.conf',
+                                                   '/etc/supervisor/supervisord.conf', '/etc/supervisord.d/*.ini')):
+    """supervisord programs whose command runs `app` -> [('path [program:x]', env dict)]."""
+    found = []
+    for pattern in conf_globs:
+        for path in sorted(glob.glob(pattern)):
+            for name, program in sorted(parse_supervisord_programs(read_text(path) or '').items()):
+                if app in program['command']:
+                    found.append(('%s [program:%s]' % (path, name), program['environment']))
+    return found
+
+
+def parse_limits(text):
+    """/proc/<pid>/limits -> {'Max open files': (soft, hard)}; 'unlimited' -> None."""
+    limits = {}
+    for line in text.splitlines()[1:]:
+        m = re.match(r'^(Max [a-z ]+?)\s{2,}(\S+)\s+(\S+)', line)
+        if m:
+            soft, hard = (None if v == 'unlimited' else int(v) for v in m.group(2, 3))
+            limits[m.group(1)] = (soft, hard)
+    return limits
+
+
+def redact_env(env):
+    """Copy of env with secret-looking values replaced, for evidence."""
+    return dict((k, '<redacted>' if SECRET_NAME.search(k) else v) for k, v in env.items())

@@ -1,0 +1,60 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: probe
+short_description: Run every target-side probe of a Gunicorn service in one call
+version_added: 0.1.0
+description:
+  - Observes the port, process, listen, healthz, boot and system layers of the runbook on the host
+    itself, independent probes concurrently, and returns their facts.
+  - Decides nothing; M(sre.gunicorn_doctor.report) turns the facts into the verdict and the report.
+  - Samples C(/healthz) over a stability window only when a gunicorn process of the app is young, and
+    boots the app on a spare port only when C(/healthz) is not a stable 200.
+author: sre.gunicorn_doctor maintainers
+extends_documentation_fragment:
+  - sre.gunicorn_doctor.probe
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+'''
+
+EXAMPLES = r'''
+- name: Probe the voice app
+  sre.gunicorn_doctor.probe:
+    app: AgentLocator.main:app
+    chdir: /srv/agentlocator
+    python: /srv/agentlocator/.venv/bin/python
+    env_file: /srv/agentlocator/.env
+    log_file: /var/log/agentlocator/gunicorn.log
+  register: doctor_probe
+'''
+
+RETURN = r'''
+facts:
+  description: What each probe observed, by layer (port, process, log, listen, healthz, boot, system), and C(timings).
+  returned: success
+  type: dict
+  sample:
+    port: {port: 8123, source: /srv/agentlocator/.env, valid: true}
+    healthz: {url: "http://127.0.0.1:8123/healthz", samples: [{status: 200, latency_ms: 2.1}]}
+    timings: {process: 0.03, healthz: 0.01, dry_import: 0.41, total: 0.45}
+'''
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probe_module import collect_facts, new_module
+
+
+def main():
+    module = new_module()
+    module.exit_json(changed=False, facts=collect_facts(module))
+
+
+if __name__ == '__main__':
+    main()
