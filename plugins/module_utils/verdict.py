@@ -246,9 +246,15 @@ def judge_listen(facts, layer):
     layer.cause('not_listening', evidence)
 
 
+def _answered_by_stranger(facts):
+    """Listeners on $PORT, when none of them is the app: their 200 is not the app's."""
+    on_port = (facts.get('listen') or {}).get('on_port', [])
+    return [] if any(s['app_role'] for s in on_port) else on_port
+
+
 def healthz_stable(facts):
     samples = facts['healthz']['samples']
-    return bool(samples) and all(s['status'] == 200 for s in samples)
+    return bool(samples) and all(s['status'] == 200 for s in samples) and not _answered_by_stranger(facts)
 
 
 def judge_healthz(facts, layer):
@@ -258,6 +264,11 @@ def judge_healthz(facts, layer):
     ok = [s for s in samples if s['status'] == 200]
     summary = '%d sample(s) over %.1f s (%s): %s' % (len(samples), h['elapsed'], h['wait_reason'], ', '.join(
         str(s['status']) if s['status'] else (s['error'] or 'no answer') for s in samples[:12]))
+    strangers = _answered_by_stranger(facts)
+    if ok and strangers:
+        layer.check('stable 200', 'fail', '%s, but from pid %s (%s), which is not the app' % (
+            summary, strangers[0]['pid'], strangers[0]['name']))
+        return
     if healthz_stable(facts):
         latency = max(s['latency_ms'] for s in samples)
         layer.check('stable 200', 'pass', '%s; slowest %.0f ms; body %r' % (summary, latency, samples[0]['body'][:80]))
@@ -383,7 +394,7 @@ def _missing_env_in_tracebacks(tracebacks):
     for tb in reversed(tracebacks):
         exc = tb.get('exception') or ''
         m = re.match(r"^KeyError: '([A-Z_][A-Z0-9_]*)'$", exc)
-        if m and any('os.py' in f or 'environ' in f for f in tb['frames']):
+        if m and any('os.py' in f or '<frozen os>' in f or 'environ' in f for f in tb['frames']):
             return m.group(1)
     return None
 

@@ -67,6 +67,7 @@ class GunicornService:
         python=sys.executable,
         health_path="/healthz",
         control_socket=False,
+        wrapper=(),
     ):
         self.app_dir = str(app_dir)
         self.app_spec = app_spec
@@ -81,6 +82,7 @@ class GunicornService:
         # gunicorn 25's control socket defaults to one path per user
         # (~/.gunicorn/gunicorn.ctl), which parallel masters would fight over.
         self.control_socket = control_socket
+        self.wrapper = list(wrapper)  # an exec-ing prefix such as ["prlimit", "--nofile=256:256"]
         self.proc = None
         self.children = []  # psutil.Process objects of workers we have seen
 
@@ -100,7 +102,7 @@ class GunicornService:
         return f"{scheme}://{self.host}:{self.port}{path}"
 
     def command(self):
-        cmd = [self.python, "-m", "gunicorn", self.app_spec]
+        cmd = self.wrapper + [self.python, "-m", "gunicorn", self.app_spec]
         cmd += ["-k", self.worker_class, "-w", str(self.workers), "-b", self.bind]
         cmd += ["--error-logfile", self.log_path, "--capture-output", "--log-level", "info"]
         if not self.control_socket:

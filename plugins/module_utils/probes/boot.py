@@ -30,6 +30,7 @@ OUTPUT_LINES_KEPT = 40
 def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None):
     """-> facts of the dry import (see dry_import.SCRIPT), plus `timed_out` and the raw output tail."""
     module, variable = gunicorn.split_app_spec(app)
+    env = dict(env, PYTHONDONTWRITEBYTECODE='1')  # read-only: no __pycache__ left in the app
     started = time.time()
     proc = subprocess.Popen([python, '-c', dry_import.SCRIPT, module, variable, healthz_path],
                             cwd=chdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -71,6 +72,7 @@ def preload_boot(python, chdir, app, healthz_path, env, timeout, gunicorn_versio
     if _version_at_least(gunicorn_version, 25):
         argv.append('--no-control-socket')  # never take over the live master's control socket
     argv.append(app)
+    env = dict(env, PYTHONDONTWRITEBYTECODE='1')
     lines = []
     seen = {'listening': threading.Event(), 'dev_server': threading.Event()}
     started = time.time()

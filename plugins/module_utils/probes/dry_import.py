@@ -87,13 +87,13 @@ try:
         result["ok"] = True
 except BaseException as exc:
     result.setdefault("import_seconds", round(time.time() - started, 3))
-    frames = traceback.extract_tb(sys.exc_info()[2])
+    frames = [f for f in traceback.extract_tb(sys.exc_info()[2]) if not f[0].startswith("<frozen importlib")]
     result["error"] = {
         "type": type(exc).__name__,
         "message": str(exc)[:500],
         "stage": "import" if "app_type" not in result else "healthz",
         "frames": ["%s:%d in %s" % (f[0], f[1], f[2]) for f in frames[-6:]],
-        "missing_env": exc.args[0] if isinstance(exc, KeyError) and frames and frames[-1][0].endswith("os.py")
+        "missing_env": exc.args[0] if isinstance(exc, KeyError) and frames and frames[-1][0] in (os.__file__, "<frozen os>")
                        and exc.args and isinstance(exc.args[0], str) else None,
         "module_not_found": getattr(exc, "name", None) if isinstance(exc, ImportError) else None,
     }

@@ -50,8 +50,22 @@ def collect(psutil, port, process_facts):
             roles[worker['pid']] = 'worker of %d' % master['pid']
     for stray in process_facts['strays']:
         roles[stray['pid']] = 'stray (%s)' % stray['kind']
+    # psutil names one pid per socket; a worker shares its master's listening socket, so ask each
+    # master which sockets are its own.
+    owned = {}
+    for master in process_facts['masters']:
+        try:
+            proc = psutil.Process(master['pid'])
+            conns = getattr(proc, 'net_connections', getattr(proc, 'connections', None))(kind='tcp')  # psutil < 6: connections
+        except Exception:  # vanished, or not ours to read
+            conns = []
+        for conn in conns:
+            if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                owned[(conn.laddr[0], conn.laddr[1])] = master['pid']
     on_port, app_sockets = [], []
     for sock in listening_sockets(psutil):
+        if (sock['address'], sock['port']) in owned:
+            sock['pid'] = owned[(sock['address'], sock['port'])]
         role = roles.get(sock['pid'])
         if sock['port'] == port:
             on_port.append(dict(sock, app_role=role))

@@ -57,11 +57,16 @@ def _under(path, root):
 
 
 def belongs_to_app(info, app, chdir):
-    """Why a gunicorn process belongs to this app (a non-empty reason), or '' when it does not."""
+    """Why a gunicorn process belongs to this app (a non-empty reason), or '' when it does not.
+
+    The app spec alone is not proof: two checkouts of one app (staging and production, blue and
+    green) share it. The directory it runs in must be the app's too, when we may read it.
+    """
     settings = gunicorn.parse_cmdline(info['cmdline'])
-    if settings.get('app') == app:
-        return 'app spec %s in its command line' % app
-    if settings.get('app') is None and (_under(info['cwd'], chdir) or _under(settings.get('chdir'), chdir)):
+    in_dir = _under(settings.get('chdir') or info['cwd'], chdir)
+    if settings.get('app') == app and (in_dir or info['cwd'] is None):
+        return 'app spec %s in its command line, running in %s' % (app, info['cwd'] or 'an unreadable cwd')
+    if settings.get('app') is None and in_dir:
         return 'gunicorn with no app spec running in %s' % chdir
     return ''
 
