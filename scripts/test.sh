@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# All the tests: unit, integration (real gunicorn services and real faults, run through the real
+# playbooks), then ansible-test sanity and ansible-lint. CI runs exactly this (.ci/run).
+# Needs root for the fault tests that mount a tmpfs; everything listens on loopback only.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/bootstrap.sh
+
+# util-linux (prlimit, mount) and procps are on every Debian; install them if a slim image lacks them.
+missing=()
+for tool in prlimit mount ps; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq util-linux mount procps >/dev/null
+fi
+
+.venv/bin/python -m pytest -p no:cacheprovider tests/unit tests/integration "$@"
+bash scripts/lint.sh

@@ -1,0 +1,134 @@
+"""diagnose.yml on services that restart, time out, get killed, or share the host with strays."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+import psutil
+
+from doctor_run import PYTHON, cause, cause_ids, diagnose, make_app, run_playbook
+from gunicorn_service import free_port
+from test_diagnose_server_layers import base_vars, healthy_service, stop_tree
+
+
+def test_check_mode_gives_the_same_report(services, tmp_path, port):
+    service = healthy_service(services, tmp_path, port)
+    report, out = diagnose(tmp_path, base_vars(service, tmp_path), extra_args=["--check"])
+    assert report["verdict"] == "healthy"
+    assert "changed=0" in out
+
+
+def test_master_sigtermed_during_the_window_is_flapping(services, tmp_path, port):
+    service = healthy_service(services, tmp_path, port)
+    # What a platform does when its health check looks elsewhere: SIGTERM after a few seconds.
+    killer = threading.Timer(2.5, os.kill, (service.pid, signal.SIGTERM))
+    killer.start()
+    try:
+        report, _ = diagnose(tmp_path, base_vars(service, tmp_path, doctor_stability_window=10))
+    finally:
+        killer.cancel()
+    found = cause(report, "healthz_flapping")
+    assert "answered 200, then" in found["evidence"][0]
+    assert report["verdict"] == "down"
+    assert report["failed_layer"] == "healthz"
+
+
+def slow_route(text):
+    return text + '\n\n@app.get("/slow")\ndef slow():\n    import time\n    time.sleep(30)\n    return "late"\n'
+
+
+def test_worker_timeout_in_the_log(services, tmp_path, port):
+    app_dir = make_app(tmp_path, slow_route)
+    service = services(app_dir, tmp_path / "gunicorn.log", bind="0.0.0.0:%d" % port, env={"PORT": str(port)},
+                       extra_args=["--timeout", "2"])
+    try:
+        urllib.request.urlopen("http://127.0.0.1:%d/slow" % port, timeout=10)
+    except OSError:
+        pass  # the worker is killed mid-request: that is the fault
+    service.wait_for_log("Booting worker", timeout=10)
+    deadline = time.time() + 10
+    while service.log_text().count("Booting worker") < 2:
+        assert time.time() < deadline, "no new worker after the timeout"
+        time.sleep(0.1)
+    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    found = cause(report, "worker_timeout")
+    assert any("WORKER TIMEOUT" in e for e in found["evidence"])
+    assert report["failed_layer"] == "boot"
+
+
+def test_worker_killed_by_sigkill_reads_as_oom(services, tmp_path, port):
+    service = healthy_service(services, tmp_path, port)
+    worker = psutil.Process(service.pid).children()[0]
+    worker.kill()  # what the kernel OOM killer does to the biggest process
+    service.wait_for_log("Perhaps out of memory?", timeout=10)
+    service.wait_ready()
+    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    found = cause(report, "oom_killed")
+    assert "SIGKILL" in found["evidence"][0] and str(worker.pid) in found["evidence"][0]
+    assert report["verdict"] == "degraded"
+
+
+def test_stray_dev_server_is_found_and_decoys_are_not(services, tmp_path, port):
+    service = healthy_service(services, tmp_path, port)
+    dev_port, decoy_port = free_port(), free_port()
+    stray = subprocess.Popen([PYTHON, "-m", "AgentLocator.main"], cwd=service.app_dir,
+                             env=dict(os.environ, PORT=str(dev_port)), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    decoy = subprocess.Popen([PYTHON, "-m", "http.server", "-b", "127.0.0.1", str(decoy_port)], cwd=service.app_dir,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while not any(c.laddr.port == dev_port for c in psutil.Process(stray.pid).net_connections()):
+            assert time.time() < deadline, "the dev server never listened"
+            time.sleep(0.1)
+        report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    finally:
+        stop_tree(stray.pid)
+        stop_tree(decoy.pid)
+    found = cause(report, "stray_processes")
+    assert found["severity"] == "warn"
+    assert any(str(stray.pid) in e for e in found["evidence"])
+    assert not any(str(decoy.pid) in e for e in found["evidence"])
+    assert report["verdict"] == "degraded"
+
+
+def test_runner_is_supervisord(tmp_path, port):
+    app_dir = make_app(tmp_path)
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text("""[supervisord]
+logfile=%(tmp)s/supervisord.log
+pidfile=%(tmp)s/supervisord.pid
+nodaemon=true
+
+[unix_http_server]
+file=%(tmp)s/supervisor.sock
+
+[program:agentlocator]
+command=%(python)s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%(port)d --no-control-socket --error-logfile %(tmp)s/gunicorn.log
+directory=%(app)s
+environment=PORT="%(port)d"
+autorestart=true
+stopasgroup=true
+""" % {"tmp": tmp_path, "python": PYTHON, "port": port, "app": app_dir})
+    supervisord = subprocess.Popen([os.path.join(os.path.dirname(PYTHON), "supervisord"), "-c", str(conf)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                if urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "supervisord never started the app"
+            time.sleep(0.1)
+        report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path))
+    finally:
+        stop_tree(supervisord.pid)
+    assert report["verdict"] == "healthy", report["causes"]
+    process = next(l for l in report["layers"] if l["name"] == "process")
+    assert any("started by supervisord" in c["detail"] for c in process["checks"])
+    assert report["port_source"].startswith("/proc/") and report["port"] == port
