@@ -9,12 +9,18 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/bootstrap.sh
 
+# ansible-test's shellcheck sanity test silently skips itself when the program is missing.
+if ! command -v shellcheck >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null
+  else echo "lint: install shellcheck first (sudo apt-get install shellcheck)" >&2; exit 1; fi
+fi
+
 venv="$root/.venv"
 py_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 # --- ansible-test's pip bootstrap, offline ----------------------------------------------------
 # ansible-test bootstraps pip in each of its venvs with get-pip-<pip version>.py downloaded from
-# ci-files.testing.ansible.com (unreachable here), unless ~/.ansible/test/cache/get_pip_<v>.py
+# a host these machines cannot reach, unless ~/.ansible/test/cache/get_pip_<v>.py
 # exists. This stand-in gets pip from the interpreter's own ensurepip, then installs the pinned pip
 # from PyPI with the same arguments. A real get-pip.py already in the cache is left alone.
 pip_version=$("$venv/bin/python" - "$py_version" <<'EOF'

@@ -127,7 +127,7 @@ def parse_bind(spec):
     if spec.startswith('fd://'):
         return {'family': 'fd', 'host': spec[5:], 'port': None}
     if spec.startswith('['):
-        host, _, rest = spec[1:].partition(']')
+        host, dummy, rest = spec[1:].partition(']')
         port = rest[1:] if rest.startswith(':') else '8000'
         family = 'inet6'
     elif spec.count(':') == 1:
@@ -144,7 +144,7 @@ def parse_bind(spec):
 
 def split_app_spec(spec):
     """`AgentLocator.main:app` -> ('AgentLocator.main', 'app'); gunicorn's default variable is `application`."""
-    module, _, variable = (spec or '').partition(':')
+    module, dummy, variable = (spec or '').partition(':')
     variable = variable.strip() or 'application'
     # `create_app()` factories: keep the callable's name.
     return module.strip(), variable

@@ -11,17 +11,22 @@ module: boot_info
 short_description: Make a silent Gunicorn boot failure show itself
 version_added: 0.1.0
 description:
-  - Imports the app in its own interpreter (the runbook's dry import), scans its package for C(app.run()) at import, reads the gunicorn log, and when C(/healthz) is not a stable 200 boots it with C(gunicorn --preload -k sync) on a free loopback port, then stops that process by PID.
+  - Imports the app in its own interpreter (the runbook's dry import), scans its package for
+    C(app.run()) at import, reads the gunicorn log, and when C(/healthz) is not a stable 200 boots
+    it with C(gunicorn --preload -k sync) on a free loopback port, then stops that process by PID.
   - Causes C(boot_exception), C(slow_boot), C(dev_server_at_import), C(worker_timeout) and C(missing_env).
   - Read-only. M(sre.gunicorn_doctor.probe) runs this and the other layers in one call.
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 '''
 
 EXAMPLES = r'''

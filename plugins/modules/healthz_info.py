@@ -11,17 +11,22 @@ module: healthz_info
 short_description: Sample the health endpoint of a Gunicorn service over a stability window
 version_added: 0.1.0
 description:
-  - GETs C(http://127.0.0.1:PORT/healthz); when a gunicorn process of the app is younger than I(stability_window), keeps sampling until it is that old, so a worker that dies after ~10 s is caught.
+  - GETs C(http://127.0.0.1:PORT/healthz); when a gunicorn process of the app is younger than
+    I(stability_window), keeps sampling until it is that old, so a worker that dies after ~10 s is
+    caught.
   - Causes C(healthz_missing), C(healthz_error) and C(healthz_flapping).
   - Read-only. M(sre.gunicorn_doctor.probe) runs this and the other layers in one call.
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 '''
 
 EXAMPLES = r'''

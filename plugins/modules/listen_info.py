@@ -11,17 +11,21 @@ module: listen_info
 short_description: Show who listens on the port a Gunicorn service should listen on
 version_added: 0.1.0
 description:
-  - The C(ss -ltnp) of the runbook: who LISTENs on the expected port, and where the app listens instead.
+  - The C(ss -ltnp) step of the runbook, showing who LISTENs on the expected port and where the app
+    listens instead.
   - Causes C(not_listening), C(wrong_port) and C(bind_loopback_only).
   - Read-only. M(sre.gunicorn_doctor.probe) runs this and the other layers in one call.
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 '''
 
 EXAMPLES = r'''

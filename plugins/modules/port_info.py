@@ -11,17 +11,21 @@ module: port_info
 short_description: Resolve the port the platform expects for a Gunicorn service
 version_added: 0.1.0
 description:
-  - Resolves the port from C(doctor_port), the running master's environment, the env file, a systemd unit or a supervisord program, else 8000, and says where it came from.
+  - Resolves the port from C(doctor_port), the running master's environment, the env file, a systemd
+    unit or a supervisord program, else 8000, and says where it came from.
   - Causes C(port_unset) and C(port_invalid).
   - Read-only. M(sre.gunicorn_doctor.probe) runs this and the other layers in one call.
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 '''
 
 EXAMPLES = r'''

@@ -16,14 +16,17 @@ description:
   - Decides nothing; M(sre.gunicorn_doctor.report) turns the facts into the verdict and the report.
   - Samples C(/healthz) over a stability window only when a gunicorn process of the app is young, and
     boots the app on a spare port only when C(/healthz) is not a stable 200.
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 '''
 
 EXAMPLES = r'''

@@ -11,17 +11,23 @@ module: process_info
 short_description: List a Gunicorn app's masters, workers, runners and stray processes
 version_added: 0.1.0
 description:
-  - Finds the gunicorn masters and workers of the app (app spec, cwd), parses their command lines, their ages and the runner that started them (systemd, supervisord, a shell loop, nohup, cron, a platform runner), and earlier runs of the app (dev servers, C(python main.py)).
-  - Causes C(multiple_runners), C(stray_processes) and C(periodic_sigterm) (from the log's C(Handling signal: term) history).
+  - Finds the gunicorn masters and workers of the app (app spec, cwd), parses their command lines,
+    their ages and the runner that started them (systemd, supervisord, a shell loop, nohup, cron, a
+    platform runner), and earlier runs of the app (dev servers, C(python main.py)).
+  - "Causes C(multiple_runners), C(stray_processes) and C(periodic_sigterm) (from the log's
+    C(Handling signal: term) history)."
   - Read-only. M(sre.gunicorn_doctor.probe) runs this and the other layers in one call.
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 '''
 
 EXAMPLES = r'''

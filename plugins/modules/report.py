@@ -11,32 +11,43 @@ module: report
 short_description: Turn probe facts into the verdict and write the host's JSON and Markdown reports
 version_added: 0.1.0
 description:
-  - Runs on the controller (an action plugin): no round trip to the host.
+  - Runs on the controller (an action plugin), with no round trip to the host.
   - Judges the facts of M(sre.gunicorn_doctor.probe) layer by layer in ladder order, names the first
     failing layer and each cause with its evidence and remedy, and writes
     C(REPORT_DIR/HOST.json) (the contract's schema) and C(REPORT_DIR/HOST.md).
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
   facts:
     description: The C(facts) returned by M(sre.gunicorn_doctor.probe).
     type: dict
     required: true
   host:
-    description: The host name in the report and its file names.
+    description:
+      - The host name in the report and its file names.
+      - Defaults to the inventory hostname.
     type: str
-    default: the inventory hostname
   report_dir:
     description: Directory on the controller for the reports; created when missing.
     type: path
     default: ./doctor-reports
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
   check_mode:
     support: full
     details: The report is written in check mode too; nothing on the host changes.
   diff_mode:
     support: none
+  platform:
+    platforms: all
+    details: Nothing runs on the host; the report is written on the controller.
   action:
     support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 '''
 
 EXAMPLES = r'''
@@ -58,7 +69,7 @@ paths:
   type: list
   elements: str
 ladder:
-  description: Lines to print: the verdict, one line per layer, each cause with its remedy.
+  description: Lines to print, namely the verdict, one line per layer, each cause with its remedy.
   returned: success
   type: list
   elements: str

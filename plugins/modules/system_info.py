@@ -11,17 +11,22 @@ module: system_info
 short_description: Check whether the host is killing a Gunicorn app from outside
 version_added: 0.1.0
 description:
-  - Disk and inode use of the mounts holding the app, its log and the temp dir; the open-files limit of the running master and of a fresh process; available memory and the largest processes; OOM-killer events.
+  - Disk and inode use of the mounts holding the app, its log and the temp dir; the open-files limit
+    of the running master and of a fresh process; available memory and the largest processes;
+    OOM-killer events.
   - Causes C(disk_full), C(fd_limit_low), C(memory_pressure) and C(oom_killed).
   - Read-only. M(sre.gunicorn_doctor.probe) runs this and the other layers in one call.
-author: sre.gunicorn_doctor maintainers
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 '''
 
 EXAMPLES = r'''

@@ -9,7 +9,7 @@ import urllib.request
 
 import psutil
 
-from doctor_run import PYTHON, cause, cause_ids, diagnose, make_app, run_playbook
+from doctor_run import PYTHON, cause, diagnose, make_app
 from gunicorn_service import free_port
 from test_diagnose_server_layers import base_vars, healthy_service, stop_tree
 
@@ -27,7 +27,7 @@ def test_master_sigtermed_during_the_window_is_flapping(services, tmp_path, port
     killer = threading.Timer(2.5, os.kill, (service.pid, signal.SIGTERM))
     killer.start()
     try:
-        report, _ = diagnose(tmp_path, base_vars(service, tmp_path, doctor_stability_window=10))
+        report = diagnose(tmp_path, base_vars(service, tmp_path, doctor_stability_window=10))[0]
     finally:
         killer.cancel()
     found = cause(report, "healthz_flapping")
@@ -53,7 +53,7 @@ def test_worker_timeout_in_the_log(services, tmp_path, port):
     while service.log_text().count("Booting worker") < 2:
         assert time.time() < deadline, "no new worker after the timeout"
         time.sleep(0.1)
-    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    report = diagnose(tmp_path, base_vars(service, tmp_path))[0]
     found = cause(report, "worker_timeout")
     assert any("WORKER TIMEOUT" in e for e in found["evidence"])
     assert report["failed_layer"] == "boot"
@@ -65,7 +65,7 @@ def test_worker_killed_by_sigkill_reads_as_oom(services, tmp_path, port):
     worker.kill()  # what the kernel OOM killer does to the biggest process
     service.wait_for_log("Perhaps out of memory?", timeout=10)
     service.wait_ready()
-    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    report = diagnose(tmp_path, base_vars(service, tmp_path))[0]
     found = cause(report, "oom_killed")
     assert "SIGKILL" in found["evidence"][0] and str(worker.pid) in found["evidence"][0]
     assert report["verdict"] == "degraded"
@@ -84,7 +84,7 @@ def test_stray_dev_server_is_found_and_decoys_are_not(services, tmp_path, port):
         while not any(c.laddr.port == dev_port for c in psutil.Process(stray.pid).net_connections()):
             assert time.time() < deadline, "the dev server never listened"
             time.sleep(0.1)
-        report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+        report = diagnose(tmp_path, base_vars(service, tmp_path))[0]
     finally:
         stop_tree(stray.pid)
         stop_tree(decoy.pid)
@@ -125,7 +125,7 @@ stopasgroup=true
                 pass
             assert time.time() < deadline, "supervisord never started the app"
             time.sleep(0.1)
-        report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path))
+        report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
     finally:
         stop_tree(supervisord.pid)
     assert report["verdict"] == "healthy", report["causes"]

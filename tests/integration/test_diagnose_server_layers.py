@@ -36,6 +36,14 @@ def tree_digest(path):
     return digest.hexdigest()
 
 
+def gunicorn_until_exit(app_dir, log, args):
+    """Run a gunicorn that is expected to give up by itself; its output goes to `log`. -> exit code."""
+    with open(log, "w") as out:
+        done = subprocess.run([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "--no-control-socket"] + args,
+                              cwd=app_dir, stdout=out, stderr=subprocess.STDOUT, timeout=60, check=False)
+    return done.returncode
+
+
 def test_healthy_sync_service(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port)
     procs_before = sorted(p.pid for p in [psutil.Process(service.pid)] + psutil.Process(service.pid).children())
@@ -60,7 +68,7 @@ def test_healthy_sync_service(services, tmp_path, port):
 def test_port_unset_falls_back_to_8000_with_a_warning(tmp_path):
     app_dir = make_app(tmp_path)
     (tmp_path / "gunicorn.log").write_text("")
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path))
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
     found = cause(report, "port_unset")
     assert found["severity"] == "warn"
     assert report["port"] == 8000 and report["port_source"] == "default"
@@ -73,9 +81,8 @@ def test_empty_port_in_env_file_is_invalid(services, tmp_path, port):
     env_file.write_text("PORT=\nPUBLIC_BASE_URL=https://voice.example.com\n")
     # The runbook's command with an empty $PORT: gunicorn refuses it and exits.
     log = tmp_path / "gunicorn.log"
-    subprocess.run([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "0.0.0.0:", "--no-control-socket"],
-                   cwd=app_dir, stdout=open(log, "w"), stderr=subprocess.STDOUT, timeout=30)
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_env_file=str(env_file)))
+    gunicorn_until_exit(app_dir, log, ["-b", "0.0.0.0:"])
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_env_file=str(env_file)))[0]
     assert report["failed_layer"] == "port"
     found = cause(report, "port_invalid")
     assert any(str(env_file) in e for e in found["evidence"])
@@ -86,7 +93,7 @@ def test_empty_port_in_env_file_is_invalid(services, tmp_path, port):
 def test_wrong_port(services, tmp_path, port):
     other = port + 1 if port < 65000 else port - 1
     service = healthy_service(services, tmp_path, port, bind="0.0.0.0:%d" % other)
-    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    report = diagnose(tmp_path, base_vars(service, tmp_path))[0]
     assert report["failed_layer"] == "listen"
     found = cause(report, "wrong_port")
     assert "nothing of the app listens on %d" % port in found["evidence"][0]
@@ -97,7 +104,7 @@ def test_wrong_port(services, tmp_path, port):
 
 def test_loopback_only_bind(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port, bind="127.0.0.1:%d" % port)
-    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    report = diagnose(tmp_path, base_vars(service, tmp_path))[0]
     assert report["failed_layer"] == "listen"
     assert "bind_loopback_only" in cause_ids(report, "fail")
     # /healthz answers on loopback: the contract's verdict is degraded, not down.
@@ -107,7 +114,7 @@ def test_loopback_only_bind(services, tmp_path, port):
 def test_nothing_listening(tmp_path, port):
     app_dir = make_app(tmp_path)
     (tmp_path / "gunicorn.log").write_text("")
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port))
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port))[0]
     assert report["verdict"] == "down"
     assert report["failed_layer"] == "listen"
     found = cause(report, "not_listening")
@@ -115,13 +122,23 @@ def test_nothing_listening(tmp_path, port):
     # The app itself boots: the spare-port boot says so, so the boot layer passes.
     boot = {c["name"]: c for c in layer(report, "boot")["checks"]}
     assert boot["preload boot"]["status"] == "pass"
+    assert app_processes(app_dir) == [], "the spare-port boot was not stopped"
+
+
+def app_processes(app_dir):
+    """Processes running in the app directory (what a spare-port boot would leave behind)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cwd", "status"]):
+        if proc.info["cwd"] == str(app_dir) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.info["pid"])
+    return found
 
 
 def test_two_masters(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port)
     other_port = port + 2 if port < 65000 else port - 2
     services(service.app_dir, tmp_path / "second.log", bind="0.0.0.0:%d" % other_port, env={"PORT": str(port)})
-    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    report = diagnose(tmp_path, base_vars(service, tmp_path))[0]
     found = cause(report, "multiple_runners")
     assert found["severity"] == "fail"
     assert report["failed_layer"] == "process"
@@ -141,7 +158,7 @@ def test_loop_that_sigterms_the_master(tmp_path, port):
         while log.read_text().count("Handling signal: term") < 2 if log.exists() else True:
             assert time.time() < deadline, "the loop never restarted the master"
             time.sleep(0.2)
-        report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port))
+        report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port))[0]
     finally:
         stop_tree(loop.pid)
     found = cause(report, "periodic_sigterm")
@@ -162,7 +179,7 @@ def stop_tree(pid):
             p.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=5)
+    alive = psutil.wait_procs(procs, timeout=5)[1]
     for p in alive:
         try:
             p.kill()
@@ -185,7 +202,7 @@ def test_healthz_missing_and_error(services, tmp_path, port, edit, cause_id):
     services(app_dir, tmp_path / "gunicorn.log", bind="0.0.0.0:%d" % port, env={"PORT": str(port)},
              health_path=None)
     services_ready_log(tmp_path / "gunicorn.log")
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path))
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
     assert report["failed_layer"] == "healthz"
     assert cause_id in cause_ids(report, "fail")
     assert report["verdict"] == "down"
@@ -206,16 +223,14 @@ def test_import_error_with_preload(services, tmp_path, port):
     app_dir = make_app(tmp_path, import_error)
     log = tmp_path / "gunicorn.log"
     # --preload: the import error kills the master with a bare traceback.
-    done = subprocess.run([PYTHON, "-m", "gunicorn", "--preload", "AgentLocator.main:app", "-b", "0.0.0.0:%d" % port,
-                           "--no-control-socket"], cwd=app_dir, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                          timeout=60, env=dict(os.environ, PORT=str(port)))
-    assert done.returncode != 0
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port))
+    assert gunicorn_until_exit(app_dir, log, ["--preload", "-b", "0.0.0.0:%d" % port]) != 0
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port))[0]
     assert report["verdict"] == "down"
     found = cause(report, "boot_exception")
     assert any("speech_client_that_is_not_installed" in e for e in found["evidence"])
     boot = {c["name"]: c for c in layer(report, "boot")["checks"]}
     assert boot["preload boot"]["status"] == "fail"
+    assert app_processes(app_dir) == []
 
 
 def unguarded_app_run(text):
@@ -228,7 +243,7 @@ def test_unguarded_app_run_at_import(services, tmp_path, port):
     env = {"PORT": str(port), "DEV_PORT": str(free_port())}
     services(app_dir, tmp_path / "gunicorn.log", bind="0.0.0.0:%d" % port, env=env, health_path=None)
     services_ready_log(tmp_path / "gunicorn.log", "Running on")
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_boot_timeout=10))
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_boot_timeout=10))[0]
     found = cause(report, "dev_server_at_import")
     assert any("AgentLocator/main.py" in e and "app.run" in e for e in found["evidence"])
     assert any("Running on" in e for e in found["evidence"])
@@ -245,7 +260,7 @@ def test_import_slower_than_timeout(services, tmp_path, port):
     services(app_dir, tmp_path / "gunicorn.log", bind="0.0.0.0:%d" % port, env=env, health_path=None,
              extra_args=["--timeout", "2"])
     services_ready_log(tmp_path / "gunicorn.log")
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_boot_timeout=20))
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_boot_timeout=20))[0]
     found = cause(report, "slow_boot")
     assert found["severity"] == "fail"
     assert "timeout is 2 s" in found["evidence"][0]
@@ -282,7 +297,7 @@ def test_full_tmpfs_under_the_log(services, tmp_path, port, full_tmpfs):
             pass
         assert time.time() < deadline
         time.sleep(0.1)
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_log_file=str(log)))
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_log_file=str(log)))[0]
     found = cause(report, "disk_full")
     assert found["severity"] == "fail"
     assert str(full_tmpfs) in found["evidence"][0]
@@ -291,7 +306,7 @@ def test_full_tmpfs_under_the_log(services, tmp_path, port, full_tmpfs):
 
 def test_open_files_limit_256(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port, wrapper=["prlimit", "--nofile=256:256"])
-    report, _ = diagnose(tmp_path, base_vars(service, tmp_path))
+    report = diagnose(tmp_path, base_vars(service, tmp_path))[0]
     found = cause(report, "fd_limit_low")
     assert "256" in found["evidence"][0] and str(service.pid) in found["evidence"][0]
     assert report["failed_layer"] == "system"
@@ -308,11 +323,9 @@ def test_missing_env_var(services, tmp_path, port):
     env_file = tmp_path / "service.env"
     env_file.write_text("PORT=%d\n" % port)
     # Without --preload the worker fails to boot and the master gives up.
-    subprocess.run([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "0.0.0.0:%d" % port,
-                    "--no-control-socket"], cwd=app_dir, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                   timeout=60, env=dict(os.environ, PORT=str(port)))
+    gunicorn_until_exit(app_dir, log, ["-b", "0.0.0.0:%d" % port])
     assert "Worker failed to boot" in log.read_text()
-    report, _ = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_env_file=str(env_file)))
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_env_file=str(env_file)))[0]
     found = cause(report, "missing_env")
     assert any("SPEECH_LANGUAGE" in e for e in found["evidence"])
     assert "SPEECH_LANGUAGE" in found["remedy"]

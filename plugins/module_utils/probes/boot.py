@@ -36,11 +36,11 @@ def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None):
                             cwd=chdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out = proc.communicate(timeout=timeout)[0]
         timed_out = False
     except subprocess.TimeoutExpired:
         stop_started(proc, psutil, grace=1.0)
-        out, _ = proc.communicate()
+        out = proc.communicate()[0]
         timed_out = True
     text = out.decode('utf-8', 'replace')
     result = dry_import.parse_output(text) or {'ok': False}
@@ -120,7 +120,7 @@ def preload_boot(python, chdir, app, healthz_path, env, timeout, gunicorn_versio
 
 def _version_at_least(version, major):
     try:
-        return int(str(version).split('.')[0]) >= major
+        return int(str(version).split('.', maxsplit=1)[0]) >= major
     except ValueError:
         return False
 
@@ -145,25 +145,30 @@ def _import_time_calls(body):
     for node in body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
-        if isinstance(node, ast.If):
-            if not _is_main_guard(node):
-                for call in _import_time_calls(node.body):
-                    yield call
-            for call in _import_time_calls(node.orelse):
-                yield call
+        if isinstance(node, ast.If) and _is_main_guard(node):
+            yield from _import_time_calls(node.orelse)
             continue
-        nested = [getattr(node, attr, []) for attr in ('body', 'orelse', 'finalbody', 'handlers')]
-        if any(nested):
-            for block in nested:
-                for call in _import_time_calls(block):
-                    yield call
-            if isinstance(node, (ast.With, ast.For, ast.While)):
-                continue
-        for child in ast.walk(node):
-            if isinstance(child, ast.Call):
-                yield child
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-                break
+        for dummy, value in ast.iter_fields(node):
+            items = value if isinstance(value, list) else [value]
+            if items and isinstance(items[0], ast.stmt):
+                yield from _import_time_calls(items)
+            elif items and isinstance(items[0], ast.excepthandler):
+                for handler in items:
+                    yield from _import_time_calls(handler.body)
+            else:
+                for item in items:
+                    if isinstance(item, ast.AST):
+                        yield from _calls_in(item)
+
+
+def _calls_in(node):
+    """Calls inside an expression, except in lambdas (they run later, if ever)."""
+    stack = [] if isinstance(node, ast.Lambda) else [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.Call):
+            yield current
+        stack.extend(child for child in ast.iter_child_nodes(current) if not isinstance(child, ast.Lambda))
 
 
 def scan_source(source, filename='<app>'):
@@ -185,8 +190,7 @@ def scan_source(source, filename='<app>'):
 
 def app_source_files(chdir, app, limit=400):
     """The .py files of the app's top-level package (or its single module), under chdir."""
-    module, _ = gunicorn.split_app_spec(app)
-    top = module.split('.')[0]
+    top = gunicorn.split_app_spec(app)[0].split('.')[0]
     package = os.path.join(chdir, top)
     if os.path.isdir(package):
         files = []

@@ -53,8 +53,10 @@ def collect(port, path, wait_seconds, wait_reason, timeout=3.0):
     first = sample(port, path, timeout)
     first['at'] = 0.0
     samples.append(first)
-    window = wait_seconds if first['status'] == 200 else min(wait_seconds or DOWN_RESAMPLE_WINDOW,
-                                                              DOWN_RESAMPLE_WINDOW)
+    if first['status'] == 200:
+        window = wait_seconds
+    else:
+        window = min(wait_seconds or DOWN_RESAMPLE_WINDOW, DOWN_RESAMPLE_WINDOW)
     deadline = started + window
     while time.time() + POLL_INTERVAL < deadline:
         time.sleep(POLL_INTERVAL)

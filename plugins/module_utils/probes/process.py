@@ -22,7 +22,7 @@ SIGHUP_BIT = 1 << 0  # bit (signal 1 - 1) of SigIgn: set by nohup
 
 def app_module_names(app):
     """`AgentLocator.main:app` -> {'AgentLocator.main', 'AgentLocator'}: what a stray's argv may name."""
-    module, _ = gunicorn.split_app_spec(app)
+    module = gunicorn.split_app_spec(app)[0]
     return set([module, module.split('.')[0]]) - set([''])
 
 
@@ -149,8 +149,8 @@ def identify_runner(psutil, pid):
     parent = chain[0] if chain else None
     if parent is None:
         return {'kind': 'unknown', 'detail': 'no parent', 'pid': None}
-    return {'kind': 'other', 'detail': '%s (pid %d): %s' % (parent['name'], parent['pid'],
-                                                          ' '.join(parent['cmdline'])[:160]), 'pid': parent['pid']}
+    detail = '%s (pid %d): %s' % (parent['name'], parent['pid'], ' '.join(parent['cmdline'])[:160])
+    return {'kind': 'other', 'detail': detail, 'pid': parent['pid']}
 
 
 def _daemon_runner(settings):

@@ -45,7 +45,7 @@ def disk_usage(path):
 def kernel_oom_events(limit=20):
     """OOM-killer lines from the kernel ring buffer, when this user may read it."""
     try:
-        out = subprocess.run(['dmesg'], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=3).stdout
+        out = subprocess.run(['dmesg'], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=3, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     found = []
