@@ -132,3 +132,26 @@ stopasgroup=true
     process = next(l for l in report["layers"] if l["name"] == "process")
     assert any("started by supervisord" in c["detail"] for c in process["checks"])
     assert report["port_source"].startswith("/proc/") and report["port"] == port
+
+
+def test_runner_is_nohup(tmp_path, port):
+    app_dir = make_app(tmp_path)
+    log = tmp_path / "gunicorn.log"
+    pidfile = tmp_path / "gunicorn.pid"
+    # A deploy script's `nohup gunicorn ... &`: the shell exits, the master is reparented.
+    subprocess.run(["bash", "-c", 'nohup "$0" -m gunicorn AgentLocator.main:app -b 0.0.0.0:$1 --no-control-socket '
+                    '--error-logfile "$2" --pid "$3" >/dev/null 2>&1 &', PYTHON, str(port), str(log), str(pidfile)],
+                   cwd=app_dir, env=dict(os.environ, PORT=str(port)), check=True)
+    deadline = time.time() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.time() < deadline, "the nohup'ed master never wrote its pidfile"
+        time.sleep(0.05)
+    master = int(pidfile.read_text())
+    try:
+        report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
+    finally:
+        stop_tree(master)
+    process = next(l for l in report["layers"] if l["name"] == "process")
+    # gunicorn replaces nohup's SIGHUP disposition; what is left to see is a master whose shell is gone.
+    assert any("started by detached" in c["detail"] and "nohup" in c["detail"] for c in process["checks"]), \
+        process["checks"]

@@ -57,6 +57,7 @@ def collect(port, path, wait_seconds, wait_reason, timeout=3.0):
         window = wait_seconds
     else:
         window = min(wait_seconds or DOWN_RESAMPLE_WINDOW, DOWN_RESAMPLE_WINDOW)
+        wait_reason = 'no 200 at first: re-sampled for %g s to tell down from flapping' % window
     deadline = started + window
     while time.time() + POLL_INTERVAL < deadline:
         time.sleep(POLL_INTERVAL)

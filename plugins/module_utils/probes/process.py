@@ -141,16 +141,28 @@ def identify_runner(psutil, pid):
             return {'kind': 'shell_loop' if looping else 'shell', 'detail': cmd[:200], 'pid': info['pid']}
         if info['pid'] == 1:
             break
-    if unit and chain and chain[0]['pid'] == 1 and chain[0]['name'] == 'systemd':
-        return {'kind': 'systemd', 'detail': unit, 'pid': 1}
-    if _sighup_ignored(pid):
-        return {'kind': 'nohup', 'detail': 'SIGHUP ignored, parent pid %s' % (chain[0]['pid'] if chain else '?'),
-                'pid': chain[0]['pid'] if chain else None}
     parent = chain[0] if chain else None
     if parent is None:
         return {'kind': 'unknown', 'detail': 'no parent', 'pid': None}
+    if parent['pid'] == 1:
+        if unit and parent['name'] == 'systemd':
+            return {'kind': 'systemd', 'detail': unit, 'pid': 1}
+        # The shell that started it is gone. gunicorn installs its own SIGHUP handler, so nohup's
+        # SIG_IGN is only visible on plain python runs; nohup's default output file gives it away too.
+        if _sighup_ignored(pid) or (_stdout_path(pid) or '').endswith('nohup.out'):
+            return {'kind': 'nohup', 'detail': 'SIGHUP ignored or output to nohup.out, reparented to pid 1',
+                    'pid': None}
+        return {'kind': 'detached', 'detail': 'its starting shell exited and it was reparented to pid 1 (%s): '
+                'nohup, setsid or `&` in a script' % parent['name'], 'pid': None}
     detail = '%s (pid %d): %s' % (parent['name'], parent['pid'], ' '.join(parent['cmdline'])[:160])
     return {'kind': 'other', 'detail': detail, 'pid': parent['pid']}
+
+
+def _stdout_path(pid):
+    try:
+        return os.readlink('/proc/%d/fd/1' % pid)
+    except OSError:
+        return None
 
 
 def _daemon_runner(settings):
