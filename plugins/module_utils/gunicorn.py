@@ -39,19 +39,30 @@ _VALUE_OPTS = {
 }
 _FLAG_OPTS = {'--preload': 'preload', '-D': 'daemon', '--daemon': 'daemon',
               '--capture-output': 'capture_output', '--reload': 'reload'}
+# gunicorn's other options that take no value; every other unknown option consumes the next argument.
+_OTHER_FLAGS = frozenset(('-R', '--enable-stdio-inheritance', '--check-config', '--print-config', '--spew',
+                          '--no-sendfile', '--reuse-port', '--no-control-socket', '--log-syslog',
+                          '--disable-redirect-access-to-syslog', '--strip-header-spaces', '--do-handshake-on-connect',
+                          '--suppress-ragged-eofs', '--paste-global-conf', '-v', '--version', '-h', '--help'))
+_APP_LIKE = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$')
 _INT_SETTINGS = ('workers', 'timeout', 'keepalive', 'threads')
 
 
 def is_gunicorn_cmdline(argv):
-    """True when argv runs gunicorn: `gunicorn ...`, `python -m gunicorn ...`, `gunicorn: master [...]`."""
+    """True when argv runs gunicorn: `gunicorn ...`, `python [-u] -m gunicorn ...`,
+    `python /venv/bin/gunicorn ...`, `gunicorn: master [...]` (setproctitle)."""
     if not argv:
         return False
-    if argv[0].startswith('gunicorn:'):  # setproctitle'd master/worker
+    if argv[0].startswith('gunicorn:') or os.path.basename(argv[0]) == 'gunicorn':
         return True
-    head = [os.path.basename(a) for a in argv[:3]]
-    if 'gunicorn' in head:
-        return True
-    return len(argv) >= 3 and head[0].startswith('python') and argv[1] == '-m' and argv[2] == 'gunicorn'
+    if not os.path.basename(argv[0]).startswith('python'):
+        return False
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == '-m':
+            return i + 1 < len(argv) and argv[i + 1] == 'gunicorn'
+        if not arg.startswith('-'):
+            return os.path.basename(arg) == 'gunicorn'  # the script python runs
+    return False
 
 
 def parse_cmdline(argv):
@@ -90,7 +101,11 @@ def parse_cmdline(argv):
                 settings[key] = value
         elif name in _FLAG_OPTS:
             settings[_FLAG_OPTS[name]] = True
-        elif not arg.startswith('-'):
+        elif arg.startswith('-'):
+            # An option we do not track: skip its value too, or it would pass for the app spec.
+            if name not in _OTHER_FLAGS and '=' not in arg and _takes_next(args, i):
+                i += 1
+        else:
             settings['app'] = arg
         i += 1
     for key in _INT_SETTINGS:
@@ -105,13 +120,31 @@ def parse_cmdline(argv):
     return settings
 
 
+def _takes_next(args, i):
+    """Whether the unknown option at args[i] has its value in args[i + 1] (not an option, and not
+    the final app spec)."""
+    if i + 1 >= len(args) or args[i + 1].startswith('-'):
+        return False
+    is_last = i + 2 == len(args)
+    return not (is_last and ':' in args[i + 1] and _APP_LIKE.match(args[i + 1]))
+
+
 def normalize_worker_class(value):
     """`eventlet`, `gunicorn.workers.geventlet.EventletWorker` -> `eventlet`; sync likewise."""
     value = (value or 'sync').strip()
     lowered = value.lower()
-    for short, marker in (('eventlet', 'eventlet'), ('gevent', 'gevent'),
-                          ('gthread', 'gthread'), ('tornado', 'tornado'), ('sync', 'sync')):
-        if lowered == short or marker in lowered.rsplit('.', 1)[-1].lower() or lowered.endswith('.' + short):
+    # gunicorn's worker modules: gunicorn.workers.{sync,gthread,geventlet,ggevent,gtornado}.
+    modules = {'sync': 'sync', 'gthread': 'gthread', 'geventlet': 'eventlet', 'ggevent': 'gevent',
+               'gtornado': 'tornado'}
+    for short in ('eventlet', 'gevent', 'gthread', 'tornado', 'sync'):
+        if lowered == short:
+            return short
+    parts = lowered.split('.')
+    for module, short in modules.items():
+        if module in parts[:-1]:
+            return short
+    for short in ('eventlet', 'gevent', 'gthread', 'tornado', 'sync'):
+        if short in parts[-1]:
             return short
     return value
 
@@ -174,7 +207,7 @@ _EVENTS = (
 )
 # Lines that are not in gunicorn's format.
 _RAW_EVENTS = (
-    ('dev_server', re.compile(r'^\s*\* Running on (?P<url>\S+)')),
+    ('dev_server', re.compile(r'^\s*\* Running on (?P<url>http\S+|all addresses.*)')),
     ('dev_server_banner', re.compile(r'WARNING: This is a development server')),
     ('invalid_port', re.compile(r"^Error: '(?P<value>[^']*)' is not a valid port number")),
     ('traceback', re.compile(r'^Traceback \(most recent call last\):')),

@@ -8,12 +8,18 @@ __metaclass__ = type
 
 import re
 
+SECRET_WORDS = r'(?:token|secret|password|passwd|api[_-]?key|auth|credential)'
+SECRET_KEY = re.compile(r'(?i)^([\w.-]*' + SECRET_WORDS + r'[\w.-]*|private_key)$')
 PATTERNS = (
     (re.compile(r'-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)', re.S),
      '<redacted private key>'),
     (re.compile(r'("private_key"\s*:\s*")(?:[^"\\]|\\.)*(")'), r'\1<redacted>\2'),
-    (re.compile(r'(?i)\b([\w-]*(?:token|secret|password|passwd|api[_-]?key|auth)[\w-]*)(\s*[=:]\s*)([^\s,;&"\']+)'),
-     r'\1\2<redacted>'),
+    # `Authorization: Bearer xyz`: the credential, not only the scheme word.
+    (re.compile(r'(?i)\b((?:proxy-)?authorization["\']?\s*[:=]\s*["\']?)(?:(?:bearer|basic|token|digest)\s+)?[^\s,;"\']+'),
+     r'\1<redacted>'),
+    # NAME=value, NAME: value, "name": "value", NAME='value' for secret-looking names.
+    (re.compile(r'(?i)\b([\w-]*' + SECRET_WORDS + r'[\w-]*)(["\']?\s*[=:]\s*)(["\']?)(?!<redacted)([^\s,;&"\']+)'),
+     r'\1\2\3<redacted>'),
 )
 
 
@@ -24,7 +30,8 @@ def redact(value):
             value = pattern.sub(replacement, value)
         return value
     if isinstance(value, dict):
-        return dict((k, redact(v)) for k, v in value.items())
+        return dict((k, '<redacted>' if isinstance(v, str) and v and isinstance(k, str) and SECRET_KEY.match(k)
+                     else redact(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value

@@ -30,8 +30,8 @@ def parse_dotenv(text):
         key, value = line.split('=', 1)
         key = key.strip()
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
-            value = value[1:-1]
+        if value[:1] in ('"', "'") and value.find(value[0], 1) > 0:
+            value = value[1:value.find(value[0], 1)]  # what follows the closing quote is a comment
         elif ' #' in value:
             value = value.split(' #', 1)[0].rstrip()
         env[key] = value
@@ -75,7 +75,7 @@ def parse_systemd_environment(unit_text):
 def parse_supervisord_programs(conf_text):
     """supervisord ini text -> {program name: {'command': str, 'directory': str, 'environment': dict}}."""
     programs, current = {}, None
-    for raw in conf_text.splitlines():
+    for raw in _join_continuations(conf_text):
         line = raw.strip()
         if not line or line[0] in ';#':
             continue
@@ -94,6 +94,17 @@ def parse_supervisord_programs(conf_text):
         elif key in ('command', 'directory'):
             current[key] = value
     return programs
+
+
+def _join_continuations(conf_text):
+    """ini lines with their indented continuation lines folded in (supervisord allows them)."""
+    lines = []
+    for raw in conf_text.splitlines():
+        if raw[:1] in (' ', '\t') and raw.strip() and lines and not lines[-1].lstrip().startswith(('[', ';', '#')):
+            lines[-1] += ' ' + raw.strip()
+        else:
+            lines.append(raw)
+    return lines
 
 
 def _parse_supervisord_env(value):

@@ -352,10 +352,11 @@ def judge_boot(facts, layer):
     preload = boot.get('preload_boot')
     if preload is None:
         layer.check('preload boot', 'skip', 'not needed: %s' % boot.get('preload_skipped'))
-    elif preload['listening'] and preload['healthz_status'] == 200:
-        layer.check('preload boot', 'pass', 'gunicorn --preload on spare port %d: listening after %s s, %s -> 200; '
-                    'the app boots, so look at the port/runner layers'
-                    % (preload['port'], preload['listen_seconds'], inputs['healthz_path']))
+    elif preload['listening'] and preload['healthz_status'] is not None:
+        # It boots and serves; a non-200 health answer is the healthz layer's cause, not a boot fault.
+        layer.check('preload boot', 'pass', 'gunicorn --preload on spare port %d: listening after %s s, %s -> %s; '
+                    'the app boots, so look at the port/runner layers' % (
+                        preload['port'], preload['listen_seconds'], inputs['healthz_path'], preload['healthz_status']))
     else:
         tail = preload['events']['tracebacks'][-1:] if preload['events']['tracebacks'] else []
         why = ('did not reach "Listening at" within %s s' % preload['seconds']) if preload['timed_out'] else \
@@ -427,9 +428,14 @@ def judge_system(facts, layer):
     else:
         layer.check('open files (fresh shell)', 'pass', 'ulimit -n is %s' % (shell['soft'] or 'unlimited'))
     mem = system['memory']
+    if mem['available_pct'] is None:
+        layer.check('memory', 'skip', 'memory size unknown on this host')
+        mem = None
     top = ', '.join('%s %d (%d MiB)' % (p['name'], p['pid'], p['rss_bytes'] >> 20) for p in system['top_memory'][:3])
-    detail = '%.1f%% of %d MiB available; largest: %s' % (mem['available_pct'], mem['total_bytes'] >> 20, top)
-    if mem['available_pct'] is not None and mem['available_pct'] < MEM_WARN_PCT:
+    detail = mem and '%.1f%% of %d MiB available; largest: %s' % (mem['available_pct'], mem['total_bytes'] >> 20, top)
+    if mem is None:
+        pass
+    elif mem['available_pct'] < MEM_WARN_PCT:
         severity = 'fail' if mem['available_pct'] < MEM_FAIL_PCT else 'warn'
         layer.check('memory', severity, detail)
         layer.cause('memory_pressure', [detail], severity=severity, extra=top)
