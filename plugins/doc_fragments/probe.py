@@ -57,6 +57,44 @@ options:
     type: str
     choices: [auto, always, never]
     default: auto
+  worker_class:
+    description:
+      - The worker class the service should run (variable C(doctor_worker_class)).
+      - C(auto) checks eventlet only when the running service or its runner configuration uses it.
+    type: str
+    choices: [auto, sync, eventlet, gthread, gevent]
+    default: auto
+  voice_checks:
+    description: Run the voice layer (TwiML, status callback, Twilio WebSocket) (variable C(doctor_voice_checks)).
+    type: bool
+    default: true
+  public_base_url:
+    description:
+      - Public URL of the service, e.g. C(https://voice.example.com) (variable C(doctor_public_base_url)).
+      - Defaults to C(PUBLIC_BASE_URL) from the service environment.
+    type: str
+  incoming_call_path:
+    description: The TwiML webhook (variable C(doctor_incoming_call_path)).
+    type: str
+    default: /incoming_call
+  stream_status_path:
+    description: The stream status callback (variable C(doctor_stream_status_path)).
+    type: str
+    default: /stream_status
+  ws_path:
+    description: The Twilio media-stream WebSocket (variable C(doctor_ws_path)).
+    type: str
+    default: /ws/twilio-media
+  twilio_auth_token:
+    description:
+      - Twilio auth token, to sign the test webhook requests with C(X-Twilio-Signature)
+        (variable C(doctor_twilio_auth_token)). Never printed.
+    type: str
+  gcp_credentials_env:
+    description:
+      - Name of an environment variable of the service that holds the Google credentials JSON itself,
+        for services that do not use a C(GOOGLE_APPLICATION_CREDENTIALS) file (variable C(doctor_gcp_credentials_env)).
+    type: str
 requirements:
   - psutil
 notes:

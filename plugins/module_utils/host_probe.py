@@ -19,13 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
-    boot, healthz, listen, logfile, port as port_probe, process, system)
+    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
 
 APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
     'python': 'python3', 'port': None, 'env_file': None, 'log_file': None, 'healthz_path': '/healthz',
-    'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto',
+    'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto', 'worker_class': 'auto',
+    'voice_checks': True, 'public_base_url': None, 'incoming_call_path': '/incoming_call',
+    'stream_status_path': '/stream_status', 'ws_path': '/ws/twilio-media', 'twilio_auth_token': None,
+    'gcp_credentials_env': None,
 }
+TARGET_LAYERS = ('port', 'process', 'listen', 'healthz', 'boot', 'system', 'eventlet', 'voice')
 
 
 class InputError(Exception):
@@ -55,8 +59,9 @@ def validate(params):
     if p['env_file'] and not os.path.isfile(p['env_file']):
         raise InputError('doctor_env_file=%r does not exist: set it to the env file the service reads, '
                          'or leave it unset' % (p['env_file'],))
-    if not str(p['healthz_path']).startswith('/'):
-        raise InputError('doctor_healthz_path=%r must start with "/", e.g. /healthz' % (p['healthz_path'],))
+    for name in ('healthz_path', 'incoming_call_path', 'stream_status_path', 'ws_path'):
+        if not str(p[name]).startswith('/'):
+            raise InputError('doctor_%s=%r must start with "/", e.g. %s' % (name, p[name], DEFAULTS[name]))
     return p
 
 
@@ -100,16 +105,18 @@ def _timed(timings, name, func, *args):
 # What each expensive probe is needed for (the single-layer modules ask for one layer).
 NEEDED_BY = {
     'listen': ('listen', 'boot'),
-    'healthz': ('healthz', 'boot'),
-    'boot': ('boot',),
+    'healthz': ('healthz', 'boot', 'eventlet', 'voice'),
+    'boot': ('boot', 'eventlet'),
     'system': ('system',),
+    'eventlet': ('eventlet',),
+    'voice': ('voice',),
 }
 
 
 def probe_host(psutil, params, layers=None):
     """-> facts for the target-side layers (all by default). Raises InputError on bad input."""
     p = validate(params)
-    wanted = set(layers or ('port', 'process', 'listen', 'healthz', 'boot', 'system'))
+    wanted = set(layers or TARGET_LAYERS)
 
     def needed(probe):
         return bool(wanted.intersection(NEEDED_BY[probe]))
@@ -132,14 +139,15 @@ def probe_host(psutil, params, layers=None):
     facts = {
         'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
                    'log_file': p['log_file'], 'healthz_path': p['healthz_path'],
-                   'stability_window': p['stability_window']},
+                   'stability_window': p['stability_window'], 'worker_class': p['worker_class'],
+                   'voice_checks': p['voice_checks']},
         'port': port,
         'process': procs,
         'log': log,
         'env_names': sorted(env),  # names only: values may be secrets
         'env_file_names': sorted(env_file_env) if env_file_env is not None else None,
     }
-    with ThreadPoolExecutor(max_workers=5) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:
         futures = {}
         if needed('listen'):
             futures['listen'] = pool.submit(_timed, timings, 'listen', listen.collect, psutil, port['port'], procs)
@@ -158,16 +166,29 @@ def probe_host(psutil, params, layers=None):
         if needed('boot'):
             dry = f_dry.result()
             _check_app_spec(p, dry)
-            stable = all(s['status'] == 200 for s in facts['healthz']['samples'])
-            preload = None
-            if p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable):
-                preload = _timed(timings, 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
-                                 p['healthz_path'], env, p['boot_timeout'],
-                                 dry.get('versions', {}).get('gunicorn'), psutil)
+        stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if 'healthz' in facts else None
+        # What the later layers share: the inputs, the service's environment and what was seen so far.
+        context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
+                   'port': port['port'], 'log': log, 'healthz': facts.get('healthz'), 'stable': stable,
+                   'dry_import': dry if needed('boot') else None}
+        later = {}
+        if needed('boot') and (p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable)):
+            later['preload'] = pool.submit(_timed, timings, 'preload_boot', boot.preload_boot, p['python'],
+                                           p['chdir'], p['app'], p['healthz_path'], env, p['boot_timeout'],
+                                           dry.get('versions', {}).get('gunicorn'), psutil)
+        if needed('eventlet'):
+            later['eventlet'] = pool.submit(_timed, timings, 'eventlet', eventlet_probe.collect, context)
+        if needed('voice') and p['voice_checks']:
+            later['voice'] = pool.submit(_timed, timings, 'voice', voice.collect, context)
+        if needed('boot'):
+            preload = later['preload'].result() if 'preload' in later else None
             facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
                              'preload_skipped': None if preload is not None else (
                                  '/healthz answered a stable 200' if stable else 'doctor_preload_boot=never'),
                              'dev_server_calls': f_scan.result()}
+        for name in ('eventlet', 'voice'):
+            if name in later:
+                facts[name] = later[name].result()
     timings['total'] = round(time.time() - started, 3)
     facts['timings'] = timings
     return facts

@@ -34,6 +34,14 @@ ARGUMENT_SPEC = dict(
     boot_timeout=dict(type='int', default=30),
     stability_window=dict(type='int', default=15),
     preload_boot=dict(type='str', default='auto', choices=['auto', 'always', 'never']),
+    worker_class=dict(type='str', default='auto', choices=['auto', 'sync', 'eventlet', 'gthread', 'gevent']),
+    voice_checks=dict(type='bool', default=True),
+    public_base_url=dict(type='str'),
+    incoming_call_path=dict(type='str', default='/incoming_call'),
+    stream_status_path=dict(type='str', default='/stream_status'),
+    ws_path=dict(type='str', default='/ws/twilio-media'),
+    twilio_auth_token=dict(type='str', no_log=True),
+    gcp_credentials_env=dict(type='str'),
 )
 
 

@@ -13,7 +13,8 @@ __metaclass__ = type
 import re
 import shlex
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
+    gunicorn, judge_eventlet, judge_external, judge_voice)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import CAUSES, LAYERS, render_remedy
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.listen import is_loopback
 
@@ -454,16 +455,10 @@ def judge_system(facts, layer):
             system.get('oom_kill_count'), '' if system.get('oom_kernel') is not None else ' (dmesg not readable)'))
 
 
-def judge_pending(name):
-    def judge(facts, layer):
-        layer.check(name, 'skip', 'not probed yet: this layer comes with a later release of the collection')
-    return judge
-
-
 JUDGES = (
     ('port', judge_port), ('process', judge_process), ('listen', judge_listen), ('healthz', judge_healthz),
-    ('boot', judge_boot), ('system', judge_system), ('eventlet', judge_pending('eventlet checks')),
-    ('voice', judge_pending('voice checks')), ('external', judge_pending('external checks')),
+    ('boot', judge_boot), ('system', judge_system), ('eventlet', judge_eventlet.judge),
+    ('voice', judge_voice.judge), ('external', judge_external.judge),
 )
 
 
@@ -480,7 +475,7 @@ def judge(facts, host):
     layers, causes = [], []
     for name, func in JUDGES:
         layer = Layer(name, values)
-        if name in facts or name in ('eventlet', 'voice', 'external'):
+        if name in facts or name in ('eventlet', 'voice', 'external'):  # later layers say why they skip
             func(facts, layer)
         layers.append(layer.result())
         causes.extend(layer.causes)
