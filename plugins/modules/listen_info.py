@@ -19,13 +19,6 @@ author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 '''
 
 EXAMPLES = r'''
