@@ -65,7 +65,7 @@ def main():
             "doctor_report_dir": str(work / "reports")}}}}))
         results = {}
         for name, playbook in (("diagnose.yml", ROOT / "playbooks" / "diagnose.yml"),
-                               ("baseline (12 builtin tasks)", ROOT / "benchmarks" / "baseline_runbook.yml")):
+                               ("baseline (12 builtin tasks)", ROOT / "benchmarks" / "runbook_baseline.yml")):
             times = [run(playbook, inventory) for dummy in range(args.runs)]
             results[name] = statistics.median(times)
             print("%-28s median %.2f s  (runs: %s)" % (name, results[name], ", ".join("%.2f" % t for t in times)))
