@@ -104,44 +104,76 @@ CAUSES = {
         'Lower the memory use (fewer workers, lazy loading) or give the host more memory; see {extra}.'),
     'eventlet_incompatible': _cause(
         'eventlet', 'fail', '4.1', 3, 'The installed eventlet/greenlet/gunicorn versions cannot run the '
-        'eventlet worker together.', 'Pin a combination that works (see the compatibility table).'),
+        'eventlet worker together (or eventlet cannot run the app here while sync can).',
+        'Install a combination that runs the eventlet worker on Python {python}: {pip_command}. The runbook\'s '
+        '"eventlet >= 0.33.3" is out of date: gunicorn 24/25 refuse eventlet < 0.40.3 and gunicorn 26+ has no '
+        'eventlet worker, so pin gunicorn below 26 ({pins}). {fallback}'),
     'eventlet_env_missing': _cause(
         'eventlet', 'warn', '4.1', 3, 'EVENTLET_NO_GREENDNS / EVENTLET_HUB are not set for an eventlet service.',
-        'Set EVENTLET_NO_GREENDNS=1 and EVENTLET_HUB=selects in the service environment.'),
+        'Add {env_lines} to {env_where_eventlet}, then restart the service. Use "yes": eventlet reads only '
+        'EVENTLET_NO_GREENDNS=yes (the runbook\'s =1 leaves green DNS on), and a hub that exists (selects, poll, '
+        'epolls; not the runbook\'s "select").'),
     'eventlet_env_invalid': _cause(
         'eventlet', 'fail', '4.1', 3, 'EVENTLET_HUB names a hub eventlet does not have (the runbook\'s '
-        '"select" is one).', 'Use EVENTLET_HUB=selects (or poll/epolls); "select" does not exist.'),
+        '"select" is one), or EVENTLET_NO_GREENDNS has a value eventlet ignores while green DNS fails.',
+        'Set {env_lines} in {env_where_eventlet}, then restart: EVENTLET_HUB names the module '
+        'eventlet.hubs.<value> - selects, poll, epolls (Linux), kqueue (BSD) or asyncio; the runbook\'s "select" '
+        'does not exist. Only EVENTLET_NO_GREENDNS=yes turns green DNS off.'),
     'async_lib_conflict': _cause(
         'eventlet', 'warn', '4.2', 3, 'gevent or uvloop is installed beside eventlet.',
-        'Remove gevent/uvloop from the app environment unless the app imports them.'),
+        'Remove {extra} from the app environment: {pip_uninstall}; and from its requirements.'),
     'monkey_patch_misplaced': _cause(
-        'eventlet', 'fail', '4.2', 3, 'eventlet.monkey_patch() runs late or twice.',
-        'Call eventlet.monkey_patch() once, as the first statement of the entry module.'),
+        'eventlet', 'warn', '4.2', 3, 'eventlet.monkey_patch() runs late (after networking/threading imports) or '
+        'more than once.',
+        'Call eventlet.monkey_patch() once, right after `import eventlet` as the first statements of {where}, '
+        'before any other import: {others}.'),
     'gcp_credentials_missing': _cause(
-        'voice', 'fail', '5.3', 9, 'Google credentials are missing or unreadable.',
-        'Point GOOGLE_APPLICATION_CREDENTIALS at a readable service-account JSON file.'),
+        'voice', 'fail', '5.3', 9, 'Google credentials are missing, unreadable by the service user, or not a '
+        'service-account key (type, project_id, private_key, client_email): speech fails at the first call and '
+        'callers hear silence.',
+        '{fix} Restart the service afterwards, so that the master has it in its environment, and check as the '
+        'service user with: {check}'),
     'twiml_invalid': _cause(
-        'voice', 'fail', '5.1', None, 'The TwiML webhook does not return <Connect><Stream url="wss://...">.',
-        'Return <Response><Connect><Stream url="wss://HOST/ws/twilio-media"/></Connect></Response>.',
+        'voice', 'fail', '5.1', None, 'The TwiML webhook does not return <Response><Connect><Stream url="wss://'
+        'PUBLIC_HOST/ws-path"/></Connect></Response> that Twilio can follow. twilio_error is the table\'s 31922 '
+        '(not wss://) or what this instance shows: 31923 malformed URL, 31920 wrong path, 11200 failing webhook, '
+        '12100 not XML.',
+        'Make POST {path} return text/xml <Response><Connect><Stream url="{expected_url}"/></Connect></Response>: '
+        '{fix}',
         twilio_error=31922),
     'twiml_double_slash': _cause(
-        'voice', 'fail', '5.1', None, 'The stream URL has // in its path.',
-        'Strip the trailing / of PUBLIC_BASE_URL before joining the path.', twilio_error=31923),
+        'voice', 'fail', '5.1', None, 'The stream URL has // in its path (a base URL with a trailing / joined '
+        'with "/ws/..."): the path no longer matches the WebSocket route.',
+        '{fix} The stream URL must read {expected_url} (now {stream_url}).', twilio_error=31923),
     'status_callback_not_204': _cause(
         'voice', 'warn', '5.1', None, 'The stream status callback does not answer an empty 204.',
-        'Return ("", 204) from the status callback and read request.form only.'),
+        'Return an empty 204 from the {path} handler (return "", 204; it answers {answer} now) and read '
+        'request.form only (Twilio posts form data).'),
     'ws_handshake_failed': _cause(
-        'voice', 'fail', '5.2', None, 'The WebSocket handshake does not answer 101.',
-        'Serve the media stream path with a real WebSocket endpoint.', twilio_error=31920),
+        'voice', 'fail', '5.2', None, 'The media-stream path does not answer the WebSocket upgrade with a valid '
+        '101 Switching Protocols.',
+        'Serve {ws_path} with a WebSocket endpoint (flask-sock: @sock.route("{ws_path}") instead of a plain '
+        '@app.route) that answers the upgrade with 101. {fix} Check with: {check} (it must print '
+        '"HTTP/1.1 101").', twilio_error=31920),
     'ws_subprotocol_missing': _cause(
-        'voice', 'fail', '5.2', None, 'The handshake does not echo the audio.twilio.com subprotocol.',
-        'Configure the WebSocket server to accept the audio.twilio.com subprotocol.', twilio_error=31920),
+        'voice', 'fail', '5.2', None, 'The handshake answers 101 but does not echo the audio.twilio.com '
+        'subprotocol Twilio offers: Twilio drops the stream.',
+        'Accept the subprotocol: with flask-sock set app.config["SOCK_SERVER_OPTIONS"] = {{"subprotocols": '
+        '["audio.twilio.com"]}} before Sock(app) (another server: list audio.twilio.com among its accepted '
+        'subprotocols). Check with: {check} (it must print "Sec-WebSocket-Protocol: audio.twilio.com").',
+        twilio_error=31920),
     'media_format_invalid': _cause(
-        'voice', 'fail', '5.3', None, 'Audio sent back is not 20 ms frames of 8 kHz mono mu-law.',
-        'Send base64 of exactly 160 bytes of mu-law per 20 ms media message.', twilio_error=31924),
+        'voice', 'fail', '5.3', None, 'What the app sends on the media stream is not what Twilio accepts: JSON '
+        'text frames, only media/mark/clear events with the call\'s streamSid, each media payload base64 of '
+        'exactly 160 bytes (20 ms) of 8 kHz mono mu-law.',
+        'Send every 20 ms of audio as {{"event": "media", "streamSid": start.streamSid, "media": {{"payload": '
+        'base64 of 160 bytes of 8 kHz mono mu-law}}}}: {fix}', twilio_error=31924),
     'external_unreachable': _cause(
-        'external', 'fail', '0', 7, 'PUBLIC_BASE_URL does not reach the app although it works locally.',
-        'Point the proxy/platform at $PORT; probe from outside only through PUBLIC_BASE_URL.',
+        'external', 'fail', '0', 7, 'The public URL (PUBLIC_BASE_URL), checked from the controller over https '
+        'and wss, does not reach the app although /healthz answers on 127.0.0.1:$PORT: a proxy, router or firewall '
+        'aimed at another port (runbook cause 7), a name that leads to another host (cause 10), or a certificate '
+        'Twilio does not trust. Each report sets runbook_cause and twilio_error to what its evidence shows.',
+        '{extra} Then check again from outside the server: {external_check}',
         twilio_error=31902),
 }
 

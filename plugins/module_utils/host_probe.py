@@ -131,7 +131,7 @@ def probe_host(psutil, params, layers=None):
                          % (p['log_file'], e))
     procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], own_lineage(psutil))
     port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
-                  procs['masters'], p['app'])
+                  procs['masters'], p['app'], p['chdir'])
     env = service_environment(procs['masters'], env_file_env)
     wait, reason = wait_decision(procs['masters'], p['stability_window'])
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None

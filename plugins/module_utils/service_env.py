@@ -127,13 +127,26 @@ def read_text(path, limit=1 << 20):
         return None
 
 
-def find_unit_environments(app, unit_dirs=('/etc/systemd/system', '/run/systemd/system', '/lib/systemd/system')):
-    """systemd units whose ExecStart runs `app` -> [(unit path, env dict)] (EnvironmentFile= merged)."""
+def _other_directory(directory, chdir):
+    """A runner configured for another checkout of the same app spec is another app."""
+    if not chdir or not directory:
+        return False
+    directory, chdir = os.path.realpath(directory), os.path.realpath(chdir)
+    return directory != chdir and not directory.startswith(chdir.rstrip('/') + '/')
+
+
+def find_unit_environments(app, unit_dirs=('/etc/systemd/system', '/run/systemd/system', '/lib/systemd/system'),
+                           chdir=None):
+    """systemd units whose ExecStart runs `app` (in `chdir`, when given) -> [(unit path, env dict)]
+    (EnvironmentFile= merged)."""
     found = []
     for unit_dir in unit_dirs:
         for path in sorted(glob.glob(os.path.join(unit_dir, '*.service'))):
             text = read_text(path)
             if not text or app not in text:
+                continue
+            workdir = re.search(r'^\s*WorkingDirectory=-?(\S+)', text, re.M)
+            if workdir and _other_directory(workdir.group(1), chdir):
                 continue
             for dropin in sorted(glob.glob(path + '.d/*.conf')):
                 text += '\n' + (read_text(dropin) or '')
@@ -145,13 +158,14 @@ def find_unit_environments(app, unit_dirs=('/etc/systemd/system', '/run/systemd/
 
 
 def find_supervisord_environments(app, conf_globs=('/etc/supervisor/conf.d/*.conf', '/etc/supervisord.conf',
-                                                   '/etc/supervisor/supervisord.conf', '/etc/supervisord.d/*.ini')):
-    """supervisord programs whose command runs `app` -> [('path [program:x]', env dict)]."""
+                                                   '/etc/supervisor/supervisord.conf', '/etc/supervisord.d/*.ini'),
+                                  chdir=None):
+    """supervisord programs whose command runs `app` (in `chdir`, when given) -> [('path [program:x]', env)]."""
     found = []
     for pattern in conf_globs:
         for path in sorted(glob.glob(pattern)):
             for name, program in sorted(parse_supervisord_programs(read_text(path) or '').items()):
-                if app in program['command']:
+                if app in program['command'] and not _other_directory(program['directory'], chdir):
                     found.append(('%s [program:%s]' % (path, name), program['environment']))
     return found
 

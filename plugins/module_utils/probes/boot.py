@@ -60,19 +60,22 @@ def free_port(host='127.0.0.1'):
         s.close()
 
 
-def preload_boot(python, chdir, app, healthz_path, env, timeout, gunicorn_version=None, psutil=None):
+def preload_boot(python, chdir, app, healthz_path, env, timeout, gunicorn_version=None, psutil=None,
+                 worker_class='sync', extra_env=None):
     """Start `gunicorn --preload -k sync` on a spare port, wait for `Listening at` and a 200, stop it.
 
     Waits on events (output lines, process exit, an answered request), bounded by `timeout`.
+    `worker_class` and `extra_env` (added to `env`) let the eventlet layer boot `-k eventlet` the same way.
     """
     port = free_port()
-    argv = [python, '-m', 'gunicorn', '--preload', '-k', 'sync', '-w', '1', '-b', '127.0.0.1:%d' % port,
+    argv = [python, '-m', 'gunicorn', '--preload', '-k', worker_class, '-w', '1', '-b', '127.0.0.1:%d' % port,
             '--timeout', str(max(int(timeout), 1)), '--log-level', 'debug', '--capture-output',
             '--error-logfile', '-', '--access-logfile', '-']
     if _version_at_least(gunicorn_version, 25):
         argv.append('--no-control-socket')  # never take over the live master's control socket
     argv.append(app)
-    env = dict(env, PYTHONDONTWRITEBYTECODE='1')
+    env = dict(env, **(extra_env or {}))
+    env['PYTHONDONTWRITEBYTECODE'] = '1'
     lines = []
     seen = {'listening': threading.Event(), 'dev_server': threading.Event()}
     started = time.time()

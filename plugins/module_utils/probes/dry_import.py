@@ -7,7 +7,11 @@ SCRIPT is passed to `doctor_python -c` with the app directory as cwd, so the app
 way gunicorn imports it and never into Ansible's interpreter. It prints one marker line with a JSON
 result. `app.run()` and `run_simple()` are replaced before the app's import (through an import
 hook, so the app's own import order is untouched) with recorders, so an unguarded dev server is
-reported instead of blocking the import.
+reported instead of blocking the import. The same hook traces eventlet.monkey_patch(): each call
+(`monkey_patch.calls`, file and line) and the networking/threading modules the app had imported
+before the first one (`monkey_patch.imported_before`); `eventlet_hubs` lists the hub modules of the
+installed eventlet (found, not imported). Versions are read after the app's import, so the doctor's
+own imports do not hide what the app imported first.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,31 +25,69 @@ MARKER = "@@SRE.GUNICORN_DOCTOR.DRY_IMPORT@@"
 module_name, variable, healthz = sys.argv[1:4]
 result = {"python": sys.version.split()[0], "executable": sys.executable, "run_calls": [],
           "versions": {}, "ok": False}
-try:
-    from importlib import metadata
-    for dist in ("gunicorn", "flask", "werkzeug", "eventlet", "greenlet", "gevent", "uvloop",
-                 "dnspython", "flask-sock", "simple-websocket", "flask-socketio"):
-        try:
-            result["versions"][dist] = metadata.version(dist)
-        except Exception:
-            pass
-except ImportError:
-    pass
-
 def recorder(kind):
     def run(*args, **kwargs):
         caller = traceback.extract_stack()[-2]
         result["run_calls"].append({"kind": kind, "file": caller[0], "line": caller[1]})
     return run
 
+def read_versions():
+    # After the app's import: importlib.metadata pulls in socket, threading and select, which would
+    # hide what the app itself imported before eventlet.monkey_patch().
+    try:
+        from importlib import metadata
+        for dist in ("gunicorn", "flask", "werkzeug", "eventlet", "greenlet", "gevent", "uvloop",
+                     "dnspython", "flask-sock", "simple-websocket", "flask-socketio"):
+            try:
+                result["versions"][dist] = metadata.version(dist)
+            except Exception:
+                pass
+    except ImportError:
+        pass
+    try:  # the hub modules of the installed eventlet, found without importing it
+        spec = importlib.util.find_spec("eventlet")
+        if spec is not None and spec.submodule_search_locations:
+            hubs = os.path.join(list(spec.submodule_search_locations)[0], "hubs")
+            result["eventlet_hubs"] = sorted(n[:-3] for n in os.listdir(hubs) if n.endswith(".py") and n[0] != "_")
+    except Exception:
+        pass
+
 PATCH = {"flask.app": ("Flask", "run", "app.run()"), "werkzeug.serving": (None, "run_simple", "run_simple()"),
          "flask_socketio": ("SocketIO", "run", "socketio.run()")}
 
+# eventlet.monkey_patch(): every call (file:line) and, at the first one, which networking/threading
+# modules the app had imported before it (not counting what `import eventlet` itself imports).
+WATCHED = ("socket", "ssl", "threading", "select", "selectors", "subprocess", "queue", "asyncio", "http",
+           "urllib", "urllib3", "requests", "httpx", "httplib2", "dns", "grpc", "google", "twilio", "redis",
+           "psycopg2", "pymysql", "MySQLdb", "websocket", "websockets", "botocore", "boto3", "concurrent")
+TRACE = {}
+
+def trace_eventlet(name, module):
+    if name == "eventlet":
+        TRACE["post_eventlet"] = set(sys.modules)
+        return
+    original = module.monkey_patch
+    def monkey_patch(*args, **kwargs):
+        caller = traceback.extract_stack()[-2]
+        patched = result.setdefault("monkey_patch", {"calls": [], "imported_before": []})
+        if not patched["calls"]:
+            now = set(sys.modules)
+            early = (TRACE.get("pre_eventlet", now) - TRACE.get("baseline", now)) | (now - TRACE.get("post_eventlet", now))
+            patched["imported_before"] = sorted(set(m.split(".")[0] for m in early) & set(WATCHED))
+        patched["calls"].append({"file": caller[0], "line": caller[1]})
+        return original(*args, **kwargs)
+    module.monkey_patch = monkey_patch
+
+AFTER = {"eventlet": trace_eventlet, "eventlet.patcher": trace_eventlet}
+
 class DevServerRecorder(object):
-    """Meta path finder: after flask.app / werkzeug.serving load, swap their server starters."""
+    """Meta path finder: after flask.app / werkzeug.serving load, swap their server starters (and trace
+    eventlet.monkey_patch)."""
     def find_spec(self, name, path=None, target=None):
-        if name not in PATCH:
+        if name not in PATCH and name not in AFTER:
             return None
+        if name == "eventlet":
+            TRACE["pre_eventlet"] = set(sys.modules)
         sys.meta_path.remove(self)
         try:
             spec = importlib.util.find_spec(name)
@@ -56,6 +98,9 @@ class DevServerRecorder(object):
         original = spec.loader.exec_module
         def exec_module(module, original=original, name=name):
             original(module)
+            if name in AFTER:
+                AFTER[name](name, module)
+                return
             owner, attr, kind = PATCH[name]
             target_obj = getattr(module, owner) if owner else module
             setattr(target_obj, attr, recorder(kind))
@@ -64,6 +109,7 @@ class DevServerRecorder(object):
 
 import importlib.util
 sys.meta_path.insert(0, DevServerRecorder())
+TRACE["baseline"] = set(sys.modules)
 started = time.time()
 try:
     module = importlib.import_module(module_name)
@@ -97,6 +143,7 @@ except BaseException as exc:
                        and exc.args and isinstance(exc.args[0], str) else None,
         "module_not_found": getattr(exc, "name", None) if isinstance(exc, ImportError) else None,
     }
+read_versions()
 sys.stdout.flush()
 sys.stdout.write("\n" + MARKER + json.dumps(result) + "\n")
 sys.stdout.flush()

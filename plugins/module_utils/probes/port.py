@@ -20,7 +20,7 @@ def valid_port(value):
     return port if 0 < port < 65536 else None
 
 
-def port_candidates(doctor_port, env_file_env, env_file, masters, app):
+def port_candidates(doctor_port, env_file_env, env_file, masters, app, chdir=None):
     """Every place that says which port the service gets, most authoritative first.
 
     doctor_port wins; then what the running master was actually started with; then what its
@@ -35,18 +35,18 @@ def port_candidates(doctor_port, env_file_env, env_file, masters, app):
             found.append({'source': '/proc/%d/environ (running master)' % master['pid'], 'value': env['PORT']})
     if env_file_env is not None and 'PORT' in env_file_env:
         found.append({'source': env_file, 'value': env_file_env['PORT']})
-    for path, env in service_env.find_unit_environments(app):
+    for path, env in service_env.find_unit_environments(app, chdir=chdir):
         if 'PORT' in env:
             found.append({'source': path, 'value': env['PORT']})
-    for where, env in service_env.find_supervisord_environments(app):
+    for where, env in service_env.find_supervisord_environments(app, chdir=chdir):
         if 'PORT' in env:
             found.append({'source': where, 'value': env['PORT']})
     return found
 
 
-def collect(doctor_port, env_file_env, env_file, masters, app):
+def collect(doctor_port, env_file_env, env_file, masters, app, chdir=None):
     """-> facts: the port to probe, its source, every candidate, and whether it was valid."""
-    candidates = port_candidates(doctor_port, env_file_env, env_file, masters, app)
+    candidates = port_candidates(doctor_port, env_file_env, env_file, masters, app, chdir)
     if not candidates:
         return {'port': DEFAULT_PORT, 'source': 'default', 'raw': None, 'valid': True,
                 'candidates': [], 'disagree': False}

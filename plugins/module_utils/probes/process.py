@@ -80,7 +80,8 @@ def stray_reason(info, app, chdir):
     for i, arg in enumerate(argv[1:], 1):
         if argv[i - 1] in ('-m', '--app', '-A') or arg.startswith('--app='):
             name = arg.split('=', 1)[-1].split(':')[0]
-            if name in modules:
+            # A module name resolves from the cwd: the same name in another checkout is another app.
+            if name in modules and (_under(info['cwd'], chdir) or info['cwd'] is None):
                 return 'runs the app module %s (%s)' % (name, ' '.join(argv[:4]))
         if arg.endswith('.py'):
             path = arg if os.path.isabs(arg) else os.path.join(info['cwd'] or '/', arg)
