@@ -23,7 +23,7 @@ SILENCE_FRAME = b"\xff" * 160  # 20 ms of mu-law silence at 8 kHz
 WORKER_ENV = {
     "sync": {},
     # As the deployment runs the eventlet worker (see examples/agentlocator/README.md).
-    "eventlet": {"EVENTLET_NO_GREENDNS": "1", "EVENTLET_HUB": "selects"},
+    "eventlet": {"EVENTLET_NO_GREENDNS": "yes", "EVENTLET_HUB": "selects"},
 }
 
 

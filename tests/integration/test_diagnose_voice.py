@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from doctor_run import cause, diagnose, layer, make_app
 from gunicorn_service import free_port
 
-EVENTLET_ENV = {"EVENTLET_NO_GREENDNS": "1", "EVENTLET_HUB": "selects"}
+EVENTLET_ENV = {"EVENTLET_NO_GREENDNS": "yes", "EVENTLET_HUB": "selects"}
 
 
 @pytest.fixture(autouse=True)
