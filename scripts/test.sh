@@ -13,6 +13,8 @@ for tool in prlimit mount ps; do command -v "$tool" >/dev/null || missing+=("$to
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && apt-get install -y -qq util-linux mount procps >/dev/null
 fi
+# nginx (the TLS proxy of the external-layer tests) is installed by its fixture, which keeps the
+# package from starting a system nginx: tests/integration/tls_proxy.py.
 
 .venv/bin/python -m pytest -p no:cacheprovider tests/unit tests/integration "$@"
 bash scripts/lint.sh

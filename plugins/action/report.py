@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: sre.gunicorn_doctor contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller side of the diagnosis: facts -> verdict -> JSON and Markdown reports, no round trip."""
+"""Controller side of the diagnosis: the external layer (the public URL, probed from here), then
+facts -> verdict -> JSON and Markdown reports, with no round trip to the host."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -12,8 +13,10 @@ import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_text import ladder, markdown
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge
@@ -31,7 +34,8 @@ def write_atomically(path, text):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('facts', 'host', 'report_dir'))
+    _VALID_ARGS = frozenset(('facts', 'host', 'report_dir', 'public_base_url', 'healthz_path', 'ws_path', 'ca_bundle',
+                             'validate_certs', 'external_timeout'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -40,6 +44,11 @@ class ActionModule(ActionBase):
         report_dir = self._task.args.get('report_dir') or './doctor-reports'
         if not isinstance(facts, dict) or 'port' not in facts:
             raise AnsibleActionFail('facts must be the facts returned by sre.gunicorn_doctor.probe')
+        facts = dict(facts)
+        if 'external' not in facts:  # recorded facts that carry the external layer are judged as they are
+            facts['external'] = self._probe_external(facts, task_vars or {}, result)
+            if facts['external'].get('elapsed') is not None:
+                facts['timings'] = dict(facts.get('timings') or {}, external=facts['external']['elapsed'])
         report = redact(judge(facts, host))
         report_dir = os.path.abspath(os.path.expanduser(report_dir))
         paths = [os.path.join(report_dir, '%s.json' % host), os.path.join(report_dir, '%s.md' % host)]
@@ -53,3 +62,45 @@ class ActionModule(ActionBase):
         # Writing the report on the controller changes nothing on the host.
         result.update(changed=False, report=report, paths=paths, ladder=ladder(report, paths))
         return result
+
+    def _probe_external(self, facts, task_vars, result):
+        """The public URL from where the user stands (runbook section 0): https /healthz and the wss
+        handshake, concurrently, with short timeouts. -> facts['external']."""
+        args = self._task.args
+        url, source = external.public_base_url(args.get('public_base_url'), facts)
+        if not url:
+            return {'skipped': external.skip_reason(facts)}
+        try:
+            validate_certs = boolean(args.get('validate_certs', True), strict=True)
+        except TypeError:
+            raise AnsibleActionFail('doctor_validate_certs=%r is not a boolean: set it to true or false'
+                                    % (args.get('validate_certs'),))
+        try:
+            timeout = float(args.get('external_timeout') or external.DEFAULT_TIMEOUT)
+        except (TypeError, ValueError):
+            raise AnsibleActionFail('external_timeout=%r is not a number of seconds' % (args.get('external_timeout'),))
+        ca_bundle = args.get('ca_bundle') or None
+        if ca_bundle:
+            ca_bundle = os.path.abspath(os.path.expanduser(ca_bundle))
+            if not os.path.isfile(ca_bundle):
+                raise AnsibleActionFail('doctor_ca_bundle=%r is not a file on the controller: set it to the PEM file '
+                                        'of the CA that signed the public certificate, or leave it empty'
+                                        % args.get('ca_bundle'))
+        if source == 'doctor_public_base_url':
+            try:
+                external.split_base_url(url)
+            except external.UrlError as e:
+                raise AnsibleActionFail('doctor_public_base_url=%r %s: set it to the public https URL of the service, '
+                                        'e.g. https://voice.example.com' % (external.without_userinfo(url), e))
+        for library, command in sorted(external.missing_libraries().items()):
+            result.setdefault('warnings', []).append(
+                'external layer: %s is missing on the controller, its check is skipped: %s' % (library, command))
+        target = external.target_addresses(
+            self._play_context.connection, self._play_context.remote_addr or task_vars.get('ansible_host'),
+            known=list(task_vars.get('ansible_all_ipv4_addresses') or []) +
+            list(task_vars.get('ansible_all_ipv6_addresses') or []))
+        inputs = facts.get('inputs') or {}
+        return external.collect(url, source, healthz_path=args.get('healthz_path') or inputs.get('healthz_path') or '/healthz',
+                                ws_path=args.get('ws_path') or ((facts.get('voice') or {}).get('paths') or {}).get('ws')
+                                or '/ws/twilio-media', validate_certs=validate_certs,
+                                ca_bundle=ca_bundle, timeout=timeout, target=target)

@@ -31,9 +31,8 @@ HANDSHAKE_CHECK = ('curl -i -N --max-time 3 -H "Connection: Upgrade" -H "Upgrade
 
 
 def _cause(layer, cause_id, evidence, twilio_error=TABLE, severity=None, **values):
-    layer.cause(cause_id, evidence, severity=severity, **values)
-    if twilio_error is not TABLE:
-        layer.causes[-1]['twilio_error'] = twilio_error
+    refs = None if twilio_error is TABLE else {'twilio_error': twilio_error}
+    layer.cause(cause_id, evidence, severity=severity, refs=refs, **values)
 
 
 def judge(facts, layer):

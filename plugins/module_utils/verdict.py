@@ -38,7 +38,9 @@ class Layer(object):
     def check(self, name, status, detail):
         self.checks.append({'name': name, 'status': status, 'detail': detail})
 
-    def cause(self, cause_id, evidence, severity=None, **extra):
+    def cause(self, cause_id, evidence, severity=None, refs=None, **extra):
+        """Record a cause; `refs` overrides the table's twilio_error / runbook_cause / runbook_step
+        when this instance's evidence says more than the usual case."""
         meta = CAUSES[cause_id]
         values = dict(self.values, **extra)
         self.causes.append({
@@ -51,6 +53,7 @@ class Layer(object):
             'runbook_step': meta['runbook_step'],
             'runbook_cause': meta['runbook_cause'],
         })
+        self.causes[-1].update(refs or {})
 
     def result(self):
         statuses = [c['status'] for c in self.checks] + [c['severity'] for c in self.causes]

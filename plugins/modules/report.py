@@ -12,10 +12,24 @@ short_description: Turn probe facts into the verdict and write the host's JSON a
 version_added: 0.1.0
 description:
   - Runs on the controller (an action plugin), with no round trip to the host.
-  - Judges the facts of M(sre.gunicorn_doctor.probe) layer by layer in ladder order, names the first
-    failing layer and each cause with its evidence and remedy, and writes
+  - First the external layer, from the controller (where the user stands, runbook section 0) when a public
+    URL is known (O(public_base_url), else the C(PUBLIC_BASE_URL) the voice probe read on the host). It sends
+    C(GET public_base_url + healthz_path) over https and the Twilio WebSocket handshake to C(ws_path) over wss
+    (header C(Sec-WebSocket-Protocol) set to C(audio.twilio.com), expecting 101 with it echoed), both at once,
+    with TLS verification on and short timeouts. It records status, latency, peer address, the error class
+    (DNS, refused, timeout, TLS, HTTP status) and on TLS errors the certificate's subject, issuer and names.
+  - With no public URL the external layer is C(skip), and its check says how to enable it.
+  - Judges the facts of M(sre.gunicorn_doctor.probe) and the external facts layer by layer in ladder order,
+    names the first failing layer and each cause with its evidence and remedy, and writes
     C(REPORT_DIR/HOST.json) (the contract's schema) and C(REPORT_DIR/HOST.md).
+  - The verdict is C(down) only when the local C(/healthz) fails; a public URL that fails while the service
+    answers locally is C(external_unreachable) (verdict C(degraded), failed layer C(external)), with evidence
+    telling a proxy or port mismatch (runbook cause 7) from a URL that leads to another host (cause 10) and
+    the Twilio error a call would show (31902 refused, 31901 timeout, 31910 TLS, 31920 handshake).
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
+requirements:
+  - requests and websocket-client on the controller for the external layer (C(requirements.txt)); when one
+    is missing its check is skipped with a warning that gives the pip command, and the report is still written.
 options:
   facts:
     description: The C(facts) returned by M(sre.gunicorn_doctor.probe).
@@ -30,6 +44,35 @@ options:
     description: Directory on the controller for the reports; created when missing.
     type: path
     default: ./doctor-reports
+  public_base_url:
+    description:
+      - Public URL of the service, e.g. C(https://voice.example.com) (variable C(doctor_public_base_url)).
+      - Defaults to the C(PUBLIC_BASE_URL) of the service environment, as the voice probe read it on the host.
+      - A bare host name means C(https://).
+    type: str
+  healthz_path:
+    description: Health endpoint path, appended to O(public_base_url) (variable C(doctor_healthz_path)).
+    type: str
+    default: /healthz
+  ws_path:
+    description: Twilio media-stream WebSocket path, appended to O(public_base_url) as C(wss://) (variable C(doctor_ws_path)).
+    type: str
+    default: /ws/twilio-media
+  ca_bundle:
+    description:
+      - PEM file on the controller with the CA that signed the public certificate, for a service behind a
+        private CA (variable C(doctor_ca_bundle)).
+      - Twilio itself trusts public CAs only, so a certificate that passes only with this bundle still fails
+        real calls with Twilio error 31910.
+    type: path
+  validate_certs:
+    description: Verify the public TLS certificate (variable C(doctor_validate_certs)). Twilio always does.
+    type: bool
+    default: true
+  external_timeout:
+    description: Seconds each external check may take (connect, and again for the answer).
+    type: float
+    default: 5
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -56,6 +99,12 @@ EXAMPLES = r'''
     facts: "{{ doctor_probe.facts }}"
     report_dir: ./doctor-reports
   register: doctor_report
+
+- name: Write the report and check the public URL of a service behind a private CA
+  sre.gunicorn_doctor.report:
+    facts: "{{ doctor_probe.facts }}"
+    public_base_url: https://voice.example.com
+    ca_bundle: /etc/ssl/private-ca.pem
 '''
 
 RETURN = r'''

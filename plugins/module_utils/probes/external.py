@@ -1,0 +1,514 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""external layer, run on the controller: the public URL the way Twilio and the user reach it
+(runbook section 0, "What to collect" step 2, and step 5.2 over wss://).
+
+GET PUBLIC_BASE_URL + healthz over https and the Twilio WebSocket handshake over wss, with TLS
+verification on, short timeouts, both at once. Facts only (what answered, how fast, from which
+address, which error class); the verdict (judge_external.py) decides what they mean.
+
+`requests` and `websocket-client` are needed only here (requirements.txt); when one is missing its
+check is recorded as not run, with the pip command, so the rest of the report is still written.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import ipaddress
+import os
+import socket
+import ssl
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+
+try:
+    from urllib.parse import urlsplit
+except ImportError:  # pragma: no cover - Python 2 is not a controller
+    urlsplit = None
+
+try:
+    import requests
+    import requests.certs
+    HAS_REQUESTS = True
+except ImportError:
+    requests = None
+    HAS_REQUESTS = False
+
+try:
+    import websocket
+    HAS_WEBSOCKET = True
+except ImportError:
+    websocket = None
+    HAS_WEBSOCKET = False
+
+try:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID
+    HAS_CRYPTOGRAPHY = True
+except ImportError:
+    x509 = None
+    HAS_CRYPTOGRAPHY = False
+
+DEFAULT_TIMEOUT = 5.0
+TWILIO_SUBPROTOCOL = 'audio.twilio.com'
+USER_AGENT = 'sre.gunicorn_doctor external probe'
+DEFAULT_PORTS = {'https': 443, 'http': 80}
+WS_SCHEMES = {'https': 'wss', 'http': 'ws'}
+BODY_BYTES = 300
+
+# OpenSSL X509_V_ERR_* codes the report explains (ssl.SSLCertVerificationError.verify_code).
+VERIFY_HOSTNAME_MISMATCH = 62
+VERIFY_EXPIRED = 10
+VERIFY_NOT_YET_VALID = 9
+
+
+class UrlError(ValueError):
+    """A public base URL that is not http(s)://HOST[:PORT][/PREFIX]."""
+
+
+def without_userinfo(url):
+    """The URL with any user:password@ removed: facts and reports never carry credentials."""
+    text = (url or '').strip()
+    scheme, sep, rest = text.partition('://')
+    if not sep:
+        scheme, rest = '', text
+    authority, slash, tail = rest.partition('/')
+    if '@' in authority:
+        authority = '<redacted>@' + authority.rpartition('@')[2]
+    return (scheme + sep if sep else '') + authority + slash + tail
+
+
+# --- the URL ---------------------------------------------------------------------------------------
+def split_base_url(url):
+    """'https://voice.example.com/prefix' -> dict(scheme, host, port, prefix, base). A bare host
+    means https (as the app's own stream URL builder does); ws(s):// is read as http(s)://."""
+    text = (url or '').strip()
+    if not text:
+        raise UrlError('is empty')
+    if '://' not in text:
+        text = 'https://' + text
+    parts = urlsplit(text)
+    scheme = {'wss': 'https', 'ws': 'http'}.get(parts.scheme.lower(), parts.scheme.lower())
+    if scheme not in DEFAULT_PORTS:
+        raise UrlError('has scheme %r: use https://HOST (Twilio needs https and wss)' % parts.scheme)
+    if not parts.hostname:
+        raise UrlError('has no host name')
+    if parts.query or parts.fragment:
+        raise UrlError('carries a query or fragment: use https://HOST[:PORT][/PREFIX] only')
+    try:
+        port = parts.port
+    except ValueError:
+        raise UrlError('has an invalid port')
+    prefix = [seg for seg in parts.path.split('/') if seg]
+    host = parts.hostname
+    port = port or DEFAULT_PORTS[scheme]
+    netloc = ('[%s]' % host) if ':' in host else host
+    if port != DEFAULT_PORTS[scheme]:
+        netloc += ':%d' % port
+    return {'scheme': scheme, 'host': host, 'port': port, 'netloc': netloc, 'prefix': prefix,
+            'base': '%s://%s%s' % (scheme, netloc, ''.join('/' + seg for seg in prefix))}
+
+
+def join_url(parts, path, scheme=None):
+    """The base's prefix + path, empty segments dropped (a trailing '/' never makes '//')."""
+    segments = parts['prefix'] + [seg for seg in path.split('/') if seg]
+    return '%s://%s/%s' % (scheme or parts['scheme'], parts['netloc'], '/'.join(segments))
+
+
+def public_base_url(argument, facts):
+    """-> (url, source): the action's argument (doctor_public_base_url) wins, else what the voice
+    probe resolved on the host (doctor_public_base_url or the service's PUBLIC_BASE_URL)."""
+    if argument:
+        return argument, 'doctor_public_base_url'
+    voice = facts.get('voice')
+    if isinstance(voice, dict) and voice.get('public_base_url'):
+        return voice['public_base_url'], voice.get('public_base_url_source') or \
+            'PUBLIC_BASE_URL of the service (read by the voice probe)'
+    return None, None
+
+
+def skip_reason(facts):
+    """Why there is nothing to probe, and how to enable the layer."""
+    names = facts.get('env_names') or []
+    if 'PUBLIC_BASE_URL' in names:
+        return ('not probed: PUBLIC_BASE_URL is set in the service environment, but the voice probe did not '
+                'report its value (doctor_voice_checks=false?): set doctor_public_base_url to check the '
+                'service from the controller the way Twilio reaches it')
+    return ('not probed: no public URL known; set doctor_public_base_url (e.g. https://voice.example.com) or '
+            'PUBLIC_BASE_URL in the service environment to check https and wss from the controller, '
+            'the way Twilio reaches the service')
+
+
+def missing_libraries():
+    """-> {library: pip command} for the controller's Python."""
+    pip = '%s -m pip install %%s' % (sys.executable or 'python3')
+    missing = {}
+    if not HAS_REQUESTS:
+        missing['requests'] = pip % 'requests'
+    if not HAS_WEBSOCKET:
+        missing['websocket-client'] = pip % 'websocket-client'
+    return missing
+
+
+# --- addresses -------------------------------------------------------------------------------------
+def _literal_ip(host):
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def resolve(host, port, timeout, resolver=None):
+    """-> dict(addresses, error, seconds). The lookup is bounded by `timeout` (getaddrinfo has no
+    timeout of its own; a stuck resolver must not stall the report)."""
+    started = time.time()
+    literal = _literal_ip(host)
+    if literal:
+        return {'addresses': [literal], 'error': None, 'seconds': 0.0}
+    lookup = resolver or socket.getaddrinfo
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(lookup, host, port, 0, socket.SOCK_STREAM)
+    try:
+        infos = future.result(timeout=timeout)
+        addresses = []
+        for info in infos:
+            address = info[4][0]
+            if address not in addresses:
+                addresses.append(address)
+        error = None
+    except FutureTimeout:
+        addresses, error = [], 'no answer from the resolver within %g s' % timeout
+    except socket.gaierror as e:
+        addresses, error = [], '%s (%s)' % (e.strerror or e, _gai_name(e.errno))
+    except (OSError, UnicodeError) as e:
+        addresses, error = [], str(e)
+    finally:
+        pool.shutdown(wait=False)
+    return {'addresses': addresses, 'error': error, 'seconds': round(time.time() - started, 3)}
+
+
+def _gai_name(code):
+    for name in ('EAI_NONAME', 'EAI_AGAIN', 'EAI_FAIL', 'EAI_NODATA', 'EAI_SERVICE'):
+        if getattr(socket, name, None) == code:
+            return name
+    return 'error %s' % code
+
+
+def is_loopback(address):
+    try:
+        return ipaddress.ip_address(address.split('%')[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def controller_addresses():
+    """The controller's own addresses (for ansible_connection=local, where the target is the controller)."""
+    found = set(['127.0.0.1', '::1'])
+    try:
+        import psutil
+        for addrs in psutil.net_if_addrs().values():
+            for a in addrs:
+                if a.family in (socket.AF_INET, socket.AF_INET6):
+                    found.add(a.address.split('%')[0])
+    except ImportError:
+        try:
+            for info in socket.getaddrinfo(socket.gethostname(), None):
+                found.add(info[4][0])
+        except (OSError, UnicodeError):
+            pass
+    return sorted(found)
+
+
+def target_addresses(connection, remote_addr, known=(), timeout=2.0, resolver=None):
+    """What the controller can tell about the target's addresses, without a round trip:
+    the controller's own for a local connection, else ansible_host resolved, plus gathered facts."""
+    addresses = set(a for a in known if a)
+    local = connection == 'local' or (remote_addr or '') in ('localhost', '127.0.0.1', '::1')
+    if local:
+        addresses.update(controller_addresses())
+        how = 'ansible_connection=local: the target is this controller'
+    elif remote_addr:
+        found = resolve(remote_addr, None, timeout, resolver)
+        addresses.update(found['addresses'])
+        how = 'ansible_host=%s' % remote_addr + (' -> %s' % ', '.join(found['addresses']) if found['addresses'] and
+                                                 _literal_ip(remote_addr) is None else '')
+    else:
+        how = 'unknown'
+    if known and not local:
+        how += ' and gathered facts'
+    return {'addresses': sorted(addresses), 'local': local, 'how': how}
+
+
+# --- errors ----------------------------------------------------------------------------------------
+def _chain(exc):
+    """Every exception behind `exc`: causes, contexts, wrapped args and urllib3's `reason`."""
+    seen, todo, out = set(), [exc], []
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        out.append(e)
+        todo.extend([getattr(e, 'reason', None), e.__cause__, e.__context__])
+        todo.extend(a for a in getattr(e, 'args', ()) if isinstance(a, BaseException))
+    return out
+
+
+PLAINTEXT_MARKERS = ('WRONG_VERSION_NUMBER', 'wrong version number', 'record layer failure', 'packet length too long',
+                     'http request', 'unknown protocol')
+
+
+def classify(exc):
+    """An exception of requests, websocket-client or the socket layer -> dict(error_class, error, ...).
+
+    error_class: tls (verify: the certificate; plaintext: the port does not speak TLS), refused,
+    timeout, reset, unreachable, dns, connection."""
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            code = getattr(e, 'verify_code', None)
+            message = getattr(e, 'verify_message', None) or str(e)
+            return {'error_class': 'tls', 'tls_kind': 'hostname' if code == VERIFY_HOSTNAME_MISMATCH else 'verify',
+                    'verify_code': code, 'verify_message': message,
+                    'error': 'certificate verify failed: %s' % message}
+    for e in chain:
+        if isinstance(e, ssl.SSLError) and not isinstance(e, (ssl.SSLZeroReturnError, ssl.SSLEOFError)):
+            text = str(e)
+            plain = any(m in text for m in PLAINTEXT_MARKERS)
+            return {'error_class': 'tls', 'tls_kind': 'plaintext' if plain else 'handshake',
+                    'error': 'TLS handshake failed: %s' % _short(text)}
+    # The socket-level errors first: urllib3's NewConnectionError, which wraps them, is itself a
+    # ConnectTimeoutError subclass and must not make every refused connection a timeout.
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return {'error_class': 'refused', 'error': 'connection refused'}
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            return {'error_class': 'dns', 'error': 'name does not resolve: %s' % _short(str(e))}
+    for e in chain:
+        if isinstance(e, (ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return {'error_class': 'reset', 'error': 'connection closed by the peer: %s' % _short(str(e))}
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return {'error_class': 'unreachable', 'error': _short(str(e))}
+    for e in chain:
+        if isinstance(e, (socket.timeout, TimeoutError)) or _is_timeout_class(e):
+            return {'error_class': 'timeout', 'error': 'no answer: %s' % _short(str(e) or 'timed out')}
+    return {'error_class': 'connection', 'error': '%s: %s' % (exc.__class__.__name__, _short(str(exc)))}
+
+
+def _is_timeout_class(e):
+    if type(e).__name__ == 'NewConnectionError':
+        return False
+    names = [c.__name__ for c in type(e).__mro__]
+    return any(n in ('Timeout', 'ConnectTimeout', 'ReadTimeout', 'ReadTimeoutError', 'ConnectTimeoutError',
+                     'WebSocketTimeoutException') for n in names)
+
+
+def _short(text, limit=300):
+    text = ' '.join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _peer(sock):
+    try:
+        address = sock.getpeername()
+        host = address[0]
+        return '[%s]:%d' % (host, address[1]) if ':' in host else '%s:%d' % (host, address[1])
+    except (AttributeError, OSError, TypeError, IndexError):
+        return None
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+def trust_store(ca_bundle, validate_certs):
+    """-> (CA file or None, where it comes from): one store for both checks, as requests would pick it."""
+    if not validate_certs:
+        return None, 'not verified (doctor_validate_certs=false)'
+    if ca_bundle:
+        return ca_bundle, 'doctor_ca_bundle=%s' % ca_bundle
+    for name in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE'):
+        if os.environ.get(name) and os.path.isfile(os.environ[name]):
+            return os.environ[name], '%s=%s' % (name, os.environ[name])
+    if HAS_REQUESTS:
+        return requests.certs.where(), 'the certifi bundle of requests (%s)' % requests.certs.where()
+    return None, "the controller's default CA store"
+
+
+def ssl_context(cafile, validate_certs):
+    if not validate_certs:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
+    return context
+
+
+def fetch_certificate(host, port, address, timeout):
+    """The leaf certificate the server presents (no verification: only to describe it).
+    -> dict(subject, issuer, names, not_after, self_signed) or dict(error)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sni = None if _literal_ip(host) else host
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=sni) as tls:
+                der = tls.getpeercert(binary_form=True)
+                version = tls.version()
+    except (OSError, ssl.SSLError) as e:
+        return {'error': _short(str(e))}
+    if not der:
+        return {'error': 'the server sent no certificate'}
+    if not HAS_CRYPTOGRAPHY:
+        return {'error': 'install cryptography on the controller to describe the certificate', 'tls_version': version}
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as e:
+        return {'error': 'the certificate cannot be parsed: %s' % _short(str(e)), 'tls_version': version}
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        names = ['DNS:%s' % n for n in san.get_values_for_type(x509.DNSName)]
+        names += ['IP:%s' % n for n in san.get_values_for_type(x509.IPAddress)]
+    except (x509.ExtensionNotFound, ValueError):
+        names = []
+    not_after = getattr(cert, 'not_valid_after_utc', None) or cert.not_valid_after
+    return {'subject': cert.subject.rfc4514_string(), 'issuer': cert.issuer.rfc4514_string(), 'names': names,
+            'not_after': not_after.strftime('%Y-%m-%d %H:%M:%S UTC'), 'self_signed': cert.subject == cert.issuer,
+            'tls_version': version}
+
+
+# --- the two checks --------------------------------------------------------------------------------
+def _result(url, **values):
+    result = {'url': url, 'ok': False, 'status': None, 'reason': None, 'latency_ms': None, 'peer': None,
+              'server': None, 'error_class': None, 'error': None, 'not_run': None}
+    result.update(values)
+    return result
+
+
+def check_https(url, cafile, validate_certs, timeout):
+    """GET url over http(s), no redirects followed (Twilio's media stream follows none either)."""
+    if not HAS_REQUESTS:
+        return _result(url, not_run='requests is not installed on the controller: %s' % missing_libraries()['requests'])
+    started = time.time()
+    session = requests.Session()
+    try:
+        if not validate_certs:
+            try:
+                from urllib3.exceptions import InsecureRequestWarning
+                import urllib3
+                urllib3.disable_warnings(InsecureRequestWarning)
+            except ImportError:
+                pass
+        response = session.get(url, timeout=(timeout, timeout), verify=(cafile or True) if validate_certs else False,
+                               allow_redirects=False, stream=True, headers={'User-Agent': USER_AGENT})
+        latency = round((time.time() - started) * 1000, 1)
+        try:
+            peer = _peer(response.raw._connection.sock)  # urllib3 keeps the socket while the body is unread
+        except AttributeError:
+            peer = None
+        try:
+            body = response.raw.read(BODY_BYTES, decode_content=True) or b''
+        except Exception:  # a truncated body is still an answer; the status decides
+            body = b''
+        response.close()
+        return _result(url, ok=response.status_code == 200, status=response.status_code, reason=response.reason,
+                       latency_ms=latency, peer=peer, server=response.headers.get('Server'),
+                       location=response.headers.get('Location'), body=body.decode('utf-8', 'replace'),
+                       error_class=None if response.status_code == 200 else 'http_status',
+                       error=None if response.status_code == 200 else 'HTTP %d %s' % (
+                           response.status_code, response.reason or ''))
+    except Exception as e:  # requests' whole family plus ssl/socket errors: classified, never raised
+        return _result(url, latency_ms=round((time.time() - started) * 1000, 1), **classify(e))
+    finally:
+        session.close()
+
+
+def check_wss(url, cafile, validate_certs, timeout):
+    """The Twilio media-stream handshake: 101, a valid Sec-WebSocket-Accept (websocket-client checks
+    it) and Sec-WebSocket-Protocol: audio.twilio.com echoed. Closed right after the handshake."""
+    if not HAS_WEBSOCKET:
+        return _result(url, not_run='websocket-client is not installed on the controller: %s'
+                       % missing_libraries()['websocket-client'])
+    started = time.time()
+    ws = None
+    try:
+        # The subprotocol goes as a plain header so websocket-client does not reject a missing echo
+        # before we can say so; the echo is checked below.
+        ws = websocket.create_connection(
+            url, timeout=timeout, header=['Sec-WebSocket-Protocol: %s' % TWILIO_SUBPROTOCOL],
+            sslopt={'context': ssl_context(cafile, validate_certs)} if url.startswith('wss:') else {},
+            redirect_limit=0, enable_multithread=False)
+        latency = round((time.time() - started) * 1000, 1)
+        headers = dict((k.lower(), v) for k, v in (ws.getheaders() or {}).items())
+        echoed = headers.get('sec-websocket-protocol')
+        ok = (echoed or '').strip().lower() == TWILIO_SUBPROTOCOL
+        return _result(url, ok=ok, status=ws.getstatus(), latency_ms=latency, peer=_peer(ws.sock),
+                       server=headers.get('server'), subprotocol=echoed,
+                       error_class=None if ok else 'no_subprotocol',
+                       error=None if ok else '101 without Sec-WebSocket-Protocol: %s echoed (got %r)' % (
+                           TWILIO_SUBPROTOCOL, echoed))
+    except Exception as e:  # websocket-client, ssl and socket errors: classified, never raised
+        latency = round((time.time() - started) * 1000, 1)
+        status = getattr(e, 'status_code', None)
+        if status is not None:
+            headers = dict((k.lower(), v) for k, v in (getattr(e, 'resp_headers', None) or {}).items())
+            body = getattr(e, 'resp_body', None) or b''
+            return _result(url, status=status, reason=getattr(e, 'status_message', None), latency_ms=latency,
+                           server=headers.get('server'), body=body[:BODY_BYTES].decode('utf-8', 'replace')
+                           if isinstance(body, bytes) else str(body)[:BODY_BYTES],
+                           error_class='http_status', error='handshake answered %s, not 101' % status)
+        if 'Redirect limit exhausted' in str(e):
+            return _result(url, latency_ms=latency, error_class='http_status',
+                           error='handshake answered a redirect, not 101 (Twilio follows none)')
+        if 'Invalid WebSocket Header' in str(e):
+            return _result(url, status=101, latency_ms=latency, error_class='bad_accept',
+                           error='101 with an invalid Upgrade/Connection/Sec-WebSocket-Accept header')
+        return _result(url, latency_ms=latency, **classify(e))
+    finally:
+        if ws is not None:
+            try:
+                ws.close(timeout=1)
+            except Exception:  # closing is best effort: the handshake result stands
+                pass
+
+
+# --- the layer -------------------------------------------------------------------------------------
+def collect(base_url, source, healthz_path='/healthz', ws_path='/ws/twilio-media', validate_certs=True,
+            ca_bundle=None, timeout=DEFAULT_TIMEOUT, target=None, resolver=None):
+    """-> facts of the external layer. Never raises for what the network does; a malformed URL is
+    recorded as url_error (the caller decides whether that is a user input error)."""
+    started = time.time()
+    facts = {'base_url': without_userinfo(base_url), 'source': source, 'timeout': timeout, 'validate_certs': bool(validate_certs),
+             'ca_bundle': ca_bundle or None, 'target': target or {'addresses': [], 'local': False, 'how': 'unknown'},
+             'url_error': None, 'dns': None, 'https': None, 'wss': None, 'certificate': None}
+    try:
+        parts = split_base_url(base_url)
+    except UrlError as e:
+        facts['url_error'] = '%r %s' % (without_userinfo(base_url), e)
+        facts['elapsed'] = round(time.time() - started, 3)
+        return facts
+    facts.update(scheme=parts['scheme'], host=parts['host'], port=parts['port'], base_url=parts['base'])
+    cafile, trust = trust_store(ca_bundle, validate_certs)
+    facts['trust'] = trust if parts['scheme'] == 'https' else None
+    https_url = join_url(parts, healthz_path)
+    wss_url = join_url(parts, ws_path, WS_SCHEMES[parts['scheme']])
+
+    dns = resolve(parts['host'], parts['port'], timeout, resolver)
+    facts['dns'] = dns
+    if dns['error']:
+        failed = dict(error_class='dns', error='%s does not resolve: %s' % (parts['host'], dns['error']))
+        facts['https'] = _result(https_url, **failed)
+        facts['wss'] = _result(wss_url, **failed)
+    else:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            f_https = pool.submit(check_https, https_url, cafile, validate_certs, timeout)
+            f_wss = pool.submit(check_wss, wss_url, cafile, validate_certs, timeout)
+            facts['https'], facts['wss'] = f_https.result(), f_wss.result()
+        if any(r['error_class'] == 'tls' for r in (facts['https'], facts['wss'])):
+            facts['certificate'] = fetch_certificate(parts['host'], parts['port'], dns['addresses'][0], timeout)
+    facts['elapsed'] = round(time.time() - started, 3)
+    return facts
