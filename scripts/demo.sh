@@ -10,9 +10,9 @@ bash scripts/bootstrap.sh
 run="$root/demo-run"
 port=${PORT:-8000}
 mkdir -p "$run"
+# No PUBLIC_BASE_URL: the demo has no public name, so the external layer says how to enable it.
 cat > "$run/agentlocator.env" <<ENV
 PORT=$port
-PUBLIC_BASE_URL=https://voice.example.com
 ENV
 pid=$(cat "$run/gunicorn.pid" 2>/dev/null || true)
 if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then

@@ -19,7 +19,9 @@ def _headline(report):
 
 def _layer_line(layer, causes):
     ids = [c['id'] for c in causes if c['layer'] == layer['name']]
-    worst = next((c for c in layer['checks'] if c['status'] == layer['status']), None)
+    # The first check that explains the layer's status; notes are context, not the headline.
+    telling = [c for c in layer['checks'] if not (c.get('detail') or '').startswith('note:')] or layer['checks']
+    worst = next((c for c in telling if c['status'] == layer['status']), None)
     detail = ', '.join(ids) if ids else (worst['detail'] if worst else '')
     return '%-8s %s  %s' % (layer['name'], MARK[layer['status']], detail[:110])
 
