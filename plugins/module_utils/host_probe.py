@@ -161,25 +161,29 @@ def probe_host(psutil, params, layers=None):
         if needed('system'):
             futures['system'] = pool.submit(_timed, timings, 'system', system.collect, psutil, [p['chdir'], log_dir],
                                             [m['pid'] for m in procs['masters']])
+        later = {}
+        if 'healthz' in futures:
+            facts['healthz'] = futures.pop('healthz').result()
+        stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if 'healthz' in facts else None
+        # What the later layers share: the inputs, the service's environment and what was seen so far.
+        context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
+                   'port': port['port'], 'log': log, 'healthz': facts.get('healthz'), 'stable': stable,
+                   'dry_import': None}
+        if needed('voice') and p['voice_checks']:
+            # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
+            later['voice'] = pool.submit(_timed, timings, 'voice', voice.collect, context)
         for name, future in futures.items():
             facts[name] = future.result()
         if needed('boot'):
             dry = f_dry.result()
             _check_app_spec(p, dry)
-        stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if 'healthz' in facts else None
-        # What the later layers share: the inputs, the service's environment and what was seen so far.
-        context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
-                   'port': port['port'], 'log': log, 'healthz': facts.get('healthz'), 'stable': stable,
-                   'dry_import': dry if needed('boot') else None}
-        later = {}
+            context = dict(context, dry_import=dry)
         if needed('boot') and (p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable)):
             later['preload'] = pool.submit(_timed, timings, 'preload_boot', boot.preload_boot, p['python'],
                                            p['chdir'], p['app'], p['healthz_path'], env, p['boot_timeout'],
                                            dry.get('versions', {}).get('gunicorn'), psutil)
         if needed('eventlet'):
             later['eventlet'] = pool.submit(_timed, timings, 'eventlet', eventlet_probe.collect, context)
-        if needed('voice') and p['voice_checks']:
-            later['voice'] = pool.submit(_timed, timings, 'voice', voice.collect, context)
         if needed('boot'):
             preload = later['preload'].result() if 'preload' in later else None
             facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
