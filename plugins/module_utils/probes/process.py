@@ -131,7 +131,10 @@ def identify_runner(psutil, pid):
         chain.append(info)
         name = info['name']
         cmd = ' '.join(info['cmdline'])
-        if name == 'supervisord' or 'supervisord' in cmd:
+        argv = info['cmdline'] or ['']
+        # By name or by the script python runs (`python /usr/bin/supervisord`), never by a word in
+        # some other command line (`pytest -k supervisord`).
+        if name == 'supervisord' or 'supervisord' in [os.path.basename(a) for a in argv[:2]]:
             return {'kind': 'supervisord', 'detail': cmd[:200], 'pid': info['pid']}
         if name in ('cron', 'crond', 'anacron'):
             return {'kind': 'cron', 'detail': cmd[:200], 'pid': info['pid']}

@@ -1,0 +1,92 @@
+"""Time stabilize.yml on a broken host until /healthz is a stable 200, and its idempotent second run.
+
+    .venv/bin/python benchmarks/stabilize_bench.py [--runs 3] [--window 15]
+
+Each run builds a broken host in a tmp dir (the demo app; PORT in its env file; a gunicorn master that
+hard-codes another port; a Flask dev server of the app; an old log; decoys that must survive), runs
+stabilize.yml over a local connection and reports: the play's wall time (it ends only after the verify
+window saw a stable 200), when /healthz first answered 200 on $PORT (polled from outside the play), and
+the wall time of the second, idempotent run (which must report changed=0). Every process is stopped
+by PID at the end.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from doctor_run import run_playbook  # noqa: E402
+from test_stabilize import Host, recap  # noqa: E402
+
+
+def first_200(port, stop, found):
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as resp:
+                if resp.status == 200:
+                    found.append(time.time())
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
+def one(work, window):
+    host = Host(work)
+    try:
+        host.old_logs()
+        host.wrong_port_master()
+        host.dev_server()
+        host.decoys_start()
+        host_vars = host.vars(doctor_service_manager="standalone", doctor_stability_window=window)
+        stop, found = threading.Event(), []
+        poller = threading.Thread(target=first_200, args=(host.port, stop, found), daemon=True)
+        first_started = time.time()
+        poller.start()
+        done = run_playbook("stabilize.yml", work, host_vars)
+        first = time.time() - first_started
+        stop.set()
+        poller.join()
+        counts = recap(done.stdout)
+        started = time.time()
+        again = run_playbook("stabilize.yml", work, host_vars)
+        second = time.time() - started
+        if recap(again.stdout)["changed"] != 0:
+            sys.exit("the second run changed something:\n" + again.stdout[-3000:])
+        host.assert_decoys_alive()
+        return {"first": first, "first_200": found[0] - first_started if found else None,
+                "second": second, "changed": counts["changed"]}
+    finally:
+        host.cleanup()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--window", type=int, default=15, help="doctor_stability_window (verify window), seconds")
+    args = parser.parse_args()
+    results = []
+    for i in range(args.runs):
+        work = Path(tempfile.mkdtemp(prefix="doctor-stabilize-bench-"))
+        r = one(work, args.window)
+        results.append(r)
+        print("run %d: broken -> stable 200 (play) %.1f s; first 200 on $PORT after %.1f s; %d task(s) changed; "
+              "second run %.1f s, changed=0" % (i + 1, r["first"], r["first_200"] or -1, r["changed"], r["second"]),
+              flush=True)
+
+    def med(key):
+        return statistics.median(r[key] for r in results if r[key] is not None)
+
+    print("median over %d run(s), window %d s, standalone runner: stabilize %.1f s (first 200 after %.1f s), "
+          "idempotent second run %.1f s" % (len(results), args.window, med("first"), med("first_200"), med("second")))
+
+
+if __name__ == "__main__":
+    main()

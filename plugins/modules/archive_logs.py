@@ -1,0 +1,155 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: archive_logs
+short_description: Move old Gunicorn and app logs into compressed, timestamped archives
+version_added: 0.2.0
+description:
+  - Runbook step 1.1 - move old log files out of the way so they do not mislead.
+  - A log is old when no live process holds it open - everything in it was written by runs that are over.
+    A log the running service writes to is current and stays where it is (stabilize archives the service's
+    logs while it is stopped for a restart, with M(sre.gunicorn_doctor.service_state)).
+  - Each old log is gzip-compressed into I(archive_dir)/I(stamp)/, synced and read back; only when the copy
+    holds the same bytes is the original removed. Already compressed rotations (C(*.gz)) are moved as they are.
+  - Keeps the newest I(keep) archive directories and deletes older ones.
+  - Idempotent - a second run finds nothing old and changes nothing.
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
+options:
+  paths:
+    description: Log files to consider (missing and empty ones are ignored).
+    type: list
+    elements: path
+    default: []
+  patterns:
+    description: Globs of more logs to consider, e.g. rotated siblings C(/var/log/app/gunicorn.log.*).
+    type: list
+    elements: str
+    default: []
+  archive_dir:
+    description: Directory holding the archives (one subdirectory per run, named by I(stamp)).
+    type: path
+    required: true
+  stamp:
+    description: Name of this run's archive directory, UTC C(YYYYMMDDTHHMMSSZ).
+    type: str
+    required: true
+  keep:
+    description: How many archive directories to keep; older ones are deleted.
+    type: int
+    default: 5
+  current_since:
+    description:
+      - Start time (epoch seconds) of the service's running master; a log written since then is part of the
+        current run and stays, even when nothing holds it open (0 - no master runs).
+    type: float
+    default: 0
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+requirements:
+  - psutil
+'''
+
+EXAMPLES = r'''
+- name: Archive old logs of the voice app
+  sre.gunicorn_doctor.archive_logs:
+    paths: [/var/log/agentlocator/gunicorn.log, /srv/agentlocator/nohup.out]
+    patterns: [/var/log/agentlocator/gunicorn.log.*]
+    archive_dir: /var/lib/gunicorn-doctor/agentlocator/log-archive
+    stamp: 20261125T120000Z
+    keep: 5
+'''
+
+RETURN = r'''
+archived:
+  description: Each log moved, where its compressed copy is, its size and SHA-256 (of the original bytes).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /var/log/agentlocator/gunicorn.log, archived_as: /var/lib/gunicorn-doctor/agentlocator/log-archive/20261125T120000Z/gunicorn.log.gz,
+            bytes: 10422, sha256: 3b1f...}]
+held:
+  description: Logs left in place because a live process writes to them (with those pids) or the current run wrote them.
+  returned: always
+  type: list
+  elements: dict
+pruned:
+  description: Archive directories deleted beyond the newest I(keep).
+  returned: always
+  type: list
+  elements: str
+archive:
+  description: This run's archive directory, or null when nothing was archived.
+  returned: always
+  type: str
+actions:
+  description: One record per archived log for a report - action, target, reason.
+  returned: always
+  type: list
+  elements: dict
+'''
+
+import re
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import logs_archive
+
+try:
+    import psutil
+    HAS_PSUTIL = True
+    PSUTIL_IMP_ERR = None
+except ImportError:
+    psutil = None
+    HAS_PSUTIL = False
+    PSUTIL_IMP_ERR = traceback.format_exc()
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            paths=dict(type='list', elements='path', default=[]),
+            patterns=dict(type='list', elements='str', default=[]),
+            archive_dir=dict(type='path', required=True),
+            stamp=dict(type='str', required=True),
+            keep=dict(type='int', default=5),
+            current_since=dict(type='float', default=0),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_PSUTIL:
+        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    p = module.params
+    if not re.match(r'^\d{8}T\d{6}Z$', p['stamp']):
+        module.fail_json(msg='stamp=%r must be a UTC time as YYYYMMDDTHHMMSSZ' % p['stamp'])
+    if p['keep'] < 1:
+        module.fail_json(msg='keep=%d must be 1 or more: the archive just made is always kept' % p['keep'])
+    try:
+        done = logs_archive.run(psutil, p['paths'], p['patterns'], p['archive_dir'], p['stamp'], p['keep'],
+                                dry_run=module.check_mode, current_since=p['current_since'])
+    except (IOError, OSError) as e:
+        module.fail_json(msg='archiving stopped, the log stays in place: %s' % to_native(e))
+    done['actions'] = [{'action': 'would archive log' if module.check_mode else 'archived log', 'target': a['path'],
+                        'reason': 'old: no live process writes it and the current run did not write it; compressed copy %s'
+                                  % a['archived_as']} for a in done['archived']]
+    done['actions'] += [{'action': 'would delete archive' if module.check_mode else 'deleted archive', 'target': d,
+                         'reason': 'beyond the newest %d archives' % p['keep']} for d in done['pruned']]
+    module.exit_json(changed=bool(done['archived'] or done['pruned']), **done)
+
+
+if __name__ == '__main__':
+    main()

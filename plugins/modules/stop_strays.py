@@ -1,0 +1,163 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: stop_strays
+short_description: Stop the earlier runs of a Gunicorn app, and nothing else
+version_added: 0.2.0
+description:
+  - Finds the app's earlier runs (runbook step 1.1) with the same proof of belonging the diagnosis uses
+    (M(sre.gunicorn_doctor.process_info)) - gunicorn masters and workers whose app spec B(and) directory are the
+    app's, Flask dev servers and C(python main.py)-style runs that name the app's module or a file under I(chdir),
+    workers orphaned by a dead master - and stops them - C(TERM), wait for them to exit up to I(grace) seconds,
+    then C(KILL).
+  - Never signals PID 1, this Ansible run (the module and its parents), sshd, init systems or process managers,
+    or the service's own master and workers (I(keep_pids)); never another app, even one with the same app spec
+    in another directory, and never a process that merely listens on I(port).
+  - Fails before signalling anything when a master of the app is run by another process manager
+    (supervisord, systemd) - stopping it would only start a fight - or when a process that is not the app
+    listens on I(port).
+  - In check mode, lists what would be stopped and stops nothing.
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
+options:
+  app:
+    description: WSGI target of the service, C(MODULE:VARIABLE).
+    type: str
+    required: true
+  chdir:
+    description: Directory gunicorn runs the app from; another directory is another app.
+    type: path
+    required: true
+  port:
+    description: The port the service must listen on; a process of another app holding it is reported.
+    type: int
+  keep_pids:
+    description: PIDs of the service's current master (kept with its workers), e.g. from M(sre.gunicorn_doctor.service_info).
+    type: list
+    elements: int
+    default: []
+  grace:
+    description: Seconds to wait for the processes to exit after C(TERM) before C(KILL).
+    type: float
+    default: 10
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+requirements:
+  - psutil
+seealso:
+  - module: sre.gunicorn_doctor.process_info
+'''
+
+EXAMPLES = r'''
+- name: Stop earlier runs of the voice app
+  sre.gunicorn_doctor.stop_strays:
+    app: AgentLocator.main:app
+    chdir: /srv/agentlocator
+    port: 8123
+    keep_pids: [4242]
+  register: strays
+'''
+
+RETURN = r'''
+stopped:
+  description: Each process chosen, with why it was chosen, the signals sent and how it ended (in check mode, what would be stopped).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{pid: 5150, kind: dev_server, cmdline: "python3 -m AgentLocator.main", reason: "runs the app module AgentLocator.main",
+            signals: [TERM], outcome: exited after TERM}]
+skipped:
+  description: Processes of the app that were not signalled, and why.
+  returned: always
+  type: list
+  elements: dict
+conflicts:
+  description: Processes that block stabilizing and are never stopped (another runner's master, a foreign port holder).
+  returned: always
+  type: list
+  elements: dict
+actions:
+  description: One record per chosen process for a report - action, target (pid and command), reason (and outcome).
+  returned: always
+  type: list
+  elements: dict
+summary:
+  description: One line per chosen process - pid, command, reason.
+  returned: always
+  type: list
+  elements: str
+'''
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import strays
+
+try:
+    import psutil
+    HAS_PSUTIL = True
+    PSUTIL_IMP_ERR = None
+except ImportError:
+    psutil = None
+    HAS_PSUTIL = False
+    PSUTIL_IMP_ERR = traceback.format_exc()
+
+
+def actions(entries, check_mode):
+    return [{'action': 'would stop process' if check_mode else 'stopped process',
+             'target': '%d (%s)' % (e['pid'], (e.get('cmdline') or '')[:160]),
+             'reason': e['reason'] + ('; %s (%s)' % (e['outcome'], '+'.join(e['signals']) or 'no signal')
+                                      if e.get('outcome') else '')} for e in entries]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app=dict(type='str', required=True),
+            chdir=dict(type='path', required=True),
+            port=dict(type='int'),
+            keep_pids=dict(type='list', elements='int', default=[]),
+            grace=dict(type='float', default=10),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_PSUTIL:
+        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    p = module.params
+    found = strays.choose(psutil, p['app'], p['chdir'], p['port'], p['keep_pids'])
+    result = dict(changed=False, stopped=found['stop'], skipped=found['skipped'], conflicts=found['conflicts'],
+                  summary=[strays.describe(e) for e in found['stop']], actions=actions(found['stop'], module.check_mode))
+    if found['conflicts']:
+        module.fail_json(msg='not stopping anything: ' + '; '.join(strays.describe(c) for c in found['conflicts']),
+                         **result)
+    if not found['stop'] or module.check_mode:
+        result['changed'] = bool(found['stop'])
+        module.exit_json(**result)
+    stopped, survivors = strays.stop(psutil, found['stop'], p['grace'])
+    # A master killed after its grace period leaves the workers it had just forked: one more sweep.
+    late = strays.choose(psutil, p['app'], p['chdir'], None, p['keep_pids'])['stop']
+    if late and not survivors:
+        more, survivors = strays.stop(psutil, late, p['grace'])
+        stopped += more
+    result.update(changed=True, stopped=stopped, actions=actions(stopped, False),
+                  summary=[strays.describe(e) for e in stopped])
+    if survivors:
+        module.fail_json(msg='processes %s survived KILL' % ', '.join(str(s) for s in survivors), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,165 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: verify
+short_description: Wait until a Gunicorn app serves /healthz on $PORT, and stays up for a window
+version_added: 0.2.0
+description:
+  - "Runbook steps 1.3 and 1.4 as one check - one gunicorn master of the app LISTENs on I(port), all its workers
+    have booted, and C(GET I(healthz_path)) answers 200; then for I(window) seconds the same master and the same
+    workers stay, C(/healthz) keeps answering 200 and the log shows no C(Handling signal: term), no worker boot
+    or exit, no C(WORKER TIMEOUT)."
+  - Watches the process table and the log often (every 0.1 s) and ends as soon as the service fails; bounded by
+    I(timeout) for the service to come up.
+  - On failure, the message says what was seen and what the logs' current run says (the exception, gunicorn's
+    C(Reason:), an C(Error:) line).
+  - Never changes anything and never reports C(changed).
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
+options:
+  app:
+    description: WSGI target of the service, C(MODULE:VARIABLE).
+    type: str
+    required: true
+  chdir:
+    description: Directory gunicorn runs the app from.
+    type: path
+    required: true
+  port:
+    description: The platform's port.
+    type: int
+    required: true
+  healthz_path:
+    description: Health endpoint.
+    type: str
+    default: /healthz
+  window:
+    description: Seconds the service must stay up after the first 200.
+    type: float
+    default: 15
+  timeout:
+    description: Seconds the service may take to answer its first 200.
+    type: float
+    default: 60
+  log_files:
+    description: Logs of the service (gunicorn's error log, the runner's console log).
+    type: list
+    elements: path
+    default: []
+  worker_class:
+    description: The worker class the master must run, when given.
+    type: str
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+requirements:
+  - psutil
+'''
+
+EXAMPLES = r'''
+- name: Verify the voice app is up and stable
+  sre.gunicorn_doctor.verify:
+    app: AgentLocator.main:app
+    chdir: /srv/agentlocator
+    port: 8123
+    window: 15
+    log_files: [/var/log/agentlocator/gunicorn.log]
+'''
+
+RETURN = r'''
+master:
+  description: The master that serves.
+  returned: success
+  type: int
+workers:
+  description: Its workers.
+  returned: success
+  type: list
+  elements: int
+listen:
+  description: Where the master listens on the port.
+  returned: success
+  type: str
+  sample: 0.0.0.0:8123
+worker_class:
+  description: The master's worker class.
+  returned: success
+  type: str
+ready_after:
+  description: Seconds until the first 200.
+  returned: success
+  type: float
+samples:
+  description: How many C(/healthz) requests answered 200.
+  returned: success
+  type: int
+elapsed:
+  description: Seconds the whole check took.
+  returned: always
+  type: float
+why:
+  description: What was seen when the service is not up or not stable.
+  returned: failure
+  type: str
+evidence:
+  description: Log lines of the current run that tell why.
+  returned: failure
+  type: list
+  elements: str
+'''
+
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import stability, strays
+
+try:
+    import psutil
+    HAS_PSUTIL = True
+    PSUTIL_IMP_ERR = None
+except ImportError:
+    psutil = None
+    HAS_PSUTIL = False
+    PSUTIL_IMP_ERR = traceback.format_exc()
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            app=dict(type='str', required=True),
+            chdir=dict(type='path', required=True),
+            port=dict(type='int', required=True),
+            healthz_path=dict(type='str', default='/healthz'),
+            window=dict(type='float', default=15),
+            timeout=dict(type='float', default=60),
+            log_files=dict(type='list', elements='path', default=[]),
+            worker_class=dict(type='str'),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_PSUTIL:
+        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    started = time.time()
+    try:
+        result = stability.watch(psutil, module.params, strays.own_lineage(psutil))
+    except stability.Unstable as e:
+        module.fail_json(msg='%s is not up and stable on port %d: %s' % (module.params['app'], module.params['port'], e.why),
+                         why=e.why, kind=e.kind, evidence=e.evidence, elapsed=round(time.time() - started, 2))
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,498 @@
+"""stabilize.yml on real broken hosts: strays, a wrong port, old logs, decoys; the standalone pidfile
+runner and a real supervisord (from the venv); systemd units rendered and verified; check mode.
+
+Everything lives in tmp dirs and listens on loopback or on ports the kernel hands out; every process a
+test starts is stopped by its PID (the service by the PID in its pidfile or through supervisorctl).
+"""
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from doctor_run import PYTHON, ROOT, ansible_env, make_app, run_playbook
+from gunicorn_service import free_port
+
+VENV_BIN = Path(PYTHON).parent
+OLD_LOG_LINE = "[2026-11-20 10:00:00 +0000] [4242] [INFO] an incident from an earlier run (marker 7f3a)"
+
+
+# --- processes ---------------------------------------------------------------------------------------
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.time() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
+def listening_pid(port):
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr[1] == port:
+            return conn.pid or True
+    return None
+
+
+def serves(master, port):
+    """The master (or a worker sharing its socket: psutil names either) LISTENs on port."""
+    family = {master} | {c.pid for c in psutil.Process(master).children()}
+    return listening_pid(port) in family
+
+
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_tree(pid, grace=5):
+    """TERM a process we started and its descendants, by PID; KILL what is left."""
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = [root] + root.children(recursive=True)
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    deadline = time.time() + grace
+    while any(alive(p.pid) for p in procs) and time.time() < deadline:
+        time.sleep(0.05)
+    for p in procs:
+        if alive(p.pid):
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def healthz(port, path="/healthz"):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=3) as resp:
+            return resp.status
+    except OSError:
+        return None
+
+
+def stable_200(port, seconds=2.0):
+    """/healthz answers 200 on every request for `seconds`."""
+    end = time.time() + seconds
+    while time.time() < end:
+        assert healthz(port) == 200, "/healthz on %d is not a stable 200" % port
+        time.sleep(0.2)
+
+
+class Host:
+    """A broken host in tmp_path: the app, its env file (PORT), old logs, strays and decoys."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.port = free_port()
+        self.app_dir = make_app(tmp_path)
+        self.env_file = tmp_path / "service.env"
+        self.env_file.write_text("PORT=%d\nPUBLIC_BASE_URL=https://voice.example.com\n" % self.port)
+        self.log = tmp_path / "logs" / "gunicorn.log"
+        self.log.parent.mkdir()
+        self.service_dir = tmp_path / "svc"
+        self.started = []      # pids we started (stopped by PID at the end)
+        self.strays = []       # pids stabilize must stop
+        self.decoys = []       # pids stabilize must leave alone
+
+    def spawn(self, argv, cwd, env=None, out=None):
+        with open(out or os.devnull, "ab") as sink:
+            proc = subprocess.Popen(argv, cwd=str(cwd), env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL,
+                                    stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started.append(proc.pid)
+        return proc.pid
+
+    def old_logs(self):
+        """A log from an earlier run, and a rotated sibling: both must be recoverable afterwards."""
+        self.log.write_text(OLD_LOG_LINE + "\n")
+        (self.log.parent / "gunicorn.log.1").write_text("rotated " + OLD_LOG_LINE + "\n")
+
+    def wrong_port_master(self):
+        """The runbook's cause 1: PORT is set, the command hard-codes another port."""
+        wrong = free_port()
+        pid = self.spawn([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "0.0.0.0:%d" % wrong,
+                          "--no-control-socket", "--error-logfile", str(self.tmp / "wrong.log")], self.app_dir,
+                         env={"PORT": str(self.port)})
+        wait_for(lambda: listening_pid(wrong), 20, "the wrong-port master")
+        self.strays.append(pid)
+        return pid
+
+    def dev_server(self):
+        dev = free_port()
+        pid = self.spawn([PYTHON, "-m", "AgentLocator.main"], self.app_dir, env={"PORT": str(dev)})
+        wait_for(lambda: listening_pid(dev), 20, "the dev server")
+        self.strays.append(pid)
+        return pid
+
+    def decoys_start(self):
+        other = make_app(self.tmp / "other-checkout")   # the same app spec in another directory: another app
+        other_port = free_port()
+        self.decoys.append(self.spawn([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "127.0.0.1:%d" % other_port,
+                                       "--no-control-socket"], other))
+        web = free_port()
+        self.decoys.append(self.spawn(["python3", "-m", "http.server", "-b", "127.0.0.1", str(web)], self.app_dir))
+        self.decoys.append(self.spawn(["python3", "-c", "import time; time.sleep(600)"], self.app_dir))
+        wait_for(lambda: listening_pid(other_port) and listening_pid(web), 20, "the decoys")
+
+    def assert_decoys_alive(self):
+        dead = [pid for pid in self.decoys if not alive(pid)]
+        assert not dead, "decoys were stopped: %s" % dead
+
+    def assert_strays_gone(self):
+        left = [pid for pid in self.strays if alive(pid)]
+        assert not left, "strays still alive: %s" % left
+
+    def vars(self, **extra):
+        return dict({
+            "doctor_chdir": str(self.app_dir),
+            "doctor_env_file": str(self.env_file),
+            "doctor_log_file": str(self.log),
+            "doctor_service_dir": str(self.service_dir),
+            "doctor_stop_grace": 5,
+            "doctor_verify_timeout": 30,
+        }, **extra)
+
+    def service_pid(self):
+        pidfile = self.service_dir / "gunicorn.pid"
+        return int(pidfile.read_text()) if pidfile.exists() else None
+
+    def cleanup(self):
+        pid = self.service_pid()
+        if pid:
+            stop_tree(pid)
+        for pid in reversed(self.started):
+            stop_tree(pid)
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(tmp_path)
+    try:
+        yield h
+    finally:
+        h.cleanup()
+
+
+# --- the playbook --------------------------------------------------------------------------------------
+def stabilize(tmp_path, host_vars, extra_args=(), check=True):
+    done = run_playbook("stabilize.yml", tmp_path, host_vars, extra_args, check=check)
+    return done.stdout
+
+
+def recap(out):
+    m = re.search(r"^target\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)\s+"
+                  r"rescued=(\d+)\s+ignored=(\d+)", out, re.M)
+    assert m, "no PLAY RECAP in:\n" + out[-3000:]
+    return dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"), map(int, m.groups())))
+
+
+def assert_idempotent(out):
+    counts = recap(out)
+    changed_tasks, task = [], None
+    for line in out.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line
+        elif line.startswith("changed:"):
+            changed_tasks.append("%s -> %s" % (task, line))
+    assert counts["changed"] == 0 and not changed_tasks, "second run changed something:\n%s\n%s" % (
+        "\n".join(changed_tasks), out[-4000:])
+    assert counts["failed"] == 0
+
+
+def stabilize_report(tmp_path):
+    return json.loads((tmp_path / "reports" / "target.stabilize.json").read_text())
+
+
+def archived_texts(archive_dir):
+    texts = []
+    for gz in Path(archive_dir).rglob("*.gz"):
+        with gzip.open(gz, "rt") as f:
+            texts.append(f.read())
+    return texts
+
+
+def tree_digest(path):
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            digest.update(full.encode())
+            with open(full, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def app_pids(app_dir):
+    """Live processes whose cwd is the app directory (the service, strays and the in-dir decoys)."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "cwd", "status"]):
+        if proc.info["cwd"] == str(app_dir) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.add(proc.info["pid"])
+    return found
+
+
+# --- standalone --------------------------------------------------------------------------------------------
+def test_standalone_broken_host_is_stabilized_then_unchanged(host, tmp_path):
+    host.old_logs()
+    host.wrong_port_master()
+    host.dev_server()
+    host.decoys_start()
+
+    out = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+
+    assert recap(out)["failed"] == 0
+    stable_200(host.port)
+    master = host.service_pid()
+    assert master and serves(master, host.port)
+    cmdline = psutil.Process(master).cmdline()
+    assert "0.0.0.0:%d" % host.port in cmdline and "sync" in cmdline
+    host.assert_strays_gone()
+    host.assert_decoys_alive()
+    # The start script reads PORT from the environment at start: no port in the command.
+    script = (host.service_dir / "run.sh").read_text()
+    assert "-b 0.0.0.0:${PORT}" in script and str(host.port) not in script
+    report = stabilize_report(tmp_path)
+    assert report["result"] == "stabilized" and report["before"]["verdict"] == "down"
+    assert report["after"]["verdict"] in ("healthy", "degraded") and report["port"] == host.port
+    stopped = [a for a in report["actions"] if a["action"] == "stopped process"]
+    for pid in host.strays:
+        entry = [a for a in stopped if a["target"].startswith("%d " % pid)]
+        assert entry and entry[0]["reason"], "stray %d not reported with its reason: %s" % (pid, stopped)
+    # Every log that existed before is recoverable from the archive.
+    texts = archived_texts(host.service_dir / "log-archive")
+    assert any(OLD_LOG_LINE in t and not t.startswith("rotated") for t in texts)
+    assert any(t.startswith("rotated " + OLD_LOG_LINE) for t in texts)
+    assert OLD_LOG_LINE not in host.log.read_text()
+
+    again = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+    assert_idempotent(again)
+    assert host.service_pid() == master
+    stable_200(host.port, 1)
+    host.assert_decoys_alive()
+    assert stabilize_report(tmp_path)["actions"] == []
+
+
+def test_check_mode_changes_nothing_and_shows_the_command(host, tmp_path):
+    host.old_logs()
+    wrong = host.wrong_port_master()
+    host.dev_server()
+    host.decoys_start()
+    wait_for(lambda: psutil.Process(wrong).children(), 20, "the wrong-port master's worker")
+    before_procs = app_pids(host.app_dir) | {p.pid for p in psutil.Process(wrong).children()}
+    before_files = tree_digest(tmp_path / "app"), tree_digest(host.log.parent), host.env_file.read_text()
+
+    out = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"), ["--check", "--diff"])
+
+    assert recap(out)["failed"] == 0
+    assert not host.service_dir.exists()
+    assert (tree_digest(tmp_path / "app"), tree_digest(host.log.parent), host.env_file.read_text()) == before_files
+    after_procs = app_pids(host.app_dir) | {p.pid for p in psutil.Process(wrong).children()}
+    assert after_procs == before_procs
+    # The diff shows the command that would be written; the run lists what would be stopped.
+    assert "+exec %s -m gunicorn AgentLocator.main:app -k sync -w 1 -b 0.0.0.0:${PORT}" % PYTHON in out
+    assert "would stop" in out and str(wrong) in out
+    assert stabilize_report(tmp_path)["result"] == "check_mode"
+
+
+def test_unfixable_cause_ends_early_and_changes_nothing(host, tmp_path):
+    (host.app_dir / "AgentLocator" / "main.py").write_text(
+        (host.app_dir / "AgentLocator" / "main.py").read_text().replace(
+            "import os\n", "import os\nimport speech_client_that_is_not_installed  # noqa\n", 1))
+    host.decoys_start()
+    done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_service_manager="standalone"), check=False)
+    assert done.returncode != 0
+    assert "boot_exception" in done.stdout and "speech_client_that_is_not_installed" in done.stdout, done.stdout[-3000:]
+    assert not host.service_dir.exists()
+    assert (tmp_path / "reports" / "target.stabilize.json").exists(), done.stdout[-3000:]
+    report = stabilize_report(tmp_path)
+    assert report["result"] == "not_fixable" and report["actions"] == []
+    host.assert_decoys_alive()
+
+
+def test_a_foreign_port_holder_stops_stabilize_before_any_change(host, tmp_path):
+    host.old_logs()
+    stray = host.dev_server()
+    # Not the app (another directory, another program) but on the platform's port: never stopped.
+    holder = host.spawn(["python3", "-m", "http.server", "-b", "0.0.0.0", str(host.port)], tmp_path)
+    wait_for(lambda: listening_pid(host.port), 20, "the foreign port holder")
+    log_before = host.log.read_text()
+
+    done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_service_manager="standalone"), check=False)
+
+    assert done.returncode != 0
+    assert "not this app" in done.stdout and str(holder) in done.stdout
+    assert alive(holder) and alive(stray), "stabilize stopped something although it refused to go on"
+    assert host.log.read_text() == log_before
+    assert not (host.service_dir / "run.sh").exists()
+    report = stabilize_report(tmp_path)
+    assert report["result"] == "failed" and "not this app" in report["summary"]
+
+
+# --- supervisord -------------------------------------------------------------------------------------------
+@pytest.fixture
+def supervisord(tmp_path):
+    """A real supervisord from the venv, its config, socket and programs in tmp_path; stopped by PID."""
+    base = tmp_path / "supervisor"
+    (base / "conf.d").mkdir(parents=True)
+    conf = base / "supervisord.conf"
+    conf.write_text("""[supervisord]
+logfile=%(base)s/supervisord.log
+pidfile=%(base)s/supervisord.pid
+nodaemon=true
+
+[unix_http_server]
+file=%(base)s/supervisor.sock
+
+[supervisorctl]
+serverurl=unix://%(base)s/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[include]
+files = conf.d/*.conf
+""" % {"base": base})
+    proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ctl = [str(VENV_BIN / "supervisorctl"), "-c", str(conf)]
+    wait_for(lambda: subprocess.run(ctl + ["pid"], stdout=subprocess.PIPE, check=False).stdout.strip().isdigit(),
+             20, "supervisord")
+    try:
+        yield {"conf": conf, "conf_dir": base / "conf.d", "ctl": ctl, "pid": proc.pid}
+    finally:
+        stop_tree(proc.pid, grace=15)
+        proc.wait(timeout=10)
+
+
+def test_supervisord_broken_host_is_stabilized_then_unchanged(host, tmp_path, supervisord):
+    host.old_logs()
+    wrong = free_port()
+    # A program of the app that hard-codes a port (and whose environment has the platform's PORT).
+    (supervisord["conf_dir"] / "agentlocator.conf").write_text(
+        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d --error-logfile %s\n"
+        "directory=%s\nenvironment=PORT=\"%d\",SPEECH_LANGUAGE=\"en-US\"\nautorestart=true\nstopasgroup=true\n" % (
+            PYTHON, wrong, host.log, host.app_dir, host.port))
+    subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    wait_for(lambda: listening_pid(wrong), 20, "the supervisord program on the wrong port")
+    host.dev_server()
+    host.decoys_start()
+
+    # --check --diff first: nothing changes on disk or in the process table; the diff shows what would be written.
+    program_before = (supervisord["conf_dir"] / "agentlocator.conf").read_text()
+    procs_before = app_pids(host.app_dir)
+    checked = stabilize(tmp_path, host.vars(), ["--check", "--diff"])
+    assert recap(checked)["failed"] == 0
+    assert (supervisord["conf_dir"] / "agentlocator.conf").read_text() == program_before
+    assert app_pids(host.app_dir) == procs_before and not host.service_dir.exists()
+    assert "+command=%s/run.sh" % host.service_dir in checked
+    assert "+exec %s -m gunicorn AgentLocator.main:app -k sync -w 1 -b 0.0.0.0:${PORT}" % PYTHON in checked
+
+    # auto: supervisord runs the app now, so it stays the runner.
+    out = stabilize(tmp_path, host.vars())
+
+    assert recap(out)["failed"] == 0
+    stable_200(host.port)
+    status = subprocess.run(supervisord["ctl"] + ["status", "agentlocator"], stdout=subprocess.PIPE, text=True,
+                            check=False).stdout
+    master = int(re.search(r"RUNNING\s+pid (\d+)", status).group(1))
+    assert serves(master, host.port)
+    assert psutil.Process(master).parent().pid == supervisord["pid"]
+    program = (supervisord["conf_dir"] / "agentlocator.conf").read_text()
+    # The takeover keeps what the program's environment gave the app, and PORT is stabilize's.
+    assert 'environment=PORT="%d",SPEECH_LANGUAGE="en-US"' % host.port in program
+    assert psutil.Process(master).environ()["SPEECH_LANGUAGE"] == "en-US"
+    assert "-b 0.0.0.0:${PORT}" in (host.service_dir / "run.sh").read_text()
+    host.assert_strays_gone()
+    host.assert_decoys_alive()
+    report = stabilize_report(tmp_path)
+    assert report["service"]["manager"] == "supervisord" and report["result"] == "stabilized"
+    assert any(OLD_LOG_LINE in t for t in archived_texts(host.service_dir / "log-archive"))
+
+    again = stabilize(tmp_path, host.vars())
+    assert_idempotent(again)
+    status = subprocess.run(supervisord["ctl"] + ["status", "agentlocator"], stdout=subprocess.PIPE, text=True,
+                            check=False).stdout
+    assert "pid %d," % master in status
+    stable_200(host.port, 1)
+    host.assert_decoys_alive()
+
+
+# --- systemd: rendered and verified, not started (systemd is not PID 1 here) -----------------------------
+def role_playbook(tmp_path, role, role_vars):
+    playbook = tmp_path / "role.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Run one role", "hosts": "target", "gather_facts": False,
+        "tasks": [{"name": "Include it", "ansible.builtin.include_role": {"name": "sre.gunicorn_doctor." + role},
+                   "vars": role_vars}],
+    }]))
+    inventory = tmp_path / "role-inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"target": {
+        "ansible_connection": "local", "ansible_python_interpreter": PYTHON}}}}))
+    return [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook)]
+
+
+def test_systemd_unit_is_rendered_and_verified(tmp_path):
+    app_dir = make_app(tmp_path)
+    units = tmp_path / "units"
+    units.mkdir()
+    role_vars = {
+        "gunicorn_service_app": "AgentLocator.main:app", "gunicorn_service_chdir": str(app_dir),
+        "gunicorn_service_python": PYTHON, "gunicorn_service_name": "agentlocator",
+        "gunicorn_service_dir": str(tmp_path / "svc"), "gunicorn_service_manager": "systemd",
+        "gunicorn_service_systemd_unit_dir": str(units), "gunicorn_service_start": False,
+        "gunicorn_service_env_file": str(tmp_path / "service.env"),
+        "gunicorn_service_environment": {"PORT": "8123", "EVENTLET_HUB": "selects", "EVENTLET_NO_GREENDNS": "yes"},
+        "gunicorn_service_worker_class": "eventlet",
+    }
+    done = subprocess.run(role_playbook(tmp_path, "gunicorn_service", role_vars) + ["--diff"], cwd=ROOT, env=ansible_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-4000:]
+    unit = units / "agentlocator.service"
+    text = unit.read_text()
+    assert "ExecStart=%s -m gunicorn AgentLocator.main:app -k eventlet -w 1 -b 0.0.0.0:${PORT} --timeout 120 " \
+           "--keep-alive 75" % PYTHON in text
+    assert 'Environment="PORT=8123"' in text and 'Environment="EVENTLET_HUB=selects"' in text
+    assert "EnvironmentFile=-%s" % (tmp_path / "service.env") in text
+    assert "select\"" not in text
+    verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, check=False)
+    assert verified.returncode == 0, verified.stdout
+    assert "+ExecStart=" in done.stdout  # --diff shows the unit
+
+    # A unit systemd would reject is never written: systemd-analyze's reason ends the run.
+    bad = dict(role_vars, gunicorn_service_python="/nonexistent/python3", gunicorn_service_name="broken")
+    done = subprocess.run(role_playbook(tmp_path, "gunicorn_service", bad), cwd=ROOT, env=ansible_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    assert "is not executable" in done.stdout
+    assert not (units / "broken.service").exists()
+
+
+def test_systemd_check_mode_diff_shows_the_unit(host, tmp_path):
+    units = tmp_path / "units"
+    units.mkdir()
+    host.wrong_port_master()
+    out = stabilize(tmp_path, host.vars(doctor_service_manager="systemd", doctor_systemd_unit_dir=str(units)),
+                    ["--check", "--diff"])
+    assert recap(out)["failed"] == 0
+    assert "+ExecStart=%s -m gunicorn AgentLocator.main:app -k sync -w 1 -b 0.0.0.0:${PORT}" % PYTHON in out
+    assert list(units.iterdir()) == []
+    host.assert_decoys_alive()

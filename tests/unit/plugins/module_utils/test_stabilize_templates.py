@@ -1,0 +1,78 @@
+"""The gunicorn_service role's one command template renders the runbook's canonical command
+(gunicorn.format_command), and the runner files around it read PORT from the environment."""
+
+import shlex
+from pathlib import Path
+
+import jinja2
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+
+TEMPLATES = Path(__file__).resolve().parents[4] / "roles" / "gunicorn_service" / "templates"
+
+
+def render(name, **values):
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), trim_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["quote"] = lambda s: shlex.quote(str(s))
+    base = {
+        "ansible_managed": "Ansible managed",
+        "gunicorn_service_python": "/srv/app/.venv/bin/python", "gunicorn_service_app": "AgentLocator.main:app",
+        "gunicorn_service_chdir": "/srv/app", "gunicorn_service_name": "agentlocator",
+        "gunicorn_service_worker_class": "sync", "gunicorn_service_workers": 1,
+        "__gunicorn_service_timeout": 60, "__gunicorn_service_keepalive": 30, "__gunicorn_service_log": "-",
+        "__gunicorn_service_manager": "standalone", "__gunicorn_service_runner_env": "/srv/svc/runner.env",
+        "__gunicorn_service_pidfile": "/srv/svc/gunicorn.pid", "__gunicorn_service_console_log": "/srv/svc/console.log",
+        "__gunicorn_service_run_script": "/srv/svc/run.sh",
+        "gunicorn_service_env_file": "/srv/app/.env", "gunicorn_service_environment": {"PORT": "8123"},
+        "gunicorn_service_grace": 10,
+    }
+    base.update(values)
+    return env.get_template(name).render(**base)
+
+
+def test_command_is_the_runbooks_canonical_command():
+    for worker_class, timeout, keepalive in (("sync", 60, 30), ("eventlet", 120, 75)):
+        text = render("command.j2", gunicorn_service_worker_class=worker_class, __gunicorn_service_timeout=timeout,
+                      __gunicorn_service_keepalive=keepalive).strip()
+        assert text == gunicorn.format_command("/srv/app/.venv/bin/python", "AgentLocator.main:app", "${PORT}",
+                                               worker_class, 1, timeout, keepalive)
+        settings = gunicorn.parse_cmdline(shlex.split(text.replace("${PORT}", "8123")))
+        assert settings["worker_class"] == worker_class and settings["bind"] == ["0.0.0.0:8123"]
+        assert settings["capture_output"] and settings["loglevel"] == "debug"
+
+
+def test_command_quotes_paths_and_writes_the_log_file():
+    text = render("command.j2", gunicorn_service_python="/srv/my app/python",
+                  __gunicorn_service_log="/var/log/app/gunicorn.log").strip()
+    argv = shlex.split(text.replace("${PORT}", "8000"))
+    assert argv[0] == "/srv/my app/python"
+    assert argv[argv.index("--error-logfile") + 1] == "/var/log/app/gunicorn.log"
+
+
+def test_standalone_script_daemonizes_and_reads_port_at_start():
+    text = render("run.sh.j2")
+    assert text.startswith("#!/bin/sh\n")
+    assert ". /srv/svc/runner.env\n" in text and "[ ! -r /srv/app/.env ] || . /srv/app/.env\n" in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("exec /srv/app/.venv/bin/python -m gunicorn AgentLocator.main:app -k sync")
+    assert "-b 0.0.0.0:${PORT}" in last and "8123" not in last
+    assert "--daemon --pid /srv/svc/gunicorn.pid" in last
+
+
+def test_supervisord_program_carries_the_environment():
+    text = render("program.conf.j2", __gunicorn_service_manager="supervisord",
+                  gunicorn_service_environment={"PORT": "8123", "EVENTLET_HUB": "selects"})
+    assert "[program:agentlocator]\n" in text
+    assert 'environment=EVENTLET_HUB="selects",PORT="8123"\n' in text
+    assert "command=/srv/svc/run.sh\n" in text
+    script = render("run.sh.j2", __gunicorn_service_manager="supervisord")
+    assert "--daemon" not in script and "runner.env" not in script
+
+
+def test_systemd_unit_takes_port_from_the_environment():
+    text = render("gunicorn.service.j2", __gunicorn_service_manager="systemd")
+    assert 'Environment="PORT=8123"\n' in text and "EnvironmentFile=-/srv/app/.env\n" in text
+    exec_start = [l for l in text.splitlines() if l.startswith("ExecStart=")]
+    assert exec_start == ["ExecStart=" + render("command.j2").strip()]
+    assert "\nRestart=on-failure\n" in text
