@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
     boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
 
@@ -63,12 +64,6 @@ def validate(params):
         if not str(p[name]).startswith('/'):
             raise InputError('doctor_%s=%r must start with "/", e.g. %s' % (name, p[name], DEFAULTS[name]))
     return p
-
-
-def own_lineage(psutil):
-    """Our PID and our parents' (ansible's own processes): never an app process, never signalled."""
-    me = psutil.Process()
-    return set([me.pid] + [p.pid for p in me.parents()])
 
 
 def service_environment(masters, env_file_env):

@@ -6,22 +6,13 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.host_probe import InputError, probe_host
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge_layer
 
-try:
-    import psutil
-    HAS_PSUTIL = True
-    PSUTIL_IMP_ERR = None
-except ImportError:
-    psutil = None
-    HAS_PSUTIL = False
-    PSUTIL_IMP_ERR = traceback.format_exc()
 
 ARGUMENT_SPEC = dict(
     app=dict(type='str', required=True),
@@ -51,8 +42,7 @@ def new_module():
 
 def collect_facts(module, layers=None):
     """Run the probes; bad input or a missing psutil ends the module with a one-line message."""
-    if not HAS_PSUTIL:
-        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    psutil = require_psutil(module)
     try:
         return redact(probe_host(psutil, module.params, layers))
     except InputError as e:

@@ -6,11 +6,26 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
 import signal
 import subprocess
 import time
 
 POLL = 0.05
+
+
+def own_lineage(psutil):
+    """Our PID and our parents' (the Ansible run): never an app process, never signalled."""
+    me = psutil.Process()
+    return set([me.pid] + [p.pid for p in me.parents()])
+
+
+def is_within(path, root):
+    """Whether `path` is `root` or below it (symlinks resolved); False when either is unknown."""
+    if not path or not root:
+        return False
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip('/') + '/')
 
 
 def alive(psutil, proc):

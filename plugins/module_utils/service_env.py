@@ -12,6 +12,8 @@ import os
 import re
 import shlex
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
+
 # Variable names whose values never leave the host (evidence shows only that they are set).
 SECRET_NAME = re.compile(r'(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|API_?KEY|AUTH)', re.I)
 
@@ -129,10 +131,7 @@ def read_text(path, limit=1 << 20):
 
 def _other_directory(directory, chdir):
     """A runner configured for another checkout of the same app spec is another app."""
-    if not chdir or not directory:
-        return False
-    directory, chdir = os.path.realpath(directory), os.path.realpath(chdir)
-    return directory != chdir and not directory.startswith(chdir.rstrip('/') + '/')
+    return bool(chdir and directory) and not is_within(directory, chdir)
 
 
 def find_unit_environments(app, unit_dirs=('/etc/systemd/system', '/run/systemd/system', '/lib/systemd/system'),

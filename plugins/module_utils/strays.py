@@ -18,6 +18,7 @@ import signal
 import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within, own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
 # Never signalled, whatever their command line says.
@@ -28,12 +29,6 @@ MANAGED_RUNNERS = ('supervisord', 'systemd')
 
 class StrayConflict(Exception):
     """A process holds what the service needs but may not be stopped: the message says what to do."""
-
-
-def own_lineage(psutil):
-    """This process and its parents (the Ansible run): never signalled."""
-    me = psutil.Process()
-    return set([me.pid] + [p.pid for p in me.parents()])
 
 
 def descendants(psutil, pids):
@@ -128,16 +123,9 @@ def _loop_entry(psutil, pid, app, chdir):
     except Exception:  # gone, or not ours to read
         return None
     names = [app] + sorted(process.app_module_names(app))
-    if not any(name in cmd for name in names) or not _inside(cwd, chdir):
+    if not any(name in cmd for name in names) or not is_within(cwd, chdir):
         return None
     return {'pid': pid, 'cmdline': cmd, 'cwd': cwd, 'kind': 'runner_loop'}
-
-
-def _inside(path, root):
-    if not path or not root:
-        return False
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip('/') + '/')
 
 
 def is_process_manager(psutil, runner):

@@ -102,21 +102,12 @@ actions:
 '''
 
 import re
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import logs_archive
-
-try:
-    import psutil
-    HAS_PSUTIL = True
-    PSUTIL_IMP_ERR = None
-except ImportError:
-    psutil = None
-    HAS_PSUTIL = False
-    PSUTIL_IMP_ERR = traceback.format_exc()
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
 
 
 def main():
@@ -131,8 +122,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PSUTIL:
-        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    psutil = require_psutil(module)
     p = module.params
     if not re.match(r'^\d{8}T\d{6}Z$', p['stamp']):
         module.fail_json(msg='stamp=%r must be a UTC time as YYYYMMDDTHHMMSSZ' % p['stamp'])

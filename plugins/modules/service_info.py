@@ -142,21 +142,12 @@ systemd_booted:
 '''
 
 import os
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_control, service_env, strays
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, service_control, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
-
-try:
-    import psutil
-    HAS_PSUTIL = True
-    PSUTIL_IMP_ERR = None
-except ImportError:
-    psutil = None
-    HAS_PSUTIL = False
-    PSUTIL_IMP_ERR = traceback.format_exc()
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
 
 
 def runner_environment(manager, p, found):
@@ -188,10 +179,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PSUTIL:
-        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    psutil = require_psutil(module)
     p = module.params
-    masters = process.collect(psutil, p['app'], p['chdir'], strays.own_lineage(psutil))['masters']
+    masters = process.collect(psutil, p['app'], p['chdir'], processes.own_lineage(psutil))['masters']
     oldest = max(masters, key=lambda m: m['age']) if masters else None
     runner = oldest['runner'] if oldest else None
     found = service_control.detect(psutil, p['manager'], runner, p['supervisorctl'], p['supervisord_conf'])

@@ -143,21 +143,12 @@ archived:
   elements: dict
 '''
 
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import logs_archive, service_control
-
-try:
-    import psutil
-    HAS_PSUTIL = True
-    PSUTIL_IMP_ERR = None
-except ImportError:
-    psutil = None
-    HAS_PSUTIL = False
-    PSUTIL_IMP_ERR = traceback.format_exc()
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
 
 
 def main():
@@ -187,8 +178,7 @@ def main():
         required_if=[('manager', 'standalone', ('pidfile', 'start_script')), ('manager', 'supervisord', ('supervisorctl',))],
         supports_check_mode=True,
     )
-    if not HAS_PSUTIL:
-        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    psutil = require_psutil(module)
     p = module.params
     service = service_control.Service(psutil, p, module.run_command)
     result = dict(changed=False, pid=None, previous_pid=None, actions=[], archived=[])

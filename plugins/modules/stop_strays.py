@@ -100,20 +100,11 @@ summary:
   elements: str
 '''
 
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import strays
-
-try:
-    import psutil
-    HAS_PSUTIL = True
-    PSUTIL_IMP_ERR = None
-except ImportError:
-    psutil = None
-    HAS_PSUTIL = False
-    PSUTIL_IMP_ERR = traceback.format_exc()
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
 
 
 def actions(entries, check_mode):
@@ -134,8 +125,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PSUTIL:
-        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    psutil = require_psutil(module)
     p = module.params
     found = strays.choose(psutil, p['app'], p['chdir'], p['port'], p['keep_pids'])
     result = dict(changed=False, stopped=found['stop'], skipped=found['skipped'], conflicts=found['conflicts'],

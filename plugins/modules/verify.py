@@ -120,20 +120,11 @@ evidence:
 '''
 
 import time
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import stability, strays
-
-try:
-    import psutil
-    HAS_PSUTIL = True
-    PSUTIL_IMP_ERR = None
-except ImportError:
-    psutil = None
-    HAS_PSUTIL = False
-    PSUTIL_IMP_ERR = traceback.format_exc()
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes, stability
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
 
 
 def main():
@@ -150,11 +141,10 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_PSUTIL:
-        module.fail_json(msg=missing_required_lib('psutil'), exception=PSUTIL_IMP_ERR)
+    psutil = require_psutil(module)
     started = time.time()
     try:
-        result = stability.watch(psutil, module.params, strays.own_lineage(psutil))
+        result = stability.watch(psutil, module.params, processes.own_lineage(psutil))
     except stability.Unstable as e:
         module.fail_json(msg='%s is not up and stable on port %d: %s' % (module.params['app'], module.params['port'], e.why),
                          why=e.why, kind=e.kind, evidence=e.evidence, elapsed=round(time.time() - started, 2))

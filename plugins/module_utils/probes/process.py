@@ -13,6 +13,7 @@ import os
 import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
 
 SHELLS = ('sh', 'bash', 'dash', 'zsh', 'ksh', 'busybox')
 PLATFORM_RUNNERS = ('honcho', 'foreman', 'tini', 'dumb-init', 'docker-init', 's6-supervise', 'runsv',
@@ -49,13 +50,6 @@ def _safe(call):
         return None
 
 
-def _under(path, root):
-    if not path or not root:
-        return False
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip('/') + '/')
-
-
 def belongs_to_app(info, app, chdir):
     """Why a gunicorn process belongs to this app (a non-empty reason), or '' when it does not.
 
@@ -63,7 +57,7 @@ def belongs_to_app(info, app, chdir):
     green) share it. The directory it runs in must be the app's too, when we may read it.
     """
     settings = gunicorn.parse_cmdline(info['cmdline'])
-    in_dir = _under(settings.get('chdir') or info['cwd'], chdir)
+    in_dir = is_within(settings.get('chdir') or info['cwd'], chdir)
     if settings.get('app') == app and (in_dir or info['cwd'] is None):
         return 'app spec %s in its command line, running in %s' % (app, info['cwd'] or 'an unreadable cwd')
     if settings.get('app') is None and in_dir:
@@ -81,13 +75,13 @@ def stray_reason(info, app, chdir):
         if argv[i - 1] in ('-m', '--app', '-A') or arg.startswith('--app='):
             name = arg.split('=', 1)[-1].split(':')[0]
             # A module name resolves from the cwd: the same name in another checkout is another app.
-            if name in modules and (_under(info['cwd'], chdir) or info['cwd'] is None):
+            if name in modules and (is_within(info['cwd'], chdir) or info['cwd'] is None):
                 return 'runs the app module %s (%s)' % (name, ' '.join(argv[:4]))
         if arg.endswith('.py'):
             path = arg if os.path.isabs(arg) else os.path.join(info['cwd'] or '/', arg)
-            if _under(path, chdir):
+            if is_within(path, chdir):
                 return 'runs %s from the app directory' % arg
-    if 'run' in argv and ('flask' in os.path.basename(argv[0]) or 'flask' in argv[1:3]) and _under(info['cwd'], chdir):
+    if 'run' in argv and ('flask' in os.path.basename(argv[0]) or 'flask' in argv[1:3]) and is_within(info['cwd'], chdir):
         return 'Flask dev server (flask run) in %s' % chdir
     return ''
 
