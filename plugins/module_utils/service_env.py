@@ -120,6 +120,34 @@ def _parse_supervisord_env(value):
     return env
 
 
+def runner_file_environment(manager, text, name):
+    """What a service's runner file gives it: (environment dict, env file paths). The file is a systemd unit,
+    a supervisord program file (program `name`) or the standalone runner's env file."""
+    if not text:
+        return {}, []
+    if manager == 'systemd':
+        return parse_systemd_environment(text)
+    if manager == 'supervisord':
+        program = parse_supervisord_programs(text).get(name)
+        # supervisord reads "%%" as a literal "%"
+        return ({k: v.replace('%%', '%') for k, v in program['environment'].items()} if program else {}), []
+    return parse_dotenv(text), []
+
+
+def format_env_file(env):
+    """dict -> an env file both `sh` (`set -a; . FILE`) and systemd's EnvironmentFile= read the same way:
+    single-quoted values, which neither unescapes. Raises ValueError naming a variable it cannot hold."""
+    lines = []
+    for key in sorted(env):
+        value = env[key]
+        if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', key):
+            raise ValueError('%s is not a valid environment variable name' % key)
+        if "'" in value or '\n' in value:
+            raise ValueError('the value of %s holds a quote or a newline, which an env file cannot carry as is' % key)
+        lines.append("%s='%s'" % (key, value))
+    return ''.join(line + '\n' for line in lines)
+
+
 def read_text(path, limit=1 << 20):
     """A small text file, or None when it is missing or unreadable."""
     try:

@@ -48,13 +48,6 @@ options:
   env_file:
     description: Dotenv-style file of the service environment; its C(PORT) is returned.
     type: path
-  supervisord_conf_dir:
-    description: Where the service's supervisord program file is (default - the running supervisord's C([include]) directory).
-    type: path
-  systemd_unit_dir:
-    description: Where the service's systemd unit is.
-    type: path
-    default: /etc/systemd/system
 attributes:
   check_mode:
     support: full
@@ -116,13 +109,6 @@ env_file_port:
   description: The raw C(PORT) value of I(env_file), or null when it has none.
   returned: always
   type: str
-runner_environment:
-  description:
-    - The environment the service's existing runner file gives it (supervisord C(environment=) of program I(name),
-      systemd C(Environment=) of unit I(name)), so that rewriting the file keeps it. Values are returned as they
-      are written in that file.
-  returned: always
-  type: dict
 supervisorctl:
   description: supervisorctl found for the running supervisord.
   returned: always
@@ -141,26 +127,11 @@ systemd_booted:
   type: bool
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, service_control, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
-
-
-def runner_environment(manager, p, found):
-    """Environment= / environment= of the service's own runner file, as it is now."""
-    if manager == 'supervisord':
-        conf_dir = p['supervisord_conf_dir'] or found['supervisord_conf_dir']
-        text = service_env.read_text(os.path.join(conf_dir, p['name'] + '.conf')) if conf_dir else None
-        program = service_env.parse_supervisord_programs(text or '').get(p['name'])
-        return dict(program['environment']) if program else {}
-    if manager == 'systemd':
-        text = service_env.read_text(os.path.join(p['systemd_unit_dir'], p['name'] + '.service'))
-        return service_env.parse_systemd_environment(text or '')[0]
-    return {}
 
 
 def main():
@@ -174,8 +145,6 @@ def main():
             supervisorctl=dict(type='path'),
             supervisord_conf=dict(type='path'),
             env_file=dict(type='path'),
-            supervisord_conf_dir=dict(type='path'),
-            systemd_unit_dir=dict(type='path', default='/etc/systemd/system'),
         ),
         supports_check_mode=True,
     )
@@ -189,7 +158,6 @@ def main():
                   state='UNKNOWN', worker_class=oldest['settings']['worker_class'] if oldest else None)
     env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else {}
     result['env_file_port'] = env.get('PORT')
-    result['runner_environment'] = runner_environment(found['manager'], p, found)
     manager = found['manager']
     if manager == 'supervisord' and not found['supervisorctl']:
         module.fail_json(msg='supervisord is the service manager but no supervisorctl was found: set doctor_supervisorctl',

@@ -1,6 +1,7 @@
 """Integration tests: real gunicorn services, real faults, the real playbooks."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -9,6 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from gunicorn_service import GunicornService, free_port  # noqa: E402
 from doctor_run import PYTHON  # noqa: E402
+from test_stabilize import VENV_BIN, stop_tree, wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -34,3 +36,38 @@ def services():
 @pytest.fixture
 def port():
     return free_port()
+
+
+@pytest.fixture
+def supervisord(tmp_path):
+    """A real supervisord from the venv, its config, socket and programs in tmp_path; stopped by PID."""
+    base = tmp_path / "supervisor"
+    (base / "conf.d").mkdir(parents=True)
+    conf = base / "supervisord.conf"
+    conf.write_text("""[supervisord]
+logfile=%(base)s/supervisord.log
+pidfile=%(base)s/supervisord.pid
+nodaemon=true
+
+[unix_http_server]
+file=%(base)s/supervisor.sock
+
+[supervisorctl]
+serverurl=unix://%(base)s/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[include]
+files = conf.d/*.conf
+""" % {"base": base})
+    proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ctl = [str(VENV_BIN / "supervisorctl"), "-c", str(conf)]
+    wait_for(lambda: subprocess.run(ctl + ["pid"], stdout=subprocess.PIPE, check=False).stdout.strip().isdigit(),
+             20, "supervisord")
+    try:
+        yield {"conf": conf, "conf_dir": base / "conf.d", "ctl": ctl, "pid": proc.pid}
+    finally:
+        stop_tree(proc.pid, grace=15)
+        proc.wait(timeout=10)

@@ -23,6 +23,7 @@ from doctor_run import PYTHON, ROOT, ansible_env, make_app, run_playbook
 from gunicorn_service import free_port
 
 VENV_BIN = Path(PYTHON).parent
+TOKEN = "tok-6d1f0c2ab93e"  # a credential the service's runner gives it: never printed
 OLD_LOG_LINE = "[2026-11-20 10:00:00 +0000] [4242] [INFO] an incident from an earlier run (marker 7f3a)"
 
 
@@ -347,49 +348,14 @@ def test_a_foreign_port_holder_stops_stabilize_before_any_change(host, tmp_path)
 
 
 # --- supervisord -------------------------------------------------------------------------------------------
-@pytest.fixture
-def supervisord(tmp_path):
-    """A real supervisord from the venv, its config, socket and programs in tmp_path; stopped by PID."""
-    base = tmp_path / "supervisor"
-    (base / "conf.d").mkdir(parents=True)
-    conf = base / "supervisord.conf"
-    conf.write_text("""[supervisord]
-logfile=%(base)s/supervisord.log
-pidfile=%(base)s/supervisord.pid
-nodaemon=true
-
-[unix_http_server]
-file=%(base)s/supervisor.sock
-
-[supervisorctl]
-serverurl=unix://%(base)s/supervisor.sock
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[include]
-files = conf.d/*.conf
-""" % {"base": base})
-    proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ctl = [str(VENV_BIN / "supervisorctl"), "-c", str(conf)]
-    wait_for(lambda: subprocess.run(ctl + ["pid"], stdout=subprocess.PIPE, check=False).stdout.strip().isdigit(),
-             20, "supervisord")
-    try:
-        yield {"conf": conf, "conf_dir": base / "conf.d", "ctl": ctl, "pid": proc.pid}
-    finally:
-        stop_tree(proc.pid, grace=15)
-        proc.wait(timeout=10)
-
-
 def test_supervisord_broken_host_is_stabilized_then_unchanged(host, tmp_path, supervisord):
     host.old_logs()
     wrong = free_port()
     # A program of the app that hard-codes a port (and whose environment has the platform's PORT).
     (supervisord["conf_dir"] / "agentlocator.conf").write_text(
         "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d --error-logfile %s\n"
-        "directory=%s\nenvironment=PORT=\"%d\",SPEECH_LANGUAGE=\"en-US\"\nautorestart=true\nstopasgroup=true\n" % (
-            PYTHON, wrong, host.log, host.app_dir, host.port))
+        "directory=%s\nenvironment=PORT=\"%d\",SPEECH_LANGUAGE=\"en-US\",TWILIO_AUTH_TOKEN=\"%s\"\n"
+        "autorestart=true\nstopasgroup=true\n" % (PYTHON, wrong, host.log, host.app_dir, host.port, TOKEN))
     subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
     wait_for(lambda: listening_pid(wrong), 20, "the supervisord program on the wrong port")
     host.dev_server()
@@ -398,15 +364,16 @@ def test_supervisord_broken_host_is_stabilized_then_unchanged(host, tmp_path, su
     # --check --diff first: nothing changes on disk or in the process table; the diff shows what would be written.
     program_before = (supervisord["conf_dir"] / "agentlocator.conf").read_text()
     procs_before = app_pids(host.app_dir)
-    checked = stabilize(tmp_path, host.vars(), ["--check", "--diff"])
+    checked = stabilize(tmp_path, host.vars(), ["--check", "--diff", "-v"])
     assert recap(checked)["failed"] == 0
     assert (supervisord["conf_dir"] / "agentlocator.conf").read_text() == program_before
     assert app_pids(host.app_dir) == procs_before and not host.service_dir.exists()
-    assert "+command=%s/run.sh" % host.service_dir in checked
+    # The program's old content set its variables (the token): only the new content is shown.
+    assert '"command=%s/run.sh"' % host.service_dir in checked and "+command=" not in checked
     assert "+exec %s -m gunicorn AgentLocator.main:app -k sync -w 1 -b 0.0.0.0:${PORT}" % PYTHON in checked
 
     # auto: supervisord runs the app now, so it stays the runner.
-    out = stabilize(tmp_path, host.vars())
+    out = stabilize(tmp_path, host.vars(), ["--diff", "-v"])
 
     assert recap(out)["failed"] == 0
     stable_200(host.port)
@@ -416,9 +383,15 @@ def test_supervisord_broken_host_is_stabilized_then_unchanged(host, tmp_path, su
     assert serves(master, host.port)
     assert psutil.Process(master).parent().pid == supervisord["pid"]
     program = (supervisord["conf_dir"] / "agentlocator.conf").read_text()
-    # The takeover keeps what the program's environment gave the app, and PORT is stabilize's.
-    assert 'environment=PORT="%d",SPEECH_LANGUAGE="en-US"' % host.port in program
-    assert psutil.Process(master).environ()["SPEECH_LANGUAGE"] == "en-US"
+    # The takeover keeps what the program's environment gave the app - in an owner-only env file on the host,
+    # so the token is in no output, diff or rendered program - and PORT is stabilize's.
+    assert 'environment=PORT="%d"\n' % host.port in program and TOKEN not in program
+    carried = host.service_dir / "carried.env"
+    assert carried.stat().st_mode & 0o777 == 0o600
+    environ = psutil.Process(master).environ()
+    assert environ["SPEECH_LANGUAGE"] == "en-US" and environ["TWILIO_AUTH_TOKEN"] == TOKEN
+    assert TOKEN not in checked and TOKEN not in out
+    assert "TWILIO_AUTH_TOKEN=<value kept on the host>" in out
     assert "-b 0.0.0.0:${PORT}" in (host.service_dir / "run.sh").read_text()
     host.assert_strays_gone()
     host.assert_decoys_alive()
@@ -433,6 +406,41 @@ def test_supervisord_broken_host_is_stabilized_then_unchanged(host, tmp_path, su
     assert "pid %d," % master in status
     stable_200(host.port, 1)
     host.assert_decoys_alive()
+
+
+def test_a_run_that_fails_verify_rolls_back_to_the_program_it_found(host, tmp_path, supervisord):
+    """No worse than it was found: a supervisord program that serves (slow /healthz, --timeout 30); stabilize with
+    doctor_timeout=1 kills every /healthz request's worker, fails verify, and puts the program back."""
+    def slow(text):
+        return text.replace('    def healthz():\n', '    def healthz():\n'
+                            '        import time\n        time.sleep(float(os.environ.get("HEALTHZ_DELAY", "0")))\n')
+    host.app_dir = make_app(tmp_path / "slow", edit=slow)
+    assert "HEALTHZ_DELAY" in (host.app_dir / "AgentLocator" / "main.py").read_text()
+    program_file = supervisord["conf_dir"] / "agentlocator.conf"
+    program_file.write_text(
+        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d --timeout 30 --error-logfile %s\n"
+        "directory=%s\nenvironment=PORT=\"%d\",HEALTHZ_DELAY=\"2.2\"\nautorestart=true\nstopasgroup=true\n" % (
+            PYTHON, host.port, host.log, host.app_dir, host.port))
+    program_before = program_file.read_text()
+    subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    wait_for(lambda: healthz(host.port) == 200, 20, "the program's first 200")
+
+    done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_timeout=1, doctor_verify_timeout=8), check=False)
+
+    assert done.returncode != 0 and recap(done.stdout)["failed"] == 1
+    report = stabilize_report(tmp_path)
+    assert report["result"] == "rolled_back", report["summary"]
+    # Why it failed (the worker killed mid-request), where, and that the old program serves again.
+    assert "SystemExit" in report["summary"] and "(at: Await /healthz 200, then watch it stay up" in report["summary"]
+    assert "runs again on its old files" in report["summary"]
+    assert program_file.read_text() == program_before
+    assert report["rollback"]["restored"] == [str(program_file)]
+    assert not (host.service_dir / "run.sh").exists()
+    status = subprocess.run(supervisord["ctl"] + ["status", "agentlocator"], stdout=subprocess.PIPE, text=True,
+                            check=False).stdout
+    master = int(re.search(r"RUNNING\s+pid (\d+)", status).group(1))
+    assert "--timeout 30" in " ".join(psutil.Process(master).cmdline())
+    assert serves(master, host.port) and healthz(host.port) == 200
 
 
 # --- systemd: rendered and verified, not started (systemd is not PID 1 here) -----------------------------

@@ -5,6 +5,7 @@ The app runs in its own venv in a tmp dir (the pins role installs into it; the t
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,9 @@ import psutil
 import pytest
 
 from doctor_run import run_playbook
-from test_stabilize import Host, assert_idempotent, recap, serves, stabilize, stabilize_report, stable_200
+from gunicorn_service import free_port
+from test_stabilize import (Host, assert_idempotent, listening_pid, recap, serves, stabilize, stabilize_report, stable_200,
+                            wait_for)
 
 BASE_PYTHON = getattr(sys, "_base_executable", None) or sys.executable
 APP_VENV_PINS = ("flask==3.1.3", "flask-sock==0.7.0", "gunicorn==25.3.0", "eventlet==0.41.3", "greenlet==3.5.6")
@@ -116,3 +119,31 @@ def test_eventlet_that_cannot_start_falls_back_to_sync(eventlet_host, tmp_path, 
     assert "changed=0" in strict.stdout
     stable_200(host.port, 1)
     assert os.path.exists(host.service_dir / "eventlet-fallback.json")
+
+
+def test_eventlet_that_cannot_start_falls_back_to_sync_under_supervisord(eventlet_host, tmp_path, app_python, supervisord):
+    """The same fallback where a real supervisord runs the app: its program ends on the sync command."""
+    host = eventlet_host
+    wrong = free_port()
+    (supervisord["conf_dir"] / "agentlocator.conf").write_text(
+        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d\n"
+        "directory=%s\nenvironment=PORT=\"%d\"\nautorestart=true\nstopasgroup=true\n" % (app_python, wrong, host.app_dir, host.port))
+    subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    wait_for(lambda: listening_pid(wrong), 30, "the supervisord program on the wrong port")
+    host_vars = host.vars(doctor_python=app_python, doctor_worker_class="eventlet",
+                          doctor_eventlet_requirements=["eventlet==0.39.1"])
+
+    out = stabilize(tmp_path, host_vars)
+
+    counts = recap(out)
+    assert counts["failed"] == 0 and counts["rescued"] == 1
+    assert "eventlet worker requires eventlet 0.40.3 or higher" in out
+    stable_200(host.port)
+    status = subprocess.run(supervisord["ctl"] + ["status", "agentlocator"], stdout=subprocess.PIPE, text=True,
+                            check=False).stdout
+    master = int(re.search(r"RUNNING\s+pid (\d+)", status).group(1))
+    assert psutil.Process(master).parent().pid == supervisord["pid"]
+    assert serves(master, host.port) and "sync" in psutil.Process(master).cmdline()
+    report = stabilize_report(tmp_path)
+    assert report["result"] == "sync_fallback" and report["service"]["manager"] == "supervisord"
+    assert "-k sync" in (host.service_dir / "run.sh").read_text()

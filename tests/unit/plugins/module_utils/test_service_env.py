@@ -2,6 +2,7 @@
 probes/port.py valid_port."""
 
 import resource
+import subprocess
 import textwrap
 
 import pytest
@@ -227,3 +228,33 @@ def test_redact_env_hides_secret_names_only():
 ])
 def test_valid_port(value, expected):
     assert valid_port(value) == expected
+
+
+# --- the carried env file (carry_env) -----------------------------------------------------------------------
+def test_runner_file_environment_of_each_manager():
+    program = "[program:app]\ncommand=/srv/run.sh\nenvironment=PORT=\"8123\",RATE=\"5%%\",TOKEN=\"t0k\"\n[program:other]\nenvironment=X=1\n"
+    assert service_env.runner_file_environment("supervisord", program, "app") == (
+        {"PORT": "8123", "RATE": "5%", "TOKEN": "t0k"}, [])
+    unit = "[Service]\nEnvironment=\"A=1\" B=2\nEnvironmentFile=-/etc/default/app\n"
+    assert service_env.runner_file_environment("systemd", unit, "app") == ({"A": "1", "B": "2"}, ["/etc/default/app"])
+    assert service_env.runner_file_environment("standalone", "PORT=1\nX='y z'\n", "app") == ({"PORT": "1", "X": "y z"}, [])
+    assert service_env.runner_file_environment("supervisord", None, "app") == ({}, [])
+
+
+def test_format_env_file_reads_back_the_same_in_sh_and_parse_dotenv(tmp_path):
+    env = {"SPEECH": "en-US", "KEY": 'a "quoted" $HOME `x` \\ value', "EMPTY": ""}
+    path = tmp_path / "carried.env"
+    path.write_text(service_env.format_env_file(env))
+    assert service_env.parse_dotenv(path.read_text()) == env
+    # sh reads it as systemd's EnvironmentFile= does: single quotes, nothing expanded
+    out = subprocess.run(["sh", "-c", 'set -a; . "$1"; set +a; env -0', "sh", str(path)], stdout=subprocess.PIPE,
+                         check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    seen = service_env.parse_environ(out)
+    assert {k: seen[k] for k in env} == env
+
+
+def test_format_env_file_refuses_what_it_cannot_carry_and_names_the_variable():
+    with pytest.raises(ValueError, match="NOTE"):
+        service_env.format_env_file({"NOTE": "it's"})
+    with pytest.raises(ValueError, match="not a valid"):
+        service_env.format_env_file({"BAD-NAME": "x"})

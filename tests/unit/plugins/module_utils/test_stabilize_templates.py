@@ -23,7 +23,7 @@ def render(name, **values):
         "__gunicorn_service_timeout": 60, "__gunicorn_service_keepalive": 30, "__gunicorn_service_log": "-",
         "__gunicorn_service_manager": "standalone", "__gunicorn_service_runner_env": "/srv/svc/runner.env",
         "__gunicorn_service_pidfile": "/srv/svc/gunicorn.pid", "__gunicorn_service_console_log": "/srv/svc/console.log",
-        "__gunicorn_service_run_script": "/srv/svc/run.sh",
+        "__gunicorn_service_run_script": "/srv/svc/run.sh", "__gunicorn_service_carried_env": "/srv/svc/carried.env",
         "gunicorn_service_env_file": "/srv/app/.env", "gunicorn_service_environment": {"PORT": "8123"},
         "gunicorn_service_grace": 10,
     }
@@ -53,7 +53,10 @@ def test_command_quotes_paths_and_writes_the_log_file():
 def test_standalone_script_daemonizes_and_reads_port_at_start():
     text = render("run.sh.j2")
     assert text.startswith("#!/bin/sh\n")
-    assert ". /srv/svc/runner.env\n" in text and "[ ! -r /srv/app/.env ] || . /srv/app/.env\n" in text
+    # runner.env (PORT, EVENTLET_*), what the earlier runner gave the app, then the service's env file, which wins.
+    sourced = [l for l in text.splitlines() if ". /srv/" in l]
+    assert sourced == [". /srv/svc/runner.env", "[ ! -r /srv/svc/carried.env ] || . /srv/svc/carried.env",
+                       "[ ! -r /srv/app/.env ] || . /srv/app/.env"]
     last = text.strip().splitlines()[-1]
     assert last.startswith("exec /srv/app/.venv/bin/python -m gunicorn AgentLocator.main:app -k sync")
     assert "-b 0.0.0.0:${PORT}" in last and "8123" not in last
@@ -71,8 +74,13 @@ def test_supervisord_program_carries_the_environment():
 
 
 def test_systemd_unit_takes_port_from_the_environment():
-    text = render("gunicorn.service.j2", __gunicorn_service_manager="systemd")
-    assert 'Environment="PORT=8123"\n' in text and "EnvironmentFile=-/srv/app/.env\n" in text
+    text = render("gunicorn.service.j2", __gunicorn_service_manager="systemd",
+                  gunicorn_service_carried={"env_files": ["/etc/default/agentlocator"]})
+    assert 'Environment="PORT=8123"\n' in text
+    # The earlier unit's env files stay; the service's env file comes last, so it wins.
+    files = [l for l in text.splitlines() if l.startswith("EnvironmentFile=")]
+    assert files == ["EnvironmentFile=-/srv/svc/carried.env", "EnvironmentFile=-/etc/default/agentlocator",
+                     "EnvironmentFile=-/srv/app/.env"]
     exec_start = [l for l in text.splitlines() if l.startswith("ExecStart=")]
     assert exec_start == ["ExecStart=" + render("command.j2").strip()]
     assert "\nRestart=on-failure\n" in text

@@ -1,0 +1,150 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: carry_env
+short_description: Keep the environment a service's runner file gives it when the file is rewritten
+version_added: 0.2.0
+description:
+  - Reads the variables the service's current runner file sets (systemd C(Environment=), a supervisord program's
+    C(environment=), the standalone runner's env file) and writes them, with those already carried, into one env
+    file on the host (mode 0600) that the rewritten runner reads - so a takeover keeps variables such as
+    credentials without their values ever reaching the controller, the output or a diff.
+  - Variables the new runner file sets itself (I(exclude)) are not carried.
+  - Returns the C(EnvironmentFile=) paths of a systemd unit, so the rewritten unit keeps reading them.
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
+options:
+  path:
+    description: The env file to write (it is read as well - what it holds stays).
+    type: path
+    required: true
+  manager:
+    description: What kind of file I(runner_file) is.
+    type: str
+    required: true
+    choices: [systemd, supervisord, standalone]
+  runner_file:
+    description: The service's runner file as it is now (a missing file carries nothing).
+    type: path
+    required: true
+  name:
+    description: The supervisord program whose C(environment=) is read.
+    type: str
+    required: true
+  exclude:
+    description: Variables the rewritten runner file sets itself (C(PORT), C(EVENTLET_*)).
+    type: list
+    elements: str
+    default: []
+  exclude_files:
+    description: Env files the rewritten runner reads anyway (the service's env file); not returned in I(env_files).
+    type: list
+    elements: path
+    default: []
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff shows variable names only, never values.
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+'''
+
+EXAMPLES = r'''
+- name: Keep what the supervisord program gives the voice app
+  sre.gunicorn_doctor.carry_env:
+    path: /var/lib/gunicorn-doctor/agentlocator/carried.env
+    manager: supervisord
+    runner_file: /etc/supervisor/conf.d/agentlocator.conf
+    name: agentlocator
+    exclude: [PORT, EVENTLET_HUB, EVENTLET_NO_GREENDNS]
+'''
+
+RETURN = r'''
+names:
+  description: Names of the variables the env file carries (values stay on the host).
+  returned: always
+  type: list
+  elements: str
+  sample: [GOOGLE_APPLICATION_CREDENTIALS, TWILIO_AUTH_TOKEN]
+from_runner_file:
+  description:
+    - Names of the variables I(runner_file) sets now, besides I(exclude). When there are any, the file's old
+      content may hold credentials - do not show its diff.
+  returned: always
+  type: list
+  elements: str
+env_files:
+  description: The C(EnvironmentFile=) paths of the systemd unit I(runner_file), without I(path) and I(exclude_files).
+  returned: always
+  type: list
+  elements: str
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env
+
+
+def names_only(env):
+    return ''.join('%s=<value kept on the host>\n' % name for name in sorted(env))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type='path', required=True),
+            manager=dict(type='str', required=True, choices=['systemd', 'supervisord', 'standalone']),
+            runner_file=dict(type='path', required=True),
+            name=dict(type='str', required=True),
+            exclude=dict(type='list', elements='str', default=[]),
+            exclude_files=dict(type='list', elements='path', default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    runner_env, env_files = service_env.runner_file_environment(p['manager'], service_env.read_text(p['runner_file']),
+                                                                p['name'])
+    old_text = service_env.read_text(p['path'])
+    carried = service_env.parse_dotenv(old_text or '')
+    carried.update(runner_env)
+    for name in p['exclude']:
+        carried.pop(name, None)
+        runner_env.pop(name, None)
+    try:
+        text = service_env.format_env_file(carried)
+    except ValueError as e:
+        module.fail_json(msg='cannot carry the environment of %s into %s: %s' % (p['runner_file'], p['path'], e))
+    skip = set(os.path.normpath(f) for f in [p['path']] + p['exclude_files'])
+    # Nothing to carry and no file yet: none is written (the runner reads it only when it exists).
+    result = dict(changed=text != (old_text or ''), names=sorted(carried), from_runner_file=sorted(runner_env),
+                  env_files=[f for f in env_files if os.path.normpath(f) not in skip])
+    if result['changed'] and module._diff:
+        result['diff'] = {'before_header': p['path'], 'after_header': p['path'],
+                          'before': names_only(service_env.parse_dotenv(old_text or '')), 'after': names_only(carried)}
+    if result['changed'] and not module.check_mode:
+        try:
+            # Written whole, owner-only from the first byte: the values may be credentials.
+            tmp = p['path'] + '.tmp'
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, 'w') as f:
+                f.write(text)
+            os.rename(tmp, p['path'])
+        except (IOError, OSError) as e:
+            module.fail_json(msg='cannot write %s: %s' % (p['path'], to_native(e)))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
