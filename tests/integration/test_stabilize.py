@@ -494,6 +494,46 @@ def test_systemd_unit_is_rendered_and_verified(tmp_path):
     assert not (units / "broken.service").exists()
 
 
+def test_systemd_takeover_keeps_the_units_variables_and_env_files_without_showing_them(tmp_path):
+    """An existing unit of the app: its Environment= values move to the owner-only carried env file (never into the
+    output or the diff), its EnvironmentFile= stays, and a second run changes nothing."""
+    app_dir = make_app(tmp_path)
+    units = tmp_path / "units"
+    units.mkdir()
+    defaults = tmp_path / "default-agentlocator"
+    defaults.write_text("SPEECH_LANGUAGE=en-US\n")
+    (units / "agentlocator.service").write_text(
+        "[Unit]\nDescription=voice\n[Service]\nWorkingDirectory=%s\nEnvironment=\"PORT=5000\" \"TWILIO_AUTH_TOKEN=%s\"\n"
+        "EnvironmentFile=-%s\nExecStart=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:5000\n" % (
+            app_dir, TOKEN, defaults, PYTHON))
+    role_vars = {
+        "gunicorn_service_app": "AgentLocator.main:app", "gunicorn_service_chdir": str(app_dir),
+        "gunicorn_service_python": PYTHON, "gunicorn_service_name": "agentlocator",
+        "gunicorn_service_dir": str(tmp_path / "svc"), "gunicorn_service_manager": "systemd",
+        "gunicorn_service_systemd_unit_dir": str(units), "gunicorn_service_start": False,
+        "gunicorn_service_environment": {"PORT": "8123"},
+    }
+    argv = role_playbook(tmp_path, "gunicorn_service", role_vars) + ["--diff", "-v"]
+    done = subprocess.run(argv, cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert TOKEN not in done.stdout and "TWILIO_AUTH_TOKEN=<value kept on the host>" in done.stdout
+    text = (units / "agentlocator.service").read_text()
+    carried = tmp_path / "svc" / "carried.env"
+    assert TOKEN not in text and 'Environment="PORT=8123"' in text
+    assert [line for line in text.splitlines() if line.startswith("EnvironmentFile=")] == [
+        "EnvironmentFile=-%s" % carried, "EnvironmentFile=-%s" % defaults]
+    assert carried.read_text() == "TWILIO_AUTH_TOKEN='%s'\n" % TOKEN and carried.stat().st_mode & 0o777 == 0o600
+    # What systemd would hand the service: PORT from the unit, the token and the defaults from the env files.
+    verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units / "agentlocator.service")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    assert verified.returncode == 0, verified.stdout
+
+    again = subprocess.run(role_playbook(tmp_path, "gunicorn_service", role_vars), cwd=ROOT, env=ansible_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+    assert again.returncode == 0 and re.search(r"changed=0\s", again.stdout), again.stdout[-3000:]
+
+
 def test_systemd_check_mode_diff_shows_the_unit(host, tmp_path):
     units = tmp_path / "units"
     units.mkdir()
