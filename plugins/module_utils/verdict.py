@@ -56,7 +56,9 @@ class Layer(object):
         self.causes[-1].update(refs or {})
 
     def result(self):
-        statuses = [c['status'] for c in self.checks] + [c['severity'] for c in self.causes]
+        # A passing note ("note: none known ...") is context: a layer whose real checks were all skipped is skipped.
+        real = [c for c in self.checks if not (c['status'] == 'pass' and (c['detail'] or '').startswith('note:'))]
+        statuses = [c['status'] for c in (real or self.checks)] + [c['severity'] for c in self.causes]
         status = max(statuses, key=RANK.get) if statuses else 'skip'
         return {'name': self.name, 'status': status, 'checks': self.checks}
 

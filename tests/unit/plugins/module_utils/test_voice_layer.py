@@ -153,6 +153,11 @@ def test_nothing_answers_http():
     assert layer.causes == []
     assert [c["status"] for c in layer.checks[1:5]] == ["skip"] * 4
     assert layer.checks[1]["detail"].startswith("nothing answers HTTP")
+    # Only notes passed and nothing was called: the layer is skipped, not "ok" (a ladder must not say the calls work).
+    v["public_base"] = v["public_base_url"] = v["public_base_url_source"] = None
+    layer = judge(v)
+    assert checks(layer)["public base URL"]["detail"].startswith("note:")
+    assert layer.result()["status"] == "skip"
 
 
 def test_unknown_public_base_url_is_a_note():
