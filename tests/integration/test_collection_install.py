@@ -141,7 +141,9 @@ def test_tarball_installs_a_copy_only_found_on_the_collections_path(installed, t
     assert not installed.collection.is_symlink() and outside_checkout(installed.collection)
     for name in ("diagnose", "stabilize", "audit"):
         assert (installed.collection / "playbooks" / ("%s.yml" % name)).is_file()
-    for left_out in ("demo-run", ".venv", ".collections", ".pytest_cache", "tests/output"):
+    assert (installed.collection / "docs" / "causes.md").is_file() and (installed.collection / "requirements.txt").is_file()
+    for left_out in ("demo-run", ".venv", ".collections", ".pytest_cache", "tests/output", "ansible.cfg", "scripts",
+                     "benchmarks"):
         assert not (installed.collection / left_out).exists(), left_out
     # What ansible sees in the user's shell: this collection once, from the install path - not through the
     # checkout's .collections link, not from ~/.ansible/collections (where ansible-lint installs a copy).
@@ -151,6 +153,26 @@ def test_tarball_installs_a_copy_only_found_on_the_collections_path(installed, t
     where = sorted(path for path, collections in found.items() if FQCN in collections)
     assert where == [str(installed.path / "ansible_collections")], found
     assert found[where[0]][FQCN]["version"] == GALAXY["version"]
+
+
+def test_ansible_doc_renders_every_module_and_role_of_the_installed_copy(installed, tmp_path):
+    modules = sorted(p.stem for p in (installed.collection / "plugins" / "modules").glob("*.py"))
+    roles = sorted(p.parent.parent.name for p in (installed.collection / "roles").glob("*/meta/argument_specs.yml"))
+    assert len(modules) >= 10 and "probe" in modules and {"diagnose", "stabilize"} <= set(roles)
+    assert roles == sorted(p.name for p in (installed.collection / "roles").iterdir())  # every role has its specs
+    done = installed.run("ansible-doc", "--json", *["%s.%s" % (FQCN, m) for m in modules], cwd=outside_checkout(tmp_path))
+    assert done.returncode == 0, tail(done)
+    docs = json.loads(done.stdout[done.stdout.index("{"):])
+    for module in modules:
+        doc = docs["%s.%s" % (FQCN, module)]
+        assert doc["doc"]["short_description"] and doc["examples"] and doc["doc"]["module"] == module, module
+    done = installed.run("ansible-doc", "-t", "role", "--json", *["%s.%s" % (FQCN, r) for r in roles],
+                         cwd=outside_checkout(tmp_path))
+    assert done.returncode == 0, tail(done)
+    docs = json.loads(done.stdout[done.stdout.index("{"):])
+    for role in roles:
+        main = docs["%s.%s" % (FQCN, role)]["entry_points"]["main"]
+        assert main["short_description"] and main["options"], role
 
 
 # --- diagnose ------------------------------------------------------------------------------------------
