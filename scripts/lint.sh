@@ -2,8 +2,9 @@
 # Static checks, offline, exactly as CI runs them:
 #   1. ansible-test sanity (--venv, the .venv's Python) on a copy of the checkout laid out as
 #      ansible_collections/sre/gunicorn_doctor, so uncommitted changes are linted too;
-#   2. ansible-lint --profile production from the repo root.
-# Both always run; the script exits non-zero if either fails. Runnable from any cwd.
+#   2. ansible-lint --profile production from the repo root;
+#   3. antsibull-changelog lint: the fragments and changelogs/changelog.yaml.
+# All always run; the script exits non-zero if either fails. Runnable from any cwd.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -85,5 +86,9 @@ start=$(date +%s)
 PATH="$venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$root/.collections" \
   "$venv/bin/ansible-lint" --profile production --offline || status=1
 elapsed "ansible-lint" "$start"
+
+# --- 3. the changelog -----------------------------------------------------------------------------
+"$venv/bin/antsibull-changelog" lint || status=1
+"$venv/bin/antsibull-changelog" lint-changelog-yaml changelogs/changelog.yaml || status=1
 
 exit "$status"
