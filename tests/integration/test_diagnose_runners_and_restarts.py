@@ -95,39 +95,26 @@ def test_stray_dev_server_is_found_and_decoys_are_not(services, tmp_path, port):
     assert report["verdict"] == "degraded"
 
 
-def test_runner_is_supervisord(tmp_path, port):
+def test_runner_is_supervisord(tmp_path, port, supervisord):
     app_dir = make_app(tmp_path)
-    conf = tmp_path / "supervisord.conf"
-    conf.write_text("""[supervisord]
-logfile=%(tmp)s/supervisord.log
-pidfile=%(tmp)s/supervisord.pid
-nodaemon=true
-
-[unix_http_server]
-file=%(tmp)s/supervisor.sock
-
-[program:agentlocator]
+    (supervisord["conf_dir"] / "agentlocator.conf").write_text("""[program:agentlocator]
 command=%(python)s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%(port)d --no-control-socket --error-logfile %(tmp)s/gunicorn.log
 directory=%(app)s
 environment=PORT="%(port)d"
 autorestart=true
 stopasgroup=true
 """ % {"tmp": tmp_path, "python": PYTHON, "port": port, "app": app_dir})
-    supervisord = subprocess.Popen([os.path.join(os.path.dirname(PYTHON), "supervisord"), "-c", str(conf)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "supervisord never started the app"
-            time.sleep(0.1)
-        report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
-    finally:
-        stop_tree(supervisord.pid)
+    subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    deadline = time.time() + 30
+    while True:
+        try:
+            if urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1).status == 200:
+                break
+        except OSError:
+            pass
+        assert time.time() < deadline, "supervisord never started the app"
+        time.sleep(0.1)
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
     assert report["verdict"] == "healthy", report["causes"]
     process = next(l for l in report["layers"] if l["name"] == "process")
     assert any("started by supervisord" in c["detail"] for c in process["checks"])
