@@ -68,6 +68,16 @@ options:
     description: Run the voice layer (TwiML, status callback, Twilio WebSocket) (variable C(doctor_voice_checks)).
     type: bool
     default: true
+  voice_pace:
+    description:
+      - How fast the voice layer's simulated call sends its one second of audio, 50 media frames of 20 ms
+        (variable C(doctor_voice_pace)).
+      - C(1) sends a frame every 20 ms, at real time as Twilio does; C(N) every 20/N ms, so the call takes 1/N s.
+        The frames, their chunk numbers and timestamps and every check stay the same.
+      - Faster than real time misses what only the call's length shows, e.g. an app that closes the stream or
+        starts talking only after some hundreds of milliseconds; C(playbooks/audit.yml) uses C(4).
+    type: float
+    default: 1.0
   public_base_url:
     description:
       - Public URL of the service, e.g. C(https://voice.example.com) (variable C(doctor_public_base_url)).

@@ -26,7 +26,7 @@ APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
     'python': 'python3', 'port': None, 'env_file': None, 'log_file': None, 'healthz_path': '/healthz',
     'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto', 'worker_class': 'auto',
-    'voice_checks': True, 'public_base_url': None, 'incoming_call_path': '/incoming_call',
+    'voice_checks': True, 'voice_pace': 1.0, 'public_base_url': None, 'incoming_call_path': '/incoming_call',
     'stream_status_path': '/stream_status', 'ws_path': '/ws/twilio-media', 'twilio_auth_token': None,
     'gcp_credentials_env': None,
 }
@@ -60,6 +60,14 @@ def validate(params):
     if p['env_file'] and not os.path.isfile(p['env_file']):
         raise InputError('doctor_env_file=%r does not exist: set it to the env file the service reads, '
                          'or leave it unset' % (p['env_file'],))
+    try:
+        pace = float(p['voice_pace'])
+    except (TypeError, ValueError):
+        pace = None
+    if pace is None or not 0 < pace < float('inf'):
+        raise InputError('doctor_voice_pace=%r is not a pace: set it to a number above 0, e.g. 1 (real time: a media '
+                         'frame every 20 ms, as Twilio sends) or 4 (every 5 ms)' % (p['voice_pace'],))
+    p['voice_pace'] = pace
     for name in ('healthz_path', 'incoming_call_path', 'stream_status_path', 'ws_path'):
         if not str(p[name]).startswith('/'):
             raise InputError('doctor_%s=%r must start with "/", e.g. %s' % (name, p[name], DEFAULTS[name]))
@@ -135,7 +143,7 @@ def probe_host(psutil, params, layers=None):
         'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
                    'log_file': p['log_file'], 'healthz_path': p['healthz_path'],
                    'stability_window': p['stability_window'], 'worker_class': p['worker_class'],
-                   'voice_checks': p['voice_checks']},
+                   'voice_checks': p['voice_checks'], 'voice_pace': p['voice_pace']},
         'port': port,
         'process': procs,
         'log': log,

@@ -320,8 +320,10 @@ def _judge_round_trip(v, w, layer, twilio_reaches):
     if rt is None:
         layer.check('media round trip', 'skip', 'no call was made')
         return
-    stream = 'a %d ms call (connected, start audio/x-mulaw 8000 Hz mono, %d x 160-byte media paced at 20 ms, max ' \
-             'lag %s ms, mark, stop)' % (rt.get('stop_at_ms') or 0, rt['sent_media'], rt['max_send_lag_ms'])
+    pace = rt.get('pace') or 1
+    paced = '%g ms' % rt.get('frame_interval_ms', twilio.FRAME_MS) + ('' if pace == 1 else ', %gx real time' % pace)
+    stream = 'a %d ms call (connected, start audio/x-mulaw 8000 Hz mono, %d x 160-byte media paced at %s, max ' \
+             'lag %s ms, mark, stop)' % (rt.get('stop_at_ms') or 0, rt['sent_media'], paced, rt['max_send_lag_ms'])
     events = ', '.join('%s %d' % (k, n) for k, n in sorted(rt['events'].items())) or 'nothing'
     sizes = ', '.join('%s bytes x %d' % (k, n) for k, n in sorted(rt['media_sizes'].items(), key=lambda i: int(i[0])))
     back = 'back while the call was open: %s%s' % (events, ' (media sizes: %s)' % sizes if sizes else '')

@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: sre.gunicorn_doctor contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What every probe module shares: its argument spec and running the probes inside AnsibleModule."""
+"""What every probe module shares: its argument spec and running the probes inside AnsibleModule.
+
+No verdict here: the probe module ships without the judges (a smaller payload to build, send and
+compile on every host); the single-layer modules judge through layer_module.py."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -11,7 +14,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.host_probe import InputError, probe_host
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge_layer
 
 
 ARGUMENT_SPEC = dict(
@@ -27,6 +29,7 @@ ARGUMENT_SPEC = dict(
     preload_boot=dict(type='str', default='auto', choices=['auto', 'always', 'never']),
     worker_class=dict(type='str', default='auto', choices=['auto', 'sync', 'eventlet', 'gthread', 'gevent']),
     voice_checks=dict(type='bool', default=True),
+    voice_pace=dict(type='float', default=1.0),
     public_base_url=dict(type='str'),
     incoming_call_path=dict(type='str', default='/incoming_call'),
     stream_status_path=dict(type='str', default='/stream_status'),
@@ -47,12 +50,3 @@ def collect_facts(module, layers=None):
         return redact(probe_host(psutil, module.params, layers))
     except InputError as e:
         module.fail_json(msg=str(e))
-
-
-def run_layer_module(layer, fact_keys):
-    """main() of a single-layer module: facts of that layer, its checks and its causes."""
-    module = new_module()
-    facts = collect_facts(module, [layer])
-    result, causes = judge_layer(facts, layer)
-    module.exit_json(changed=False, facts=dict((k, facts.get(k)) for k in fact_keys),
-                     status=result['status'], checks=result['checks'], causes=causes)

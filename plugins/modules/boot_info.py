@@ -54,7 +54,7 @@ facts:
   type: dict
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probe_module import run_layer_module
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.layer_module import run_layer_module
 
 
 def main():

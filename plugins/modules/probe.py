@@ -16,6 +16,8 @@ description:
   - Decides nothing; M(sre.gunicorn_doctor.report) turns the facts into the verdict and the report.
   - Samples C(/healthz) over a stability window only when a gunicorn process of the app is young, and
     boots the app on a spare port only when C(/healthz) is not a stable 200.
+  - The voice layer's simulated Twilio call sends one second of audio at real time unless O(voice_pace) says
+    how much faster.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe

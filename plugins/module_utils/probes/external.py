@@ -16,6 +16,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import importlib
+import importlib.util
 import ipaddress
 import os
 import socket
@@ -29,28 +31,27 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not a controller
     urlsplit = None
 
-try:
-    import requests
-    import requests.certs
-    HAS_REQUESTS = True
-except ImportError:
-    requests = None
-    HAS_REQUESTS = False
 
-try:
-    import websocket
-    HAS_WEBSOCKET = True
-except ImportError:
-    websocket = None
-    HAS_WEBSOCKET = False
+def _installed(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
-try:
-    from cryptography import x509
-    from cryptography.x509.oid import ExtensionOID
-    HAS_CRYPTOGRAPHY = True
-except ImportError:
-    x509 = None
-    HAS_CRYPTOGRAPHY = False
+
+def _load(name):
+    """The library, imported on first use; None when it cannot be."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# Found, not imported: together they take ~0.1 s to import, on the path of every report (the action
+# plugin loads this module), and are used only when there is a public URL to probe.
+HAS_REQUESTS = _installed('requests')
+HAS_WEBSOCKET = _installed('websocket')
+HAS_CRYPTOGRAPHY = _installed('cryptography')
 
 DEFAULT_TIMEOUT = 5.0
 TWILIO_SUBPROTOCOL = 'audio.twilio.com'
@@ -142,14 +143,17 @@ def skip_reason(facts):
             'the way Twilio reaches the service')
 
 
+def _pip(library):
+    return '%s -m pip install %s' % (sys.executable or 'python3', library)
+
+
 def missing_libraries():
     """-> {library: pip command} for the controller's Python."""
-    pip = '%s -m pip install %%s' % (sys.executable or 'python3')
     missing = {}
     if not HAS_REQUESTS:
-        missing['requests'] = pip % 'requests'
+        missing['requests'] = _pip('requests')
     if not HAS_WEBSOCKET:
-        missing['websocket-client'] = pip % 'websocket-client'
+        missing['websocket-client'] = _pip('websocket-client')
     return missing
 
 
@@ -332,8 +336,9 @@ def trust_store(ca_bundle, validate_certs):
     for name in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE'):
         if os.environ.get(name) and os.path.isfile(os.environ[name]):
             return os.environ[name], '%s=%s' % (name, os.environ[name])
-    if HAS_REQUESTS:
-        return requests.certs.where(), 'the certifi bundle of requests (%s)' % requests.certs.where()
+    certs = _load('requests.certs') if HAS_REQUESTS else None
+    if certs is not None:
+        return certs.where(), 'the certifi bundle of requests (%s)' % certs.where()
     return None, "the controller's default CA store"
 
 
@@ -363,14 +368,15 @@ def fetch_certificate(host, port, address, timeout):
         return {'error': _short(str(e))}
     if not der:
         return {'error': 'the server sent no certificate'}
-    if not HAS_CRYPTOGRAPHY:
+    x509 = _load('cryptography.x509') if HAS_CRYPTOGRAPHY else None
+    if x509 is None:
         return {'error': 'install cryptography on the controller to describe the certificate', 'tls_version': version}
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as e:
         return {'error': 'the certificate cannot be parsed: %s' % _short(str(e)), 'tls_version': version}
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_oid(x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
         names = ['DNS:%s' % n for n in san.get_values_for_type(x509.DNSName)]
         names += ['IP:%s' % n for n in san.get_values_for_type(x509.IPAddress)]
     except (x509.ExtensionNotFound, ValueError):
@@ -391,8 +397,9 @@ def _result(url, **values):
 
 def check_https(url, cafile, validate_certs, timeout):
     """GET url over http(s), no redirects followed (Twilio's media stream follows none either)."""
-    if not HAS_REQUESTS:
-        return _result(url, not_run='requests is not installed on the controller: %s' % missing_libraries()['requests'])
+    requests = _load('requests') if HAS_REQUESTS else None
+    if requests is None:
+        return _result(url, not_run='requests is not installed on the controller: %s' % _pip('requests'))
     started = time.time()
     session = requests.Session()
     try:
@@ -430,9 +437,9 @@ def check_https(url, cafile, validate_certs, timeout):
 def check_wss(url, cafile, validate_certs, timeout):
     """The Twilio media-stream handshake: 101, a valid Sec-WebSocket-Accept (websocket-client checks
     it) and Sec-WebSocket-Protocol: audio.twilio.com echoed. Closed right after the handshake."""
-    if not HAS_WEBSOCKET:
-        return _result(url, not_run='websocket-client is not installed on the controller: %s'
-                       % missing_libraries()['websocket-client'])
+    websocket = _load('websocket') if HAS_WEBSOCKET else None
+    if websocket is None:
+        return _result(url, not_run='websocket-client is not installed on the controller: %s' % _pip('websocket-client'))
     started = time.time()
     ws = None
     try:

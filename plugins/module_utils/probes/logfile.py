@@ -13,6 +13,9 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicor
 
 TAIL_BYTES = 2 << 20  # the recent past is what matters; old megabytes only slow the probe
 EVENTS_KEPT = 300
+# Counted, not kept: a voice app logs MEDIA_TX for every 20 ms frame of every call (the doctor's own call
+# adds 50), enough to push gunicorn's own events out of the last EVENTS_KEPT and to bloat the facts.
+COUNTED_ONLY = ('media_tx',)
 
 
 class LogFileError(Exception):
@@ -55,7 +58,7 @@ def collect(path):
         return None
     text, size = read_tail(path)
     scanned = gunicorn.scan_log(text.splitlines())
-    events = scanned['events'][-EVENTS_KEPT:]
+    events = [e for e in scanned['events'] if e['event'] not in COUNTED_ONLY][-EVENTS_KEPT:]
     for event in events:
         event['epoch'] = parse_time(event.get('time'))
     counts = {}

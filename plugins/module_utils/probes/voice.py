@@ -5,9 +5,10 @@
 
 Runs on the target against 127.0.0.1:$PORT, the way Twilio reaches the app through its proxy: the
 webhooks are POSTed with Twilio's form fields (signed with X-Twilio-Signature over the public URL
-when an auth token is given), the media stream gets a one-second call of 20 ms mu-law frames. Facts
-only; judge_voice.py decides what they mean. Secrets never enter the facts: the auth token only
-signs, the Google credentials are read for their shape (key names, booleans, path, mode, owner).
+when an auth token is given), the media stream gets a one-second call of 20 ms mu-law frames, sent at
+real time (doctor_voice_pace 1, the default) or faster (audit.yml: 4). Facts only; judge_voice.py decides
+what they mean. Secrets never enter the facts: the auth token only signs, the Google credentials are
+read for their shape (key names, booleans, path, mode, owner).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -89,12 +90,12 @@ def collect(context):
     }
     facts['gcp'] = gcp_facts(p.get('gcp_credentials_env'), env, env_source, p['chdir'], master, context.get('psutil'))
     if not facts['http_skipped']:
-        _probe_http(facts, p, env, port, base)
+        _probe_http(facts, p, env, port, base, p.get('voice_pace') or 1.0)
     facts['seconds'] = round(time.time() - started, 3)
     return facts
 
 
-def _probe_http(facts, p, env, port, base):
+def _probe_http(facts, p, env, port, base, pace):
     token = p.get('twilio_auth_token') or None
     account_sid = env.get('TWILIO_ACCOUNT_SID', '')
     if not re.match(r'^AC[0-9a-f]{32}$', account_sid):
@@ -130,7 +131,7 @@ def _probe_http(facts, p, env, port, base):
 
     log_file = p.get('log_file')
     log_mark = _log_size(log_file)
-    facts['websocket'] = probe_websocket(port, p['ws_path'], host, stream_sid, call_sid, account_sid, custom)
+    facts['websocket'] = probe_websocket(port, p['ws_path'], host, stream_sid, call_sid, account_sid, custom, pace)
     rt = facts['websocket'].get('round_trip')
     if rt is not None:
         facts['media_tx'] = media_tx_lines(log_file, log_mark, stream_sid, (rt.get('events') or {}).get('media', 0))
@@ -215,8 +216,9 @@ def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TI
 
 
 # --- the media stream ---------------------------------------------------------------------------------
-def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters):
-    """Handshake like Twilio (Sec-WebSocket-Protocol: audio.twilio.com), then a one-second call."""
+def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters, pace=1.0):
+    """Handshake like Twilio (Sec-WebSocket-Protocol: audio.twilio.com), then a one-second call (`pace`:
+    see media_round_trip)."""
     url = 'ws://127.0.0.1:%d%s' % (port, path)
     out = {'url': url, 'host_header': host, 'skipped': None, 'library': None, 'status': None, 'reason': None,
            'error': None, 'accept_valid': None, 'subprotocol': None, 'headers': {}, 'body_head': None,
@@ -261,7 +263,7 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
         out['headers'] = _ws_headers(headers)
         out['accept_valid'] = headers.get('sec-websocket-accept') == twilio.ws_accept(key)
         out['subprotocol'] = headers.get('sec-websocket-protocol')
-        out['round_trip'] = media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters)
+        out['round_trip'] = media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, pace=pace)
     finally:
         try:
             ws.close(timeout=CLOSE_TIMEOUT)
@@ -337,11 +339,14 @@ class _Receiver(threading.Thread):
             self.arrived.notify_all()
 
 
-def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, frames=CALL_FRAMES):
+def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, frames=CALL_FRAMES, pace=1.0):
     """connected, start, `frames` x 20 ms media paced by the monotonic clock, mark, stop -> facts of what
-    the app sent back while the call was open."""
+    the app sent back while the call was open.
+
+    pace 1 sends a frame every 20 ms, as Twilio does; pace N every 20/N ms: the same audio and the same
+    checks, the call N times shorter (an audit of many hosts need not wait a second on each)."""
     audio = twilio.tone_frames(frames)
-    frame_s = twilio.FRAME_MS / 1000.0
+    frame_s = twilio.FRAME_MS / 1000.0 / pace
     t0 = time.monotonic()
     ws.settimeout(RECV_POLL)   # the receiver wakes up this often to see whether the call is over
     receiver = _Receiver(ws, t0)
@@ -377,8 +382,10 @@ def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, f
     finally:
         receiver.done.set()
         receiver.join(RECV_POLL * 4 + 1)
-    return _summarize(receiver, stream_sid, sent, frames, media_start - t0 if media_start else None, max_lag, stop_at,
-                      error)
+    summary = _summarize(receiver, stream_sid, sent, frames, media_start - t0 if media_start else None, max_lag, stop_at,
+                         error)
+    summary.update(pace=pace, frame_interval_ms=round(frame_s * 1000, 2))
+    return summary
 
 
 def _await_replies(receiver, media_end):
@@ -472,8 +479,10 @@ def media_tx_lines(path, offset, stream_sid, expected):
         if size != last_size:
             last_size, still_since = size, now
         # Await the lines, not a fixed delay: done when there are as many as frames came back, or the
-        # log has stopped growing, or the bound is reached.
-        if (expected and len(lines) >= expected) or not expected or now - still_since >= 0.15 or now >= deadline:
+        # log has stopped growing, or the bound is reached; at once when the app wrote nothing at all to
+        # it during the call (it logs elsewhere, or buffers: waiting would not bring the lines).
+        if (expected and len(lines) >= expected) or not expected or not text or now - still_since >= 0.15 \
+                or now >= deadline:
             break
         time.sleep(0.02)
     return {'log': path, 'count': len(lines), 'with_stream_sid': len([line for line in lines if stream_sid in line]),

@@ -406,6 +406,19 @@ def test_periodic_sigterm_and_flapping_healthz(facts, tmp_path):
     assert flap["evidence"][0] == "http://127.0.0.1:8123/healthz answered 200, then Connection refused after 4.0 s"
 
 
+def test_media_tx_lines_do_not_crowd_out_gunicorns_events(facts, tmp_path):
+    # A voice app logs a MEDIA_TX line per 20 ms frame: a few calls after the restarts are hundreds of lines.
+    facts["process"]["masters"] = [master_fact(pid=5033, age=8.0, workers=1)]
+    set_sockets(facts, [sock("0.0.0.0", PORT, 5033, "master")])
+    calls = ["2026-11-25 12:00:%02d,%03d [5041] [INFO] agentlocator: MEDIA_TX streamSid=MZ%032d bytes=160"
+             % (i // 50, i % 50 * 20, i // 50) for i in range(logfile.EVENTS_KEPT * 2)]
+    write_log(facts, tmp_path, restart_loop_log([5001, 5017, 5033], first=3600) + calls)
+    assert facts["log"]["counts"]["media_tx"] == logfile.EVENTS_KEPT * 2
+    assert [e["event"] for e in facts["log"]["events"]].count("signal_term") == 2
+    assert "media_tx" not in [e["event"] for e in facts["log"]["events"]]
+    assert "periodic_sigterm" in ids(diagnose(facts))
+
+
 def test_single_sigterm_an_hour_ago_with_an_old_master_is_not_periodic(facts, tmp_path):
     write_log(facts, tmp_path, start_lines(-7200, 3001) + stop_lines(-3, 3001) + HEALTHY_LOG)
     report = diagnose(facts)

@@ -4,13 +4,15 @@ probe's own pieces against real loopback servers (the demo app under werkzeug, a
 import copy
 import json
 import socket
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import judge_voice, twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import host_probe, judge_voice, twilio
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import voice
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import Layer
 
@@ -426,7 +428,31 @@ def test_probe_websocket_round_trip_against_the_demo(demo_server):
     assert rt["problems"] == [] and rt["mark_echoed"] is True
     # Paced, not dumped: 50 frames at 20 ms take about a second.
     assert 900 <= rt["stop_at_ms"] <= 2500
+    assert rt["pace"] == 1 and rt["frame_interval_ms"] == 20
     assert out["held_seconds"] < 3
+
+
+def test_a_faster_pace_sends_the_same_second_of_audio_in_less_time(demo_server):
+    out = voice.probe_websocket(demo_server, "/ws/twilio-media", "voice.example.com", SID, "CA1", "AC1", {}, pace=4)
+    rt = out["round_trip"]
+    assert rt["pace"] == 4 and rt["frame_interval_ms"] == 5
+    assert rt["sent_media"] == 50 and rt["events"]["media"] == 50 and rt["media_sizes"] == {"160": 50}
+    assert rt["problems"] == [] and rt["mark_echoed"] is True and rt["after_stop"] == 0
+    # 50 frames 5 ms apart: about a quarter of a second, still paced (not one burst).
+    assert 240 <= rt["stop_at_ms"] <= 900, rt
+    v = voice_facts()
+    v["websocket"] = dict(out, url="ws://127.0.0.1:%d/ws/twilio-media" % PORT)
+    detail = checks(judge(v))["media round trip"]["detail"]
+    assert "50 x 160-byte media paced at 5 ms, 4x real time" in detail
+
+
+@pytest.mark.parametrize("pace", [0, -1, "fast", float("inf")])
+def test_voice_pace_must_be_a_positive_number(tmp_path, pace):
+    params = {"app": "AgentLocator.main:app", "chdir": str(tmp_path), "python": sys.executable, "voice_pace": pace}
+    with pytest.raises(host_probe.InputError, match="doctor_voice_pace=.* is not a pace: set it to a number above 0"):
+        host_probe.validate(params)
+    assert host_probe.validate(dict(params, voice_pace="2.5"))["voice_pace"] == 2.5
+    assert host_probe.validate(dict(params, voice_pace=None))["voice_pace"] == 1.0
 
 
 def test_probe_websocket_on_a_plain_route(demo_server):
@@ -450,6 +476,15 @@ def test_media_tx_counts_only_the_lines_of_the_call(tmp_path):
     got = voice.media_tx_lines(str(log), mark, SID, 3)
     assert got["count"] == 3 and got["with_stream_sid"] == 3 and SID in got["first"]
     assert voice.media_tx_lines(None, None, SID, 3)["reason"] == "no log file to read"
+
+
+def test_media_tx_does_not_wait_on_a_log_the_call_did_not_touch(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    log.write_text("[2026-11-25 12:00:00 +0000] [7] [INFO] Listening at: http://0.0.0.0:8000 (7)\n")
+    started = time.monotonic()
+    got = voice.media_tx_lines(str(log), voice._log_size(str(log)), SID, 50)
+    assert got["count"] == 0 and got["reason"] is None
+    assert time.monotonic() - started < 0.1     # not the 0.15 s "stopped growing" window, nor LOG_WAIT
 
 
 @pytest.mark.parametrize("samples, skipped", [
