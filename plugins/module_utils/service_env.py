@@ -15,11 +15,14 @@ import shlex
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
 
 # Variable names whose values never leave the host (evidence shows only that they are set).
+# What a backslash escapes inside double quotes, in sh and in systemd's env files alike.
+SHELL_ESCAPED = '"\\$`'
 SECRET_NAME = re.compile(r'(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|API_?KEY|AUTH)', re.I)
 
 
 def parse_dotenv(text):
-    """`KEY=value` lines (optional `export`, quotes, comments) -> dict."""
+    """`KEY=value` lines (optional `export`, quotes, comments) -> dict. Inside double quotes a backslash
+    escapes `"`, `\\`, `$` and a backquote, as both sh and systemd's EnvironmentFile= read it."""
     env = {}
     for raw in text.splitlines():
         line = raw.strip()
@@ -32,12 +35,29 @@ def parse_dotenv(text):
         key, value = line.split('=', 1)
         key = key.strip()
         value = value.strip()
-        if value[:1] in ('"', "'") and value.find(value[0], 1) > 0:
-            value = value[1:value.find(value[0], 1)]  # what follows the closing quote is a comment
+        if value[:1] == '"':
+            value = _double_quoted(value)
+        elif value[:1] == "'" and value.find("'", 1) > 0:
+            value = value[1:value.find("'", 1)]  # what follows the closing quote is a comment
         elif ' #' in value:
             value = value.split(' #', 1)[0].rstrip()
         env[key] = value
     return env
+
+
+def _double_quoted(value):
+    out, i = [], 1
+    while i < len(value):
+        c = value[i]
+        if c == '\\' and i + 1 < len(value) and value[i + 1] in SHELL_ESCAPED:
+            out.append(value[i + 1])
+            i += 2
+            continue
+        if c == '"':
+            return ''.join(out)
+        out.append(c)
+        i += 1
+    return value  # no closing quote: taken as written
 
 
 def parse_environ(raw):
@@ -59,19 +79,43 @@ def read_proc_environ(pid):
         return None
 
 
-def parse_systemd_environment(unit_text):
-    """`Environment=` lines of a unit -> dict; `EnvironmentFile=` paths -> list."""
+def parse_systemd_environment(unit_text, problems=None):
+    """`Environment=` lines of a unit -> dict; `EnvironmentFile=` paths -> list. Continued lines are joined;
+    a line that cannot be split (an open quote) is skipped and, when `problems` is a list, described there."""
     env, files = {}, []
+    for line in _systemd_lines(unit_text):
+        m = re.match(r'^(Environment|EnvironmentFile)\s*=\s*(.*)$', line)
+        if not m:
+            continue
+        if m.group(1) == 'EnvironmentFile':
+            files.append(m.group(2).lstrip('-'))
+            continue
+        try:
+            items = shlex.split(m.group(2))
+        except ValueError as e:
+            if problems is not None:
+                problems.append('cannot read "%s": %s' % (line[:60], e))
+            continue
+        for item in items:
+            if '=' in item:
+                key, value = item.split('=', 1)
+                env[key] = value
+    return env, files
+
+
+def _systemd_lines(unit_text):
+    """Unit lines, stripped, with backslash-continued lines joined (systemd joins them with a space)."""
+    lines, pending = [], ''
     for raw in unit_text.splitlines():
         line = raw.strip()
-        if line.startswith('Environment='):
-            for item in shlex.split(line[len('Environment='):]):
-                if '=' in item:
-                    key, value = item.split('=', 1)
-                    env[key] = value
-        elif line.startswith('EnvironmentFile='):
-            files.append(line[len('EnvironmentFile='):].lstrip('-'))
-    return env, files
+        if line.endswith('\\'):
+            pending += line[:-1] + ' '
+            continue
+        lines.append(pending + line)
+        pending = ''
+    if pending:
+        lines.append(pending.rstrip())
+    return lines
 
 
 def parse_supervisord_programs(conf_text):
@@ -121,30 +165,47 @@ def _parse_supervisord_env(value):
 
 
 def runner_file_environment(manager, text, name):
-    """What a service's runner file gives it: (environment dict, env file paths). The file is a systemd unit,
-    a supervisord program file (program `name`) or the standalone runner's env file."""
+    """What a service's runner file gives it: (environment dict, env file paths, problems). The file is a
+    systemd unit, a supervisord program file (program `name`) or the standalone runner's env file. The values
+    are as the service sees them; a value only its manager could expand (a supervisord `%(ENV_X)s`, a systemd
+    specifier such as `%h`) is a problem, not a value."""
+    problems = []
     if not text:
-        return {}, []
+        return {}, [], problems
     if manager == 'systemd':
-        return parse_systemd_environment(text)
+        env, files = parse_systemd_environment(text, problems)
+        env = _unescape_percent(env, r'%[^%]', 'a systemd specifier', problems)
+        return env, files, problems
     if manager == 'supervisord':
         program = parse_supervisord_programs(text).get(name)
-        # supervisord reads "%%" as a literal "%"
-        return ({k: v.replace('%%', '%') for k, v in program['environment'].items()} if program else {}), []
-    return parse_dotenv(text), []
+        env = _unescape_percent(program['environment'] if program else {}, r'%\(', "supervisord's %(...)s expansion",
+                                problems)
+        return env, [], problems
+    return parse_dotenv(text), [], problems
+
+
+def _unescape_percent(env, manager_only, what, problems):
+    kept = {}
+    for key, value in env.items():
+        if re.search(manager_only, value.replace('%%', '')):
+            problems.append('%s uses %s, which only the service manager can expand' % (key, what))
+            continue
+        kept[key] = value.replace('%%', '%')
+    return kept
 
 
 def format_env_file(env):
-    """dict -> an env file both `sh` (`set -a; . FILE`) and systemd's EnvironmentFile= read the same way:
-    single-quoted values, which neither unescapes. Raises ValueError naming a variable it cannot hold."""
+    """dict -> an env file that `sh` (`set -a; . FILE`) and systemd's EnvironmentFile= read the same way:
+    double-quoted values, with `"`, `\\`, `$` and backquotes escaped. Raises ValueError naming a variable it
+    cannot hold (a line break in its value)."""
     lines = []
     for key in sorted(env):
         value = env[key]
         if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', key):
             raise ValueError('%s is not a valid environment variable name' % key)
-        if "'" in value or '\n' in value:
-            raise ValueError('the value of %s holds a quote or a newline, which an env file cannot carry as is' % key)
-        lines.append("%s='%s'" % (key, value))
+        if len((value + 'x').splitlines()) > 1:
+            raise ValueError('the value of %s holds a line break, which an env file cannot carry' % key)
+        lines.append('%s="%s"' % (key, ''.join('\\' + c if c in SHELL_ESCAPED else c for c in value)))
     return ''.join(line + '\n' for line in lines)
 
 
@@ -178,8 +239,8 @@ def find_unit_environments(app, unit_dirs=('/etc/systemd/system', '/run/systemd/
             for dropin in sorted(glob.glob(path + '.d/*.conf')):
                 text += '\n' + (read_text(dropin) or '')
             env, files = parse_systemd_environment(text)
-            for env_file in files:
-                env = dict(parse_dotenv(read_text(env_file) or ''), **env)
+            for env_file in files:  # as systemd reads them: each file overrides Environment= and the files before it
+                env.update(parse_dotenv(read_text(env_file) or ''))
             found.append((path, env))
     return found
 

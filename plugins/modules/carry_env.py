@@ -15,7 +15,9 @@ description:
     C(environment=), the standalone runner's env file) and writes them, with those already carried, into one env
     file on the host (mode 0600) that the rewritten runner reads - so a takeover keeps variables such as
     credentials without their values ever reaching the controller, the output or a diff.
-  - Variables the new runner file sets itself (I(exclude)) are not carried.
+  - Variables the new runner file sets itself (I(exclude), and always C(PORT), C(EVENTLET_HUB), C(EVENTLET_NO_GREENDNS))
+    are not carried. A value only the service manager could expand (a supervisord environment expansion, a systemd specifier)
+    or an C(Environment=) line that cannot be read ends the run with the variable's name - nothing is half carried.
   - Returns the C(EnvironmentFile=) paths of a systemd unit, so the rewritten unit keeps reading them.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
@@ -82,6 +84,10 @@ from_runner_file:
   returned: always
   type: list
   elements: str
+foreign:
+  description: Whether I(runner_file) exists and was not rendered by this collection (its old content is not to be shown).
+  returned: always
+  type: bool
 env_files:
   description: The C(EnvironmentFile=) paths of the systemd unit I(runner_file), without I(path) and I(exclude_files).
   returned: always
@@ -90,11 +96,35 @@ env_files:
 '''
 
 import os
+import stat
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env
+
+
+# Set by the rewritten runner itself, whatever the worker class: never carried.
+MANAGED = {'PORT', 'EVENTLET_HUB', 'EVENTLET_NO_GREENDNS'}
+# In every file the gunicorn_service role renders.
+MARKER = '(sre.gunicorn_doctor)'
+
+
+def write_private(module, path, text):
+    """Replace `path` with `text`, owner-only from the first byte (the values may be credentials)."""
+    fd, tmp = tempfile.mkstemp(prefix='.carried.', dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
+    except (IOError, OSError) as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        module.fail_json(msg='cannot write %s: %s' % (path, to_native(e)))
 
 
 def names_only(env):
@@ -114,12 +144,15 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    runner_env, env_files = service_env.runner_file_environment(p['manager'], service_env.read_text(p['runner_file']),
-                                                                p['name'])
+    runner_text = service_env.read_text(p['runner_file'])
+    runner_env, env_files, problems = service_env.runner_file_environment(p['manager'], runner_text, p['name'])
+    if problems:
+        module.fail_json(msg='cannot carry the environment of %s: %s; set those variables in doctor_env_file instead'
+                         % (p['runner_file'], '; '.join(problems)))
     old_text = service_env.read_text(p['path'])
     carried = service_env.parse_dotenv(old_text or '')
     carried.update(runner_env)
-    for name in p['exclude']:
+    for name in set(p['exclude']) | MANAGED:
         carried.pop(name, None)
         runner_env.pop(name, None)
     try:
@@ -129,20 +162,17 @@ def main():
     skip = set(os.path.normpath(f) for f in [p['path']] + p['exclude_files'])
     # Nothing to carry and no file yet: none is written (the runner reads it only when it exists).
     result = dict(changed=text != (old_text or ''), names=sorted(carried), from_runner_file=sorted(runner_env),
-                  env_files=[f for f in env_files if os.path.normpath(f) not in skip])
+                  env_files=[f for f in env_files if os.path.normpath(f) not in skip],
+                  # A file this collection did not render may set variables anywhere (a command line, another
+                  # program): its old content is not to be shown.
+                  foreign=runner_text is not None and MARKER not in runner_text)
+    if old_text is not None and stat.S_IMODE(os.stat(p['path']).st_mode) != 0o600:
+        result['changed'] = True
     if result['changed'] and module._diff:
         result['diff'] = {'before_header': p['path'], 'after_header': p['path'],
                           'before': names_only(service_env.parse_dotenv(old_text or '')), 'after': names_only(carried)}
     if result['changed'] and not module.check_mode:
-        try:
-            # Written whole, owner-only from the first byte: the values may be credentials.
-            tmp = p['path'] + '.tmp'
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, 'w') as f:
-                f.write(text)
-            os.rename(tmp, p['path'])
-        except (IOError, OSError) as e:
-            module.fail_json(msg='cannot write %s: %s' % (p['path'], to_native(e)))
+        write_private(module, p['path'], text)
     module.exit_json(**result)
 
 

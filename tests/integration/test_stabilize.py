@@ -443,6 +443,27 @@ def test_a_run_that_fails_verify_rolls_back_to_the_program_it_found(host, tmp_pa
     assert serves(master, host.port) and healthz(host.port) == 200
 
 
+def test_a_run_that_fails_verify_on_a_host_where_nothing_ran_leaves_nothing_running(host, tmp_path):
+    """Rollback when the service did not run before: the files this run created are removed and what it started
+    is stopped - the host is as it was found, and the report says why."""
+    def slow(text):
+        return text.replace('    def healthz():\n', '    def healthz():\n'
+                            '        import time\n        time.sleep(float(os.environ.get("HEALTHZ_DELAY", "0")))\n')
+    host.app_dir = make_app(tmp_path / "slow", edit=slow)
+    host.env_file.write_text("PORT=%d\nHEALTHZ_DELAY=2.2\n" % host.port)
+
+    done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_service_manager="standalone", doctor_timeout=1,
+                                                             doctor_verify_timeout=8), check=False)
+
+    assert done.returncode != 0
+    report = stabilize_report(tmp_path)
+    assert report["result"] == "rolled_back" and "is stopped, as it was found" in report["summary"], report["summary"]
+    assert sorted(report["rollback"]["removed"]) == sorted([str(host.service_dir / "run.sh"), str(host.service_dir / "runner.env")])
+    assert not (host.service_dir / "run.sh").exists() and not (host.service_dir / "runner.env").exists()
+    assert app_pids(host.app_dir) == set() and listening_pid(host.port) is None
+    assert host.env_file.read_text() == "PORT=%d\nHEALTHZ_DELAY=2.2\n" % host.port
+
+
 # --- systemd: rendered and verified, not started (systemd is not PID 1 here) -----------------------------
 def role_playbook(tmp_path, role, role_vars):
     playbook = tmp_path / "role.yml"
@@ -522,8 +543,12 @@ def test_systemd_takeover_keeps_the_units_variables_and_env_files_without_showin
     carried = tmp_path / "svc" / "carried.env"
     assert TOKEN not in text and 'Environment="PORT=8123"' in text
     assert [line for line in text.splitlines() if line.startswith("EnvironmentFile=")] == [
-        "EnvironmentFile=-%s" % carried, "EnvironmentFile=-%s" % defaults]
-    assert carried.read_text() == "TWILIO_AUTH_TOKEN='%s'\n" % TOKEN and carried.stat().st_mode & 0o777 == 0o600
+        "EnvironmentFile=-%s" % carried, "EnvironmentFile=-%s" % defaults, "EnvironmentFile=-%s" % (tmp_path / "svc" / "runner.env")]
+    assert carried.read_text() == 'TWILIO_AUTH_TOKEN="%s"\n' % TOKEN and carried.stat().st_mode & 0o777 == 0o600
+    # The old unit (it held the token) is kept owner-only in the service directory, not beside the unit.
+    assert [p.name for p in units.iterdir()] == ["agentlocator.service"]
+    backups = list((tmp_path / "svc" / "backup").iterdir())
+    assert len(backups) == 1 and TOKEN in backups[0].read_text() and backups[0].stat().st_mode & 0o777 == 0o600
     # What systemd would hand the service: PORT from the unit, the token and the defaults from the env files.
     verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units / "agentlocator.service")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)

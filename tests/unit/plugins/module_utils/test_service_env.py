@@ -234,19 +234,33 @@ def test_valid_port(value, expected):
 def test_runner_file_environment_of_each_manager():
     program = "[program:app]\ncommand=/srv/run.sh\nenvironment=PORT=\"8123\",RATE=\"5%%\",TOKEN=\"t0k\"\n[program:other]\nenvironment=X=1\n"
     assert service_env.runner_file_environment("supervisord", program, "app") == (
-        {"PORT": "8123", "RATE": "5%", "TOKEN": "t0k"}, [])
-    unit = "[Service]\nEnvironment=\"A=1\" B=2\nEnvironmentFile=-/etc/default/app\n"
-    assert service_env.runner_file_environment("systemd", unit, "app") == ({"A": "1", "B": "2"}, ["/etc/default/app"])
-    assert service_env.runner_file_environment("standalone", "PORT=1\nX='y z'\n", "app") == ({"PORT": "1", "X": "y z"}, [])
-    assert service_env.runner_file_environment("supervisord", None, "app") == ({}, [])
+        {"PORT": "8123", "RATE": "5%", "TOKEN": "t0k"}, [], [])
+    unit = "[Service]\nEnvironment=\"A=1\" B=2\nEnvironment = C=3 \\\n  D=4%%\nEnvironmentFile=-/etc/default/app\n"
+    assert service_env.runner_file_environment("systemd", unit, "app") == (
+        {"A": "1", "B": "2", "C": "3", "D": "4%"}, ["/etc/default/app"], [])
+    assert service_env.runner_file_environment("standalone", "PORT=1\nX='y z'\n", "app") == ({"PORT": "1", "X": "y z"}, [], [])
+    assert service_env.runner_file_environment("supervisord", None, "app") == ({}, [], [])
+
+
+def test_runner_file_environment_names_what_only_the_manager_can_expand():
+    def env_and_problems(manager, text):
+        env, files, problems = service_env.runner_file_environment(manager, text, "app")
+        assert files == []
+        return env, problems
+    env, problems = env_and_problems("supervisord", "[program:app]\nenvironment=PATH=\"/v/bin:%(ENV_PATH)s\",A=\"1\"\n")
+    assert env == {"A": "1"} and problems == ["PATH uses supervisord's %(...)s expansion, which only the service manager can expand"]
+    env, problems = env_and_problems("systemd", "[Service]\nEnvironment=HOME_DIR=%h B=\"open\n")
+    assert env == {} and len(problems) == 1 and "cannot read" in problems[0]
+    env, problems = env_and_problems("systemd", "[Service]\nEnvironment=HOME_DIR=%h\n")
+    assert env == {} and problems == ["HOME_DIR uses a systemd specifier, which only the service manager can expand"]
 
 
 def test_format_env_file_reads_back_the_same_in_sh_and_parse_dotenv(tmp_path):
-    env = {"SPEECH": "en-US", "KEY": 'a "quoted" $HOME `x` \\ value', "EMPTY": ""}
+    env = {"SPEECH": "en-US", "KEY": 'a "quoted" $HOME `x` \\ it\'s = value', "EMPTY": "", "EQ": "a=b=c"}
     path = tmp_path / "carried.env"
     path.write_text(service_env.format_env_file(env))
     assert service_env.parse_dotenv(path.read_text()) == env
-    # sh reads it as systemd's EnvironmentFile= does: single quotes, nothing expanded
+    # sh reads it as systemd's EnvironmentFile= does: double quotes, the four shell escapes, nothing expanded
     out = subprocess.run(["sh", "-c", 'set -a; . "$1"; set +a; env -0', "sh", str(path)], stdout=subprocess.PIPE,
                          check=True, env={"PATH": "/usr/bin:/bin"}).stdout
     seen = service_env.parse_environ(out)
@@ -254,7 +268,8 @@ def test_format_env_file_reads_back_the_same_in_sh_and_parse_dotenv(tmp_path):
 
 
 def test_format_env_file_refuses_what_it_cannot_carry_and_names_the_variable():
-    with pytest.raises(ValueError, match="NOTE"):
-        service_env.format_env_file({"NOTE": "it's"})
+    for value in ("two\nlines", "form\x0cfeed", "line\u2028sep"):
+        with pytest.raises(ValueError, match="NOTE holds a line break"):
+            service_env.format_env_file({"NOTE": value})
     with pytest.raises(ValueError, match="not a valid"):
         service_env.format_env_file({"BAD-NAME": "x"})

@@ -77,10 +77,11 @@ def test_systemd_unit_takes_port_from_the_environment():
     text = render("gunicorn.service.j2", __gunicorn_service_manager="systemd",
                   gunicorn_service_carried={"env_files": ["/etc/default/agentlocator"]})
     assert 'Environment="PORT=8123"\n' in text
-    # The earlier unit's env files stay; the service's env file comes last, so it wins.
+    # What the old unit set, then its env files (which overrode its Environment=), then the runner's PORT (over an
+    # old file's PORT), and the service's env file last, so it wins.
     files = [l for l in text.splitlines() if l.startswith("EnvironmentFile=")]
     assert files == ["EnvironmentFile=-/srv/svc/carried.env", "EnvironmentFile=-/etc/default/agentlocator",
-                     "EnvironmentFile=-/srv/app/.env"]
+                     "EnvironmentFile=-/srv/svc/runner.env", "EnvironmentFile=-/srv/app/.env"]
     exec_start = [l for l in text.splitlines() if l.startswith("ExecStart=")]
     assert exec_start == ["ExecStart=" + render("command.j2").strip()]
     assert "\nRestart=on-failure\n" in text
