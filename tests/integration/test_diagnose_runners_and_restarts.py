@@ -12,6 +12,7 @@ import psutil
 from doctor_run import PYTHON, cause, diagnose, make_app
 from gunicorn_service import free_port
 from test_diagnose_server_layers import base_vars, healthy_service, stop_tree
+from test_stabilize import healthz, wait_for
 
 
 def test_check_mode_gives_the_same_report(services, tmp_path, port):
@@ -105,15 +106,7 @@ autorestart=true
 stopasgroup=true
 """ % {"tmp": tmp_path, "python": PYTHON, "port": port, "app": app_dir})
     subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
-    deadline = time.time() + 30
-    while True:
-        try:
-            if urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1).status == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline, "supervisord never started the app"
-        time.sleep(0.1)
+    wait_for(lambda: healthz(port) == 200, 30, "supervisord starting the app")
     report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
     assert report["verdict"] == "healthy", report["causes"]
     process = next(l for l in report["layers"] if l["name"] == "process")

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from doctor_run import PYTHON, cause, cause_ids, diagnose, layer, make_app, run_playbook
+from test_stabilize import healthz, wait_for
 
 
 def healthy_service(services, tmp_path, port, **kwargs):
@@ -288,16 +289,7 @@ def test_full_tmpfs_under_the_log(services, tmp_path, port, full_tmpfs):
     log = full_tmpfs / "gunicorn.log"
     app_dir = make_app(tmp_path)
     services(app_dir, log, bind="0.0.0.0:%d" % port, env={"PORT": str(port)}, ready=False)
-    deadline = time.time() + 20
-    while True:
-        try:
-            import urllib.request
-            if urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1).status == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline
-        time.sleep(0.1)
+    wait_for(lambda: healthz(port) == 200, 20, "the service's first 200")
     report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_log_file=str(log)))[0]
     found = cause(report, "disk_full")
     assert found["severity"] == "fail"
