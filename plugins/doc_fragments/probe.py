@@ -74,9 +74,11 @@ options:
         (variable C(doctor_voice_pace)).
       - C(1) sends a frame every 20 ms, at real time as Twilio does; C(N) every 20/N ms, so the call takes 1/N s.
         The frames, their chunk numbers and timestamps and every check stay the same.
-      - Faster than real time misses what only the call's length shows, e.g. an app that closes the stream or
-        starts talking only after some hundreds of milliseconds; C(playbooks/audit.yml) uses C(4).
-    type: float
+      - Faster than real time misses what only the call's length shows, e.g. an app that closes the stream after
+        some hundreds of milliseconds; an app that has sent no audio back yet is still heard until the call's
+        real-time end (one second). C(playbooks/audit.yml) and C(playbooks/stabilize.yml) use C(4).
+      - From C(1) to C(20).
+    type: raw
     default: 1.0
   public_base_url:
     description:

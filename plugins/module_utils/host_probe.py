@@ -30,6 +30,7 @@ DEFAULTS = {
     'stream_status_path': '/stream_status', 'ws_path': '/ws/twilio-media', 'twilio_auth_token': None,
     'gcp_credentials_env': None,
 }
+PACE_MAX = 20
 TARGET_LAYERS = ('port', 'process', 'listen', 'healthz', 'boot', 'system', 'eventlet', 'voice')
 
 
@@ -61,12 +62,13 @@ def validate(params):
         raise InputError('doctor_env_file=%r does not exist: set it to the env file the service reads, '
                          'or leave it unset' % (p['env_file'],))
     try:
-        pace = float(p['voice_pace'])
+        pace = None if isinstance(p['voice_pace'], bool) else float(p['voice_pace'])
     except (TypeError, ValueError):
         pace = None
-    if pace is None or not 0 < pace < float('inf'):
-        raise InputError('doctor_voice_pace=%r is not a pace: set it to a number above 0, e.g. 1 (real time: a media '
-                         'frame every 20 ms, as Twilio sends) or 4 (every 5 ms)' % (p['voice_pace'],))
+    # Slower than real time would hold a sync worker past its --timeout; past 20x the frames go out in a burst.
+    if pace is None or not 1 <= pace <= PACE_MAX:
+        raise InputError('doctor_voice_pace=%r is not a pace: set it to a number from 1 (real time: a media frame every '
+                         '20 ms, as Twilio sends) to %d, e.g. 4 (every 5 ms)' % (p['voice_pace'], PACE_MAX))
     p['voice_pace'] = pace
     for name in ('healthz_path', 'incoming_call_path', 'stream_status_path', 'ws_path'):
         if not str(p[name]).startswith('/'):

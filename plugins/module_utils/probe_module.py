@@ -29,7 +29,7 @@ ARGUMENT_SPEC = dict(
     preload_boot=dict(type='str', default='auto', choices=['auto', 'always', 'never']),
     worker_class=dict(type='str', default='auto', choices=['auto', 'sync', 'eventlet', 'gthread', 'gevent']),
     voice_checks=dict(type='bool', default=True),
-    voice_pace=dict(type='float', default=1.0),
+    voice_pace=dict(type='raw', default=1.0),  # host_probe.validate says what a pace is, in one line
     public_base_url=dict(type='str'),
     incoming_call_path=dict(type='str', default='/incoming_call'),
     stream_status_path=dict(type='str', default='/stream_status'),

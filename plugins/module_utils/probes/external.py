@@ -39,12 +39,24 @@ def _installed(name):
         return False
 
 
+LOAD_ERRORS = {}   # library -> why it is installed but does not import (a broken dependency, an old OpenSSL)
+
+
 def _load(name):
-    """The library, imported on first use; None when it cannot be."""
+    """The library, imported on first use; None when it cannot be (the reason kept in LOAD_ERRORS)."""
     try:
         return importlib.import_module(name)
-    except ImportError:
+    except Exception as e:  # an installed library that fails to import must not end the report in a traceback
+        LOAD_ERRORS[name] = '%s: %s' % (e.__class__.__name__, str(e)[:200])
         return None
+
+
+def _unusable(library, module):
+    """The not_run reason for a library the check needs and cannot use."""
+    if module in LOAD_ERRORS:
+        return '%s is installed on the controller but does not import (%s): %s' % (
+            library, LOAD_ERRORS[module], _pip('--force-reinstall ' + library))
+    return '%s is not installed on the controller: %s' % (library, _pip(library))
 
 
 # Found, not imported: together they take ~0.1 s to import, on the path of every report (the action
@@ -399,7 +411,7 @@ def check_https(url, cafile, validate_certs, timeout):
     """GET url over http(s), no redirects followed (Twilio's media stream follows none either)."""
     requests = _load('requests') if HAS_REQUESTS else None
     if requests is None:
-        return _result(url, not_run='requests is not installed on the controller: %s' % _pip('requests'))
+        return _result(url, not_run=_unusable('requests', 'requests'))
     started = time.time()
     session = requests.Session()
     try:
@@ -439,7 +451,7 @@ def check_wss(url, cafile, validate_certs, timeout):
     it) and Sec-WebSocket-Protocol: audio.twilio.com echoed. Closed right after the handshake."""
     websocket = _load('websocket') if HAS_WEBSOCKET else None
     if websocket is None:
-        return _result(url, not_run='websocket-client is not installed on the controller: %s' % _pip('websocket-client'))
+        return _result(url, not_run=_unusable('websocket-client', 'websocket'))
     started = time.time()
     ws = None
     try:
@@ -511,6 +523,9 @@ def collect(base_url, source, healthz_path='/healthz', ws_path='/ws/twilio-media
         facts['https'] = _result(https_url, **failed)
         facts['wss'] = _result(wss_url, **failed)
     else:
+        for name, present in (('requests', HAS_REQUESTS), ('websocket', HAS_WEBSOCKET)):
+            if present:
+                _load(name)   # first imports here, not racing in two threads
         with ThreadPoolExecutor(max_workers=2) as pool:
             f_https = pool.submit(check_https, https_url, cafile, validate_certs, timeout)
             f_wss = pool.submit(check_wss, wss_url, cafile, validate_certs, timeout)

@@ -373,7 +373,7 @@ def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, f
         if receiver.closed is None:
             seq += 1
             ws.send(json.dumps(twilio.mark_message(stream_sid, seq, 'sre-gunicorn-doctor')))
-            _await_replies(receiver, media_end)
+            _await_replies(receiver, media_end, media_start + frames * twilio.FRAME_MS / 1000.0)
             seq += 1
             stop_at = time.monotonic() - t0
             ws.send(json.dumps(twilio.stop_message(stream_sid, seq, call_sid, account_sid)))
@@ -388,12 +388,18 @@ def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, f
     return summary
 
 
-def _await_replies(receiver, media_end):
-    """Until the mark comes back, or DRAIN_QUIET without a frame, at most DRAIN_MAX after the last frame."""
-    deadline = media_end + DRAIN_MAX
+def _await_replies(receiver, media_end, real_end):
+    """Until the mark comes back, or DRAIN_QUIET without a frame, at most DRAIN_MAX after the last frame.
+
+    Faster than real time (real_end after media_end), an app that has sent no audio back yet is heard until the
+    call's real-time end first: one that starts talking a few hundred ms into the call is still checked."""
+    deadline = max(media_end, real_end) + DRAIN_MAX
     with receiver.arrived:
         while receiver.closed is None:
             now = time.monotonic()
+            if now < real_end and not any(f[1] and b'"media"' in f[2] for f in receiver.frames):
+                receiver.arrived.wait(min(real_end - now, RECV_POLL * 2))
+                continue
             last = max([media_end] + [receiver.t0 + f[0] for f in receiver.frames[-1:]])
             quiet_until = last + DRAIN_QUIET
             if now >= deadline or now >= quiet_until or any(
@@ -479,10 +485,9 @@ def media_tx_lines(path, offset, stream_sid, expected):
         if size != last_size:
             last_size, still_since = size, now
         # Await the lines, not a fixed delay: done when there are as many as frames came back, or the
-        # log has stopped growing, or the bound is reached; at once when the app wrote nothing at all to
-        # it during the call (it logs elsewhere, or buffers: waiting would not bring the lines).
-        if (expected and len(lines) >= expected) or not expected or not text or now - still_since >= 0.15 \
-                or now >= deadline:
+        # log has stopped growing, or the bound is reached; at once when no frame came back.
+        # A log that has not grown yet while frames came back may be relayed (supervisord, journald): wait.
+        if (expected and len(lines) >= expected) or not expected or now - still_since >= 0.15 or now >= deadline:
             break
         time.sleep(0.02)
     return {'log': path, 'count': len(lines), 'with_stream_sid': len([line for line in lines if stream_sid in line]),

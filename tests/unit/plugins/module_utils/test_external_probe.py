@@ -223,3 +223,12 @@ def test_collect_keeps_no_password_of_the_url():
     assert "s3cret" not in repr(facts)
     assert facts["base_url"] == "https://voice.invalid"
     assert "s3cret" not in repr(external.collect("https://user:s3cret@voice.invalid:8x", "PUBLIC_BASE_URL"))
+
+
+def test_a_library_that_is_installed_but_fails_to_import_is_named_so(tmp_path, monkeypatch):
+    (tmp_path / "doctor_broken_lib.py").write_text("raise RuntimeError('needs OpenSSL 3')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert external._load("doctor_broken_lib") is None
+    reason = external._unusable("broken-lib", "doctor_broken_lib")
+    assert "is installed on the controller but does not import (RuntimeError: needs OpenSSL 3)" in reason
+    assert external._unusable("requests", "no_such_module_here").startswith("requests is not installed")
