@@ -107,13 +107,6 @@ options:
       - Name of an environment variable of the service that holds the Google credentials JSON itself,
         for services that do not use a C(GOOGLE_APPLICATION_CREDENTIALS) file (variable C(doctor_gcp_credentials_env)).
     type: str
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 requirements:
   - psutil
 notes:

@@ -49,15 +49,9 @@ options:
         current run and stays, even when nothing holds it open (0 - no master runs).
     type: float
     default: 0
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 requirements:
   - psutil
 '''

@@ -37,15 +37,9 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 '''
 
 EXAMPLES = r'''

@@ -19,6 +19,7 @@ author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 '''
 
 EXAMPLES = r'''

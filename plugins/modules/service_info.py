@@ -48,15 +48,9 @@ options:
   env_file:
     description: Dotenv-style file of the service environment; its C(PORT) is returned.
     type: path
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 requirements:
   - psutil
 '''

@@ -98,15 +98,9 @@ options:
         description: How many archive directories to keep.
         type: int
         default: 5
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 requirements:
   - psutil
 '''

@@ -45,15 +45,9 @@ options:
     description: Seconds to wait for the processes to exit after C(TERM) before C(KILL).
     type: float
     default: 10
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 requirements:
   - psutil
 seealso:

@@ -29,15 +29,9 @@ options:
     description: Drop-in files of the unit, file name to text (they go in C(UNIT.d/)).
     type: dict
     default: {}
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 '''
 
 EXAMPLES = r'''

@@ -54,15 +54,9 @@ options:
   worker_class:
     description: The worker class the master must run, when given.
     type: str
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes
 requirements:
   - psutil
 '''
