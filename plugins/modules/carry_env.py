@@ -150,8 +150,8 @@ def main():
         module.fail_json(msg='cannot carry the environment of %s: %s; set those variables in doctor_env_file instead'
                          % (p['runner_file'], '; '.join(problems)))
     old_text = service_env.read_text(p['path'])
-    carried = service_env.parse_dotenv(old_text or '')
-    carried.update(runner_env)
+    old_env = service_env.parse_dotenv(old_text or '')
+    carried = dict(old_env, **runner_env)
     for name in set(p['exclude']) | MANAGED:
         carried.pop(name, None)
         runner_env.pop(name, None)
@@ -170,7 +170,7 @@ def main():
         result['changed'] = True
     if result['changed'] and module._diff:
         result['diff'] = {'before_header': p['path'], 'after_header': p['path'],
-                          'before': names_only(service_env.parse_dotenv(old_text or '')), 'after': names_only(carried)}
+                          'before': names_only(old_env), 'after': names_only(carried)}
     if result['changed'] and not module.check_mode:
         write_private(module, p['path'], text)
     module.exit_json(**result)
