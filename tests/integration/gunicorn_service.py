@@ -47,6 +47,25 @@ def _wait_gone(procs, timeout, poll=0.05):
     return alive
 
 
+def stop_popen(proc, children, grace):
+    """SIGTERM to a master we started, SIGKILL after `grace`; then its workers by their PIDs. Workers normally
+    exit with the master; an orphan (the master SIGKILLed) is killed here. psutil.Process.kill() checks the
+    process start time, so a recycled PID is never hit."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    for p in _wait_gone(children, timeout=grace):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _wait_gone(children, timeout=5)
+
+
 class GunicornService:
     """One gunicorn master serving ``app_spec`` from ``app_dir``.
 
@@ -195,22 +214,7 @@ class GunicornService:
         if self.proc is None:
             return
         self.record_children()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        # Workers normally exit with the master; an orphan (e.g. after the
-        # master was SIGKILLed) is killed here. psutil.Process.kill() checks
-        # the process start time, so a recycled PID is never hit.
-        for p in _wait_gone(self.children, timeout=grace):
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        _wait_gone(self.children, timeout=5)
+        stop_popen(self.proc, self.children, grace)
 
     def __enter__(self):
         self.start()

@@ -11,8 +11,8 @@ import psutil
 
 from doctor_run import PYTHON, cause, diagnose, make_app
 from gunicorn_service import free_port
-from test_diagnose_server_layers import base_vars, healthy_service, stop_tree
-from test_stabilize import healthz, wait_for
+from test_diagnose_server_layers import base_vars, healthy_service
+from test_stabilize import healthz, stop_tree, wait_for
 
 
 def test_check_mode_gives_the_same_report(services, tmp_path, port):

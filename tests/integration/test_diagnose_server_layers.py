@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import signal
 import subprocess
 import time
 
@@ -10,7 +9,7 @@ import psutil
 import pytest
 
 from doctor_run import PYTHON, cause, cause_ids, diagnose, layer, make_app, run_playbook
-from test_stabilize import healthz, wait_for
+from test_stabilize import healthz, stop_tree, wait_for
 
 
 def healthy_service(services, tmp_path, port, **kwargs):
@@ -167,26 +166,6 @@ def test_loop_that_sigterms_the_master(tmp_path, port):
     assert "Handling signal: term" in found["evidence"][0]
     assert report["failed_layer"] == "process"
     assert report["verdict"] in ("down", "degraded")
-
-
-def stop_tree(pid):
-    """Stop a process we started and its descendants, by PID: TERM, then KILL."""
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = [root] + root.children(recursive=True)
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    alive = psutil.wait_procs(procs, timeout=5)[1]
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def without_healthz(text):

@@ -13,7 +13,6 @@ import ipaddress
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gunicorn_service import _wait_gone
+from gunicorn_service import stop_popen
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 # Installs nginx from Debian's packages (CI runs as root). The package would start the system nginx on
@@ -217,15 +216,4 @@ class NginxTLSProxy:
                 self.children = psutil.Process(self.pid).children(recursive=True) or self.children
             except psutil.NoSuchProcess:
                 pass
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        for p in _wait_gone(self.children, timeout=grace):
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        _wait_gone(self.children, timeout=5)
+        stop_popen(self.proc, self.children, grace)

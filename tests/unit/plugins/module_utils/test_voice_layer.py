@@ -401,23 +401,27 @@ def test_post_form_to_nothing():
     assert got["status"] is None and got["error"]
 
 
-@pytest.fixture
-def demo_server():
-    """The demo app (flask-sock) under werkzeug's threaded server on a loopback port."""
-    import importlib
-    import sys
+def serving(app):
+    """A fixture body: the WSGI app under werkzeug's threaded server on a loopback port, shut down afterwards."""
     from werkzeug.serving import make_server
-    sys.path.insert(0, str(DEMO))
-    try:
-        main = importlib.import_module("AgentLocator.main")
-    finally:
-        sys.path.remove(str(DEMO))
-    server = make_server("127.0.0.1", 0, main.create_app(), threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_port
     server.shutdown()
     thread.join(5)
+
+
+@pytest.fixture
+def demo_server():
+    """The demo app (flask-sock) on a loopback port."""
+    import importlib
+    sys.path.insert(0, str(DEMO))
+    try:
+        main = importlib.import_module("AgentLocator.main")
+    finally:
+        sys.path.remove(str(DEMO))
+    yield from serving(main.create_app())
 
 
 def test_probe_websocket_round_trip_against_the_demo(demo_server):
@@ -453,7 +457,6 @@ def late_talker():
     import base64
     from flask import Flask
     from flask_sock import Sock
-    from werkzeug.serving import make_server
     app = Flask("late_talker")
     app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": ["audio.twilio.com"]}
     sock = Sock(app)
@@ -475,12 +478,7 @@ def late_talker():
                 ws.send(json.dumps({"event": "media", "streamSid": sid,
                                     "media": {"payload": base64.b64encode(b"\x00" * 320).decode()}}))
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    thread.join(5)
+    yield from serving(app)
 
 
 def test_a_faster_pace_still_hears_an_app_that_talks_late(late_talker):
