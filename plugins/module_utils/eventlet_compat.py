@@ -17,7 +17,7 @@ __metaclass__ = type
 import re
 
 SOURCES = {
-    'facts': '../shared/domain-facts.md, "Versions: what can run the eventlet worker at all" (reproduced on '
+    'facts': 'docs/facts.md, "Gunicorn and eventlet: which versions can run together" (reproduced on '
              'Debian 12, Python 3.11)',
     'g20-already-handled': 'eventlet 0.30.3 removed eventlet.wsgi.ALREADY_HANDLED: https://github.com/eventlet/eventlet/issues/702, '
                            'https://github.com/benoitc/gunicorn/issues/2582; fixed in gunicorn 21 by '

@@ -23,7 +23,7 @@ TWILIO_SUBPROTOCOL = 'audio.twilio.com'
 
 CHECK_URL, CHECK_HTTPS, CHECK_WSS = 'public URL', 'https healthz', 'wss handshake'
 GATEWAY_STATUSES = (502, 503, 504)
-# What Twilio reports when the media stream's wss:// connection fails this way (shared domain facts).
+# What Twilio reports when the media stream's wss:// connection fails this way (docs/facts.md).
 TWILIO_ERRORS = {'refused': 31902, 'timeout': 31901, 'tls': 31910, 'http_status': 31920, 'no_subprotocol': 31920,
                  'bad_accept': 31920}
 VERIFY_EXPIRED, VERIFY_NOT_YET_VALID = 10, 9

@@ -11,7 +11,7 @@ import jsonschema
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_APP = ROOT / "examples" / "agentlocator"
-SCHEMA_PATH = ROOT.parent / "shared" / "report.schema.json"
+SCHEMA_PATH = ROOT / "docs" / "report.schema.json"  # the report contract, shipped with the collection
 PYTHON = sys.executable  # the venv: ansible's interpreter, the app's and the target's
 
 

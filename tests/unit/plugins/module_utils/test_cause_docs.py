@@ -9,15 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import cause_docs, verdict
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import CAUSES, LAYERS
 
 UNIT_DIR = Path(__file__).resolve().parents[2]
 ROOT = UNIT_DIR.parents[1]                         # the checkout
-SHARED = UNIT_DIR.parents[2] / "shared"           # ../shared beside the checkout (as test_verdict uses)
-SCHEMA = json.loads((UNIT_DIR / "fixtures" / "report.schema.json").read_text())
+DOCS = ROOT / "docs"                              # the contract, the runbook and the report schema
+SCHEMA = json.loads((DOCS / "report.schema.json").read_text())
 MODULE_UTILS = Path(verdict.__file__).resolve().parent
 PAGE = ROOT / "docs" / "causes.md"
 SCRIPT = ROOT / "scripts" / "gen_cause_docs.py"
@@ -28,7 +26,7 @@ REPORT_CAUSE_KEYS = {"id", "layer", "severity", "evidence", "remedy", "twilio_er
 
 
 def contract_ids():
-    text = (SHARED / "contract.md").read_text()
+    text = (DOCS / "contract.md").read_text()
     section = text.split("## Stable cause ids", 1)[1].strip().split("\n\n", 1)[0]
     return re.findall(r"[a-z][a-z0-9_]+", section)
 
@@ -77,7 +75,6 @@ def test_every_cause_has_a_section_in_ladder_order():
         assert "[`%s`](#%s)" % (cause_id, cause_id) in page
 
 
-@pytest.mark.skipif(not (SHARED / "contract.md").is_file(), reason="../shared/contract.md is not beside the checkout")
 def test_every_contract_id_is_in_the_table_and_on_the_page():
     page = cause_docs.render_markdown()
     pattern = re.compile(SCHEMA["properties"]["causes"]["items"]["properties"]["id"]["pattern"])
@@ -132,9 +129,8 @@ def test_runbook_corrections_are_stated_by_the_cause_table():
         assert "says `%s`" % c["runbook"] in page
 
 
-@pytest.mark.skipif(not (SHARED / "runbook.md").is_file(), reason="../shared/runbook.md is not beside the checkout")
 def test_runbook_corrections_quote_the_runbook():
-    runbook = (SHARED / "runbook.md").read_text()
+    runbook = (DOCS / "runbook.md").read_text()
     for c in cause_docs.runbook_corrections():
         assert c["runbook"] in runbook
 

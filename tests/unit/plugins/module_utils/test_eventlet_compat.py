@@ -23,7 +23,7 @@ def test_gunicorn_25_refuses_the_runbooks_eventlet():
     assert (p["package"], p["version"], p["pin"], p["severity"]) == ("eventlet", "0.33.3", "eventlet>=0.40.3", "fail")
     assert p["error"] == "RuntimeError: eventlet worker requires eventlet 0.40.3 or higher"
     assert p["reason"] == "gunicorn 25.3.0 needs eventlet >= 0.40.3"
-    assert any("domain-facts" in s for s in p["sources"])
+    assert any(s.startswith("docs/facts.md") for s in p["sources"])
 
 
 def test_gunicorn_24_behaves_like_25():

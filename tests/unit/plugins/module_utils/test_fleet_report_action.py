@@ -7,7 +7,7 @@ import jsonschema
 
 from ansible_collections.sre.gunicorn_doctor.plugins.action.fleet_report import host_report, plain
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[3] / "unit" / "fixtures" / "report.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[4] / "docs" / "report.schema.json").read_text())
 
 
 class Tagged(str):

@@ -20,8 +20,8 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import logfile
 
 UNIT_DIR = Path(__file__).resolve().parents[2]
-SHARED = UNIT_DIR.parents[2] / "shared"           # ../shared beside the checkout (as tests/integration uses)
-SCHEMA = json.loads((UNIT_DIR / "fixtures" / "report.schema.json").read_text())
+DOCS = UNIT_DIR.parents[1] / "docs"                # the contract and its schema, shipped with the collection
+SCHEMA = json.loads((DOCS / "report.schema.json").read_text())
 
 LADDER = ["port", "process", "listen", "healthz", "boot", "system", "eventlet", "voice", "external"]
 # The contract's "Stable cause ids" (ids may be added; none is renamed or removed).
@@ -884,13 +884,8 @@ def test_render_remedy_fills_host_values_and_tolerates_missing_ones():
         "the canonical command is: ?")
 
 
-@pytest.mark.skipif(not (SHARED / "contract.md").is_file(), reason="../shared/contract.md is not beside the checkout")
 def test_stable_ids_match_the_contract():
-    text = (SHARED / "contract.md").read_text()
+    text = (DOCS / "contract.md").read_text()
     section = text.split("## Stable cause ids", 1)[1].strip().split("\n\n", 1)[0]
     assert sorted(re.findall(r"[a-z][a-z0-9_]+", section)) == sorted(STABLE_IDS)
 
-
-@pytest.mark.skipif(not (SHARED / "report.schema.json").is_file(), reason="../shared/report.schema.json is absent")
-def test_schema_fixture_is_the_shared_schema():
-    assert json.loads((SHARED / "report.schema.json").read_text()) == SCHEMA
