@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SIBLING = "sha" + "red"   # spelled in two parts so this file does not match its own patterns
-# `../shared/...` in any text, and pathlib's `ROOT.parent / "shared"` or `parents[2] / "shared"`.
+# A `../` path to the sibling directory in any text, and pathlib's `ROOT.parent / SIBLING` or `parents[2] / SIBLING`.
 OUTSIDE = re.compile(r"\.\./%s\b|(parent|parents\[\d+\])\s*/\s*[\"']%s[\"']" % (SIBLING, SIBLING))
 LINK = re.compile(r"\]\(([^)\s#]+)(#[^)]*)?\)")   # a Markdown link's target
 
