@@ -6,7 +6,34 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import textwrap
+
 MARK = {'pass': 'ok  ', 'warn': 'WARN', 'fail': 'FAIL', 'skip': 'skip'}
+WIDTH = 120          # columns of one ladder line; what does not fit is in the report
+MORE = ' ...'        # ends a line shortened at a word boundary
+EVIDENCE_LINES, REMEDY_LINES = 2, 3
+
+
+def _plain(text):
+    """One line of plain words: host output may carry newlines and runs of spaces."""
+    return ' '.join(str(text).split())
+
+
+def _fit(text, room):
+    """`text` whole when it fits in `room` columns, else shortened at the last word boundary."""
+    text = _plain(text)
+    if len(text) <= room:
+        return text
+    cut = text[:room - len(MORE) + 1]
+    space = cut.rfind(' ')
+    cut = cut[:space] if space > room // 2 else cut[:-1]   # a very long word is cut, not dropped
+    return cut.rstrip(' ,;:') + MORE
+
+
+def _wrap(first, text, indent, lines):
+    """`first` + `text` over at most `lines` lines of WIDTH, continuation lines indented."""
+    return textwrap.wrap(_plain(text), WIDTH, initial_indent=first, subsequent_indent=' ' * indent,
+                         break_long_words=True, break_on_hyphens=False, max_lines=lines, placeholder=MORE)
 
 
 def _headline(report):
@@ -23,18 +50,22 @@ def _layer_line(layer, causes):
     telling = [c for c in layer['checks'] if not (c.get('detail') or '').startswith('note:')] or layer['checks']
     worst = next((c for c in telling if c['status'] == layer['status']), None)
     detail = ', '.join(ids) if ids else (worst['detail'] if worst else '')
-    return '%-8s %s  %s' % (layer['name'], MARK[layer['status']], detail[:110])
+    head = '  %-8s %s  ' % (layer['name'], MARK[layer['status']])
+    return head + _fit(detail, WIDTH - len(head))
 
 
 def ladder(report, paths=None):
-    """A few lines per host: the verdict, one line per layer, each cause's first evidence and remedy."""
-    lines = [_headline(report)]
-    lines += ['  ' + _layer_line(layer, report['causes']) for layer in report['layers']]
+    """A few lines per host, none wider than WIDTH: the verdict, one line per layer, each cause's first
+    evidence and its remedy. A line that had to be shortened ends in MORE; the report has it whole."""
+    lines = [_fit(_headline(report), WIDTH)]
+    lines += [_layer_line(layer, report['causes']) for layer in report['layers']]
     for cause in report['causes']:
-        lines.append('  - %s [%s/%s]: %s' % (cause['id'], cause['layer'], cause['severity'], cause['evidence'][0][:160]))
-        lines.append('    fix: %s' % cause['remedy'][:220])
-    for path in paths or []:
-        lines.append('  report: %s' % path)
+        lines += _wrap('  - %s [%s/%s]: ' % (cause['id'], cause['layer'], cause['severity']),
+                       cause['evidence'][0] if cause['evidence'] else '', 4, EVIDENCE_LINES)
+        lines += _wrap('    fix: ', cause['remedy'], 9, REMEDY_LINES)
+    if any(line.endswith(MORE) for line in lines):
+        lines.append('  (lines ending in "%s" are shortened: the report below has them whole)' % MORE.strip())
+    lines += ['  report: %s' % path for path in paths or []]   # a path is never shortened
     return lines
 
 

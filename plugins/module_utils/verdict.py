@@ -263,13 +263,28 @@ def healthz_stable(facts):
     return bool(samples) and all(s['status'] == 200 for s in samples) and not _answered_by_stranger(facts)
 
 
+def _answers_in_runs(samples, most=4):
+    """The samples' answers as runs, so a long window stays one short phrase: '26 x 200', or
+    '3 x 200, then 2 x 502, then 1 x connection refused'."""
+    runs = []
+    for s in samples:
+        answer = str(s['status']) if s['status'] else (s['error'] or 'no answer')
+        if runs and runs[-1][0] == answer:
+            runs[-1][1] += 1
+        else:
+            runs.append([answer, 1])
+    text = ', then '.join('%d x %s' % (count, answer) for answer, count in runs[:most])
+    if len(runs) > most:
+        text += ', then %d more changes' % (len(runs) - most)
+    return text or 'no samples'
+
+
 def judge_healthz(facts, layer):
     h = facts['healthz']
     samples = h['samples']
     statuses = [s['status'] for s in samples]
     ok = [s for s in samples if s['status'] == 200]
-    summary = '%d sample(s) over %.1f s (%s): %s' % (len(samples), h['elapsed'], h['wait_reason'], ', '.join(
-        str(s['status']) if s['status'] else (s['error'] or 'no answer') for s in samples[:12]))
+    summary = '%s over %.1f s (%s)' % (_answers_in_runs(samples), h['elapsed'], h['wait_reason'])
     strangers = _answered_by_stranger(facts)
     if ok and strangers:
         layer.check('stable 200', 'fail', '%s, but from pid %s (%s), which is not the app' % (
