@@ -36,7 +36,14 @@ _VALUE_OPTS = {
     '--keep-alive': 'keepalive',
     '--log-level': 'loglevel',
     '--threads': 'threads',
+    '--worker-connections': 'worker_connections',
+    '--graceful-timeout': 'graceful_timeout',
+    '-u': 'user', '--user': 'user',
+    '-g': 'group', '--group': 'group',
+    '-e': 'raw_env', '--env': 'raw_env',
+    '-n': 'proc_name', '--name': 'proc_name',
 }
+_REPEATED = ('bind', 'raw_env')   # options that may be given more than once, each adding a value
 _FLAG_OPTS = {'--preload': 'preload', '-D': 'daemon', '--daemon': 'daemon',
               '--capture-output': 'capture_output', '--reload': 'reload'}
 # gunicorn's other options that take no value; every other unknown option consumes the next argument.
@@ -45,7 +52,7 @@ _OTHER_FLAGS = frozenset(('-R', '--enable-stdio-inheritance', '--check-config', 
                           '--disable-redirect-access-to-syslog', '--strip-header-spaces', '--do-handshake-on-connect',
                           '--suppress-ragged-eofs', '--paste-global-conf', '-v', '--version', '-h', '--help'))
 _APP_LIKE = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$')
-_INT_SETTINGS = ('workers', 'timeout', 'keepalive', 'threads')
+_INT_SETTINGS = ('workers', 'timeout', 'keepalive', 'threads', 'worker_connections', 'graceful_timeout')
 
 
 def is_gunicorn_cmdline(argv):
@@ -68,35 +75,51 @@ def is_gunicorn_cmdline(argv):
 def parse_cmdline(argv):
     """Parse a gunicorn argv into settings: app spec, worker class, binds, workers, timeout, preload...
 
-    Unknown options are kept out of the result; the last positional argument is the app spec.
-    """
-    settings = dict(DEFAULTS)
-    settings['bind'] = []
-    settings['app'] = None
+    Unknown options are kept out of the result; the last positional argument is the app spec; what the
+    argv does not set has gunicorn's default (gunicorn_settings.effective adds the config file and
+    GUNICORN_CMD_ARGS)."""
+    settings = dict(DEFAULTS, bind=list(DEFAULTS['bind']), app=None)
+    settings.update(parse_args(argv))
+    settings['worker_class'] = normalize_worker_class(settings['worker_class'])
+    return settings
+
+
+def _drop_program(argv):
+    """argv without the interpreter / `-m gunicorn` / gunicorn script prefix."""
     args = list(argv)
-    # Drop the interpreter / `-m gunicorn` / gunicorn script prefix.
     while args and not args[0].startswith('-') and os.path.basename(args[0]) != 'gunicorn':
         if len(args) > 1 and args[1] == '-m':
-            args = args[2:]
-            break
+            return args[2:]
         args = args[1:]
     if args and os.path.basename(args[0]) == 'gunicorn':
         args = args[1:]
+    return args
+
+
+def _split_option(arg):
+    """`--bind=x` -> ('--bind', 'x'); `-b0.0.0.0:80` -> ('-b', '0.0.0.0:80'); else (arg, None)."""
+    if arg.startswith('--') and '=' in arg:
+        return tuple(arg.split('=', 1))
+    if len(arg) > 2 and arg[:2] in _VALUE_OPTS and not arg.startswith('--'):
+        return arg[:2], arg[2:]
+    return arg, None
+
+
+def parse_args(argv):
+    """Only the settings an argv sets itself (no defaults): {key: value}; `bind` and `raw_env` are lists."""
+    settings = {}
+    args = _drop_program(argv)
     i = 0
     while i < len(args):
         arg = args[i]
-        name, value = arg, None
-        if arg.startswith('--') and '=' in arg:
-            name, value = arg.split('=', 1)
-        elif len(arg) > 2 and arg[:2] in _VALUE_OPTS and not arg.startswith('--'):
-            name, value = arg[:2], arg[2:]
+        name, value = _split_option(arg)
         if name in _VALUE_OPTS:
             if value is None:
                 i += 1
                 value = args[i] if i < len(args) else ''
             key = _VALUE_OPTS[name]
-            if key == 'bind':
-                settings['bind'].append(value)
+            if key in _REPEATED:
+                settings.setdefault(key, []).append(value)
             else:
                 settings[key] = value
         elif name in _FLAG_OPTS:
@@ -114,9 +137,8 @@ def parse_cmdline(argv):
                 settings[key] = int(settings[key])
             except (TypeError, ValueError):
                 pass
-    if not settings['bind']:
-        settings['bind'] = list(DEFAULTS['bind'])
-    settings['worker_class'] = normalize_worker_class(settings['worker_class'])
+    if 'worker_class' in settings:
+        settings['worker_class'] = normalize_worker_class(settings['worker_class'])
     return settings
 
 
