@@ -26,8 +26,8 @@ def test_no_line_is_wider_than_the_width_and_none_is_cut_inside_a_word(tmp_path)
     def started_by_a_long_runner(facts):
         facts["process"]["masters"][0]["runner"] = {
             "kind": "standalone",
-            "detail": "gunicorn --daemon --pid /run/agentlocator/gunicorn.pid --bind 0.0.0.0:8123 --workers 1 "
-                       "--access-logfile /var/log/agentlocator/access.log AgentLocator.main:app"}
+            "detail": ("gunicorn --daemon --pid /run/agentlocator/gunicorn.pid --bind 0.0.0.0:8123 --workers 1 "
+                       "--access-logfile /var/log/agentlocator/access.log AgentLocator.main:app")}
         set_healthz(facts, [200] * 26)
     report = report_of(tmp_path, started_by_a_long_runner)
     report["causes"] = [{"id": "external_unreachable", "layer": "external", "severity": "fail",

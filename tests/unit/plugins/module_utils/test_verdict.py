@@ -888,4 +888,3 @@ def test_stable_ids_match_the_contract():
     text = (DOCS / "contract.md").read_text()
     section = text.split("## Stable cause ids", 1)[1].strip().split("\n\n", 1)[0]
     assert sorted(re.findall(r"[a-z][a-z0-9_]+", section)) == sorted(STABLE_IDS)
-
