@@ -52,11 +52,20 @@ options:
   preload_boot:
     description:
       - When to start C(gunicorn --preload -k sync) on a free loopback port to see the app boot
-        (variable C(doctor_preload_boot)).
-      - C(auto) does it only when C(/healthz) is not a stable 200.
+        (variable C(doctor_preload_boot)). This runs the app's code, as described in the notes.
+      - C(auto) does it only when C(/healthz) is not a stable 200. C(never) boots the app on no port, with no
+        worker class (the eventlet layer's C(-k eventlet) boot included); the report says the check was turned off.
     type: str
     choices: [auto, always, never]
     default: auto
+  dry_import:
+    description:
+      - Import the app in its own interpreter and GET the health path through Flask's test client
+        (the runbook's dry import; variable C(doctor_dry_import)). This runs the app's code, as described in the notes.
+      - C(false) imports nothing; the report says the check was turned off. With I(preload_boot=never) too,
+        diagnosis runs none of the app's code.
+    type: bool
+    default: true
   worker_class:
     description:
       - The worker class the service should run (variable C(doctor_worker_class)).
@@ -110,8 +119,21 @@ options:
 requirements:
   - psutil
 notes:
-  - Read-only. The only process started is the spare-port boot (and the dry import), stopped by PID before
-    the module returns.
+  - Read-only on the service; it is observed, never signalled or restarted.
+  - Diagnosis runs the app's own code. The dry import imports the app (everything its modules do at import
+    runs); the spare-port boot starts it with C(gunicorn --preload) on a free loopback port. Both run as the
+    service's user and group - the running master's (its workers' when gunicorn C(--user) drops them), else the
+    C(User=)/C(Group=) of the systemd unit or the C(user=) of the supervisord program that runs the app, else
+    the owner of I(chdir) - never as the Ansible user when that is someone else. When the owner of I(chdir) is
+    root and nothing names another user, they run as root, as the service would. A prober that is not root runs
+    them as itself. The boot layer's checks name the user and where it came from.
+  - They get the service's own environment (the running master's, else its runner's and I(env_file)) without
+    C(SSH_*), C(SUDO_*), C(ANSIBLE_*) or C(GUNICORN_CMD_ARGS), with a private temporary C(HOME) and C(TMPDIR)
+    removed afterwards. The spare-port boot loads its own empty gunicorn configuration and pid file, never the
+    app's C(gunicorn.conf.py) (its hooks, C(daemon), C(pidfile)).
+  - Each runs in a session of its own, bounded by I(boot_timeout); at the end the whole session is killed,
+    with any process it started that left the session but kept its environment.
+  - I(dry_import=false) and I(preload_boot=never) turn both off.
 seealso:
   - module: sre.gunicorn_doctor.probe
 '''

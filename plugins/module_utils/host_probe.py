@@ -6,6 +6,8 @@
 Order: the process table and the log first (cheap, and everything else needs them), then the
 port; then listen, healthz, the dry import, the static scan and the system layer concurrently.
 The spare-port preload boot runs only when /healthz is not a 200 (evidence decides what to pay for).
+The dry import and the preload boot run the app's code: confined by app_runner (as the service's user, with the
+service's environment only); doctor_dry_import=false and doctor_preload_boot=never turn them off.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,7 +19,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, gunicorn, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
     boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
@@ -25,7 +27,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import 
 APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
     'python': 'python3', 'port': None, 'env_file': None, 'log_file': None, 'healthz_path': '/healthz',
-    'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto', 'worker_class': 'auto',
+    'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto', 'dry_import': True, 'worker_class': 'auto',
     'voice_checks': True, 'voice_pace': 1.0, 'public_base_url': None, 'incoming_call_path': '/incoming_call',
     'stream_status_path': '/stream_status', 'ws_path': '/ws/twilio-media', 'twilio_auth_token': None,
     'gcp_credentials_env': None,
@@ -76,13 +78,15 @@ def validate(params):
     return p
 
 
-def service_environment(masters, env_file_env):
-    """The environment the app really runs with: the running master's, else ours plus the env file."""
+def service_environment(masters, env_file_env, runners=()):
+    """The environment the app really runs with: the running master's; else what its runner (the first systemd
+    unit or supervisord program that runs it, see app_runner.find_runners) and the env file give it. Never the
+    prober's own: that is Ansible's (SSH_AUTH_SOCK, SUDO_*, ANSIBLE_*), not the service's."""
     for master in masters:
         env = service_env.read_proc_environ(master['pid'])
         if env:
             return env
-    env = dict(os.environ)
+    env = dict(runners[0]['env']) if runners else {}
     env.update(env_file_env or {})
     return env
 
@@ -99,10 +103,10 @@ def wait_decision(masters, window):
     return window - age, '%s is only %.1f s old: watching until it is %d s old' % (who, age, window)
 
 
-def _timed(timings, name, func, *args):
+def _timed(timings, name, func, *args, **kwargs):
     started = time.time()
     try:
-        return func(*args)
+        return func(*args, **kwargs)
     finally:
         timings[name] = round(time.time() - started, 3)
 
@@ -137,7 +141,9 @@ def probe_host(psutil, params, layers=None):
     procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], own_lineage(psutil))
     port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
                   procs['masters'], p['app'], p['chdir'])
-    env = service_environment(procs['masters'], env_file_env)
+    runners = app_runner.find_runners(p['app'], p['chdir'])
+    env = service_environment(procs['masters'], env_file_env, runners)
+    ident = app_runner.service_identity(psutil, procs['masters'], runners, p['chdir'])
     wait, reason = wait_decision(procs['masters'], p['stability_window'])
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
 
@@ -159,9 +165,10 @@ def probe_host(psutil, params, layers=None):
         if needed('healthz'):
             futures['healthz'] = pool.submit(_timed, timings, 'healthz', healthz.collect, port['port'],
                                              p['healthz_path'], wait, reason)
-        if needed('boot'):
+        if needed('boot') and p['dry_import']:
             f_dry = pool.submit(_timed, timings, 'dry_import', boot.run_dry_import, p['python'], p['chdir'],
-                                p['app'], p['healthz_path'], env, p['boot_timeout'], psutil)
+                                p['app'], p['healthz_path'], env, p['boot_timeout'], psutil, ident=ident)
+        if needed('boot'):
             f_scan = pool.submit(_timed, timings, 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
         if needed('system'):
             futures['system'] = pool.submit(_timed, timings, 'system', system.collect, psutil, [p['chdir'], log_dir],
@@ -173,20 +180,21 @@ def probe_host(psutil, params, layers=None):
         # What the later layers share: the inputs, the service's environment and what was seen so far.
         context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
                    'port': port['port'], 'log': log, 'healthz': facts.get('healthz'), 'stable': stable,
-                   'dry_import': None}
+                   'dry_import': None, 'identity': ident}
         if needed('voice') and p['voice_checks']:
             # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
             later['voice'] = pool.submit(_timed, timings, 'voice', voice.collect, context)
         for name, future in futures.items():
             facts[name] = future.result()
-        if needed('boot'):
+        dry = None
+        if needed('boot') and p['dry_import']:
             dry = f_dry.result()
             _check_app_spec(p, dry)
             context = dict(context, dry_import=dry)
         if needed('boot') and (p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable)):
             later['preload'] = pool.submit(_timed, timings, 'preload_boot', boot.preload_boot, p['python'],
                                            p['chdir'], p['app'], p['healthz_path'], env, p['boot_timeout'],
-                                           dry.get('versions', {}).get('gunicorn'), psutil)
+                                           (dry or {}).get('versions', {}).get('gunicorn'), psutil, ident=ident)
         if needed('eventlet'):
             later['eventlet'] = pool.submit(_timed, timings, 'eventlet', eventlet_probe.collect, context)
         if needed('boot'):
@@ -194,7 +202,9 @@ def probe_host(psutil, params, layers=None):
             facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
                              'preload_skipped': None if preload is not None else (
                                  '/healthz answered a stable 200' if stable else 'doctor_preload_boot=never'),
-                             'dev_server_calls': f_scan.result()}
+                             # The user's switches: what the judge reports as turned off, not as passed or failed.
+                             'dry_import_off': not p['dry_import'], 'preload_off': p['preload_boot'] == 'never',
+                             'run_as': app_runner.describe(ident), 'dev_server_calls': f_scan.result()}
         for name in ('eventlet', 'voice'):
             if name in later:
                 facts[name] = later[name].result()

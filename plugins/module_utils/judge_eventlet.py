@@ -270,7 +270,10 @@ def judge(facts, layer):
 
     # 7. The spare-port -k eventlet boot: "eventlet cannot run here" vs "the app cannot run".
     fallback = eventlet_compat.FALLBACK[0].upper() + eventlet_compat.FALLBACK[1:] + '.'
-    if boot is None:
+    if boot is None and ev.get('boot_off'):
+        layer.check('eventlet boot', 'skip', 'turned off (doctor_preload_boot=never): the app was not booted with '
+                    '-k eventlet')
+    elif boot is None:
         layer.check('eventlet boot', 'skip', 'not needed: %s' % ev.get('boot_skipped'))
     elif not boot_error:
         layer.check('eventlet boot', 'pass', 'gunicorn --preload -k eventlet on spare port %d with %s: listening after %s s, '

@@ -27,6 +27,7 @@ ARGUMENT_SPEC = dict(
     boot_timeout=dict(type='int', default=30),
     stability_window=dict(type='int', default=15),
     preload_boot=dict(type='str', default='auto', choices=['auto', 'always', 'never']),
+    dry_import=dict(type='bool', default=True),
     worker_class=dict(type='str', default='auto', choices=['auto', 'sync', 'eventlet', 'gthread', 'gevent']),
     voice_checks=dict(type='bool', default=True),
     voice_pace=dict(type='raw', default=1.0),  # host_probe.validate says what a pace is, in one line

@@ -127,7 +127,7 @@ def parse_supervisord_programs(conf_text):
             continue
         header = re.match(r'^\[program:([^\]]+)\]$', line)
         if header:
-            current = programs.setdefault(header.group(1), {'command': '', 'directory': '', 'environment': {}})
+            current = programs.setdefault(header.group(1), {'command': '', 'directory': '', 'environment': {}, 'user': ''})
             continue
         if line.startswith('['):
             current = None
@@ -137,7 +137,7 @@ def parse_supervisord_programs(conf_text):
         key, value = [p.strip() for p in line.split('=', 1)]
         if key == 'environment':
             current['environment'] = _parse_supervisord_env(value)
-        elif key in ('command', 'directory'):
+        elif key in ('command', 'directory', 'user'):
             current[key] = value
     return programs
 
@@ -182,6 +182,28 @@ def runner_file_environment(manager, text, name):
                                 problems)
         return env, [], problems
     return parse_dotenv(text), [], problems
+
+
+def runner_file_user(manager, text, name):
+    """The user and group a runner file starts the service as -> (user, group), None where it sets none: a
+    systemd unit's User=/Group= (and DynamicUser=yes as the user "dynamic"), a supervisord program's user=
+    (supervisord gives it the user's primary group), the standalone start script's setpriv --reuid/--regid."""
+    if not text:
+        return None, None
+    if manager == 'systemd':
+        values = {}
+        for line in _systemd_lines(text):
+            m = re.match(r'^(User|Group|DynamicUser)\s*=\s*(.*)$', line)
+            if m:
+                values[m.group(1)] = m.group(2).strip()  # the last assignment wins; an empty one resets
+        if not values.get('User') and values.get('DynamicUser', '').lower() in ('yes', 'true', '1', 'on'):
+            return 'dynamic', None
+        return values.get('User') or None, values.get('Group') or None
+    if manager == 'supervisord':
+        program = parse_supervisord_programs(text).get(name) or {}
+        return program.get('user') or None, None
+    m = re.search(r'\bsetpriv\s+--reuid=(\S+)\s+--regid=(\S+)', text)
+    return (m.group(1), m.group(2)) if m else (None, None)
 
 
 def _unescape_percent(env, manager_only, what, problems):

@@ -313,43 +313,12 @@ def judge_healthz(facts, layer):
 def judge_boot(facts, layer):
     inputs = facts['inputs']
     boot = facts['boot']
-    dry = boot['dry_import']
+    dry = boot['dry_import'] or {}
     master = _primary_master(facts)
     timeout = master['settings']['timeout'] if master else gunicorn.DEFAULTS['timeout']
     events = _last_run_events(facts)
-    missing_env = None
 
-    error = dry.get('error')
-    if dry.get('timed_out'):
-        layer.check('dry import', 'fail', 'the import did not finish within %s s' % dry['seconds'])
-        layer.cause('slow_boot', ['importing %s did not finish within %s s (doctor_boot_timeout)' % (
-            inputs['app'], dry['seconds'])], extra='%s s' % dry['seconds'])
-    elif error:
-        detail = '%s: %s' % (error['type'], error['message'])
-        layer.check('dry import', 'fail', detail)
-        evidence = ['dry import of %s in %s: %s' % (inputs['app'], inputs['python'], detail)]
-        evidence += ['  at ' + f for f in error.get('frames', [])[-3:]]
-        if error.get('missing_env'):
-            missing_env = error['missing_env']
-            layer.cause('missing_env', evidence + ['%s is not set in the service environment' % missing_env],
-                        extra=missing_env)
-        else:
-            layer.cause('boot_exception', evidence)
-    else:
-        seconds = dry.get('import_seconds', 0)
-        detail = 'imported in %.2f s; %d routes; GET %s via test_client -> %s' % (
-            seconds, len(dry.get('routes', [])), inputs['healthz_path'], dry.get('healthz_status'))
-        if seconds >= timeout:
-            layer.check('dry import', 'fail', detail)
-            layer.cause('slow_boot', ['importing %s takes %.1f s, the worker timeout is %d s (%s)' % (
-                inputs['app'], seconds, timeout, 'master %d' % master['pid'] if master else 'gunicorn default')],
-                extra='%d s' % (int(seconds) + 10))
-        elif seconds >= timeout / 2.0:
-            layer.check('dry import', 'warn', detail)
-            layer.cause('slow_boot', ['importing %s takes %.1f s, half of the worker timeout %d s or more' % (
-                inputs['app'], seconds, timeout)], severity='warn', extra='%d s' % (int(seconds) + 10))
-        else:
-            layer.check('dry import', 'pass', detail)
+    _judge_dry_import(layer, inputs, boot, master, timeout)
 
     # The dev server at import: the ast scan, what the dry import saw, the log banner.
     calls = boot['dev_server_calls']
@@ -370,27 +339,7 @@ def judge_boot(facts, layer):
     else:
         layer.check('no dev server at import', 'pass', 'no app.run()/socketio.run() reachable at import')
 
-    preload = boot.get('preload_boot')
-    if preload is None:
-        layer.check('preload boot', 'skip', 'not needed: %s' % boot.get('preload_skipped'))
-    elif preload['listening'] and preload['healthz_status'] is not None:
-        # It boots and serves; a non-200 health answer is the healthz layer's cause, not a boot fault.
-        layer.check('preload boot', 'pass', 'gunicorn --preload on spare port %d: listening after %s s, %s -> %s; '
-                    'the app boots, so look at the port/runner layers' % (
-                        preload['port'], preload['listen_seconds'], inputs['healthz_path'], preload['healthz_status']))
-    else:
-        tail = preload['events']['tracebacks'][-1:] if preload['events']['tracebacks'] else []
-        why = ('did not reach "Listening at" within %s s' % preload['seconds']) if preload['timed_out'] else \
-            ('exited with code %s' % preload['exit_code']) if preload['exited'] else \
-            ('started a dev server' if preload['dev_server'] else 'answered %s' % preload['healthz_status'])
-        layer.check('preload boot', 'fail', 'gunicorn --preload on spare port %d %s' % (preload['port'], why))
-        if not layer.causes:
-            # The dry import found nothing, yet gunicorn cannot boot the app: show gunicorn's words.
-            evidence = ['%s: %s' % (preload['command'], why)]
-            evidence += [t['exception'] for t in tail if t['exception']]
-            evidence += [l for l in preload['output_tail'] if 'Error' in l or 'error' in l][-3:]
-            layer.cause('slow_boot' if preload['timed_out'] else 'boot_exception', evidence,
-                        extra='%d s' % int(preload['seconds']))
+    _judge_preload_boot(layer, inputs, boot)
 
     # The log of the current run.
     failed = [e['line'] for e in events if e['event'] in ('worker_failed_boot', 'app_failed_load', 'worker_exception')]
@@ -410,6 +359,74 @@ def judge_boot(facts, layer):
         layer.cause('worker_timeout', evidence)
     elif facts.get('log'):
         layer.check('no worker timeouts', 'pass', 'no WORKER TIMEOUT since the master started')
+
+
+def _judge_dry_import(layer, inputs, boot, master, timeout):
+    """The dry import's check and causes; a check the user turned off is skipped, not judged."""
+    dry = boot['dry_import'] or {}
+    ran_as = '; ran as %s' % dry['run_as'] if dry.get('run_as') else ''
+    error = dry.get('error')
+    if boot.get('dry_import_off'):
+        layer.check('dry import', 'skip', 'turned off (doctor_dry_import=false): the app was not imported')
+    elif dry.get('timed_out'):
+        layer.check('dry import', 'fail', 'the import did not finish within %s s%s' % (dry['seconds'], ran_as))
+        layer.cause('slow_boot', ['importing %s did not finish within %s s (doctor_boot_timeout)' % (
+            inputs['app'], dry['seconds'])], extra='%s s' % dry['seconds'])
+    elif error:
+        detail = '%s: %s' % (error['type'], error['message'])
+        layer.check('dry import', 'fail', detail + ran_as)
+        evidence = ['dry import of %s in %s: %s' % (inputs['app'], inputs['python'], detail)]
+        evidence += ['  at ' + f for f in error.get('frames', [])[-3:]]
+        if error.get('missing_env'):
+            layer.cause('missing_env', evidence + ['%s is not set in the service environment' % error['missing_env']],
+                        extra=error['missing_env'])
+        else:
+            layer.cause('boot_exception', evidence)
+    else:
+        seconds = dry.get('import_seconds', 0)
+        detail = 'imported in %.2f s; %d routes; GET %s via test_client -> %s%s' % (
+            seconds, len(dry.get('routes', [])), inputs['healthz_path'], dry.get('healthz_status'), ran_as)
+        if seconds >= timeout:
+            layer.check('dry import', 'fail', detail)
+            layer.cause('slow_boot', ['importing %s takes %.1f s, the worker timeout is %d s (%s)' % (
+                inputs['app'], seconds, timeout, 'master %d' % master['pid'] if master else 'gunicorn default')],
+                extra='%d s' % (int(seconds) + 10))
+        elif seconds >= timeout / 2.0:
+            layer.check('dry import', 'warn', detail)
+            layer.cause('slow_boot', ['importing %s takes %.1f s, half of the worker timeout %d s or more' % (
+                inputs['app'], seconds, timeout)], severity='warn', extra='%d s' % (int(seconds) + 10))
+        else:
+            layer.check('dry import', 'pass', detail)
+
+
+def _judge_preload_boot(layer, inputs, boot):
+    """The spare-port boot's check, and its cause when the dry import found none; skipped when not needed or
+    turned off by the user."""
+    preload = boot.get('preload_boot')
+    ran_as = '; ran as %s' % preload['run_as'] if preload and preload.get('run_as') else ''
+    if preload is None and boot.get('preload_off'):
+        layer.check('preload boot', 'skip', 'turned off (doctor_preload_boot=never): the app was not booted')
+    elif preload is None:
+        layer.check('preload boot', 'skip', 'not needed: %s' % boot.get('preload_skipped'))
+    elif preload['listening'] and preload['healthz_status'] is not None:
+        # It boots and serves; a non-200 health answer is the healthz layer's cause, not a boot fault.
+        layer.check('preload boot', 'pass', 'gunicorn --preload on spare port %d: listening after %s s, %s -> %s; '
+                    'the app boots, so look at the port/runner layers%s' % (
+                        preload['port'], preload['listen_seconds'], inputs['healthz_path'], preload['healthz_status'],
+                        ran_as))
+    else:
+        tail = preload['events']['tracebacks'][-1:] if preload['events']['tracebacks'] else []
+        why = ('did not reach "Listening at" within %s s' % preload['seconds']) if preload['timed_out'] else \
+            ('exited with code %s' % preload['exit_code']) if preload['exited'] else \
+            ('started a dev server' if preload['dev_server'] else 'answered %s' % preload['healthz_status'])
+        layer.check('preload boot', 'fail', 'gunicorn --preload on spare port %d %s%s' % (preload['port'], why, ran_as))
+        if not layer.causes:
+            # The dry import found nothing, yet gunicorn cannot boot the app: show gunicorn's words.
+            evidence = ['%s: %s' % (preload['command'], why)]
+            evidence += [t['exception'] for t in tail if t['exception']]
+            evidence += [l for l in preload['output_tail'] if 'Error' in l or 'error' in l][-3:]
+            layer.cause('slow_boot' if preload['timed_out'] else 'boot_exception', evidence,
+                        extra='%d s' % int(preload['seconds']))
 
 
 def _missing_env_in_tracebacks(tracebacks):

@@ -13,7 +13,10 @@ version_added: 0.1.0
 description:
   - Imports the app in its own interpreter (the runbook's dry import), scans its package for
     C(app.run()) at import, reads the gunicorn log, and when C(/healthz) is not a stable 200 boots
-    it with C(gunicorn --preload -k sync) on a free loopback port, then stops that process by PID.
+    it with C(gunicorn --preload -k sync) on a free loopback port, then stops that boot's whole session.
+  - The import and the boot run the app's own code, as the service's user (the running master's, else its
+    unit's or program's, else the owner of O(chdir)) with the service's environment and a private HOME (see
+    the notes). O(dry_import=false) and O(preload_boot=never) turn them off.
   - Causes C(boot_exception), C(slow_boot), C(dev_server_at_import), C(worker_timeout) and C(missing_env).
   - Read-only. M(sre.gunicorn_doctor.probe) runs this and the other layers in one call.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)

@@ -16,6 +16,9 @@ description:
   - Decides nothing; M(sre.gunicorn_doctor.report) turns the facts into the verdict and the report.
   - Samples C(/healthz) over a stability window only when a gunicorn process of the app is young, and
     boots the app on a spare port only when C(/healthz) is not a stable 200.
+  - Runs the app's own code - it imports the app (the dry import) and may boot it on a spare port - as the
+    service's user with the service's environment, never as the Ansible user when that is someone else (see the
+    notes). O(dry_import=false) and O(preload_boot=never) turn both off.
   - The voice layer's simulated Twilio call sends one second of audio at real time unless O(voice_pace) says
     how much faster.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)

@@ -5,7 +5,8 @@
 
 - dry_import: import the app in its own interpreter, time it, GET healthz through test_client.
 - preload_boot: `gunicorn --preload -k sync` on a free spare loopback port until `Listening at`
-  and a 200, then stop it by PID.
+  and a 200, then stop its whole session.
+Both run the app's code, confined by app_runner: as the service's user, with its environment only.
 - scan_dev_server_calls: `app.run()` / `socketio.run()` reachable at import time (ast).
 """
 
@@ -15,40 +16,50 @@ __metaclass__ = type
 import ast
 import os
 import socket
-import subprocess
 import threading
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import stop_started
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import dry_import
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz as healthz_probe
 
 OUTPUT_LINES_KEPT = 40
 
 
-def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None):
-    """-> facts of the dry import (see dry_import.SCRIPT), plus `timed_out` and the raw output tail."""
+def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, ident=None):
+    """-> facts of the dry import (see dry_import.SCRIPT), plus `timed_out`, the raw output tail and `run_as`.
+    It runs confined (app_runner): as `ident` (the service's user), with the service's environment `env`."""
     module, variable = gunicorn.split_app_spec(app)
-    env = dict(env, PYTHONDONTWRITEBYTECODE='1')  # read-only: no __pycache__ left in the app
-    started = time.time()
-    proc = subprocess.Popen([python, '-c', dry_import.SCRIPT, module, variable, healthz_path],
-                            cwd=chdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out = proc.communicate(timeout=timeout)[0]
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        stop_started(proc, psutil, grace=1.0)
-        out = proc.communicate()[0]
-        timed_out = True
-    text = out.decode('utf-8', 'replace')
+    run, why = app_runner.open_run(ident, env, timeout, psutil)
+    if run is None:
+        return _not_started(ident, 'OSError', why)
+    with run:
+        try:
+            run.start([python, '-c', dry_import.SCRIPT, module, variable, healthz_path], cwd=chdir)
+        except OSError as e:
+            return _not_started(run.ident, type(e).__name__, _cannot_start(run, python, e))
+        timed_out = not run.wait_exit(run.deadline)
+        run.stop(grace=1.0)  # also what the app started at import and left running
+    text = '\n'.join(run.lines)
     result = dry_import.parse_output(text) or {'ok': False}
     result['timed_out'] = timed_out
-    result['seconds'] = round(time.time() - started, 2)
-    result['exit_code'] = proc.returncode
+    result['seconds'] = round(time.time() - run.started, 2)
+    result['exit_code'] = run.exit_code
     result['output_tail'] = [line for line in text.splitlines() if not line.startswith(dry_import.MARKER)][-15:]
+    result['run_as'] = app_runner.describe(run.ident)
     return result
+
+
+def _cannot_start(run, python, error):
+    """The interpreter could not be started as the service user (that user could not start the service either)."""
+    return 'cannot start %s as %s: %s' % (python, run.ident['name'], getattr(error, 'strerror', None) or error)
+
+
+def _not_started(ident, error_type, message):
+    return {'ok': False, 'timed_out': False, 'seconds': 0.0, 'exit_code': None, 'output_tail': [],
+            'run_as': app_runner.describe(ident or app_runner.prober_identity()),
+            'error': {'type': error_type, 'message': message, 'stage': 'start', 'frames': [],
+                      'missing_env': None, 'module_not_found': None}}
 
 
 def free_port(host='127.0.0.1'):
@@ -60,65 +71,76 @@ def free_port(host='127.0.0.1'):
         s.close()
 
 
+# The spare-port boot's configuration file: empty, so nothing of the app's (./gunicorn.conf.py, its hooks,
+# daemon, pidfile) is loaded.
+OWN_CONFIG = '# sre.gunicorn_doctor: the spare-port boot loads no configuration of the app\n'
+
+
 def preload_boot(python, chdir, app, healthz_path, env, timeout, gunicorn_version=None, psutil=None,
-                 worker_class='sync', extra_env=None):
+                 worker_class='sync', extra_env=None, ident=None):
     """Start `gunicorn --preload -k sync` on a spare port, wait for `Listening at` and a 200, stop it.
 
-    Waits on events (output lines, process exit, an answered request), bounded by `timeout`.
+    Runs confined (app_runner: as `ident`, the service's user, with the service's environment `env`) and with a
+    configuration of its own: `-c` an empty file and `--pid` in the private directory, no GUNICORN_CMD_ARGS, never
+    --daemon. Waits on events (output lines, process exit, an answered request), bounded by `timeout`.
     `worker_class` and `extra_env` (added to `env`) let the eventlet layer boot `-k eventlet` the same way.
     """
     port = free_port()
-    argv = [python, '-m', 'gunicorn', '--preload', '-k', worker_class, '-w', '1', '-b', '127.0.0.1:%d' % port,
-            '--timeout', str(max(int(timeout), 1)), '--log-level', 'debug', '--capture-output',
-            '--error-logfile', '-', '--access-logfile', '-']
-    if _version_at_least(gunicorn_version, 25):
-        argv.append('--no-control-socket')  # never take over the live master's control socket
-    argv.append(app)
-    env = dict(env, **(extra_env or {}))
-    env['PYTHONDONTWRITEBYTECODE'] = '1'
-    lines = []
     seen = {'listening': threading.Event(), 'dev_server': threading.Event()}
-    started = time.time()
-    proc = subprocess.Popen(argv, cwd=chdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def read_output():
-        for raw in iter(proc.stdout.readline, b''):
-            line = raw.decode('utf-8', 'replace').rstrip('\n')
-            lines.append(line)
-            if 'Listening at:' in line:
-                seen['listening'].set()
-            if '* Running on' in line:
-                seen['dev_server'].set()
+    def watch(line):
+        if 'Listening at:' in line:
+            seen['listening'].set()
+        if '* Running on' in line:
+            seen['dev_server'].set()
 
-    reader = threading.Thread(target=read_output)
-    reader.daemon = True
-    reader.start()
-    result = {'port': port, 'command': ' '.join(argv[1:]), 'listening': False, 'healthz_status': None}
-    try:
-        deadline = started + timeout
-        while time.time() < deadline and proc.poll() is None and not seen['dev_server'].is_set():
-            if seen['listening'].wait(0.1):
-                break
-        result['listening'] = seen['listening'].is_set()
-        result['listen_seconds'] = round(time.time() - started, 2) if result['listening'] else None
-        while result['listening'] and time.time() < deadline and proc.poll() is None:
-            answer = healthz_probe.sample(port, healthz_path, timeout=max(0.5, min(3.0, deadline - time.time())))
-            if answer['status'] is not None:
-                result['healthz_status'] = answer['status']
-                break
-            time.sleep(0.1)  # the worker is still booting; poll
-        result['exited'] = proc.poll() is not None
-        result['exit_code'] = proc.returncode
-        result['timed_out'] = not result['exited'] and result['healthz_status'] is None and not seen['dev_server'].is_set()
-        result['dev_server'] = seen['dev_server'].is_set()
-    finally:
-        stop_started(proc, psutil)
-        reader.join(2.0)
-    result['seconds'] = round(time.time() - started, 2)
-    result['output_tail'] = lines[-OUTPUT_LINES_KEPT:]
-    result['events'] = gunicorn.scan_log(lines)
+    run, why = app_runner.open_run(ident, dict(env, **(extra_env or {})), timeout, psutil, on_line=watch)
+    if run is None:
+        return {'port': port, 'command': 'gunicorn --preload -k %s %s' % (worker_class, app), 'listening': False,
+                'healthz_status': None, 'listen_seconds': None, 'exited': True, 'exit_code': None, 'timed_out': False,
+                'dev_server': False, 'seconds': 0.0, 'output_tail': [why], 'events': gunicorn.scan_log([]),
+                'run_as': app_runner.describe(ident or app_runner.prober_identity())}
+    with run:
+        argv = [python, '-m', 'gunicorn', '-c', run.write('gunicorn.conf.py', OWN_CONFIG),
+                '--pid', os.path.join(run.home, 'gunicorn.pid'), '--preload', '-k', worker_class, '-w', '1',
+                '-b', '127.0.0.1:%d' % port, '--timeout', str(max(int(timeout), 1)), '--log-level', 'debug',
+                '--capture-output', '--error-logfile', '-', '--access-logfile', '-']
+        if _version_at_least(gunicorn_version, 25):
+            argv.append('--no-control-socket')  # never take over the live master's control socket
+        argv.append(app)
+        result = {'port': port, 'command': ' '.join(argv[1:]).replace(run.home, '<private dir>'), 'listening': False,
+                  'healthz_status': None, 'run_as': app_runner.describe(run.ident)}
+        try:
+            run.start(argv, cwd=chdir)
+        except OSError as e:
+            run.lines.append(_cannot_start(run, python, e))
+            result.update(exited=True, dev_server=False, timed_out=False, listen_seconds=None)
+        else:
+            _watch_boot(run, seen, port, healthz_path, result)
+        run.stop(grace=5.0)
+    result['exit_code'] = run.exit_code if result['exited'] else None
+    result['seconds'] = round(time.time() - run.started, 2)
+    result['output_tail'] = list(run.lines)[-OUTPUT_LINES_KEPT:]
+    result['events'] = gunicorn.scan_log(list(run.lines))
     return result
+
+
+def _watch_boot(run, seen, port, healthz_path, result):
+    """Until `Listening at` and an answer on healthz, an exit, a dev server or the deadline -> into `result`."""
+    while time.time() < run.deadline and run.running() and not seen['dev_server'].is_set():
+        if seen['listening'].wait(0.1):
+            break
+    result['listening'] = seen['listening'].is_set()
+    result['listen_seconds'] = round(time.time() - run.started, 2) if result['listening'] else None
+    while result['listening'] and time.time() < run.deadline and run.running():
+        answer = healthz_probe.sample(port, healthz_path, timeout=max(0.5, min(3.0, run.remaining())))
+        if answer['status'] is not None:
+            result['healthz_status'] = answer['status']
+            break
+        time.sleep(0.1)  # the worker is still booting; poll
+    result['exited'] = not run.running()
+    result['dev_server'] = seen['dev_server'].is_set()
+    result['timed_out'] = not result['exited'] and result['healthz_status'] is None and not result['dev_server']
 
 
 def _version_at_least(version, major):

@@ -19,9 +19,8 @@ import json
 import os
 import re
 import select
-import subprocess
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, eventlet_compat, gunicorn, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, logfile
 
 ENV_VARS = ('EVENTLET_NO_GREENDNS', 'EVENTLET_HUB')
@@ -321,14 +320,27 @@ print(json.dumps(out))
 '''
 
 
-def read_versions(python, chdir, timeout=10):
-    """Versions from the app's interpreter when the dry import could not give them (it timed out)."""
-    try:
-        done = subprocess.run([python, '-c', VERSIONS_SCRIPT], cwd=chdir, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, timeout=timeout, check=False)
-        return json.loads(done.stdout.decode('utf-8', 'replace').strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+def read_versions(python, chdir, env=None, ident=None, psutil=None, timeout=10):
+    """Versions from the app's interpreter when the dry import could not give them (it timed out or was turned
+    off). The interpreter runs the venv's code (its .pth files): confined like the dry import (app_runner)."""
+    run = app_runner.open_run(ident, env, timeout, psutil)[0]
+    if run is None:
         return {'python': None, 'versions': {}}
+    with run:
+        try:
+            run.start([python, '-c', VERSIONS_SCRIPT], cwd=chdir)
+        except OSError:
+            return {'python': None, 'versions': {}}
+        run.wait_exit(run.deadline)
+        run.stop()
+    for line in reversed(run.lines):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and isinstance(found.get('versions'), dict):
+            return found
+    return {'python': None, 'versions': {}}
 
 
 def env_view(source, env):
@@ -378,7 +390,7 @@ def collect(context):
 
     dry = context.get('dry_import') or {}
     read = {'python': dry.get('python'), 'versions': dry.get('versions')} if dry.get('versions') else \
-        read_versions(p['python'], p['chdir'])
+        read_versions(p['python'], p['chdir'], context.get('env'), context.get('identity'), context.get('psutil'))
     versions = dict((k, (read.get('versions') or {}).get(k)) for k in
                     ('gunicorn', 'eventlet', 'greenlet', 'dnspython', 'gevent', 'uvloop'))
     python = read.get('python')
@@ -414,10 +426,15 @@ def collect(context):
         facts['boot'] = None
         facts['boot_skipped'] = '/healthz answered a stable 200 and nothing says eventlet cannot run'
         return facts
+    if p.get('preload_boot') == 'never':  # the user's switch: no spare-port boot of any worker class
+        facts['boot'] = None
+        facts['boot_skipped'] = 'doctor_preload_boot=never'
+        facts['boot_off'] = True
+        return facts
     extra = _boot_env(running + next_start)
     result = boot.preload_boot(p['python'], p['chdir'], p['app'], p['healthz_path'], context['env'],
                                p['boot_timeout'], versions.get('gunicorn'), context.get('psutil'),
-                               worker_class='eventlet', extra_env=extra)
+                               worker_class='eventlet', extra_env=extra, ident=context.get('identity'))
     result['env'] = extra
     errors = [l.strip().lstrip('[').rstrip(']') for l in result['output_tail'] if _EXCEPTION.match(l.strip().rstrip(']'))]
     result['error_line'] = errors[-1] if errors else next(

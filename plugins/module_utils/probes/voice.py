@@ -144,8 +144,8 @@ def _env_source(masters, env_file):
         if service_env.read_proc_environ(m['pid']):
             return 'the environment of master %d (/proc/%d/environ)' % (m['pid'], m['pid'])
     if env_file:
-        return "doctor_env_file %s (over the prober's environment: no master runs)" % env_file
-    return "the prober's environment (no master runs, no doctor_env_file)"
+        return "doctor_env_file %s over the runner's configuration (no master runs)" % env_file
+    return "the runner's configuration (no master runs, no doctor_env_file)"
 
 
 def _public_base(p, env, env_source):

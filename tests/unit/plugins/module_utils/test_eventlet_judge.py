@@ -307,3 +307,13 @@ def test_eventlet_only_planned_with_an_invalid_hub_warns(facts):
     report = diagnose(facts)
     assert cause(report, "eventlet_env_invalid")["severity"] == "warn"
     assert ids(report) == ["eventlet_env_invalid"]
+
+
+def test_an_eventlet_boot_the_user_turned_off_is_skipped_not_judged(facts):
+    ev = down_with_env_file(facts)
+    ev.update(boot=None, boot_skipped="doctor_preload_boot=never", boot_off=True)
+    facts["boot"].update(dry_import=None, dry_import_off=True, preload_boot=None, preload_off=True)
+    report = diagnose(facts)
+    assert eventlet_checks(report)["eventlet boot"] == {
+        "name": "eventlet boot", "status": "skip",
+        "detail": "turned off (doctor_preload_boot=never): the app was not booted with -k eventlet"}

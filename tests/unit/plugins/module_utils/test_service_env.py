@@ -129,11 +129,13 @@ def test_parse_supervisord_programs():
             "command": "/srv/app/.venv/bin/python -m gunicorn AgentLocator.main:app -k eventlet -w 1 -b 0.0.0.0:8123",
             "directory": "/srv/app",
             "environment": {"PORT": "8123", "EVENTLET_HUB": "selects"},
+            "user": "",
         },
         "agentlocator-jobs": {
             "command": "/srv/app/.venv/bin/python jobs.py",
             "directory": "",
             "environment": {"GREETING": "a, b", "MODE": "batch", "EMPTY": ""},
+            "user": "",
         },
     }
 

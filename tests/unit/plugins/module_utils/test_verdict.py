@@ -888,3 +888,31 @@ def test_stable_ids_match_the_contract():
     text = (DOCS / "contract.md").read_text()
     section = text.split("## Stable cause ids", 1)[1].strip().split("\n\n", 1)[0]
     assert sorted(re.findall(r"[a-z][a-z0-9_]+", section)) == sorted(STABLE_IDS)
+
+
+def test_boot_checks_the_user_turned_off_are_skipped_not_judged(facts):
+    # A down service, so the preload boot would have run: the user turned both checks off.
+    stop_service(facts)
+    facts["boot"].update(dry_import=None, dry_import_off=True, preload_boot=None, preload_off=True,
+                         preload_skipped="doctor_preload_boot=never")
+    report = diagnose(facts)
+    checks = dict((c["name"], c) for c in layer(report, "boot")["checks"])
+    assert checks["dry import"] == {"name": "dry import", "status": "skip",
+                                    "detail": "turned off (doctor_dry_import=false): the app was not imported"}
+    assert checks["preload boot"] == {"name": "preload boot", "status": "skip",
+                                      "detail": "turned off (doctor_preload_boot=never): the app was not booted"}
+    assert [c for c in ids(report) if cause_layer(c) == "boot"] == []
+
+
+def cause_layer(cause_id):
+    return CAUSES[cause_id]["layer"]
+
+
+def test_boot_checks_say_whom_the_app_ran_as(facts):
+    stop_service(facts)
+    who = "www-data (uid 33) from the master 4242"
+    facts["boot"]["dry_import"]["run_as"] = who
+    facts["boot"]["preload_boot"]["run_as"] = who
+    checks = dict((c["name"], c) for c in layer(diagnose(facts), "boot")["checks"])
+    assert checks["dry import"]["detail"].endswith("; ran as " + who)
+    assert checks["preload boot"]["detail"].endswith("; ran as " + who)
