@@ -6,6 +6,8 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.fleet import md_cell, one_line
+
 MARK = {'pass': 'ok  ', 'warn': 'WARN', 'fail': 'FAIL', 'skip': 'skip'}
 
 
@@ -23,39 +25,42 @@ def _layer_line(layer, causes):
     telling = [c for c in layer['checks'] if not (c.get('detail') or '').startswith('note:')] or layer['checks']
     worst = next((c for c in telling if c['status'] == layer['status']), None)
     detail = ', '.join(ids) if ids else (worst['detail'] if worst else '')
-    return '%-8s %s  %s' % (layer['name'], MARK[layer['status']], detail[:110])
+    return '%-8s %s  %s' % (layer['name'], MARK[layer['status']], one_line(detail, 110))
 
 
 def ladder(report, paths=None):
-    """A few lines per host: the verdict, one line per layer, each cause's first evidence and remedy."""
-    lines = [_headline(report)]
+    """A few lines per host: the verdict, one line per layer, each cause's first evidence and remedy
+    (host text as one line without control characters: no terminal escapes from a log reach the console)."""
+    lines = [one_line(_headline(report), 1000)]
     lines += ['  ' + _layer_line(layer, report['causes']) for layer in report['layers']]
     for cause in report['causes']:
-        lines.append('  - %s [%s/%s]: %s' % (cause['id'], cause['layer'], cause['severity'], cause['evidence'][0][:160]))
-        lines.append('    fix: %s' % cause['remedy'][:220])
+        lines.append('  - %s [%s/%s]: %s' % (cause['id'], cause['layer'], cause['severity'],
+                                                one_line(cause['evidence'][0], 160)))
+        lines.append('    fix: %s' % one_line(cause['remedy'], 220))
     for path in paths or []:
         lines.append('  report: %s' % path)
     return lines
 
 
 def markdown(report):
-    """The human summary written beside the JSON report."""
-    out = ['# %s' % _headline(report), '']
+    """The human summary written beside the JSON report. Every value from the host (and the host's name)
+    goes through md_cell, as in the fleet's audit.md: one line, no HTML, no link, no pipe that adds a column."""
+    out = ['# %s' % md_cell(_headline(report)), '']
     out.append('Port %s (from %s). Layers in ladder order; the first failing one is where to act.' % (
-        report.get('port'), report.get('port_source')))
+        md_cell(report.get('port')), md_cell(report.get('port_source'))))
     out += ['', '| layer | status | checks |', '|---|---|---|']
     for layer in report['layers']:
-        checks = '<br>'.join('%s: %s%s' % (c['name'], c['status'], (' - ' + c['detail']) if c.get('detail') else '')
+        checks = '<br>'.join(md_cell('%s: %s%s' % (c['name'], c['status'], (' - ' + c['detail']) if c.get('detail') else ''))
                              for c in layer['checks'])
-        out.append('| %s | %s | %s |' % (layer['name'], layer['status'], checks.replace('|', '\\|')))
+        out.append('| %s | %s | %s |' % (layer['name'], layer['status'], checks))
     out += ['', '## Causes', '']
     if not report['causes']:
         out.append('None found.')
     for cause in report['causes']:
         out.append('### `%s` (%s, %s)' % (cause['id'], cause['layer'], cause['severity']))
         out.append('')
-        out += ['- %s' % e for e in cause['evidence']]
-        out += ['', '**Remedy:** %s' % cause['remedy']]
+        out += ['- %s' % md_cell(e) for e in cause['evidence']]
+        out += ['', '**Remedy:** %s' % md_cell(cause['remedy'])]
         refs = []
         if cause.get('runbook_step'):
             refs.append('runbook step %s' % cause['runbook_step'])

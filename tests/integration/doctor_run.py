@@ -12,6 +12,8 @@ import jsonschema
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_APP = ROOT / "examples" / "agentlocator"
 SCHEMA_PATH = ROOT.parent / "shared" / "report.schema.json"
+if not SCHEMA_PATH.is_file():   # a checkout without ../shared (a git worktree): the unit tests' copy of the contract
+    SCHEMA_PATH = ROOT / "tests" / "unit" / "fixtures" / "report.schema.json"
 PYTHON = sys.executable  # the venv: ansible's interpreter, the app's and the target's
 
 
