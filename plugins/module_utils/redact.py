@@ -59,6 +59,10 @@ PATTERNS = (
     # Passwords in URLs of any scheme: postgresql://app:PW@db, redis://:PW@cache, https://AC..:TOKEN@api.
     # The user stays (who connects is evidence), the password goes; `/` may be in an unencoded password.
     (re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:\'"<>]*):[^\s@\'"<>]*@'), r'\1:' + MARK + '@'),
+    # The same URL cut off inside its password (a command line shortened to fit a line): `user:` then no `@`
+    # to the end of the text, and not a port (http://0.0.0.0:8123 and http://[::1]:8123 stay).
+    (re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:\'"<>\[\]]*):(?!\d*(?:/|$)|' + MARK + r')[^\s@/\'"<>]+$'),
+     r'\1:' + MARK),
     # Twilio credentials as a pair, `curl -u AC<sid>:<auth token>` or an API key `SK<sid>:<secret>`:
     # the SID names the account, the part after the colon is the secret.
     (re.compile(r'\b((?:AC|SK)[0-9a-fA-F]{32}):(?!' + MARK + r')[^\s@/"\',;]+'), r'\1:' + MARK),

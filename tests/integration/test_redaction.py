@@ -19,7 +19,8 @@ import jsonschema
 import pytest
 
 from doctor_run import PYTHON, ROOT, ansible_env, diagnose, make_app, run_playbook, schema
-from test_stabilize import host, stop_tree  # noqa: F401  (the broken-host fixture of the stabilize tests)
+from gunicorn_service import free_port
+from test_stabilize import host, listening_pid, wait_for  # noqa: F401  (host: the broken-host fixture of the stabilize tests)
 
 
 class Secrets:
@@ -176,17 +177,24 @@ def walk(top):
 
 # --- stabilize ----------------------------------------------------------------------------------------------------
 def test_stabilize_verify_and_report_carry_no_secret(host, tmp_path):
-    """The service's /healthz fails with the database URL and key id: verify fails with the log's traceback as
-    evidence, stabilize rolls back, and neither the -vvv output nor HOST.stabilize.json holds a secret."""
+    """An earlier run of the app on a wrong port with the database URL on its command line (a stray stabilize
+    stops and lists); the service's /healthz fails with the database URL and key id: verify fails with the log's
+    traceback as evidence, stabilize rolls back, and neither the -vvv output nor HOST.stabilize.json holds a secret."""
     s = Secrets()
     host.app_dir = make_app(tmp_path / "leaky", leaky)
     host.env_file.write_text(host.env_file.read_text() + "".join("%s=%s\n" % kv for kv in sorted(s.env().items())))
+    wrong = free_port()
+    host.strays.append(host.spawn([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "0.0.0.0:%d" % wrong,
+                                   "--no-control-socket", "--env", "DATABASE_URL=%s" % s.database_url,
+                                   "--error-logfile", str(tmp_path / "wrong.log")], host.app_dir))
+    wait_for(lambda: listening_pid(wrong), 20, "the earlier run on a wrong port")
     done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_service_manager="standalone", doctor_verify_timeout=6,
                                                                doctor_preload_boot="never"), ["-vvv"], check=False)
     (tmp_path / "ansible-vvv.log").write_text(done.stdout)
     log_text = host.log.read_text() if host.log.exists() else ""
     assert s.db_password in log_text and s.key_id in log_text, "the service never logged its secrets"
     assert done.returncode != 0 and "is not up and stable" in done.stdout, done.stdout[-3000:]
+    host.assert_strays_gone()
 
     report_path = tmp_path / "reports" / "target.stabilize.json"
     texts = dict(texts_of(tmp_path / "reports"), **{"ansible-playbook -vvv output": done.stdout})
@@ -194,6 +202,9 @@ def test_stabilize_verify_and_report_carry_no_secret(host, tmp_path):
     assert_private(tmp_path / "reports")
     record = json.loads(report_path.read_text())
     assert record["result"] in ("rolled_back", "failed") and "postgresql://app:<redacted>@db.internal" in record["summary"]
+    stopped = [a for a in record["actions"] if a["action"] == "stopped process"]
+    # (the command line is cut to fit the line inside the password: still redacted)
+    assert stopped and "--env DATABASE_URL=postgresql://app:<redacted>" in stopped[0]["target"], record["actions"]
     jsonschema.validate(json.loads((tmp_path / "reports" / "target.json").read_text()), schema())
 
 
@@ -223,7 +234,6 @@ def test_service_state_failure_output_is_redacted(tmp_path):
 
 # --- helpers ----------------------------------------------------------------------------------------------------
 def wait_for_log(log, needle, timeout=20):
-    from test_stabilize import wait_for
     wait_for(lambda: log.exists() and needle in log.read_text(), timeout, "%r in %s" % (needle, log))
 
 

@@ -151,8 +151,22 @@ def test_url_passwords_in_any_scheme(text, secret, kept):
     assert secret not in out and kept in out
 
 
+@pytest.mark.parametrize("text, secret, kept", [
+    # A command line shortened to fit a report line, cut inside the password: no `@` follows.
+    ("4242 (python -m gunicorn app:app --env DATABASE_URL=postgresql://app:S3cretPW", "S3cretPW",
+     "DATABASE_URL=postgresql://app:<redacted>"),
+    ("redis://:R3disPa55", "R3disPa55", "redis://:<redacted>"),
+])
+def test_url_cut_inside_its_password(text, secret, kept):
+    out = redact(text)
+    assert secret not in out and out.endswith(kept)
+
+
 @pytest.mark.parametrize("text", [
     "ssh://git@github.com/agentlocator/voice.git",     # a user without a password is no secret
+    "Listening at: http://0.0.0.0:8123",               # a port at the end is no cut password
+    "Listening at: http://[::1]:8123",
+    "bind http://127.0.0.1:8123/",
     "postgresql://app@db.internal/voice",
     "[2026-11-25 12:00:00 +0000] [4242] [INFO] Listening at: http://0.0.0.0:8123 (4242)",
     "curl -sS http://127.0.0.1:8123/healthz",
