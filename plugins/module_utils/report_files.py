@@ -35,7 +35,7 @@ class ReportPathError(ValueError):
 def host_file_name(host):
     """The host name as a file name in the report directory, or ReportPathError."""
     if not isinstance(host, str) or not host or host.startswith('.') or _UNSAFE.search(host) \
-            or len(host.encode('utf-8')) > MAX_NAME:
+            or len(host.encode('utf-8', 'replace')) > MAX_NAME:
         raise ReportPathError(
             'inventory host name %r cannot name a report file in doctor_report_dir (it is empty, starts with ".", '
             'or holds "/", NUL or a control character, or is longer than %d bytes): give the host an inventory name '
@@ -47,7 +47,8 @@ def host_report_path(report_dir, host, suffix):
     """REPORT_DIR/HOST<suffix>, e.g. ('/r', 'web1', '.json') -> /r/web1.json; refuses a host name that is no
     plain file name (so nothing is written outside report_dir)."""
     path = os.path.join(report_dir, host_file_name(host) + suffix)
-    if os.path.dirname(os.path.abspath(path)) != os.path.abspath(report_dir):   # belt and braces: the name checks above already rule it out
+    # Belt and braces: the name checks already rule this out.
+    if os.path.dirname(os.path.abspath(path)) != os.path.abspath(report_dir):
         raise ReportPathError('report file %r would leave doctor_report_dir %r' % (path, report_dir))
     return path
 
@@ -65,6 +66,7 @@ def write_private(path, text):
     mode 0640 from the first byte; a symlink at path is replaced, never followed."""
     directory, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % name, suffix='.tmp')
+    renamed = False
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             os.fchmod(f.fileno(), REPORT_MODE)   # mkstemp's 0600 widened to group read only, whatever the umask
@@ -72,12 +74,10 @@ def write_private(path, text):
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
-    except BaseException:
-        try:
+        renamed = True
+    finally:
+        if not renamed:   # a full disk or an error: no half-written temporary file stays behind
             os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def plain(value):
