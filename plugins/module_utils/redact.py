@@ -19,7 +19,9 @@ MARK = '<redacted>'
 # (a public nonce in our remedies), `pwd` only as MYSQL_PWD and the like (PWD alone is the cwd).
 SECRET_WORDS = (r'(?:token|secret|passw(?:or)?d|passphrase|api[_-]?key|auth|credential|private[_-]?key'
                 r'|(?<!websocket)[_-]key(?![a-z])|[_-]pwd(?![a-z]))')
-NAME = r'[\w.-]*' + SECRET_WORDS + r'[\w.-]*'
+# Bounded on both sides (no real variable name is longer): a hostile run of `token_token_...` in a log
+# line costs linear time, not quadratic.
+NAME = r'[\w.-]{0,64}' + SECRET_WORDS + r'[\w.-]{0,64}'
 SECRET_KEY = re.compile(r'(?i)^' + NAME + r'$')                 # a dict key whose string value is a secret
 SECRET_FLAG = re.compile(r'(?i)^--?' + NAME + r'$')             # an argv option whose next item is a secret
 
@@ -58,19 +60,20 @@ PATTERNS = (
     (re.compile(r'(?i)\b((?:set-)?cookie["\']?\s*:\s*)(?!' + MARK + r')[^\r\n"\']+'), r'\1' + MARK),
     # Passwords in URLs of any scheme: postgresql://app:PW@db, redis://:PW@cache, https://AC..:TOKEN@api.
     # The user stays (who connects is evidence), the password goes; `/` may be in an unencoded password.
-    (re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:\'"<>]*):[^\s@\'"<>]*@'), r'\1:' + MARK + '@'),
+    (re.compile(r'(?i)\b([a-z][a-z0-9+.-]{0,30}://[^\s/@:\'"<>]{0,256}):[^\s@\'"<>]{0,256}@'), r'\1:' + MARK + '@'),
     # The same URL cut off inside its password (a command line shortened to fit a line): `user:` then no `@`
     # to the end of the text, and not a port (http://0.0.0.0:8123 and http://[::1]:8123 stay).
-    (re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:\'"<>\[\]]*):(?!\d*(?:/|$)|' + MARK + r')[^\s@/\'"<>]+$'),
+    (re.compile(r'(?i)\b([a-z][a-z0-9+.-]{0,30}://[^\s/@:\'"<>\[\]]{0,256}):(?!\d*(?:/|$)|' + MARK + r')[^\s@/\'"<>]+$'),
      r'\1:' + MARK),
     # Twilio credentials as a pair, `curl -u AC<sid>:<auth token>` or an API key `SK<sid>:<secret>`:
     # the SID names the account, the part after the colon is the secret.
     (re.compile(r'\b((?:AC|SK)[0-9a-fA-F]{32}):(?!' + MARK + r')[^\s@/"\',;]+'), r'\1:' + MARK),
     # Secrets recognisable by their own shape, wherever they stand: Stripe, OpenAI, GitHub, Slack and
     # Google API keys, and JSON Web Tokens (a bearer credential in a query string or a log line).
-    (re.compile(r'\b(?:[sr]k_(?:live|test)_[0-9A-Za-z]{10,}|sk-(?:proj-)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}'
+    # Each starts a run of its characters only, so a run like `sk-sk-sk-...` is scanned once.
+    (re.compile(r'(?<![\w-])(?:[sr]k_(?:live|test)_[0-9A-Za-z]{10,}|sk-(?:proj-)?[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}'
                 r'|github_pat_\w{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}'
-                r'|eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]*)'),
+                r'|(?<![\w.-])eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]*)'),
      MARK),
     # An option and its value on a command line: `--db-password hunter2`, `--auth-token abc` (argv joined).
     (re.compile(r'(?i)(?<!\S)(--?' + NAME + r')(\s+)(?!-)(' + VALUE + r')'), _keep_quotes),

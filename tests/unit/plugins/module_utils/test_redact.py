@@ -1,6 +1,9 @@
 """plugins/module_utils/redact.py: no private key, token or password leaves the host in a result."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -266,3 +269,15 @@ def test_redaction_is_idempotent(text):
     """Facts are redacted on the host and the report again on the controller: the second pass changes nothing."""
     once = redact(text)
     assert redact(once) == once
+
+
+
+@pytest.mark.parametrize("run", ["token_", "sk-", "http://", "eyJabcdefghij.", "a://b:c", " --api_key"])
+def test_a_hostile_log_line_costs_linear_time(run):
+    """A log line the app's owner controls must not stall the probe: 600 KB of one repeated run redacts in well
+    under the bound (a quadratic pattern takes hours). In a child process, so a regression fails, not hangs."""
+    collections = next(p for p in sys.path if os.path.isdir(os.path.join(p, "ansible_collections", "sre")))
+    code = ("import sys; from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact; "
+            "redact(sys.stdin.read())")
+    subprocess.run([sys.executable, "-c", code], input=run * (600000 // len(run)), text=True, timeout=30, check=True,
+                   env=dict(os.environ, PYTHONPATH=collections))
