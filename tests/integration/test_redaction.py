@@ -188,7 +188,8 @@ def test_stabilize_verify_and_report_carry_no_secret(host, tmp_path):
                                    "--no-control-socket", "--env", "DATABASE_URL=%s" % s.database_url,
                                    "--error-logfile", str(tmp_path / "wrong.log")], host.app_dir))
     wait_for(lambda: listening_pid(wrong), 20, "the earlier run on a wrong port")
-    done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_service_manager="standalone", doctor_verify_timeout=6,
+    # verify waits doctor_verify_timeout for a 200 that never comes; the worker must boot and log its 500 within it.
+    done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_service_manager="standalone", doctor_verify_timeout=15,
                                                                doctor_preload_boot="never"), ["-vvv"], check=False)
     (tmp_path / "ansible-vvv.log").write_text(done.stdout)
     log_text = host.log.read_text() if host.log.exists() else ""
