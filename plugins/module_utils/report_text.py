@@ -47,7 +47,7 @@ def markdown(report):
     goes through md_cell, as in the fleet's audit.md: one line, no HTML, no link, no pipe that adds a column."""
     out = ['# %s' % md_cell(_headline(report)), '']
     out.append('Port %s (from %s). Layers in ladder order; the first failing one is where to act.' % (
-        md_cell(report.get('port')), md_cell(report.get('port_source'))))
+        md_cell('%s' % report.get('port')), md_cell('%s' % report.get('port_source'))))
     out += ['', '| layer | status | checks |', '|---|---|---|']
     for layer in report['layers']:
         checks = '<br>'.join(md_cell('%s: %s%s' % (c['name'], c['status'], (' - ' + c['detail']) if c.get('detail') else ''))
