@@ -27,8 +27,8 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('facts', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path', 'ws_path', 'ca_bundle',
-                             'validate_certs', 'external_timeout'))
+    _VALID_ARGS = frozenset(('facts', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path', 'ws_path',
+                             'ca_bundle', 'validate_certs', 'external_timeout'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
