@@ -9,7 +9,8 @@ __metaclass__ = type
 import datetime
 import json
 import os
-import tempfile
+
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_native
@@ -17,32 +18,8 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import fleet
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
-
-from collections.abc import Mapping
-
-
-def write_atomically(path, text):
-    """Readers (a dashboard, the next audit) never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.%s.' % os.path.basename(path))
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
-
-
-def plain(value):
-    """Ansible's tagged/unsafe wrappers -> plain JSON types."""
-    if isinstance(value, Mapping):
-        return dict((plain(k), plain(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return str(value) if isinstance(value, str) else to_native(value)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_files import (
+    ReportPathError, host_report_path, plain, report_dir_path, write_private)
 
 
 def host_report(host, host_vars):
@@ -89,18 +66,14 @@ class ActionModule(ActionBase):
 
         reports, written = [], []
         try:
-            if not os.path.isdir(report_dir):
-                os.makedirs(report_dir)
+            report_dir = report_dir_path(report_dir)
             for host in hosts:
                 report, synthesized = host_report(host, hostvars[host] if host in hostvars else None)
+                # Redacted again: the diagnose role's reports were redacted by the report action, a report
+                # synthesized here carries an error message from the host.
+                report = redact(report)
                 if synthesized:
-                    # (the diagnose role's reports were redacted by the report action already)
-                    report = redact(report)
-                    # The diagnose role wrote nothing for this host: its files must not be last run's.
-                    base = os.path.join(report_dir, host)
-                    write_atomically(base + '.json', json.dumps(report, indent=2) + '\n')
-                    write_atomically(base + '.md', fleet.error_markdown(report))
-                    written += [base + '.json', base + '.md']
+                    written += self._write_host_files(report_dir, host, report, result)
                 reports.append(report)
             previous, warning = self._read_previous(previous_path)
             if warning:
@@ -108,10 +81,10 @@ class ActionModule(ActionBase):
             generated_at = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
             audit = fleet.build_audit(reports, previous, generated_at=generated_at, report_dir=report_dir)
             paths = dict((ext, os.path.join(report_dir, 'audit.%s' % ext)) for ext in ('json', 'md', 'xml', 'html'))
-            write_atomically(paths['json'], json.dumps(audit, indent=2) + '\n')
-            write_atomically(paths['md'], fleet.markdown(audit))
-            write_atomically(paths['xml'], fleet.junit_xml(audit))
-            write_atomically(paths['html'], fleet.html_page(audit))
+            write_private(paths['json'], json.dumps(audit, indent=2) + '\n')
+            write_private(paths['md'], fleet.markdown(audit))
+            write_private(paths['xml'], fleet.junit_xml(audit))
+            write_private(paths['html'], fleet.html_page(audit))
         except (IOError, OSError) as e:
             raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
 
@@ -129,6 +102,19 @@ class ActionModule(ActionBase):
             lines=fleet.console_lines(audit, [paths['html'], paths['md'], paths['xml'], paths['json']]),
         )
         return result
+
+    @staticmethod
+    def _write_host_files(report_dir, host, report, result):
+        """HOST.json and HOST.md for a host the diagnose role wrote nothing for (its files must not be last
+        run's); a host name that is no plain file name gets none, with a warning (the audit still lists it)."""
+        try:
+            paths = [host_report_path(report_dir, host, '.json'), host_report_path(report_dir, host, '.md')]
+        except ReportPathError as e:
+            result.setdefault('warnings', []).append('no HOST.json/HOST.md: %s' % e)
+            return []
+        write_private(paths[0], json.dumps(report, indent=2) + '\n')
+        write_private(paths[1], fleet.error_markdown(report))
+        return paths
 
     @staticmethod
     def _read_previous(path):

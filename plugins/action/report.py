@@ -2,14 +2,15 @@
 # Copyright: sre.gunicorn_doctor contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller side of the diagnosis: the external layer (the public URL, probed from here), then
-facts -> verdict -> JSON and Markdown reports, with no round trip to the host."""
+facts -> verdict -> JSON and Markdown reports, with no round trip to the host. With `stabilize`, the
+stabilize role's before/after record -> HOST.stabilize.json instead. Every file is redacted, written
+atomically with mode 0640, and named from a host name that cannot leave the report directory."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
 import os
-import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_native
@@ -18,30 +19,29 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_files import (
+    ReportPathError, host_file_name, host_report_path, plain, report_dir_path, write_private)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_text import ladder, markdown
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge
 
 
-def write_atomically(path, text):
-    """Readers (a dashboard, the next audit) never see half a report."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path))
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
-
-
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('facts', 'host', 'report_dir', 'public_base_url', 'healthz_path', 'ws_path', 'ca_bundle',
-                             'validate_certs', 'external_timeout'))
+    _VALID_ARGS = frozenset(('facts', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path', 'ws_path',
+                             'ca_bundle', 'validate_certs', 'external_timeout'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         facts = self._task.args.get('facts')
         host = self._task.args.get('host') or (task_vars or {}).get('inventory_hostname')
+        host = to_native(host) if host is not None else None
         report_dir = self._task.args.get('report_dir') or './doctor-reports'
+        try:   # before the external probe: a host name that cannot name a report file is an input error
+            host_file_name(host)
+        except ReportPathError as e:
+            raise AnsibleActionFail(str(e))
+        if self._task.args.get('stabilize') is not None:
+            return self._write_stabilize(result, host, report_dir)
         if not isinstance(facts, dict) or 'port' not in facts:
             raise AnsibleActionFail('facts must be the facts returned by sre.gunicorn_doctor.probe')
         facts = dict(facts)
@@ -50,17 +50,31 @@ class ActionModule(ActionBase):
             if facts['external'].get('elapsed') is not None:
                 facts['timings'] = dict(facts.get('timings') or {}, external=facts['external']['elapsed'])
         report = redact(judge(facts, host))
-        report_dir = os.path.abspath(os.path.expanduser(report_dir))
-        paths = [os.path.join(report_dir, '%s.json' % host), os.path.join(report_dir, '%s.md' % host)]
         try:
-            if not os.path.isdir(report_dir):
-                os.makedirs(report_dir)
-            write_atomically(paths[0], json.dumps(report, indent=2, sort_keys=False) + '\n')
-            write_atomically(paths[1], markdown(report))
+            report_dir = report_dir_path(report_dir)
+            paths = [host_report_path(report_dir, host, suffix) for suffix in ('.json', '.md')]
+            write_private(paths[0], json.dumps(report, indent=2, sort_keys=False) + '\n')
+            write_private(paths[1], markdown(report))
         except (IOError, OSError) as e:
             raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
         # Writing the report on the controller changes nothing on the host.
         result.update(changed=False, report=report, paths=paths, ladder=ladder(report, paths))
+        return result
+
+    def _write_stabilize(self, result, host, report_dir):
+        """HOST.stabilize.json: the stabilize role's record, redacted (it holds verify's evidence, the
+        strays' command lines, the service's result)."""
+        record = self._task.args['stabilize']
+        if not isinstance(record, dict) or self._task.args.get('facts') is not None:
+            raise AnsibleActionFail('stabilize must be the stabilize role\'s record (a dict), given without facts')
+        record = redact(plain(record))
+        try:
+            report_dir = report_dir_path(report_dir)
+            path = host_report_path(report_dir, host, '.stabilize.json')
+            write_private(path, json.dumps(record, indent=4, sort_keys=True) + '\n')
+        except (IOError, OSError) as e:
+            raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
+        result.update(changed=False, report=record, paths=[path])
         return result
 
     def _probe_external(self, facts, task_vars, result):

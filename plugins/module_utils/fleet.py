@@ -78,7 +78,7 @@ def error_markdown(report):
     """HOST.md for a host with no diagnosis (unreachable, or the probe stopped on its input)."""
     error = report['error']
     return '\n'.join([
-        '# %s: %s' % (report['host'], verdict_label(report).upper()), '',
+        '# %s: %s' % (md_cell(report['host']), verdict_label(report).upper()), '',
         'No diagnosis: %s.' % {'unreachable': 'Ansible could not reach the host',
                                'not_deployed': 'the app is not deployed at doctor_chdir on this host',
                                'input': 'the probe stopped on its input'}.get(error['kind'], 'the probe failed'),
@@ -335,10 +335,11 @@ def console_lines(audit, paths=None, limit=CONSOLE_HOSTS):
 
 
 # --- Markdown -----------------------------------------------------------------------------------------------
-def _md_cell(text):
-    """Table-safe and inert: no pipes, no new lines, no raw HTML for renderers that pass HTML through."""
+def md_cell(text):
+    """Table-safe and inert: no pipes, no new lines, no raw HTML for renderers that pass HTML through, no
+    link or image (a remote image in a report beacons when it is viewed). For every host value in Markdown."""
     text = one_line(text, 10000).replace('&', '&amp;').replace('<', '&lt;')   # no tag can open
-    return text.replace('|', '\\|').replace('`', "'")
+    return text.replace('|', '\\|').replace('`', "'").replace('](', ']\\(')
 
 
 def markdown(audit):
@@ -348,15 +349,15 @@ def markdown(audit):
     out += ['', '| host | verdict | failed layer | top cause | evidence |', '|---|---|---|---|---|']
     for entry in audit['table']:
         out.append('| %s | %s | %s | %s | %s |' % (
-            _md_cell(entry['host']), _md_cell(entry['label'].upper()), _md_cell(entry['failed_layer'] or '-'),
-            _md_cell(entry['top_cause'] or entry['error'] or '-'), _md_cell(entry['evidence'] or '-')))
+            md_cell(entry['host']), md_cell(entry['label'].upper()), md_cell(entry['failed_layer'] or '-'),
+            md_cell(entry['top_cause'] or entry['error'] or '-'), md_cell(entry['evidence'] or '-')))
     summary = audit['summary']
     out += ['', '## Causes by hosts hit', '']
     if summary['causes']:
         out += ['| cause | layer | severity | hosts | which |', '|---|---|---|---|---|']
         for entry in summary['causes']:
             out.append('| `%s` | %s | %s | %d | %s |' % (
-                entry['id'], entry['layer'], entry['severity'], len(entry['hosts']), _md_cell(', '.join(entry['hosts']))))
+                entry['id'], entry['layer'], entry['severity'], len(entry['hosts']), md_cell(', '.join(entry['hosts']))))
     else:
         out.append('No cause found on any host.')
     if summary['by_failed_layer']:
@@ -364,12 +365,12 @@ def markdown(audit):
         out += ['| %s | %d |' % (layer, n) for layer, n in summary['by_failed_layer'].items()]
     if summary['not_diagnosed']:
         out += ['', '## Not diagnosed', '']
-        out += ['- %s: %s' % (_md_cell(h), _md_cell(kind)) for h, kind in summary['not_diagnosed'].items()]
+        out += ['- %s: %s' % (md_cell(h), md_cell(kind)) for h, kind in summary['not_diagnosed'].items()]
     out += ['', '## Since the previous audit', '']
     previous = (audit.get('drift') or {}).get('previous_generated_at')
     if previous:
         out += ['Compared with the audit of %s.' % previous, '']
-    out += ['- %s' % _md_cell(line) for line in drift_lines(audit)]
+    out += ['- %s' % md_cell(line) for line in drift_lines(audit)]
     return '\n'.join(out) + '\n'
 
 

@@ -45,9 +45,10 @@ def new_module():
 
 
 def collect_facts(module, layers=None):
-    """Run the probes; bad input or a missing psutil ends the module with a one-line message."""
+    """Run the probes; bad input or a missing psutil ends the module with a one-line message. The facts
+    are redacted here, where they are collected: nothing the host holds leaves it unredacted."""
     psutil = require_psutil(module)
     try:
         return redact(probe_host(psutil, module.params, layers))
     except InputError as e:
-        module.fail_json(msg=str(e))
+        module.fail_json(msg=redact(str(e)))   # may quote the app's import error

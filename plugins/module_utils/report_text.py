@@ -8,6 +8,8 @@ __metaclass__ = type
 
 import textwrap
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.fleet import md_cell, one_line
+
 MARK = {'pass': 'ok  ', 'warn': 'WARN', 'fail': 'FAIL', 'skip': 'skip'}
 WIDTH = 120          # columns of one ladder line; what does not fit is in the report
 MORE = ' ...'        # ends a line shortened at a word boundary
@@ -15,8 +17,8 @@ EVIDENCE_LINES, REMEDY_LINES = 2, 3
 
 
 def _plain(text):
-    """One line of plain words: host output may carry newlines and runs of spaces."""
-    return ' '.join(str(text).split())
+    """One line of plain words: host output may carry newlines, runs of spaces and terminal escapes."""
+    return one_line(text, len(str(text or '')))
 
 
 def _fit(text, room):
@@ -70,23 +72,24 @@ def ladder(report, paths=None):
 
 
 def markdown(report):
-    """The human summary written beside the JSON report."""
-    out = ['# %s' % _headline(report), '']
+    """The human summary written beside the JSON report. Every value from the host (and the host's name)
+    goes through md_cell, as in the fleet's audit.md: one line, no HTML, no link, no pipe that adds a column."""
+    out = ['# %s' % md_cell(_headline(report)), '']
     out.append('Port %s (from %s). Layers in ladder order; the first failing one is where to act.' % (
-        report.get('port'), report.get('port_source')))
+        md_cell('%s' % report.get('port')), md_cell('%s' % report.get('port_source'))))
     out += ['', '| layer | status | checks |', '|---|---|---|']
     for layer in report['layers']:
-        checks = '<br>'.join('%s: %s%s' % (c['name'], c['status'], (' - ' + c['detail']) if c.get('detail') else '')
+        checks = '<br>'.join(md_cell('%s: %s%s' % (c['name'], c['status'], (' - ' + c['detail']) if c.get('detail') else ''))
                              for c in layer['checks'])
-        out.append('| %s | %s | %s |' % (layer['name'], layer['status'], checks.replace('|', '\\|')))
+        out.append('| %s | %s | %s |' % (layer['name'], layer['status'], checks))
     out += ['', '## Causes', '']
     if not report['causes']:
         out.append('None found.')
     for cause in report['causes']:
         out.append('### `%s` (%s, %s)' % (cause['id'], cause['layer'], cause['severity']))
         out.append('')
-        out += ['- %s' % e for e in cause['evidence']]
-        out += ['', '**Remedy:** %s' % cause['remedy']]
+        out += ['- %s' % md_cell(e) for e in cause['evidence']]
+        out += ['', '**Remedy:** %s' % md_cell(cause['remedy'])]
         refs = []
         if cause.get('runbook_step'):
             refs.append('runbook step %s' % cause['runbook_step'])

@@ -26,15 +26,29 @@ description:
     answers locally is C(external_unreachable) (verdict C(degraded), failed layer C(external)), with evidence
     telling a proxy or port mismatch (runbook cause 7) from a URL that leads to another host (cause 10) and
     the Twilio error a call would show (31902 refused, 31901 timeout, 31910 TLS, 31920 handshake).
+  - With O(stabilize) instead of O(facts), writes the stabilize role's before/after record as
+    C(REPORT_DIR/HOST.stabilize.json) (no probe, no verdict).
+  - Every file is redacted (passwords in URLs, tokens, keys, C(*_TOKEN)/C(*_SECRET)/C(*PASSWORD*)/C(*_KEY) values,
+    Twilio C(AC...:secret) pairs, private keys), written atomically with mode C(0640) (a directory it creates is
+    C(0750)), and never outside O(report_dir) - a host name with C(/), NUL or a control character, or starting
+    with C(.) (C(..), C(../evil)) is refused with a one-line error rather than rewritten, since a rewritten name
+    could overwrite another host's report.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 requirements:
   - requests and websocket-client on the controller for the external layer (C(requirements.txt)); when one
     is missing its check is skipped with a warning that gives the pip command, and the report is still written.
 options:
   facts:
-    description: The C(facts) returned by M(sre.gunicorn_doctor.probe).
+    description:
+      - The C(facts) returned by M(sre.gunicorn_doctor.probe).
+      - Required unless O(stabilize) is given.
     type: dict
-    required: true
+  stabilize:
+    description:
+      - The record of a stabilize run (result, summary, before, after, actions, ...), written as
+        C(REPORT_DIR/HOST.stabilize.json) instead of a diagnosis. Used by the C(sre.gunicorn_doctor.stabilize) role.
+      - Mutually exclusive with O(facts).
+    type: dict
   host:
     description:
       - The host name in the report and its file names.
@@ -105,21 +119,26 @@ EXAMPLES = r'''
     facts: "{{ doctor_probe.facts }}"
     public_base_url: https://voice.example.com
     ca_bundle: /etc/ssl/private-ca.pem
+
+- name: Write the record of a stabilize run
+  sre.gunicorn_doctor.report:
+    stabilize: {result: stabilized, summary: "stable: /healthz answers 200 on port 8123", actions: []}
+    report_dir: ./doctor-reports
 '''
 
 RETURN = r'''
 report:
-  description: The report (host, verdict, failed_layer, causes, layers).
+  description: The report (host, verdict, failed_layer, causes, layers), or with O(stabilize) the redacted record.
   returned: success
   type: dict
 paths:
-  description: The JSON and Markdown files written.
+  description: The JSON and Markdown files written (with O(stabilize), the C(HOST.stabilize.json) file).
   returned: success
   type: list
   elements: str
 ladder:
   description: Lines to print, namely the verdict, one line per layer, each cause with its remedy.
-  returned: success
+  returned: success, without O(stabilize)
   type: list
   elements: str
 '''

@@ -143,6 +143,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import logs_archive, service_control
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
 
 
 def main():
@@ -181,14 +182,14 @@ def main():
         result.update(pid=before['pid'], previous_pid=before['pid'])
         wanted = p['state']
         if wanted == 'started' and before['running']:
-            module.exit_json(**result)
+            module.exit_json(**redact(result))
         if wanted == 'stopped' and not before['running'] and before['state'] in ('UNKNOWN', 'STOPPED', 'NO_SYSTEMD'):
-            module.exit_json(**result)
+            module.exit_json(**redact(result))
         result['changed'] = True
         if module.check_mode:
             result['actions'] = ['would %s %s (%s)' % (wanted[:-2] if wanted != 'stopped' else 'stop', p['name'], p['manager'])]
             result['pid'] = None
-            module.exit_json(**result)
+            module.exit_json(**redact(result))
         if wanted in ('restarted', 'stopped'):
             sent = service.stop()
             result['actions'].append('stopped master %s (%s)' % (before['pid'], ', '.join(sent) or 'not running'))
@@ -205,10 +206,11 @@ def main():
             result['actions'].append('started master %d' % after['pid'])
     except service_control.ServiceError as e:
         result['changed'] = bool(result['actions'])
-        module.fail_json(msg=str(e), **result)
+        # The message quotes the manager's output and the service's log: redacted before it leaves the host.
+        module.fail_json(**redact(dict(result, msg=str(e))))
     except (IOError, OSError) as e:
-        module.fail_json(msg='%s: %s' % (p['name'], to_native(e)), **result)
-    module.exit_json(**result)
+        module.fail_json(**redact(dict(result, msg='%s: %s' % (p['name'], to_native(e)))))
+    module.exit_json(**redact(result))
 
 
 if __name__ == '__main__':

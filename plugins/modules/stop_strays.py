@@ -99,6 +99,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import strays
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
 
 
 def actions(entries, check_mode):
@@ -125,11 +126,12 @@ def main():
     result = dict(changed=False, stopped=found['stop'], skipped=found['skipped'], conflicts=found['conflicts'],
                   summary=[strays.describe(e) for e in found['stop']], actions=actions(found['stop'], module.check_mode))
     if found['conflicts']:
-        module.fail_json(msg='not stopping anything: ' + '; '.join(strays.describe(c) for c in found['conflicts']),
-                         **result)
+        # Command lines of the host's processes (a database URL, a token): redacted before they leave it.
+        module.fail_json(**redact(dict(result, msg='not stopping anything: ' + '; '.join(
+            strays.describe(c) for c in found['conflicts']))))
     if not found['stop'] or module.check_mode:
         result['changed'] = bool(found['stop'])
-        module.exit_json(**result)
+        module.exit_json(**redact(result))
     stopped, survivors = strays.stop(psutil, found['stop'], p['grace'])
     # A master killed after its grace period leaves the workers it had just forked: one more sweep.
     late = strays.choose(psutil, p['app'], p['chdir'], None, p['keep_pids'])['stop']
@@ -139,8 +141,8 @@ def main():
     result.update(changed=True, stopped=stopped, actions=actions(stopped, False),
                   summary=[strays.describe(e) for e in stopped])
     if survivors:
-        module.fail_json(msg='processes %s survived KILL' % ', '.join(str(s) for s in survivors), **result)
-    module.exit_json(**result)
+        module.fail_json(**redact(dict(result, msg='processes %s survived KILL' % ', '.join(str(s) for s in survivors))))
+    module.exit_json(**redact(result))
 
 
 if __name__ == '__main__':

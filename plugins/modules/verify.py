@@ -119,6 +119,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes, stability
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
 
 
 def main():
@@ -140,9 +141,11 @@ def main():
     try:
         result = stability.watch(psutil, module.params, processes.own_lineage(psutil))
     except stability.Unstable as e:
-        module.fail_json(msg='%s is not up and stable on port %d: %s' % (module.params['app'], module.params['port'], e.why),
-                         why=e.why, kind=e.kind, evidence=e.evidence, elapsed=round(time.time() - started, 2))
-    module.exit_json(changed=False, **result)
+        # The evidence is log lines of the service: redacted here, before they leave the host.
+        module.fail_json(**redact(dict(
+            msg='%s is not up and stable on port %d: %s' % (module.params['app'], module.params['port'], e.why),
+            why=e.why, kind=e.kind, evidence=e.evidence, elapsed=round(time.time() - started, 2))))
+    module.exit_json(changed=False, **redact(result))
 
 
 if __name__ == '__main__':
