@@ -1,5 +1,6 @@
-"""The strays step of stabilize (the strays role, through ansible-playbook) on a hostile host: processes that
-name the app but are not its runs stay alive, the app's real earlier runs are stopped.
+"""The strays and logs steps of stabilize (their roles, through ansible-playbook) on a hostile host: processes
+that name the app but are not its runs stay alive, the app's real earlier runs are stopped; logs that are
+symlinks, FIFOs or hard links are refused and names planted in the archive are not written through.
 
 Decoys, each real and started by this test in (or for) the app's directory: `python -m celery -A AgentLocator
 worker`, `python -m pytest tests/...`, a cron-style `python /APP/tools/backup.py`, a gunicorn of the app spec run
@@ -8,6 +9,7 @@ process is stopped by its PID afterwards (Host.cleanup).
 """
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +42,28 @@ PLAYBOOK = """---
         dest: "{{ result_file }}"
         mode: "0600"
 """
+
+
+LOGS_PLAYBOOK = """---
+- name: The logs step of stabilize
+  hosts: target
+  gather_facts: false
+  tasks:
+    - name: Archive old logs
+      ansible.builtin.include_role:
+        name: sre.gunicorn_doctor.logs
+      vars:
+        logs_paths: "{{ paths }}"
+        logs_archive_dir: "{{ archive_dir }}"
+        logs_stamp: 20261125T120000Z
+
+    - name: Keep what the role did
+      ansible.builtin.copy:
+        content: "{{ logs_result | to_json }}"
+        dest: "{{ result_file }}"
+        mode: "0600"
+"""
+SECRET = "root:$6$not-a-real-hash:19000:0:99999:7:::\n"
 
 
 @pytest.fixture
@@ -124,3 +148,33 @@ def test_strays_step_stops_the_apps_runs_and_nothing_that_merely_names_it(host, 
     skipped = {e["pid"]: e["reason"] for e in done["skipped"]}
     assert "another PID or mount namespace" in skipped[contained]
     assert "runs as uid 65534" in skipped[other_user]
+
+
+def test_logs_step_refuses_what_is_not_a_log_and_never_writes_through_the_archive(tmp_path):
+    shadow = tmp_path / "etc" / "shadow"     # stands for /etc/shadow: root's, outside the logs
+    shadow.parent.mkdir()
+    shadow.write_text(SECRET)
+    logs = tmp_path / "app"
+    logs.mkdir()
+    (logs / "gunicorn.log").symlink_to(shadow)
+    (logs / "console.log").symlink_to("/dev/zero")
+    os.mkfifo(str(logs / "nohup.out"))
+    (logs / "old.log").write_text("an old run\n")
+    target = tmp_path / "archive" / "20261125T120000Z"
+    target.mkdir(parents=True)
+    for name in ("old.log.gz", "old.log.gz.part", "old.log.gz.1.part"):
+        (target / name).symlink_to(shadow)
+    playbook, result_file = tmp_path / "logs.yml", tmp_path / "logs.json"
+    playbook.write_text(LOGS_PLAYBOOK)
+    paths = [str(logs / n) for n in ("gunicorn.log", "console.log", "nohup.out", "old.log")]
+
+    done = run_playbook(str(playbook), tmp_path, {"paths": paths, "archive_dir": str(tmp_path / "archive"),
+                                                   "result_file": str(result_file)})
+
+    assert shadow.read_bytes() == SECRET.encode(), "a file outside the logs was written through a planted name"
+    result = json.loads(result_file.read_text())
+    assert [a["path"] for a in result["archived"]] == [str(logs / "old.log")]
+    assert sorted(r["path"] for r in result["refused"]) == sorted(paths[:3])
+    assert "not archived: %s" % (logs / "nohup.out") in done.stdout   # a warning names each refused log
+    archived = Path(result["archived"][0]["archived_as"])
+    assert archived.name == "old.log.gz.1" and not archived.is_symlink() and archived.stat().st_mode & 0o777 == 0o600
