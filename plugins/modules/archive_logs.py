@@ -86,7 +86,9 @@ held:
   type: list
   elements: dict
 refused:
-  description: Logs that are not archived because they are not plain log files (a symlink, a FIFO, a device, a hard link, a directory symlink another user owns), each with why; left untouched and unread.
+  description:
+    - Logs that are not archived because they are not plain log files (a symlink, a FIFO, a device, a hard link,
+      a directory symlink another user owns), each with why; left untouched and unread.
   returned: always
   type: list
   elements: dict

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes, strays
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes, service_control, strays
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
@@ -113,3 +113,15 @@ def test_namespaces_of_a_contained_process_differ():
         psutil.Process(inner).kill()
     finally:
         reap(outer)
+
+
+def test_the_service_master_is_stopped_only_while_the_proof_still_holds():
+    """service_control.stop_pid re-checks the caller's proof after it named the master by its start time."""
+    proc = start()
+    try:
+        assert service_control.stop_pid(psutil, proc.pid, 1.0, prove=lambda pid: None) == []
+        assert proc.poll() is None
+        assert service_control.stop_pid(psutil, proc.pid, 1.0, prove=lambda pid: pid) == ["TERM"]
+        assert proc.wait(10) == -signal.SIGTERM
+    finally:
+        reap(proc)
