@@ -70,9 +70,9 @@ CAUSES = {
         'and compete for ports and resources.',
         'Stop them (TERM, then KILL after a grace period): {extra}; only gunicorn should run the app '
         '(stabilize.yml does this safely).',
-        evidence='Non-gunicorn processes of the app in the process table: python/flask commands that run the app module '
-        '(-m, --app) or a .py file of the app directory, flask run there, and gunicorn workers whose master is '
-        'gone.'),
+        evidence='Non-gunicorn processes of the app in the process table: python commands that run the app module '
+        '(-m in the app directory, or the module\'s own file as the script), flask run there, and gunicorn workers '
+        'whose master is gone.'),
     'periodic_sigterm': _cause(
         'process', 'fail', '3.3', 6, 'The master is SIGTERMed again and again: a runner or the platform '
         'health check restarts it.',

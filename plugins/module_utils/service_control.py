@@ -154,27 +154,29 @@ def read_pidfile(path):
     return int(text) if text.isdigit() else None
 
 
-def stop_pid(psutil, pid, grace):
-    """TERM a master, wait (zombie-aware) for it and its workers, KILL what is left. -> signals sent."""
+def stop_pid(psutil, pid, grace, prove=None):
+    """TERM a master, wait (zombie-aware) for it and its workers, KILL what is left. -> signals sent.
+
+    The master is named by its PID and the start time read here; `prove(pid)` (the caller's proof that
+    it is the app's master, e.g. app_master) is checked after that, so proof and signals concern one
+    process. Every signal goes through processes.signal_proc: a PID reused meanwhile is never hit.
+    """
     try:
         master = psutil.Process(pid)
         procs = [master] + master.children(recursive=True)
     except Exception:  # already gone
         return []
-    sent = []
-    try:
-        master.send_signal(signal.SIGTERM)
-        sent.append('TERM')
-    except Exception:  # exited meanwhile
-        return sent
+    if (prove is not None and prove(pid) != pid) or not processes.alive(psutil, master):
+        return []  # no longer the app's master, or gone
+    if not processes.in_our_namespaces(pid):
+        return []  # a container's process is never ours to stop
+    if not processes.signal_proc(psutil, master, signal.SIGTERM):
+        return []  # exited meanwhile
+    sent = ['TERM']
     left = processes.wait_gone(psutil, procs, grace)
     for proc in left:
-        try:
-            proc.kill()
-            if 'KILL' not in sent:
-                sent.append('KILL')
-        except Exception:  # exited in between
-            pass
+        if processes.signal_proc(psutil, proc, signal.SIGKILL) and 'KILL' not in sent:
+            sent.append('KILL')
     processes.wait_gone(psutil, left, 5.0)
     return sent
 
@@ -282,7 +284,7 @@ class Service(object):
         st = self._status_standalone()
         if not st['running']:
             return []
-        return stop_pid(self.psutil, st['pid'], self.p['grace'])
+        return stop_pid(self.psutil, st['pid'], self.p['grace'], prove=self.master)
 
     # -- supervisord
     def ctl(self, *args):

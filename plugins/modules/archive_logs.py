@@ -18,6 +18,12 @@ description:
   - Each old log is gzip-compressed into I(archive_dir)/I(stamp)/, synced and read back; only when the copy
     holds the same bytes is the original removed. Already compressed rotations (C(*.gz)) are moved as they are.
   - Keeps the newest I(keep) archive directories and deletes older ones.
+  - Safe where the app's user can write the logs or the archive - a log is opened without following a symlink
+    and without blocking, and only a regular file with one link is read; a symlink (to C(/etc/shadow), to
+    C(/dev/zero)), a FIFO, a device or a hard link is refused and listed in RV(refused). Directories are walked
+    one component at a time and a symlink on the way is followed only when root (or the Ansible user) owns it
+    and its directory. Archive files are created exclusively (C(O_CREAT|O_EXCL|O_NOFOLLOW)), never through a
+    name planted in the archive, with mode C(0600) - they may hold what only the log's owner could read.
   - Idempotent - a second run finds nothing old and changes nothing.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
@@ -79,6 +85,14 @@ held:
   returned: always
   type: list
   elements: dict
+refused:
+  description:
+    - Logs that are not archived because they are not plain log files (a symlink, a FIFO, a device, a hard link,
+      a directory symlink another user owns), each with why; left untouched and unread.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /srv/agentlocator/nohup.out, why: "not a regular file (a FIFO): not read"}]
 pruned:
   description: Archive directories deleted beyond the newest I(keep).
   returned: always
@@ -127,6 +141,8 @@ def main():
                                 dry_run=module.check_mode, current_since=p['current_since'])
     except (IOError, OSError) as e:
         module.fail_json(msg='archiving stopped, the log stays in place: %s' % to_native(e))
+    for r in done['refused']:
+        module.warn('not archived: %s is %s' % (r['path'], r['why']))
     done['actions'] = [{'action': 'would archive log' if module.check_mode else 'archived log', 'target': a['path'],
                         'reason': 'old: no live process writes it and the current run did not write it; compressed copy %s'
                                   % a['archived_as']} for a in done['archived']]

@@ -13,12 +13,21 @@ version_added: 0.2.0
 description:
   - Finds the app's earlier runs (runbook step 1.1) with the same proof of belonging the diagnosis uses
     (M(sre.gunicorn_doctor.process_info)) - gunicorn masters and workers whose app spec B(and) directory are the
-    app's, Flask dev servers and C(python main.py)-style runs that name the app's module or a file under I(chdir),
-    workers orphaned by a dead master - and stops them - C(TERM), wait for them to exit up to I(grace) seconds,
+    app's, Flask dev servers and C(python main.py)-style runs of the app's module in I(chdir), workers orphaned
+    by a dead master - and stops them - C(TERM), wait for them to exit up to I(grace) seconds,
     then C(KILL).
+  - Matches a non-gunicorn run only by what its interpreter runs - C(-m) the app's module in I(chdir), the app
+    module's own file as the script, or C(flask run) in I(chdir) - never by a C(.py) or a module name anywhere
+    else in its command line (C(python -m pytest tests/test_main.py), C(python -m celery -A AgentLocator worker)
+    and C(python tools/backup.py) are not the app).
+  - Signals only processes whose cwd and uid can be read, that run as the service's user (I(user)) and that live
+    in this module's own PID and mount namespaces (never a container's); the others are listed in RV(skipped)
+    with the reason.
   - Never signals PID 1, this Ansible run (the module and its parents), sshd, init systems or process managers,
     or the service's own master and workers (I(keep_pids)); never another app, even one with the same app spec
     in another directory, and never a process that merely listens on I(port).
+  - Each process is signalled only while its PID still names the process found by the scan (its start time is
+    checked; with a pidfd on Linux 5.3+ the signal cannot reach a process that got the PID since).
   - Fails before signalling anything when a master of the app is run by another process manager
     (supervisord, systemd) - stopping it would only start a fight - or when a process that is not the app
     listens on I(port).
@@ -45,6 +54,11 @@ options:
     description: Seconds to wait for the processes to exit after C(TERM) before C(KILL).
     type: float
     default: 10
+  user:
+    description:
+      - The service's user, a name or a numeric uid; runs of the app by another user are not stopped.
+      - Default - the user of the master in I(keep_pids), else the owner of I(chdir).
+    type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
@@ -73,10 +87,15 @@ stopped:
   sample: [{pid: 5150, kind: dev_server, cmdline: "python3 -m AgentLocator.main", reason: "runs the app module AgentLocator.main",
             signals: [TERM], outcome: exited after TERM}]
 skipped:
-  description: Processes of the app that were not signalled, and why.
+  description: Processes of the app that were not signalled, and why (protected, another user, another namespace, unreadable).
   returned: always
   type: list
   elements: dict
+uid:
+  description: The uid the app's runs must have to be stopped (the service's user).
+  returned: always
+  type: int
+  sample: 33
 conflicts:
   description: Processes that block stabilizing and are never stopped (another runner's master, a foreign port holder).
   returned: always
@@ -95,6 +114,8 @@ summary:
 '''
 
 
+import pwd
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import strays
@@ -109,6 +130,19 @@ def actions(entries, check_mode):
                                       if e.get('outcome') else '')} for e in entries]
 
 
+def user_uid(module, user):
+    """`user` (a name or a uid) -> uid, None when not given; a one-line failure when there is no such user."""
+    if user is None or user == '':
+        return None
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        module.fail_json(msg='user=%s: no such user on this host; set it to the user the service runs as '
+                             '(a name or a uid)' % user)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -117,14 +151,17 @@ def main():
             port=dict(type='int'),
             keep_pids=dict(type='list', elements='int', default=[]),
             grace=dict(type='float', default=10),
+            user=dict(type='str'),
         ),
         supports_check_mode=True,
     )
     psutil = require_psutil(module)
     p = module.params
-    found = strays.choose(psutil, p['app'], p['chdir'], p['port'], p['keep_pids'])
+    uid = user_uid(module, p['user'])
+    found = strays.choose(psutil, p['app'], p['chdir'], p['port'], p['keep_pids'], uid=uid)
     result = dict(changed=False, stopped=found['stop'], skipped=found['skipped'], conflicts=found['conflicts'],
-                  summary=[strays.describe(e) for e in found['stop']], actions=actions(found['stop'], module.check_mode))
+                  uid=found['uid'], summary=[strays.describe(e) for e in found['stop']],
+                  actions=actions(found['stop'], module.check_mode))
     if found['conflicts']:
         # Command lines of the host's processes (a database URL, a token): redacted before they leave it.
         module.fail_json(**redact(dict(result, msg='not stopping anything: ' + '; '.join(
@@ -134,7 +171,7 @@ def main():
         module.exit_json(**redact(result))
     stopped, survivors = strays.stop(psutil, found['stop'], p['grace'])
     # A master killed after its grace period leaves the workers it had just forked: one more sweep.
-    late = strays.choose(psutil, p['app'], p['chdir'], None, p['keep_pids'])['stop']
+    late = strays.choose(psutil, p['app'], p['chdir'], None, p['keep_pids'], uid=found['uid'])['stop']
     if late and not survivors:
         more, survivors = strays.stop(psutil, late, p['grace'])
         stopped += more

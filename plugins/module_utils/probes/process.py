@@ -65,23 +65,73 @@ def belongs_to_app(info, app, chdir):
     return ''
 
 
+def python_target(argv):
+    """What a python command line runs, past the interpreter's own options -> (kind, value, rest):
+    ('module', NAME, args) for `-m NAME`, ('script', PATH, args) for the first other argument,
+    ('command', CODE, args) for `-c`, or (None, None, []) when it runs nothing we can name."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == '--':
+            return ('script', argv[i + 1], argv[i + 2:]) if i + 1 < len(argv) else (None, None, [])
+        if arg == '-':
+            return None, None, []  # the program comes from stdin
+        if not arg.startswith('-'):
+            return 'script', arg, argv[i + 1:]
+        if arg.startswith('--'):
+            i += 2 if arg == '--check-hash-based-pycs' else 1
+            continue
+        for j, flag in enumerate(arg[1:], 2):
+            if flag in 'cm':  # the rest of the argument, or the next one, is the value; the interpreter's options end
+                if arg[j:]:
+                    return ('module' if flag == 'm' else 'command'), arg[j:], argv[i + 1:]
+                value = argv[i + 1] if i + 1 < len(argv) else ''
+                return ('module' if flag == 'm' else 'command'), value, argv[i + 2:]
+            if flag in 'WX':  # -W arg, -X opt: a value of its own
+                i += 0 if arg[j:] else 1
+                break
+        i += 1
+    return None, None, []
+
+
+def app_entry_files(app, chdir):
+    """The files `python FILE` runs the app from: each app module's file (or package __main__) under chdir."""
+    files = set()
+    for name in app_module_names(app):
+        base = os.path.join(chdir, *name.split('.'))
+        files.update((base + '.py', os.path.join(base, '__main__.py')))
+    return set(os.path.realpath(f) for f in files)
+
+
 def stray_reason(info, app, chdir):
-    """Why a non-gunicorn process is an earlier run of this app ('' when it is not)."""
-    argv = info['cmdline']
-    if not argv or not os.path.basename(argv[0]).startswith(('python', 'flask')):
+    """Why a non-gunicorn process is an earlier run of this app ('' when it is not).
+
+    Only what the interpreter runs counts: `-m <app module>` in the app's directory (a module name
+    resolves from the cwd: the same name in another checkout is another app), the script argument
+    when it is the app module's own file, or `flask run` in the app's directory. Never a `.py` that
+    is merely an argument (`python -m pytest tests/test_x.py`), an option's value (`python -m celery
+    -A AgentLocator worker`), or another script under the app's directory (`python tools/backup.py`).
+    """
+    argv, cwd = info['cmdline'], info['cwd']
+    prog = os.path.basename(argv[0]) if argv else ''
+    if prog.startswith('flask'):
+        return _flask_reason(argv[1:], cwd, chdir)
+    if not prog.startswith('python'):
         return ''
-    modules = app_module_names(app)
-    for i, arg in enumerate(argv[1:], 1):
-        if argv[i - 1] in ('-m', '--app', '-A') or arg.startswith('--app='):
-            name = arg.split('=', 1)[-1].split(':')[0]
-            # A module name resolves from the cwd: the same name in another checkout is another app.
-            if name in modules and (is_within(info['cwd'], chdir) or info['cwd'] is None):
-                return 'runs the app module %s (%s)' % (name, ' '.join(argv[:4]))
-        if arg.endswith('.py'):
-            path = arg if os.path.isabs(arg) else os.path.join(info['cwd'] or '/', arg)
-            if is_within(path, chdir):
-                return 'runs %s from the app directory' % arg
-    if 'run' in argv and ('flask' in os.path.basename(argv[0]) or 'flask' in argv[1:3]) and is_within(info['cwd'], chdir):
+    kind, target, rest = python_target(argv)
+    if kind == 'module' and target == 'flask':
+        return _flask_reason(rest, cwd, chdir)
+    if kind == 'module' and target in app_module_names(app) and is_within(cwd, chdir):
+        return 'runs the app module %s (%s)' % (target, ' '.join(argv[:4]))
+    if kind == 'script':
+        path = target if os.path.isabs(target) else os.path.join(cwd, target) if cwd else None
+        if path and os.path.realpath(path) in app_entry_files(app, chdir):
+            return 'runs %s from the app directory (the app module\'s file)' % target
+    return ''
+
+
+def _flask_reason(args, cwd, chdir):
+    if 'run' in args and is_within(cwd, chdir):
         return 'Flask dev server (flask run) in %s' % chdir
     return ''
 
@@ -200,7 +250,7 @@ def collect(psutil, app, chdir, exclude_pids=(), now=None):
         if info['ppid'] in gunicorns:
             continue  # a worker; attached to its master below
         settings = gunicorn.parse_cmdline(info['cmdline'])
-        workers = [{'pid': w['pid'], 'age': round(now - w['create_time'], 1)}
+        workers = [{'pid': w['pid'], 'age': round(now - w['create_time'], 1), 'create_time': w['create_time']}
                    for w in gunicorns.values() if w['ppid'] == pid]
         masters.append({
             'pid': pid,
@@ -209,6 +259,7 @@ def collect(psutil, app, chdir, exclude_pids=(), now=None):
             'cwd': info['cwd'],
             'username': info['username'],
             'age': round(now - info['create_time'], 1),
+            'create_time': info['create_time'],
             'settings': settings,
             'workers': sorted(workers, key=lambda w: w['pid']),
             'runner': _daemon_runner(settings) or identify_runner(psutil, pid),
@@ -230,6 +281,7 @@ def _public_stray(info):
         'cmdline': info['cmdline'] if isinstance(info['cmdline'], str) else ' '.join(info['cmdline']),
         'cwd': info['cwd'],
         'age': info.get('age'),
+        'create_time': info['create_time'],
         'kind': info.get('kind', 'dev_server'),
         'reason': info['reason'],
     }
