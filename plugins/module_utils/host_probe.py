@@ -17,7 +17,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, safe_read, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
     boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
@@ -58,9 +58,10 @@ def validate(params):
             raise InputError('doctor_port=%r is not a port: set it to a whole number from 1 to 65535, or '
                              'leave it unset to read PORT from the service environment' % (p['port'],))
         p['port'] = port_probe.valid_port(p['port'])
-    if p['env_file'] and not os.path.isfile(p['env_file']):
-        raise InputError('doctor_env_file=%r does not exist: set it to the env file the service reads, '
-                         'or leave it unset' % (p['env_file'],))
+    unreadable = safe_read.refusal(p['env_file'], follow=True) if p['env_file'] else None
+    if unreadable:
+        raise InputError('doctor_env_file=%r %s: set it to the env file the service reads, or leave it unset'
+                         % (p['env_file'], unreadable))
     try:
         pace = None if isinstance(p['voice_pace'], bool) else float(p['voice_pace'])
     except (TypeError, ValueError):

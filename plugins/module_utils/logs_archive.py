@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import safe_read
+
 STAMP = re.compile(r'^\d{8}T\d{6}Z$')
 CHUNK = 1 << 20
 
@@ -78,7 +80,10 @@ def archive_file(path, target_dir):
     name = os.path.basename(path)
     already_gz = name.endswith('.gz')
     dest = _unique(os.path.join(target_dir, name if already_gz else name + '.gz'))
-    with open(path, 'rb') as src:
+    src, refused = safe_read.open_regular(path)   # never a FIFO or a device swapped in since the scan
+    if src is None:
+        raise OSError('%s %s' % (path, refused))
+    with src:
         digest = _sha256(src)
         size = src.tell()
         src.seek(0)
