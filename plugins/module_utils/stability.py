@@ -177,7 +177,7 @@ def wait_ready(psutil, p, exclude, deadline, logs):
             if len(workers) < wanted:
                 last = 'master %d has %d of %d workers' % (master['pid'], len(workers), wanted)
             else:
-                s = healthz.sample(p['port'], p['healthz_path'], timeout=3.0)
+                s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
                 if s['status'] == 200:
                     if p.get('worker_class') and master['settings']['worker_class'] != p['worker_class']:
                         raise Unstable('master %d runs -k %s, not -k %s' % (
@@ -225,7 +225,7 @@ def watch(psutil, p, exclude=()):
                     if event and event['event'] in UNSTABLE_EVENTS:
                         raise Unstable('%s logged during the window: %s' % (event['event'], line.strip()[:300]))
             if time.time() >= next_sample:
-                s = healthz.sample(p['port'], p['healthz_path'], timeout=3.0)
+                s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
                 samples.append(s)
                 next_sample = time.time() + HEALTHZ_EVERY
                 if s['status'] != 200:

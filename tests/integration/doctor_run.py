@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import jsonschema
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_APP = ROOT / "examples" / "agentlocator"
 SCHEMA_PATH = ROOT.parent / "shared" / "report.schema.json"
+if not SCHEMA_PATH.is_file():  # a git worktree has no ../shared: the unit tests keep the same contract's copy
+    SCHEMA_PATH = ROOT / "tests" / "unit" / "fixtures" / "report.schema.json"
 PYTHON = sys.executable  # the venv: ansible's interpreter, the app's and the target's
 
 
@@ -41,8 +44,9 @@ def make_app(tmp_path, edit=None):
     return app_dir
 
 
-def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True):
-    """ansible-playbook PLAYBOOK against localhost with host_vars; -> CompletedProcess."""
+def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True, timeout=300, memory_limit=None):
+    """ansible-playbook PLAYBOOK against localhost with host_vars; -> CompletedProcess. `timeout` ends a run that
+    hangs (subprocess.TimeoutExpired); `memory_limit` (bytes of address space) makes one that eats memory fail."""
     target = {
         "ansible_connection": "local",
         "ansible_python_interpreter": PYTHON,
@@ -57,16 +61,18 @@ def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True):
     inv.write_text(json.dumps(inventory))
     cmd = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks" / playbook)]
     cmd += list(extra_args)
+    limit = None if memory_limit is None else (
+        lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit)))
     done = subprocess.run(cmd, cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=300, check=False)
+                          text=True, timeout=timeout, check=False, preexec_fn=limit)
     if check and done.returncode != 0:
         raise AssertionError("ansible-playbook failed (%d):\n%s" % (done.returncode, done.stdout[-6000:]))
     return done
 
 
-def diagnose(tmp_path, host_vars, extra_args=()):
+def diagnose(tmp_path, host_vars, extra_args=(), timeout=300):
     """Run diagnose.yml; -> (report dict validated against the contract's schema, playbook output)."""
-    done = run_playbook("diagnose.yml", tmp_path, host_vars, extra_args)
+    done = run_playbook("diagnose.yml", tmp_path, host_vars, extra_args, timeout=timeout)
     report_path = tmp_path / "reports" / "target.json"
     report = json.loads(report_path.read_text())
     jsonschema.validate(report, schema())
