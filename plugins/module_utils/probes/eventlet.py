@@ -21,7 +21,8 @@ import re
 import select
 import subprocess
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, gunicorn, safe_read, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
+    eventlet_compat, gunicorn, safe_read, service_env)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, logfile
 
 ENV_VARS = ('EVENTLET_NO_GREENDNS', 'EVENTLET_HUB')

@@ -375,11 +375,10 @@ def fetch_certificate(host, port, address, timeout):
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     sni = None if _literal_ip(host) else host
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=sni) as tls:
-                der = tls.getpeercert(binary_form=True)
-                version = tls.version()
+    try:   # the handshake within `timeout` in all: a server may trickle it
+        with deadline_http.connect([address], port, deadline_http.Deadline(timeout), context, sni) as tls:
+            der = tls.getpeercert(binary_form=True)
+            version = tls.version()
     except (OSError, ssl.SSLError) as e:
         return {'error': _short(str(e))}
     if not der:

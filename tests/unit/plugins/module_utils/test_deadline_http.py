@@ -241,6 +241,15 @@ def test_the_controllers_wss_check_ends_at_its_deadline_and_caps(peer, answer, e
     assert seconds < 1.0 + SLACK
 
 
+def test_describing_the_certificate_of_a_server_that_never_finishes_the_handshake_ends_at_the_timeout():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        found, seconds = timed(external.fetch_certificate, "voice.test", silent.getsockname()[1], "127.0.0.1", 0.8)
+    assert found == {"error": "no complete answer within 0.8 s (the TLS handshake was still going on)"}
+    assert seconds < 0.8 + SLACK
+
+
 # --- the probe's own deadline --------------------------------------------------------------------------------
 def test_a_probe_still_running_at_the_probe_deadline_is_left_behind_and_named():
     deadline = deadline_http.Deadline(0.3, why="the probe ran out of time")
