@@ -228,21 +228,29 @@ def _tls_handshake(sock, context, server_hostname, deadline):
     tls.setblocking(False)
     waiting = selectors.DefaultSelector()   # not select(): an fd past 1023 is usual in a busy controller
     try:
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                event = selectors.EVENT_READ
-            except ssl.SSLWantWriteError:
-                event = selectors.EVENT_WRITE
-            waiting.register(tls, event)
-            waiting.select(deadline.left('the TLS handshake was still going on'))
-            waiting.unregister(tls)
+        while not _handshake_step(tls, waiting, deadline):
+            pass
     finally:
         waiting.close()
     tls.setblocking(True)
     return tls
+
+
+def _handshake_step(tls, waiting, deadline):
+    """One step of the handshake: True when it is done, else after waiting (until the deadline) for the socket."""
+    try:
+        tls.do_handshake()
+        return True
+    except ssl.SSLWantReadError:
+        event = selectors.EVENT_READ
+    except ssl.SSLWantWriteError:
+        event = selectors.EVENT_WRITE
+    waiting.register(tls, event)
+    try:
+        waiting.select(deadline.left('the TLS handshake was still going on'))
+    finally:
+        waiting.unregister(tls)
+    return False
 
 
 class Watchdog(object):

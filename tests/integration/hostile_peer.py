@@ -40,7 +40,8 @@ def read_head(conn):
         data += chunk
     lines = data.split(b"\r\n")
     path = lines[0].split(b" ")[1].decode() if len(lines[0].split(b" ")) > 1 else "/"
-    headers = dict((k.strip().lower(), v.strip()) for k, _, v in (l.partition(b":") for l in lines[1:] if b":" in l))
+    fields = (line.partition(b":") for line in lines[1:] if b":" in line)
+    headers = dict((name.strip().lower(), value.strip()) for name, dummy, value in fields)
     return path, headers
 
 
@@ -121,7 +122,7 @@ def main(port, mode):
     listener.bind(("127.0.0.1", port))
     listener.listen(64)
     while True:
-        conn, _ = listener.accept()
+        conn = listener.accept()[0]
         threading.Thread(target=handle, args=(conn, mode), daemon=True).start()
 
 

@@ -35,7 +35,7 @@ class Peer:
     def _serve(self):
         while True:
             try:
-                conn, _ = self.listener.accept()
+                conn = self.listener.accept()[0]
             except OSError:
                 return
             self.conns.append(conn)
@@ -92,13 +92,13 @@ def endless_headers(conn):
 
 def huge_body(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n")
-    for _ in range(10 ** 6):
+    for dummy in range(10 ** 6):
         conn.sendall(b"b" * 65536)
 
 
 def trickled_body(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-    for _ in range(1000):
+    for dummy in range(1000):
         conn.sendall(b"b")
         time.sleep(0.2)
 
