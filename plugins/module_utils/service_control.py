@@ -261,7 +261,7 @@ class Service(object):
             except subprocess.TimeoutExpired:
                 raise ServiceError('%s did not return within %g s (gunicorn --daemon returns at once)' % (
                     script, self.p['start_timeout']))
-            out.seek(0)
+            out.seek(max(0, out.seek(0, os.SEEK_END) - (64 << 10)))   # its last words: a chatty script stays small
             output = out.read().decode('utf-8', 'replace').strip()
         if done.returncode != 0:
             raise self.failure('%s exited with %d: %s' % (script, done.returncode, output[-2000:] or 'no output'))
