@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot
 
 CONFLICTING = ('gevent', 'uvloop')
@@ -71,11 +71,10 @@ def app_imports(chdir, app, wanted=CONFLICTING):
     """{module: [file, ...]} for the `wanted` modules the app's own source imports."""
     found = {}
     for path in boot.app_source_files(chdir, app):
-        try:
-            with open(path, 'rb') as f:
-                names = imported_modules(f.read(), path)
-        except (IOError, OSError):
+        done = safe_read.read_bytes(path, safe_read.SOURCE_MAX, follow=True)   # no FIFO, device or giant
+        if done.data is None or done.truncated:
             continue
+        names = imported_modules(done.data, path)
         for name in wanted:
             if name in names:
                 found.setdefault(name, []).append(os.path.relpath(path, chdir))

@@ -16,10 +16,11 @@ __metaclass__ = type
 import os
 import re
 import shutil
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
+    app_runner, deadline_http, gunicorn, safe_read, service_env)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
     boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
@@ -33,6 +34,10 @@ DEFAULTS = {
     'gcp_credentials_env': None,
 }
 PACE_MAX = 20
+# The probe's own bounds: its long waits are the stability window and two boot timeouts (the dry import, then a
+# spare-port boot); this covers the bounded rest (each /healthz sample 3 s, the simulated call with its webhooks,
+# version reads, stopping what it started). roles/diagnose/vars/main.yml computes the task's timeout the same way.
+PROBE_SLACK = 60
 TARGET_LAYERS = ('port', 'process', 'listen', 'healthz', 'boot', 'system', 'eventlet', 'voice')
 
 
@@ -60,9 +65,10 @@ def validate(params):
             raise InputError('doctor_port=%r is not a port: set it to a whole number from 1 to 65535, or '
                              'leave it unset to read PORT from the service environment' % (p['port'],))
         p['port'] = port_probe.valid_port(p['port'])
-    if p['env_file'] and not os.path.isfile(p['env_file']):
-        raise InputError('doctor_env_file=%r does not exist: set it to the env file the service reads, '
-                         'or leave it unset' % (p['env_file'],))
+    unreadable = safe_read.refusal(p['env_file'], follow=True) if p['env_file'] else None
+    if unreadable:
+        raise InputError('doctor_env_file=%r %s: set it to the env file the service reads, or leave it unset'
+                         % (p['env_file'], unreadable))
     try:
         pace = None if isinstance(p['voice_pace'], bool) else float(p['voice_pace'])
     except (TypeError, ValueError):
@@ -111,6 +117,35 @@ def _timed(timings, name, func, *args, **kwargs):
         timings[name] = round(time.time() - started, 3)
 
 
+class Task(object):
+    """A probe in a daemon thread: one stuck past the probe's deadline is left behind, and cannot keep the
+    module from returning what the others found (a pool's threads are joined at exit)."""
+
+    def __init__(self, func, *args, **kwargs):
+        self.value = self.error = None
+        self.done = threading.Event()
+        thread = threading.Thread(target=self._run, args=(func,) + args, kwargs=kwargs, name='probe')
+        thread.daemon = True
+        thread.start()
+
+    def _run(self, func, *args, **kwargs):
+        try:
+            self.value = func(*args, **kwargs)
+        except BaseException as e:  # raised again in the caller's thread, as a future would
+            self.error = e
+        finally:
+            self.done.set()
+
+    def result(self, deadline, name, late):
+        """The probe's facts; None, noted in `late` under `name`, when the deadline passes first."""
+        if not self.done.wait(max(deadline.remaining(), 0)):
+            late[name] = '%s: this probe had not finished, its facts are missing' % deadline.why
+            return None
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 # What each expensive probe is needed for (the single-layer modules ask for one layer).
 NEEDED_BY = {
     'listen': ('listen', 'boot'),
@@ -122,16 +157,81 @@ NEEDED_BY = {
 }
 
 
+def time_budget(p):
+    """Seconds the whole probe may take (see PROBE_SLACK)."""
+    return p['stability_window'] + 2 * p['boot_timeout'] + PROBE_SLACK
+
+
 def probe_host(psutil, params, layers=None):
-    """-> facts for the target-side layers (all by default). Raises InputError on bad input."""
+    """-> facts for the target-side layers (all by default). Raises InputError on bad input.
+
+    Within time_budget(): a probe still running then is left out, and `ran_out_of_time` says which layer missed
+    what (the report shows it) instead of the whole task being killed by its timeout with nothing to show."""
     p = validate(params)
     wanted = set(layers or TARGET_LAYERS)
-
-    def needed(probe):
-        return bool(wanted.intersection(NEEDED_BY[probe]))
-
-    timings = {}
     started = time.time()
+    deadline = deadline_http.Deadline(time_budget(p), why='the probe ran out of time (its budget: the stability '
+                                      'window + 2 x the boot timeout + %d s = %d s)' % (PROBE_SLACK, time_budget(p)))
+    timings, late = {}, {}
+    facts, context = _first_facts(psutil, p, timings)
+    context['deadline'] = deadline
+    procs, port = context['process'], context['port']
+
+    def start(probe, timing, func, *args, **kwargs):
+        return Task(_timed, timings, timing, func, *args, **kwargs) if wanted.intersection(NEEDED_BY[probe]) else None
+
+    def wait(task, layer):
+        return task.result(deadline, layer, late) if task is not None else None
+
+    t_listen = start('listen', 'listen', listen.collect, psutil, port, procs)
+    t_healthz = start('healthz', 'healthz', healthz.collect, port, p['healthz_path'], context['wait'],
+                      context['wait_reason'], healthz.TIMEOUT, deadline)
+    ident = context['identity']
+    t_dry = start('boot', 'dry_import', boot.run_dry_import, p['python'], p['chdir'], p['app'], p['healthz_path'],
+                  context['env'], p['boot_timeout'], psutil, ident=ident) if p['dry_import'] else None
+    t_scan = start('boot', 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
+    log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
+    t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
+                     [m['pid'] for m in procs['masters']])
+    facts['healthz'] = wait(t_healthz, 'healthz')
+    stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if facts['healthz'] else None
+    context.update(healthz=facts['healthz'], stable=stable)
+    # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
+    t_voice = start('voice', 'voice', voice.collect, context) if p['voice_checks'] else None
+    facts['listen'], facts['system'] = wait(t_listen, 'listen'), wait(t_system, 'system')
+    dry = wait(t_dry, 'boot')
+    if dry is not None:
+        _check_app_spec(p, dry)
+    context = dict(context, dry_import=dry)
+    boot_wanted = wanted.intersection(NEEDED_BY['boot']) and 'boot' not in late
+    t_preload = None
+    if boot_wanted and (p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable)):
+        t_preload = start('boot', 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
+                          p['healthz_path'], context['env'], p['boot_timeout'],
+                          (dry or {}).get('versions', {}).get('gunicorn'), psutil, ident=ident)
+    t_eventlet = start('eventlet', 'eventlet', eventlet_probe.collect, context)
+    if boot_wanted:
+        preload, scan = wait(t_preload, 'boot'), wait(t_scan, 'boot')
+        if 'boot' not in late:
+            facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
+                             'preload_skipped': None if preload is not None else (
+                                 '/healthz answered a stable 200' if stable else 'doctor_preload_boot=never'),
+                             # The user's switches: what the judge reports as turned off, not as passed or failed.
+                             'dry_import_off': not p['dry_import'], 'preload_off': p['preload_boot'] == 'never',
+                             'run_as': app_runner.describe(ident), 'dev_server_calls': scan}
+    facts['eventlet'], facts['voice'] = wait(t_eventlet, 'eventlet'), wait(t_voice, 'voice')
+    for name in [k for k, v in facts.items() if v is None and k in TARGET_LAYERS]:
+        del facts[name]
+    if late:
+        facts['ran_out_of_time'] = late
+    timings['total'] = round(time.time() - started, 3)
+    facts['timings'] = timings
+    return facts
+
+
+def _first_facts(psutil, p, timings):
+    """The cheap facts everything else needs (the log, the process table, the port, the service environment)
+    -> (facts, context shared by the later probes)."""
     env_file_env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else None
     try:
         log = _timed(timings, 'log', logfile.collect, p['log_file'])
@@ -145,8 +245,6 @@ def probe_host(psutil, params, layers=None):
     env = service_environment(procs['masters'], env_file_env, runners)
     ident = app_runner.service_identity(psutil, procs['masters'], runners, p['chdir'])
     wait, reason = wait_decision(procs['masters'], p['stability_window'])
-    log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
-
     facts = {
         'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
                    'log_file': p['log_file'], 'healthz_path': p['healthz_path'],
@@ -158,59 +256,11 @@ def probe_host(psutil, params, layers=None):
         'env_names': sorted(env),  # names only: values may be secrets
         'env_file_names': sorted(env_file_env) if env_file_env is not None else None,
     }
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {}
-        if needed('listen'):
-            futures['listen'] = pool.submit(_timed, timings, 'listen', listen.collect, psutil, port['port'], procs)
-        if needed('healthz'):
-            futures['healthz'] = pool.submit(_timed, timings, 'healthz', healthz.collect, port['port'],
-                                             p['healthz_path'], wait, reason)
-        if needed('boot') and p['dry_import']:
-            f_dry = pool.submit(_timed, timings, 'dry_import', boot.run_dry_import, p['python'], p['chdir'],
-                                p['app'], p['healthz_path'], env, p['boot_timeout'], psutil, ident=ident)
-        if needed('boot'):
-            f_scan = pool.submit(_timed, timings, 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
-        if needed('system'):
-            futures['system'] = pool.submit(_timed, timings, 'system', system.collect, psutil, [p['chdir'], log_dir],
-                                            [m['pid'] for m in procs['masters']])
-        later = {}
-        if 'healthz' in futures:
-            facts['healthz'] = futures.pop('healthz').result()
-        stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if 'healthz' in facts else None
-        # What the later layers share: the inputs, the service's environment and what was seen so far.
-        context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
-                   'port': port['port'], 'log': log, 'healthz': facts.get('healthz'), 'stable': stable,
-                   'dry_import': None, 'identity': ident}
-        if needed('voice') and p['voice_checks']:
-            # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
-            later['voice'] = pool.submit(_timed, timings, 'voice', voice.collect, context)
-        for name, future in futures.items():
-            facts[name] = future.result()
-        dry = None
-        if needed('boot') and p['dry_import']:
-            dry = f_dry.result()
-            _check_app_spec(p, dry)
-            context = dict(context, dry_import=dry)
-        if needed('boot') and (p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable)):
-            later['preload'] = pool.submit(_timed, timings, 'preload_boot', boot.preload_boot, p['python'],
-                                           p['chdir'], p['app'], p['healthz_path'], env, p['boot_timeout'],
-                                           (dry or {}).get('versions', {}).get('gunicorn'), psutil, ident=ident)
-        if needed('eventlet'):
-            later['eventlet'] = pool.submit(_timed, timings, 'eventlet', eventlet_probe.collect, context)
-        if needed('boot'):
-            preload = later['preload'].result() if 'preload' in later else None
-            facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
-                             'preload_skipped': None if preload is not None else (
-                                 '/healthz answered a stable 200' if stable else 'doctor_preload_boot=never'),
-                             # The user's switches: what the judge reports as turned off, not as passed or failed.
-                             'dry_import_off': not p['dry_import'], 'preload_off': p['preload_boot'] == 'never',
-                             'run_as': app_runner.describe(ident), 'dev_server_calls': f_scan.result()}
-        for name in ('eventlet', 'voice'):
-            if name in later:
-                facts[name] = later[name].result()
-    timings['total'] = round(time.time() - started, 3)
-    facts['timings'] = timings
-    return facts
+    # What the later layers share: the inputs, the service's environment and what was seen so far.
+    context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
+               'port': port['port'], 'log': log, 'healthz': None, 'stable': None, 'dry_import': None,
+               'wait': wait, 'wait_reason': reason, 'identity': ident}
+    return facts, context
 
 
 def _check_app_spec(p, dry):

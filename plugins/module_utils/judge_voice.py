@@ -332,6 +332,9 @@ def _judge_round_trip(v, w, layer, twilio_reaches):
     if rt.get('receive_error'):
         problems = problems + [{'kind': 'frame', 'detail': 'the client gave up on a frame: %s' % rt['receive_error'],
                                 'index': None, 'at_ms': None}]
+    if rt.get('stopped_reading'):   # a flood or a giant frame: what matters first, whatever the frames were
+        problems = [{'kind': 'flood', 'detail': 'the doctor stopped reading: %s' % rt['stopped_reading'],
+                     'index': None, 'at_ms': None}] + problems
     if problems:
         first = problems[0]
         where = 'frame %s at %s ms' % (first['index'], first['at_ms']) if first.get('index') else 'a frame'
@@ -376,6 +379,9 @@ def _judge_round_trip(v, w, layer, twilio_reaches):
 def _media_fix(problems):
     kinds = [p['kind'] for p in problems]
     detail = problems[0]['detail']
+    if 'flood' in kinds:
+        return ('send one media message per 20 ms of audio (160 bytes of mu-law each) and a mark or clear only '
+                'when needed: Twilio, like the doctor, does not read an endless or giant stream.')
     if 'payload' in kinds:
         if '16-bit PCM' in detail:
             return ('the app sends 16-bit PCM: resample it to 8 kHz mono, encode it as G.711 mu-law (audioop.lin2ulaw'

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, stability
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, safe_read, stability
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
 POLL = 0.05
@@ -73,10 +73,8 @@ def running_supervisords(psutil):
 
 def supervisord_include_dir(conf_path):
     """The directory of the first `[include] files=` glob of a supervisord config, or None."""
-    try:
-        with open(conf_path) as f:
-            text = f.read()
-    except (IOError, OSError, TypeError):
+    text = safe_read.read_text(conf_path, 1 << 20, follow=True).data if conf_path else None
+    if text is None:
         return None
     section = None
     for raw in text.splitlines():
@@ -146,11 +144,8 @@ def app_master(psutil, pid, app, chdir):
 
 
 def read_pidfile(path):
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except (IOError, OSError):
-        return None
+    # Written by gunicorn into the service directory: a symlink there is not expected, and not followed.
+    text = (safe_read.read_text(path, 64).data or '').strip()
     return int(text) if text.isdigit() else None
 
 
@@ -210,14 +205,8 @@ class Service(object):
     def console(self):
         """What the runner's console and the service's logs got since the start (gunicorn prints a failed
         worker class import or a bad option there before or after its logger takes over stderr)."""
-        text = []
-        for path in self._logs():
-            try:
-                with open(path, 'rb') as f:
-                    f.seek(self._offsets.get(path, 0))
-                    text.append(f.read(64 << 10).decode('utf-8', 'replace'))
-            except (IOError, OSError):
-                continue
+        text = [safe_read.read_text(path, 64 << 10, follow=True, start=self._offsets.get(path, 0)).data
+                for path in self._logs()]
         return '\n'.join(t for t in text if t)
 
     def mark_console(self):
@@ -274,7 +263,7 @@ class Service(object):
             except subprocess.TimeoutExpired:
                 raise ServiceError('%s did not return within %g s (gunicorn --daemon returns at once)' % (
                     script, self.p['start_timeout']))
-            out.seek(0)
+            out.seek(max(0, out.seek(0, os.SEEK_END) - (64 << 10)))   # its last words: a chatty script stays small
             output = out.read().decode('utf-8', 'replace').strip()
         if done.returncode != 0:
             raise self.failure('%s exited with %d: %s' % (script, done.returncode, output[-2000:] or 'no output'))

@@ -12,8 +12,10 @@ import os
 import re
 import shlex
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
 
+ENVIRON_MAX = 4 << 20  # /proc/<pid>/environ: argv and environ share a quarter of the stack limit (2 MiB by default)
 # Variable names whose values never leave the host (evidence shows only that they are set).
 # What a backslash escapes inside double quotes, in sh and in systemd's env files alike.
 SHELL_ESCAPED = '"\\$`'
@@ -72,11 +74,8 @@ def parse_environ(raw):
 
 def read_proc_environ(pid):
     """The environment a running process started with, or None when it cannot be read."""
-    try:
-        with open('/proc/%d/environ' % pid, 'rb') as f:
-            return parse_environ(f.read())
-    except (IOError, OSError):
-        return None
+    raw = safe_read.read_bytes('/proc/%d/environ' % pid, ENVIRON_MAX).data
+    return parse_environ(raw) if raw is not None else None
 
 
 def parse_systemd_environment(unit_text, problems=None):
@@ -231,13 +230,11 @@ def format_env_file(env):
     return ''.join(line + '\n' for line in lines)
 
 
-def read_text(path, limit=1 << 20):
-    """A small text file, or None when it is missing or unreadable."""
-    try:
-        with open(path, 'r', errors='replace') as f:
-            return f.read(limit)
-    except (IOError, OSError):
-        return None
+def read_text(path, limit=1 << 20, follow=True):
+    """The head of a small text file (a unit, a supervisord config, an env file, a /proc file), or None when it is
+    missing, unreadable or not a regular file. Symlinks are followed by default: enabled units and shared env
+    files are often links; `follow=False` for files this collection writes itself."""
+    return safe_read.read_text(path, limit, follow=follow).data
 
 
 def _other_directory(directory, chdir):

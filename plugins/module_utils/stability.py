@@ -16,7 +16,7 @@ import os
 import re
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, process
 
 POLL = 0.1            # process table and log: cheap, looked at often
@@ -40,7 +40,8 @@ class Unstable(Exception):
 
 
 class LogTail(object):
-    """New lines of a log since the last read (a log that is replaced or truncated is read anew)."""
+    """New lines of a log since the last read (a log that is replaced or truncated is read anew). The service's
+    logs are read as safe_read does for the user's log path: followed to a regular file, never a FIFO or device."""
 
     def __init__(self, path, from_start=False):
         self.path = path
@@ -49,11 +50,7 @@ class LogTail(object):
         self.head = self._head()
 
     def _head(self):
-        try:
-            with open(self.path, 'rb') as f:
-                return f.read(64)
-        except (IOError, OSError):
-            return b''
+        return safe_read.read_bytes(self.path, 64, follow=True).data or b''
 
     def _size(self):
         try:
@@ -73,23 +70,15 @@ class LogTail(object):
         if inode != self.inode or self._size() < self.offset or head[:len(self.head)] != self.head:
             self.offset, self.inode = 0, inode
         self.head = head
-        try:
-            with open(self.path, 'rb') as f:
-                f.seek(self.offset)
-                data = f.read(TAIL_BYTES)
-                self.offset = f.tell()
-        except (IOError, OSError):
+        done = safe_read.read_bytes(self.path, TAIL_BYTES, follow=True, start=self.offset)
+        if done.data is None:
             return []
-        return data.decode('utf-8', 'replace').splitlines()
+        self.offset += len(done.data)
+        return done.data.decode('utf-8', 'replace').splitlines()
 
 
 def read_tail(path, limit=TAIL_BYTES):
-    try:
-        with open(path, 'rb') as f:
-            f.seek(max(0, os.path.getsize(path) - limit))
-            return f.read().decode('utf-8', 'replace').splitlines()
-    except (IOError, OSError):
-        return []
+    return (safe_read.read_text(path, limit, tail=True, follow=True).data or '').splitlines()
 
 
 def current_run(lines):
@@ -188,7 +177,7 @@ def wait_ready(psutil, p, exclude, deadline, logs):
             if len(workers) < wanted:
                 last = 'master %d has %d of %d workers' % (master['pid'], len(workers), wanted)
             else:
-                s = healthz.sample(p['port'], p['healthz_path'], timeout=3.0)
+                s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
                 if s['status'] == 200:
                     if p.get('worker_class') and master['settings']['worker_class'] != p['worker_class']:
                         raise Unstable('master %d runs -k %s, not -k %s' % (
@@ -236,7 +225,7 @@ def watch(psutil, p, exclude=()):
                     if event and event['event'] in UNSTABLE_EVENTS:
                         raise Unstable('%s logged during the window: %s' % (event['event'], line.strip()[:300]))
             if time.time() >= next_sample:
-                s = healthz.sample(p['port'], p['healthz_path'], timeout=3.0)
+                s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
                 samples.append(s)
                 next_sample = time.time() + HEALTHZ_EVERY
                 if s['status'] != 200:

@@ -259,7 +259,7 @@ def _answered_by_stranger(facts):
 
 
 def healthz_stable(facts):
-    samples = facts['healthz']['samples']
+    samples = (facts.get('healthz') or {}).get('samples')
     return bool(samples) and all(s['status'] == 200 for s in samples) and not _answered_by_stranger(facts)
 
 
@@ -499,10 +499,18 @@ JUDGES = (
 )
 
 
+def _judge_one(facts, name, func, layer):
+    late = (facts.get('ran_out_of_time') or {}).get(name)
+    if late:   # the probe's deadline passed before this layer's facts were in: say so, judge nothing half-seen
+        layer.check('probe finished', 'warn', late)
+    elif name in facts or name in ('eventlet', 'voice', 'external'):  # later layers say why they skip
+        func(facts, layer)
+
+
 def judge_layer(facts, name):
     """One layer's result and causes (for the single-layer modules)."""
     layer = Layer(name, _values(facts))
-    dict(JUDGES)[name](facts, layer)
+    _judge_one(facts, name, dict(JUDGES)[name], layer)
     return layer.result(), layer.causes
 
 
@@ -512,8 +520,7 @@ def judge(facts, host):
     layers, causes = [], []
     for name, func in JUDGES:
         layer = Layer(name, values)
-        if name in facts or name in ('eventlet', 'voice', 'external'):  # later layers say why they skip
-            func(facts, layer)
+        _judge_one(facts, name, func, layer)
         layers.append(layer.result())
         causes.extend(layer.causes)
     causes.sort(key=lambda c: (LAYERS.index(c['layer']), -RANK[c['severity']]))

@@ -149,7 +149,7 @@ def main():
     if problems:
         module.fail_json(msg='cannot carry the environment of %s: %s; set those variables in doctor_env_file instead'
                          % (p['runner_file'], '; '.join(problems)))
-    old_text = service_env.read_text(p['path'])
+    old_text = service_env.read_text(p['path'], follow=False)   # the carried file is ours: never via a symlink
     old_env = service_env.parse_dotenv(old_text or '')
     carried = dict(old_env, **runner_env)
     for name in set(p['exclude']) | MANAGED:

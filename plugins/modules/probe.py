@@ -21,6 +21,11 @@ description:
     notes). O(dry_import=false) and O(preload_boot=never) turn both off.
   - The voice layer's simulated Twilio call sends one second of audio at real time unless O(voice_pace) says
     how much faster.
+  - Bounded in time and size on a hostile host. Files are read only when they are regular files, at most a bounded
+    head or tail (a FIFO, a device or a socket is refused with the reason). Every HTTP and WebSocket exchange has one
+    wall-clock deadline (3 s for C(/healthz), each webhook and the WebSocket handshake) and byte caps, and the whole
+    probe a budget of O(stability_window) + 2 x O(boot_timeout) + 60 s; a layer still running then is left out and
+    reported as having run out of time.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
@@ -41,7 +46,9 @@ EXAMPLES = r'''
 
 RETURN = r'''
 facts:
-  description: What each probe observed, by layer (port, process, log, listen, healthz, boot, system), and C(timings).
+  description:
+    - What each probe observed, by layer (port, process, log, listen, healthz, boot, system), and C(timings).
+    - C(ran_out_of_time) (layer -> why) names the layers whose probe had not finished within the budget.
   returned: success
   type: dict
   sample:

@@ -16,7 +16,9 @@ description:
     workers stay, C(/healthz) keeps answering 200 and the log shows no C(Handling signal: term), no worker boot
     or exit, no C(WORKER TIMEOUT)."
   - Watches the process table and the log often (every 0.1 s) and ends as soon as the service fails; bounded by
-    I(timeout) for the service to come up.
+    I(timeout) for the service to come up. Each C(/healthz) request has 3 s in all (connect, headers, body), so a
+    service that trickles its answer fails the request instead of holding the check. Logs are read only when they
+    are regular files, a bounded tail at a time.
   - On failure, the message says what was seen and what the logs' current run says (the exception, gunicorn's
     C(Reason:), an C(Error:) line).
   - Never changes anything and never reports C(changed).

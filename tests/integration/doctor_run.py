@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -41,8 +42,9 @@ def make_app(tmp_path, edit=None):
     return app_dir
 
 
-def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True):
-    """ansible-playbook PLAYBOOK against localhost with host_vars; -> CompletedProcess."""
+def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True, timeout=300, memory_limit=None):
+    """ansible-playbook PLAYBOOK against localhost with host_vars; -> CompletedProcess. `timeout` ends a run that
+    hangs (subprocess.TimeoutExpired); `memory_limit` (bytes of address space) makes one that eats memory fail."""
     target = {
         "ansible_connection": "local",
         "ansible_python_interpreter": PYTHON,
@@ -57,16 +59,18 @@ def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True):
     inv.write_text(json.dumps(inventory))
     cmd = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks" / playbook)]
     cmd += list(extra_args)
+    limit = None if memory_limit is None else (
+        lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit)))
     done = subprocess.run(cmd, cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=300, check=False)
+                          text=True, timeout=timeout, check=False, preexec_fn=limit)
     if check and done.returncode != 0:
         raise AssertionError("ansible-playbook failed (%d):\n%s" % (done.returncode, done.stdout[-6000:]))
     return done
 
 
-def diagnose(tmp_path, host_vars, extra_args=()):
+def diagnose(tmp_path, host_vars, extra_args=(), timeout=300):
     """Run diagnose.yml; -> (report dict validated against the contract's schema, playbook output)."""
-    done = run_playbook("diagnose.yml", tmp_path, host_vars, extra_args)
+    done = run_playbook("diagnose.yml", tmp_path, host_vars, extra_args, timeout=timeout)
     report_path = tmp_path / "reports" / "target.json"
     report = json.loads(report_path.read_text())
     jsonschema.validate(report, schema())

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, gunicorn, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import dry_import
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz as healthz_probe
 
@@ -232,11 +232,10 @@ def app_source_files(chdir, app, limit=400):
 def scan_dev_server_calls(chdir, app):
     found = []
     for path in app_source_files(chdir, app):
-        try:
-            with open(path, 'rb') as f:
-                source = f.read()
-        except (IOError, OSError):
+        done = safe_read.read_bytes(path, safe_read.SOURCE_MAX, follow=True)   # no FIFO, device or giant
+        if done.data is None or done.truncated:
             continue
+        source = done.data
         for hit in scan_source(source, path):
             hit['file'] = os.path.relpath(path, chdir)
             found.append(hit)

@@ -20,7 +20,8 @@ import os
 import re
 import select
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, eventlet_compat, gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
+    app_runner, eventlet_compat, gunicorn, safe_read, service_env)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, logfile
 
 ENV_VARS = ('EVENTLET_NO_GREENDNS', 'EVENTLET_HUB')
@@ -284,11 +285,10 @@ def scan_monkey_patch(source, filename='<app>'):
 def scan_app_monkey_patch(chdir, app):
     found = []
     for path in boot.app_source_files(chdir, app):
-        try:
-            with open(path, 'rb') as f:
-                source = f.read()
-        except (IOError, OSError):
+        done = safe_read.read_bytes(path, safe_read.SOURCE_MAX, follow=True)   # no FIFO, device or giant
+        if done.data is None or done.truncated:
             continue
+        source = done.data
         if b'monkey_patch' not in source:
             continue
         for hit in scan_monkey_patch(source, path):

@@ -31,6 +31,8 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not a controller
     urlsplit = None
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http
+
 
 def _installed(name):
     try:
@@ -282,6 +284,8 @@ def classify(exc):
 
     error_class: tls (verify: the certificate; plaintext: the port does not speak TLS), refused,
     timeout, reset, unreachable, dns, connection."""
+    if isinstance(exc, deadline_http.OutOfTime):   # the exchange's deadline: it says what was still arriving
+        return {'error_class': 'timeout', 'error': str(exc)}
     chain = _chain(exc)
     for e in chain:
         if isinstance(e, ssl.SSLCertVerificationError):
@@ -371,11 +375,10 @@ def fetch_certificate(host, port, address, timeout):
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     sni = None if _literal_ip(host) else host
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=sni) as tls:
-                der = tls.getpeercert(binary_form=True)
-                version = tls.version()
+    try:   # the handshake within `timeout` in all: a server may trickle it
+        with deadline_http.connect([address], port, deadline_http.Deadline(timeout), context, sni) as tls:
+            der = tls.getpeercert(binary_form=True)
+            version = tls.version()
     except (OSError, ssl.SSLError) as e:
         return {'error': _short(str(e))}
     if not der:
@@ -407,13 +410,50 @@ def _result(url, **values):
     return result
 
 
+def _watched_session(requests, watchdog):
+    """A requests session whose connections hand their sockets to `watchdog` as urllib3 opens them (to the
+    server or a proxy), so that the exchange ends at its deadline whatever the peer trickles."""
+    from urllib3 import connection, connectionpool
+
+    class Watched(object):
+        def _new_conn(self):
+            sock = super(Watched, self)._new_conn()
+            watchdog.watch(sock)
+            return sock
+
+    pools = {
+        'http': type('HTTPPool', (connectionpool.HTTPConnectionPool,),
+                     {'ConnectionCls': type('HTTPConn', (Watched, connection.HTTPConnection), {})}),
+        'https': type('HTTPSPool', (connectionpool.HTTPSConnectionPool,),
+                      {'ConnectionCls': type('HTTPSConn', (Watched, connection.HTTPSConnection), {})}),
+    }
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            requests.adapters.HTTPAdapter.init_poolmanager(self, *args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, *args, **kwargs):
+            manager = requests.adapters.HTTPAdapter.proxy_manager_for(self, *args, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    session = requests.Session()
+    for prefix in ('http://', 'https://'):
+        session.mount(prefix, Adapter())
+    return session
+
+
 def check_https(url, cafile, validate_certs, timeout):
-    """GET url over http(s), no redirects followed (Twilio's media stream follows none either)."""
+    """GET url over http(s), no redirects followed (Twilio's media stream follows none either), all of it (TLS,
+    headers, the first BODY_BYTES of the body) within `timeout` s."""
     requests = _load('requests') if HAS_REQUESTS else None
     if requests is None:
         return _result(url, not_run=_unusable('requests', 'requests'))
     started = time.time()
-    session = requests.Session()
+    deadline = deadline_http.Deadline(timeout)
+    watchdog = deadline_http.Watchdog(deadline)
+    session = _watched_session(requests, watchdog)
     try:
         if not validate_certs:
             try:
@@ -424,6 +464,8 @@ def check_https(url, cafile, validate_certs, timeout):
                 pass
         response = session.get(url, timeout=(timeout, timeout), verify=(cafile or True) if validate_certs else False,
                                allow_redirects=False, stream=True, headers={'User-Agent': USER_AGENT})
+        if deadline.remaining() <= 0:   # the watchdog cut the headers short: http.client took the cut for their end
+            raise deadline_http.OutOfTime(deadline.why)
         latency = round((time.time() - started) * 1000, 1)
         try:
             peer = _peer(response.raw._connection.sock)  # urllib3 keeps the socket while the body is unread
@@ -431,7 +473,7 @@ def check_https(url, cafile, validate_certs, timeout):
             peer = None
         try:
             body = response.raw.read(BODY_BYTES, decode_content=True) or b''
-        except Exception:  # a truncated body is still an answer; the status decides
+        except Exception:  # a truncated body (or one cut at the deadline) is still an answer; the status decides
             body = b''
         response.close()
         return _result(url, ok=response.status_code == 200, status=response.status_code, reason=response.reason,
@@ -441,25 +483,40 @@ def check_https(url, cafile, validate_certs, timeout):
                        error=None if response.status_code == 200 else 'HTTP %d %s' % (
                            response.status_code, response.reason or ''))
     except Exception as e:  # requests' whole family plus ssl/socket errors: classified, never raised
-        return _result(url, latency_ms=round((time.time() - started) * 1000, 1), **classify(e))
+        latency = round((time.time() - started) * 1000, 1)
+        if watchdog.fired:   # the deadline cut the connection: whatever requests says, that is why it ended
+            return _result(url, latency_ms=latency, error_class='timeout', error='%s (%s were still arriving)' % (
+                deadline.why, 'the TLS handshake or the headers' if url.startswith('https:') else 'the headers'))
+        return _result(url, latency_ms=latency, **classify(e))
     finally:
+        watchdog.cancel()
         session.close()
 
 
-def check_wss(url, cafile, validate_certs, timeout):
+def check_wss(url, cafile, validate_certs, timeout, addresses=None):
     """The Twilio media-stream handshake: 101, a valid Sec-WebSocket-Accept (websocket-client checks
-    it) and Sec-WebSocket-Protocol: audio.twilio.com echoed. Closed right after the handshake."""
+    it) and Sec-WebSocket-Protocol: audio.twilio.com echoed. Closed right after the handshake.
+
+    The connection (to the first of `addresses` that accepts, else the URL's host) and the TLS handshake are made
+    here, so that all of it - TLS, the answer's headers and body - ends within `timeout` s and reads at most
+    deadline_http.HEADER_MAX bytes."""
     websocket = _load('websocket') if HAS_WEBSOCKET else None
     if websocket is None:
         return _result(url, not_run=_unusable('websocket-client', 'websocket'))
     started = time.time()
     ws = None
+    parts = urlsplit(url)
+    deadline = deadline_http.Deadline(timeout, why='no complete handshake answer within %g s' % timeout)
     try:
+        tls = ssl_context(cafile, validate_certs) if parts.scheme == 'wss' else None
+        raw = deadline_http.connect(addresses or [parts.hostname], parts.port or (443 if tls else 80), deadline, tls,
+                                    parts.hostname)
+        sock = deadline_http.BoundedSocket(raw, deadline, too_large=deadline_http.HANDSHAKE_TOO_LARGE,
+                                           doing='the handshake answer was still arriving')
         # The subprotocol goes as a plain header so websocket-client does not reject a missing echo
         # before we can say so; the echo is checked below.
         ws = websocket.create_connection(
-            url, timeout=timeout, header=['Sec-WebSocket-Protocol: %s' % TWILIO_SUBPROTOCOL],
-            sslopt={'context': ssl_context(cafile, validate_certs)} if url.startswith('wss:') else {},
+            url, timeout=timeout, header=['Sec-WebSocket-Protocol: %s' % TWILIO_SUBPROTOCOL], socket=sock,
             redirect_limit=0, enable_multithread=False)
         latency = round((time.time() - started) * 1000, 1)
         headers = dict((k.lower(), v) for k, v in (ws.getheaders() or {}).items())
@@ -528,7 +585,7 @@ def collect(base_url, source, healthz_path='/healthz', ws_path='/ws/twilio-media
                 _load(name)   # first imports here, not racing in two threads
         with ThreadPoolExecutor(max_workers=2) as pool:
             f_https = pool.submit(check_https, https_url, cafile, validate_certs, timeout)
-            f_wss = pool.submit(check_wss, wss_url, cafile, validate_certs, timeout)
+            f_wss = pool.submit(check_wss, wss_url, cafile, validate_certs, timeout, dns['addresses'])
             facts['https'], facts['wss'] = f_https.result(), f_wss.result()
         if any(r['error_class'] == 'tls' for r in (facts['https'], facts['wss'])):
             facts['certificate'] = fetch_certificate(parts['host'], parts['port'], dns['addresses'][0], timeout)

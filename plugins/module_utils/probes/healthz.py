@@ -10,32 +10,33 @@ __metaclass__ = type
 import socket
 import time
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http
+
 try:
-    from http.client import HTTPConnection
+    from http.client import HTTPException
 except ImportError:  # pragma: no cover - Python 2 is not a target
-    HTTPConnection = None
+    HTTPException = Exception
 
 POLL_INTERVAL = 0.5
 DOWN_RESAMPLE_WINDOW = 2.0  # a refused or failing service is re-sampled briefly to tell down from flapping
+TIMEOUT = 3.0               # one GET in all, as `curl -m 3`: connect, headers and body
+BODY_MAX = 4096
 
 
-def sample(port, path, timeout=3.0, host='127.0.0.1'):
-    """One GET -> dict(status, latency_ms, body, error)."""
+def sample(port, path, timeout=TIMEOUT, host='127.0.0.1', within=None):
+    """One GET, all of it within `timeout` s (and before the deadline `within`) -> dict(status, latency_ms, body,
+    error). A peer that trickles its answer or sends too much of it is an error, as curl -m would say."""
     started = time.time()
-    conn = HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request('GET', path, headers={'User-Agent': 'sre.gunicorn_doctor', 'Connection': 'close'})
-        response = conn.getresponse()
-        body = response.read(4096)
-        status, error = response.status, None
+        answer = deadline_http.request(host, port, 'GET', path, headers={'User-Agent': 'sre.gunicorn_doctor'},
+                                       timeout=timeout, body_max=BODY_MAX, within=within)
+        status, body, error = answer['status'], answer['body'], None
     except socket.timeout:
         status, body, error = None, b'', 'no answer within %gs' % timeout
-    except (IOError, OSError) as e:  # refused, reset, unreachable
+    except (IOError, OSError) as e:  # refused, reset, unreachable; out of time, too large
         status, body, error = None, b'', getattr(e, 'strerror', None) or str(e) or e.__class__.__name__
-    except Exception as e:  # http.client.BadStatusLine and friends: something answered, not HTTP
+    except HTTPException as e:  # BadStatusLine, more than 100 headers: something answered, not (good) HTTP
         status, body, error = None, b'', '%s: %s' % (e.__class__.__name__, e)
-    finally:
-        conn.close()
     return {
         'status': status,
         'latency_ms': round((time.time() - started) * 1000, 1),
@@ -44,13 +45,14 @@ def sample(port, path, timeout=3.0, host='127.0.0.1'):
     }
 
 
-def collect(port, path, wait_seconds, wait_reason, timeout=3.0):
+def collect(port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None):
     """Sample /healthz; keep sampling for `wait_seconds` only when the first answer is 200 and the
     caller has evidence that the service is young, or briefly when the first answer is a failure.
-    Sampling ends as soon as a 200 service fails (the flap is proven)."""
+    Sampling ends as soon as a 200 service fails (the flap is proven), or early when the probe's deadline
+    `within` would pass during the next sample."""
     started = time.time()
     samples = []
-    first = sample(port, path, timeout)
+    first = sample(port, path, timeout, within=within)
     first['at'] = 0.0
     samples.append(first)
     if first['status'] == 200:
@@ -60,8 +62,11 @@ def collect(port, path, wait_seconds, wait_reason, timeout=3.0):
         wait_reason = 'no 200 at first: re-sampled for %g s to tell down from flapping' % window
     deadline = started + window
     while time.time() + POLL_INTERVAL < deadline:
+        if within is not None and within.remaining() < POLL_INTERVAL + timeout:
+            wait_reason += '; sampling stopped early: %s' % within.why
+            break
         time.sleep(POLL_INTERVAL)
-        s = sample(port, path, timeout)
+        s = sample(port, path, timeout, within=within)
         s['at'] = round(time.time() - started, 2)
         samples.append(s)
         if first['status'] == 200 and s['status'] != 200:

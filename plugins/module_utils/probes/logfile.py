@@ -9,7 +9,7 @@ __metaclass__ = type
 import datetime
 import os
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, safe_read
 
 TAIL_BYTES = 2 << 20  # the recent past is what matters; old megabytes only slow the probe
 EVENTS_KEPT = 300
@@ -34,22 +34,15 @@ def parse_time(text):
 
 
 def read_tail(path, limit=TAIL_BYTES):
-    if not os.path.exists(path):
-        raise LogFileError('does not exist')
-    if os.path.isdir(path):
-        raise LogFileError('is a directory')
-    try:
-        with open(path, 'rb') as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
-    except (IOError, OSError) as e:
-        raise LogFileError(e.strerror or str(e))
-    text = data.decode('utf-8', 'replace')
-    if size > limit:
+    """The last `limit` bytes of the log -> (text, size). A log path given by the user may be a symlink (to a
+    rotated or mounted file): followed, but it must end at a regular file (a FIFO or /dev/zero is refused)."""
+    done = safe_read.read_text(path, limit, tail=True, follow=True)
+    if done.data is None:
+        raise LogFileError(done.error)
+    text = done.data
+    if done.truncated:
         text = text.split('\n', 1)[-1]  # drop the partial first line
-    return text, size
+    return text, done.size
 
 
 def collect(path):

@@ -12,7 +12,7 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
 
 SHELLS = ('sh', 'bash', 'dash', 'zsh', 'ksh', 'busybox')
@@ -136,26 +136,25 @@ def _flask_reason(args, cwd, chdir):
     return ''
 
 
+def _proc_lines(pid, name):
+    return (safe_read.read_text('/proc/%d/%s' % (pid, name), 64 << 10).data or '').splitlines()
+
+
 def _sighup_ignored(pid):
-    try:
-        with open('/proc/%d/status' % pid) as f:
-            for line in f:
-                if line.startswith('SigIgn:'):
-                    return bool(int(line.split()[1], 16) & SIGHUP_BIT)
-    except (IOError, OSError, ValueError):
-        pass
+    for line in _proc_lines(pid, 'status'):
+        if line.startswith('SigIgn:'):
+            try:
+                return bool(int(line.split()[1], 16) & SIGHUP_BIT)
+            except (IndexError, ValueError):
+                return False
     return False
 
 
 def _systemd_unit(pid):
-    try:
-        with open('/proc/%d/cgroup' % pid) as f:
-            for line in f:
-                for part in line.strip().split('/'):
-                    if part.endswith('.service'):
-                        return part
-    except (IOError, OSError):
-        pass
+    for line in _proc_lines(pid, 'cgroup'):
+        for part in line.strip().split('/'):
+            if part.endswith('.service'):
+                return part
     return None
 
 

@@ -27,10 +27,10 @@ import threading
 import time
 
 try:
-    from http.client import HTTPConnection, HTTPException
+    from http.client import HTTPException
     from urllib.parse import urlencode
 except ImportError:  # pragma: no cover - Python 2 is not a target
-    HTTPConnection = HTTPException = urlencode = None
+    HTTPException = urlencode = None
 
 try:
     import websocket
@@ -39,10 +39,10 @@ except ImportError:
     websocket = None
     HAS_WEBSOCKET = False
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env, twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http, safe_read, service_env, twilio
 
-HTTP_TIMEOUT = 3.0        # each webhook request
-WS_TIMEOUT = 3.0          # connect + handshake
+HTTP_TIMEOUT = 3.0        # each webhook request, all of it
+WS_TIMEOUT = 3.0          # connect + handshake, all of it
 CALL_FRAMES = 50          # one second of 20 ms frames
 DRAIN_QUIET = 0.2         # after the last frame: this long without a reply ends the wait for replies
 DRAIN_MAX = 1.0           # ... and never longer than this
@@ -50,7 +50,10 @@ CLOSE_TIMEOUT = 1.0
 RECV_POLL = 0.05
 LOG_WAIT = 0.5            # MEDIA_TX lines may reach the log a moment after the frames
 BODY_MAX = 64 << 10
+CALL_BYTES_MAX = 1 << 20  # all the app may send during the one-second call: ~100 x its 50 media frames
+CALL_FRAMES_MAX = 1000    # ... in at most this many frames (Twilio sends 50 media frames in that second)
 CREDENTIALS_MAX = 1 << 20
+LOG_READ_MAX = 1 << 20
 SCAN_FILES_MAX = 2000
 SCAN_BYTES_MAX = 256 << 10
 PROBLEMS_KEPT = 5
@@ -90,12 +93,12 @@ def collect(context):
     }
     facts['gcp'] = gcp_facts(p.get('gcp_credentials_env'), env, env_source, p['chdir'], master, context.get('psutil'))
     if not facts['http_skipped']:
-        _probe_http(facts, p, env, port, base, p.get('voice_pace') or 1.0)
+        _probe_http(facts, p, env, port, base, p.get('voice_pace') or 1.0, context.get('deadline'))
     facts['seconds'] = round(time.time() - started, 3)
     return facts
 
 
-def _probe_http(facts, p, env, port, base, pace):
+def _probe_http(facts, p, env, port, base, pace, within=None):
     token = p.get('twilio_auth_token') or None
     account_sid = env.get('TWILIO_ACCOUNT_SID', '')
     if not re.match(r'^AC[0-9a-f]{32}$', account_sid):
@@ -108,7 +111,7 @@ def _probe_http(facts, p, env, port, base, pace):
     sign_base = base['clean'] if base else 'http://127.0.0.1:%d' % port
 
     twiml = post_form(port, p['incoming_call_path'], twilio.incoming_call_fields(call_sid, account_sid), host, proto,
-                      token, sign_base)
+                      token, sign_base, within=within)
     custom = {}
     if twiml['status'] == 200:
         parsed = twilio.parse_twiml(twiml.pop('body'))
@@ -119,19 +122,20 @@ def _probe_http(facts, p, env, port, base, pace):
     else:
         twiml.pop('body', None)
     facts['twiml'] = twiml
-    if twiml['error'] and 'no answer within' in twiml['error']:
+    if twiml['error'] and ('no answer within' in twiml['error'] or 'no complete answer within' in twiml['error']):
         why = 'the TwiML webhook did not answer within %g s: the worker is busy or stuck' % HTTP_TIMEOUT
         facts['status_callback'] = {'skipped': why}
         facts['websocket'] = {'skipped': why, 'url': 'ws://127.0.0.1:%d%s' % (port, p['ws_path'])}
         return
     status = post_form(port, p['stream_status_path'], twilio.stream_status_fields(call_sid, account_sid, stream_sid),
-                       host, proto, token, sign_base)
+                       host, proto, token, sign_base, within=within)
     status.pop('body', None)
     facts['status_callback'] = status
 
     log_file = p.get('log_file')
     log_mark = _log_size(log_file)
-    facts['websocket'] = probe_websocket(port, p['ws_path'], host, stream_sid, call_sid, account_sid, custom, pace)
+    facts['websocket'] = probe_websocket(port, p['ws_path'], host, stream_sid, call_sid, account_sid, custom, pace,
+                                         within)
     rt = facts['websocket'].get('round_trip')
     if rt is not None:
         facts['media_tx'] = media_tx_lines(log_file, log_mark, stream_sid, (rt.get('events') or {}).get('media', 0))
@@ -179,10 +183,11 @@ def _http_skip_reason(context):
 
 
 # --- webhooks -----------------------------------------------------------------------------------------
-def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TIMEOUT):
-    """POST `fields` to http://127.0.0.1:port/path as Twilio would -> facts of the answer (+ 'body')."""
+def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TIMEOUT, within=None):
+    """POST `fields` to http://127.0.0.1:port/path as Twilio would, all of it within `timeout` s -> facts of the
+    answer (+ 'body')."""
     headers = {'Host': host, 'Content-Type': 'application/x-www-form-urlencoded', 'User-Agent': USER_AGENT,
-               'Accept': '*/*', 'Connection': 'close'}
+               'Accept': '*/*'}
     if proto:
         headers['X-Forwarded-Proto'] = proto
     signed_url = None
@@ -193,32 +198,30 @@ def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TI
               'forwarded_proto': proto, 'signed_url': signed_url, 'status': None, 'reason': None,
               'content_type': None, 'body_bytes': None, 'body_head': None, 'error': None, 'ms': None}
     started = time.time()
-    conn = HTTPConnection('127.0.0.1', port, timeout=timeout)
     try:
-        conn.request('POST', path, body=urlencode(fields), headers=headers)
-        response = conn.getresponse()
-        body = response.read(BODY_MAX)
-        result.update(status=response.status, reason=response.reason, content_type=response.getheader('Content-Type'),
-                      body_bytes=len(body))
+        answer = deadline_http.request('127.0.0.1', port, 'POST', path, headers=headers, body=urlencode(fields),
+                                       timeout=timeout, body_max=BODY_MAX, within=within)
+        body = answer['body']
+        result.update(status=answer['status'], reason=answer['reason'],
+                      content_type=answer['headers'].get('content-type'), body_bytes=len(body))
         text = body.decode('utf-8', 'replace')
         result['body_head'] = text[:600]
         result['body'] = text
     except socket.timeout:
         result['error'] = 'no answer within %g s' % timeout
-    except (IOError, OSError) as e:
+    except (IOError, OSError) as e:   # refused, reset; out of time, too large
         result['error'] = getattr(e, 'strerror', None) or str(e) or e.__class__.__name__
     except HTTPException as e:
         result['error'] = '%s: %s' % (e.__class__.__name__, e)
-    finally:
-        conn.close()
     result['ms'] = round((time.time() - started) * 1000, 1)
     return result
 
 
 # --- the media stream ---------------------------------------------------------------------------------
-def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters, pace=1.0):
+def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters, pace=1.0, within=None):
     """Handshake like Twilio (Sec-WebSocket-Protocol: audio.twilio.com), then a one-second call (`pace`:
-    see media_round_trip)."""
+    see media_round_trip). The handshake has WS_TIMEOUT s in all, the call call_seconds(); what the app may
+    send is capped (HEADER_MAX for the handshake answer, CALL_BYTES_MAX and CALL_FRAMES_MAX for the call)."""
     url = 'ws://127.0.0.1:%d%s' % (port, path)
     out = {'url': url, 'host_header': host, 'skipped': None, 'library': None, 'status': None, 'reason': None,
            'error': None, 'accept_valid': None, 'subprotocol': None, 'headers': {}, 'body_head': None,
@@ -232,12 +235,15 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
     key = base64.b64encode(os.urandom(16)).decode('ascii')
     out['accept_expected'] = twilio.ws_accept(key)
     started = time.monotonic()
+    deadline = deadline_http.Deadline(WS_TIMEOUT, within, why='no complete handshake answer within %g s' % WS_TIMEOUT)
     try:
+        sock = deadline_http.BoundedSocket(deadline_http.connect(['127.0.0.1'], port, deadline), deadline,
+                                           too_large=deadline_http.HANDSHAKE_TOO_LARGE,
+                                           doing='the handshake answer was still arriving')
         # The subprotocol goes in as a plain header, not subprotocols=[...]: the library would refuse a
         # 101 without it, and its absence is exactly what the judge must see.
         ws = websocket.create_connection(
-            url, timeout=WS_TIMEOUT, host=host, suppress_origin=True, http_no_proxy=['127.0.0.1'],
-            enable_multithread=True,
+            url, timeout=WS_TIMEOUT, host=host, suppress_origin=True, socket=sock, enable_multithread=True,
             header={'Sec-WebSocket-Key': key, 'Sec-WebSocket-Protocol': twilio.SUBPROTOCOL, 'User-Agent': USER_AGENT})
     except websocket.WebSocketBadStatusException as e:
         body = getattr(e, 'resp_body', None) or b''
@@ -252,11 +258,15 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
         # A 101 the library rejects (Upgrade, Connection or Sec-WebSocket-Accept wrong): ask once more,
         # by hand, to show which header it was.
         out['error'] = str(e)[:200]
-        out.update(raw_handshake(port, path, host, key))
+        out.update(raw_handshake(port, path, host, key, within))
         return out
-    except (IOError, OSError) as e:
+    except (IOError, OSError) as e:   # refused, reset; out of time, too large
         out['error'] = getattr(e, 'strerror', None) or str(e) or e.__class__.__name__
         return out
+    sock.deadline = deadline_http.Deadline(call_seconds(pace), within,
+                                           why='the call did not end within %g s' % call_seconds(pace))
+    sock.limit(CALL_BYTES_MAX, 'the app sent more than %d MiB during the one-second call (a giant frame or a '
+               'flood)' % (CALL_BYTES_MAX >> 20), 'the call was still on')
     try:
         headers = ws.getheaders() or {}
         out['status'] = ws.getstatus()
@@ -274,27 +284,30 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
     return out
 
 
+def call_seconds(pace):
+    """The most a call may take: its second of audio (at `pace`, but replies are awaited for the real-time
+    second), the wait for the last replies, the close, and a second of slack."""
+    return CALL_FRAMES * twilio.FRAME_MS / 1000.0 + DRAIN_MAX + CLOSE_TIMEOUT + 1.0
+
+
 def _ws_headers(headers):
     wanted = ('upgrade', 'connection', 'sec-websocket-accept', 'sec-websocket-protocol', 'server', 'content-type')
     return dict((k.lower(), v) for k, v in headers.items() if k.lower() in wanted)
 
 
-def raw_handshake(port, path, host, key):
+def raw_handshake(port, path, host, key, within=None):
     """The upgrade request as plain HTTP, for the evidence when the library rejects the answer."""
-    conn = HTTPConnection('127.0.0.1', port, timeout=WS_TIMEOUT)
     try:
-        conn.request('GET', path, headers={
-            'Host': host, 'Upgrade': 'websocket', 'Connection': 'Upgrade', 'Sec-WebSocket-Key': key,
-            'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Protocol': twilio.SUBPROTOCOL, 'User-Agent': USER_AGENT})
-        response = conn.getresponse()
-        headers = dict((k.lower(), v) for k, v in response.getheaders())
-        return {'status': response.status, 'reason': response.reason, 'headers': _ws_headers(headers),
-                'accept_valid': headers.get('sec-websocket-accept') == twilio.ws_accept(key),
-                'subprotocol': headers.get('sec-websocket-protocol')}
+        answer = deadline_http.request('127.0.0.1', port, 'GET', path, timeout=WS_TIMEOUT, body_max=0, within=within,
+                                       headers={'Host': host, 'Upgrade': 'websocket', 'Connection': 'Upgrade',
+                                                'Sec-WebSocket-Key': key, 'Sec-WebSocket-Version': '13',
+                                                'Sec-WebSocket-Protocol': twilio.SUBPROTOCOL, 'User-Agent': USER_AGENT})
     except (IOError, OSError, HTTPException) as e:
         return {'raw_error': str(e) or e.__class__.__name__}
-    finally:
-        conn.close()
+    headers = answer['headers']
+    return {'status': answer['status'], 'reason': answer['reason'], 'headers': _ws_headers(headers),
+            'accept_valid': headers.get('sec-websocket-accept') == twilio.ws_accept(key),
+            'subprotocol': headers.get('sec-websocket-protocol')}
 
 
 class _Receiver(threading.Thread):
@@ -308,6 +321,7 @@ class _Receiver(threading.Thread):
         self.frames = []          # (seconds since t0, is_text, data)
         self.closed = None        # the app's close frame: dict(at, code, reason)
         self.error = None
+        self.stopped = None       # why the doctor stopped reading: the call's deadline or caps
         self.done = threading.Event()
         self.arrived = threading.Condition()
 
@@ -319,6 +333,9 @@ class _Receiver(threading.Thread):
                 continue
             except websocket.WebSocketConnectionClosedException:
                 self._closed(None, 'the connection dropped without a close frame')
+                return
+            except (deadline_http.OutOfTime, deadline_http.TooLarge) as e:   # the call's bounds: stop reading
+                self._stop_reading(str(e))
                 return
             except Exception as e:  # a protocol error of the app's frames (bad UTF-8, bad framing)
                 self.error = '%s: %s' % (e.__class__.__name__, str(e)[:200])
@@ -332,6 +349,14 @@ class _Receiver(threading.Thread):
             with self.arrived:
                 self.frames.append((now, opcode == websocket.ABNF.OPCODE_TEXT, data))
                 self.arrived.notify_all()
+            if len(self.frames) >= CALL_FRAMES_MAX:
+                self._stop_reading('the app sent %d frames during the one-second call; the doctor reads no more'
+                                   % len(self.frames))
+                return
+
+    def _stop_reading(self, why):
+        self.stopped = why
+        self._closed(None, 'the doctor stopped reading: %s' % why)
 
     def _closed(self, code, reason, at=None):
         with self.arrived:
@@ -447,6 +472,7 @@ def _summarize(receiver, stream_sid, sent, planned, media_start, max_lag, stop_a
         'last_media_ms': None if last_media is None else round(last_media * 1000),
         'mark_echoed': mark_echoed, 'after_stop': after_stop, 'problems': problems, 'problem_count': problem_count,
         'closed_by_app': closed, 'receive_error': receiver.error, 'send_error': error,
+        'stopped_reading': receiver.stopped,
     }
 
 
@@ -459,16 +485,11 @@ def _log_size(path):
 
 
 def _read_from(path, offset):
-    try:
-        with open(path, 'rb') as f:
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            if end < offset:          # rotated or truncated meanwhile: read the new file from the start
-                offset = 0
-            f.seek(max(offset, end - CREDENTIALS_MAX))
-            return f.read().decode('utf-8', 'replace')
-    except (IOError, OSError):
-        return ''
+    """What the log gained since `offset` (its last LOG_READ_MAX bytes at most)."""
+    done = safe_read.read_text(path, LOG_READ_MAX, tail=True, follow=True, start=offset)
+    if done.size is not None and done.size < offset:   # rotated or truncated meanwhile: read the new file
+        done = safe_read.read_text(path, LOG_READ_MAX, tail=True, follow=True)
+    return done.data or ''
 
 
 def media_tx_lines(path, offset, stream_sid, expected):
@@ -511,13 +532,12 @@ def _service_identity(master, psutil):
 
 
 def _proc_groups(pid):
-    try:
-        with open('/proc/%d/status' % pid) as f:
-            for line in f:
-                if line.startswith('Groups:'):
-                    return [int(g) for g in line.split()[1:]]
-    except (IOError, OSError, ValueError):
-        pass
+    for line in (safe_read.read_text('/proc/%d/status' % pid, 64 << 10).data or '').splitlines():
+        if line.startswith('Groups:'):
+            try:
+                return [int(g) for g in line.split()[1:]]
+            except ValueError:
+                return []
     return []
 
 
@@ -633,15 +653,14 @@ def gcp_facts(json_var, env, env_source, chdir, master, psutil):
     out.update(file_mode='%04o' % stat.S_IMODE(st.st_mode), owner=_user_name(st.st_uid), group=_group_name(st.st_gid),
                size=st.st_size)
     out['service_can_read'], out['unreadable_reason'] = readable_by(path, ident)
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read(CREDENTIALS_MAX + 1)
-        out['prober_can_read'] = True
-    except (IOError, OSError) as e:
-        out['prober_can_read'] = False
-        out['prober_error'] = e.strerror or e.__class__.__name__
+    # The path the service's variable names: a symlink to the key file is usual (secrets mounts).
+    done = safe_read.read_bytes(path, CREDENTIALS_MAX, follow=True)
+    out['prober_can_read'] = done.data is not None
+    if done.data is None:
+        out['prober_error'] = done.error
         return out
-    if len(raw) > CREDENTIALS_MAX:
+    raw = done.data
+    if done.truncated:
         out['shape'] = {'json_error': 'larger than %d bytes: not a key file' % CREDENTIALS_MAX, 'keys_missing': [],
                         'keys_empty': [], 'key_names': [], 'type': None, 'json_kind': None, 'private_key_pem': None}
         return out
@@ -659,11 +678,7 @@ def _on_google_cloud(env):
     """On GCE/GKE/Cloud Run the metadata server lends the libraries a service account: no file needed."""
     if env.get('K_SERVICE') or env.get('GCE_METADATA_HOST'):
         return True
-    try:
-        with open('/sys/class/dmi/id/product_name') as f:
-            return 'Google' in f.read()
-    except (IOError, OSError):
-        return False
+    return 'Google' in (safe_read.read_text('/sys/class/dmi/id/product_name', 4096, follow=True).data or '')
 
 
 def google_reference(chdir):
@@ -680,10 +695,8 @@ def google_reference(chdir):
             if scanned > SCAN_FILES_MAX:
                 return {'found': False, 'files_scanned': scanned - 1, 'truncated': True}
             full = os.path.join(root, name)
-            try:
-                with open(full, 'rb') as f:
-                    text = f.read(SCAN_BYTES_MAX).decode('utf-8', 'replace')
-            except (IOError, OSError):
+            text = safe_read.read_text(full, SCAN_BYTES_MAX, follow=True).data   # a FIFO or device: skipped
+            if text is None:
                 continue
             match = GOOGLE_REFERENCE.search(text)
             if match:

@@ -327,6 +327,18 @@ def test_pcm16_frames():
     assert "resample it to 8 kHz" in found["remedy"]
 
 
+def test_a_flood_the_doctor_stopped_reading_comes_first():
+    """The call's caps (frames, bytes, deadline) stop the reading: that, not the first odd frame, is the finding."""
+    odd = {"kind": "event", "index": 1, "at_ms": 1, "detail": "event 'noise' (a server may send only media, mark "
+                                                              "and clear)"}
+    v = voice_facts()
+    v["websocket"]["round_trip"] = dict(round_trip(media=0, problems=[odd]), stopped_reading=(
+        "the app sent 1000 frames during the one-second call; the doctor reads no more"))
+    found = only(judge(v), "media_format_invalid")
+    assert found["evidence"][0].startswith("a frame: the doctor stopped reading: the app sent 1000 frames")
+    assert "one media message per 20 ms of audio" in found["remedy"]
+
+
 def test_app_closing_early_warns():
     v = voice_facts()
     v["websocket"]["round_trip"] = round_trip(media=0, closed_before_stop=True)
