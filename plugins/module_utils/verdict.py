@@ -321,13 +321,15 @@ def judge_boot(facts, layer):
     _judge_dry_import(layer, inputs, boot, master, timeout)
 
     # The dev server at import: the ast scan, what the dry import saw, the log banner.
-    calls = boot['dev_server_calls']
+    # A file that does not parse cannot hide a call: it is named in the check, not taken for a dev server.
+    calls = [c for c in boot['dev_server_calls'] if not c.get('syntax_error')]
+    unparsed = ['%s:%d (%s)' % (c['file'], c['line'], c['code']) for c in boot['dev_server_calls'] if c.get('syntax_error')]
     runs = dry.get('run_calls') or []
     banner = [e['line'] for e in events if e['event'] in ('dev_server', 'dev_server_banner')][-2:]
     worker_ports = [s for s in (facts.get('listen') or {}).get('app_sockets', []) if s['app_role'].startswith('worker')]
     if calls or runs or banner:
         evidence = ['%s:%d: %s at import time (not under if __name__ == "__main__":)' % (c['file'], c['line'], c['code'])
-                    for c in calls if not c.get('syntax_error')]
+                    for c in calls]
         evidence += ['the dry import called %s from %s:%d' % (r['kind'], r['file'], r['line']) for r in runs]
         evidence += banner
         evidence += ['worker %s listens on %s:%d (a dev server inside the worker)' % (s['pid'], s['address'], s['port'])
@@ -337,7 +339,8 @@ def judge_boot(facts, layer):
             ', '.join('%s:%d' % (r['file'], r['line']) for r in runs) or 'see the log'
         layer.cause('dev_server_at_import', evidence, extra=where)
     else:
-        layer.check('no dev server at import', 'pass', 'no app.run()/socketio.run() reachable at import')
+        layer.check('no dev server at import', 'pass', 'no app.run()/socketio.run() reachable at import' + (
+            '; not parsed: %s' % ', '.join(unparsed) if unparsed else ''))
 
     _judge_preload_boot(layer, inputs, boot)
 

@@ -916,3 +916,14 @@ def test_boot_checks_say_whom_the_app_ran_as(facts):
     checks = dict((c["name"], c) for c in layer(diagnose(facts), "boot")["checks"])
     assert checks["dry import"]["detail"].endswith("; ran as " + who)
     assert checks["preload boot"]["detail"].endswith("; ran as " + who)
+
+
+def test_a_source_file_that_does_not_parse_is_named_not_taken_for_a_dev_server(facts):
+    # A stray broken .py in the app package (never imported) crashed the report with an IndexError.
+    facts["boot"]["dev_server_calls"] = [{"file": "AgentLocator/old_draft.py", "line": 3,
+                                          "code": "SyntaxError: invalid syntax", "syntax_error": True}]
+    report = diagnose(facts)
+    assert report["verdict"] == "healthy"
+    assert check(report, "boot", "no dev server at import")["detail"] == (
+        "no app.run()/socketio.run() reachable at import; not parsed: AgentLocator/old_draft.py:3 "
+        "(SyntaxError: invalid syntax)")
