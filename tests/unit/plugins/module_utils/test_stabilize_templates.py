@@ -26,6 +26,8 @@ def render(name, **values):
         "__gunicorn_service_run_script": "/srv/svc/run.sh", "__gunicorn_service_carried_env": "/srv/svc/carried.env",
         "gunicorn_service_env_file": "/srv/app/.env", "gunicorn_service_environment": {"PORT": "8123"},
         "gunicorn_service_grace": 10,
+        "__gunicorn_service_user": "", "__gunicorn_service_group": "", "__gunicorn_service_home": "/",
+        "__gunicorn_service_setpriv": "",
     }
     base.update(values)
     return env.get_template(name).render(**base)
