@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import re
+import shutil
 import stat
 
 # A user or group name systemd, supervisord and setpriv all accept, or a number.
@@ -191,6 +192,8 @@ def venv_owner(python):
     When another user owns the venv, its bin/ or its site-packages, root running its code (pip is code in
     site-packages; a .pth file runs at every start) would give that user root: it runs as that owner instead.
     A root-owned venv others can still write gets a warning."""
+    if not os.path.isabs(python):
+        python = shutil.which(python) or python
     bin_dir = os.path.dirname(os.path.abspath(python))
     venv = os.path.dirname(bin_dir)
     paths = [bin_dir, os.path.abspath(python)]

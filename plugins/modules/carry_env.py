@@ -53,6 +53,7 @@ options:
   group:
     description: The service's group (name or gid), when its start script reads I(path) as the service's user.
     type: str
+    version_added: 0.3.0
 attributes:
   check_mode:
     support: full

@@ -12,7 +12,7 @@ short_description: Set variables in a service's dotenv-style env file without sh
 version_added: 0.3.0
 description:
   - Sets C(KEY=VALUE) lines in a dotenv-style env file (the one C(sh) sources and systemd's C(EnvironmentFile=)
-    reads): every line that sets a variable of I(values) gets its new value (an C(export) prefix is kept), a
+    reads) - every line that sets a variable of I(values) gets its new value (an C(export) prefix is kept), a
     variable no line sets is appended, every other line stays as it is.
   - The file is replaced atomically (a temporary file beside it, renamed over it) with its mode, owner and group.
   - Env files hold the service's credentials, so no value ever leaves the host - the diff and the result name the

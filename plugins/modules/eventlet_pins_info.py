@@ -98,6 +98,7 @@ run_as:
   returned: success
   type: str
   sample: www-data
+  version_added: 0.3.0
 '''
 
 from ansible.module_utils.basic import AnsibleModule

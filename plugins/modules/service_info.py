@@ -59,22 +59,28 @@ options:
     description: The user the service is to run as (name or uid), instead of the one found; C(root) is refused for a
       service found running as another user.
     type: str
+    version_added: 0.3.0
   group:
     description: The service's group (name or gid); default the group found, or the primary group of I(user).
     type: str
+    version_added: 0.3.0
   unit_dir:
     description: Where the service's systemd unit is (its C(User=)/C(Group=) are read from C(NAME.service) and its drop-ins).
     type: path
     default: /etc/systemd/system
+    version_added: 0.3.0
   program_dir:
     description: Where the service's supervisord program is; default the running supervisord's C([include]) directory.
     type: path
+    version_added: 0.3.0
   start_script:
     description: The standalone runner's start script (its C(setpriv --reuid/--regid) is read).
     type: path
+    version_added: 0.3.0
   python:
     description: The app's interpreter; a non-root service user must be able to run it.
     type: str
+    version_added: 0.3.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
@@ -150,6 +156,7 @@ runner_file:
   description: The service's runner file for the manager (unit, program file or start script).
   returned: success
   type: str
+  version_added: 0.3.0
 run_as:
   description:
     - Who the runner is to run the service as - C(user), C(group), C(uid), C(gid), C(home), C(source) - or null for
@@ -157,10 +164,12 @@ run_as:
   returned: success
   type: dict
   sample: {user: www-data, group: www-data, uid: 33, gid: 33, home: /var/www, source: master 4242}
+  version_added: 0.3.0
 found_user:
   description: The user the service was found running as (same keys as I(run_as)), or null when nothing says.
   returned: success
   type: dict
+  version_added: 0.3.0
 '''
 
 import glob
@@ -214,14 +223,18 @@ def decide_user(module, psutil, p, found, status_pid, masters):
     if run_as:
         same = found_user and (not p['user'] or found_user['uid'] == run_as['uid'])
         run_as = dict(run_as, source=found_user['source'] if same else 'the user given (doctor_service_user)')
-        check_access(module, run_as, p)
+        check_access(module, run_as, p, found['manager'])
     return run_as, found_user, path
 
 
-def check_access(module, run_as, p):
-    """A service user who cannot run the interpreter or enter the app directory would only fail to start."""
+def check_access(module, run_as, p, manager):
+    """A service user who cannot run the interpreter or read the app directory would only fail to start; under
+    supervisord its start script reads the env file as that user too (and would skip one it cannot read)."""
     python = p['python'] if not p['python'] or os.path.isabs(p['python']) else shutil.which(p['python'])
-    for path, bits, what in ((python, os.X_OK, 'run'), (p['chdir'], os.R_OK | os.X_OK, 'read')):
+    checks = [(python, os.X_OK, 'run'), (p['chdir'], os.R_OK | os.X_OK, 'read')]
+    if manager == 'supervisord' and p['env_file'] and os.path.exists(p['env_file']):
+        checks.append((p['env_file'], os.R_OK, 'read'))
+    for path, bits, what in checks:
         if path and not service_user.can_access(run_as, path, bits):
             module.fail_json(msg='%s (the service user, from %s) cannot %s %s: make it readable by that user, or set '
                              'doctor_python / doctor_service_user' % (run_as['user'], run_as['source'], what, path))
