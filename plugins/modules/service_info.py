@@ -220,6 +220,9 @@ def decide_user(module, psutil, p, found, status_pid, masters):
         module.fail_json(msg='%s: %s' % (p['name'], e))
     if run_as and user == 'dynamic' and not p['user']:
         module.fail_json(msg='%s runs with DynamicUser=yes, which is not carried over: set doctor_service_user' % path)
+    if run_as and run_as['uid'] is None:
+        module.fail_json(msg='%s names the user %s, who does not exist on this host: fix it or set doctor_service_user'
+                         % (path, run_as['user']))
     if run_as:
         same = found_user and (not p['user'] or found_user['uid'] == run_as['uid'])
         run_as = dict(run_as, source=found_user['source'] if same else 'the user given (doctor_service_user)')
