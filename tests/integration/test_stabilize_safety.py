@@ -22,8 +22,10 @@ import pytest
 import venvs
 from doctor_run import PYTHON, ROOT, ansible_env, make_app, run_playbook
 from gunicorn_service import free_port
-from test_stabilize import (Host, alive, assert_idempotent, healthz, host, listening_pid, recap, role_playbook,  # noqa: F401
-                            serves, stabilize, stabilize_report, stable_200, wait_for)
+from test_stabilize import (Host, alive, assert_idempotent, healthz, listening_pid, recap, role_playbook, serves, stabilize,
+                            stabilize_report, stable_200, wait_for)
+# The fixture, used by name.
+from test_stabilize import host  # noqa: F401  pylint: disable=unused-import
 
 WWW = pwd.getpwnam("www-data")
 TOKEN = "tok-5b0e8c1d77aa"
