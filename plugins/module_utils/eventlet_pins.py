@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, safe_read, service_user
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot
 
 CONFLICTING = ('gevent', 'uvloop')
@@ -40,11 +40,13 @@ print(json.dumps(out))
 '''
 
 
-def read_environment(python, chdir, timeout=30):
-    """-> dict(python, versions, required_by) from the app's interpreter. Raises OSError/ValueError."""
+def read_environment(python, chdir, timeout=30, run_as=None):
+    """-> dict(python, versions, required_by) from the app's interpreter, run as `run_as` (an account; None: as
+    we are), isolated (-I) and outside the app's directory, so no module of the app shadows one the script
+    imports. Raises OSError/ValueError."""
     try:
-        done = subprocess.run([python, '-c', ENVIRONMENT_SCRIPT], cwd=chdir, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+        done = subprocess.run([python, '-I', '-c', ENVIRONMENT_SCRIPT], cwd='/', stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False, **service_user.run_kwargs(run_as))
     except subprocess.TimeoutExpired:
         raise OSError('%s did not report its packages within %d s' % (python, timeout))
     if done.returncode != 0:
@@ -90,9 +92,9 @@ def pip_beside(python):
     return None
 
 
-def plan(python, chdir, app, requirements=None):
+def plan(python, chdir, app, requirements=None, run_as=None):
     """-> dict(python_version, versions, requirements, pip, problems, remove, keep) for the pins role."""
-    env = read_environment(python, chdir)
+    env = read_environment(python, chdir, run_as=run_as)
     version = env['python']
     wanted = list(requirements or eventlet_compat.recommended_pins(version))
     imports = app_imports(chdir, app)

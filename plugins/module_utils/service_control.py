@@ -20,7 +20,8 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, safe_read, stability
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
+    gunicorn, processes, safe_read, service_user, stability)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
 POLL = 0.05
@@ -48,12 +49,13 @@ def _arg_after(argv, names):
 
 
 def running_supervisords(psutil):
-    """Running supervisord daemons -> [dict(pid, conf, supervisorctl)]."""
+    """Running supervisord daemons -> [dict(pid, conf, supervisorctl, uid, exe, script)]."""
     found = []
     for proc in psutil.process_iter():
         try:
             argv = proc.cmdline()
             cwd = proc.cwd()
+            uid, exe = proc.uids().real, proc.exe()
         except Exception:  # gone or not ours to read
             continue
         scripts = [a for a in argv[:2] if os.path.basename(a) == 'supervisord']
@@ -67,8 +69,26 @@ def running_supervisords(psutil):
         script = scripts[0] if os.path.isabs(scripts[0]) else shutil.which(scripts[0]) or scripts[0]
         sibling = os.path.join(os.path.dirname(script), 'supervisorctl')
         ctl = sibling if os.access(sibling, os.X_OK) else shutil.which('supervisorctl')
-        found.append({'pid': proc.pid, 'conf': conf, 'supervisorctl': ctl})
+        found.append({'pid': proc.pid, 'conf': conf, 'supervisorctl': ctl, 'uid': uid, 'exe': exe, 'script': script})
     return found
+
+
+def supervisord_problems(info, program_dir=None):
+    """Why root must not write programs for this supervisord (`detect`'s result) or run its supervisorctl: it
+    does not run as root (or as us), or another user can change its binary, its config, the directory programs
+    go into or supervisorctl - a program written there would run as whatever that user makes it. -> [reason]."""
+    problems = []
+    uid = info.get('supervisord_uid')
+    if uid is not None and uid not in (0, os.geteuid()):
+        problems.append('supervisord (pid %s) runs as %s, not root' % (info['supervisord_pid'], service_user.user_name(uid)))
+    files = [('its binary', info.get('supervisord_exe')), ('its script', info.get('supervisord_script')),
+             ('its config', info.get('supervisord_conf')), ('its program directory', program_dir or info.get('supervisord_conf_dir')),
+             ('supervisorctl', info.get('supervisorctl'))]
+    for what, path in files:
+        reason = service_user.unsafe_reason(path) if path else None
+        if reason:
+            problems.append('%s: %s' % (what, reason))
+    return problems
 
 
 def supervisord_include_dir(conf_path):
@@ -104,13 +124,18 @@ def detect(psutil, requested, current_runner=None, supervisorctl=None, superviso
         sup = next((s for s in sups if s['conf'] and os.path.realpath(s['conf']) == os.path.realpath(supervisord_conf)),
                    {'pid': None, 'conf': supervisord_conf, 'supervisorctl': None})
     elif sups:
-        sup = sups[0]
+        # The one that runs the app, when one does (another may run on the same host).
+        runner_pid = (current_runner or {}).get('pid') if (current_runner or {}).get('kind') == 'supervisord' else None
+        sup = next((s for s in sups if s['pid'] == runner_pid), sups[0])
     info = {
         'systemd_booted': booted,
         'supervisord_pid': sup['pid'] if sup else None,
         'supervisord_conf': sup['conf'] if sup else None,
         'supervisorctl': supervisorctl or (sup or {}).get('supervisorctl') or shutil.which('supervisorctl'),
         'supervisord_conf_dir': supervisord_include_dir(sup['conf']) if sup and sup['conf'] else None,
+        'supervisord_uid': (sup or {}).get('uid'),
+        'supervisord_exe': (sup or {}).get('exe'),
+        'supervisord_script': (sup or {}).get('script'),
     }
     if requested != 'auto':
         return dict(info, manager=requested, why='doctor_service_manager=%s' % requested)

@@ -11,6 +11,7 @@ import glob
 import os
 import re
 import shlex
+import tempfile
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
@@ -219,15 +220,76 @@ def format_env_file(env):
     """dict -> an env file that `sh` (`set -a; . FILE`) and systemd's EnvironmentFile= read the same way:
     double-quoted values, with `"`, `\\`, `$` and backquotes escaped. Raises ValueError naming a variable it
     cannot hold (a line break in its value)."""
-    lines = []
-    for key in sorted(env):
-        value = env[key]
-        if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', key):
-            raise ValueError('%s is not a valid environment variable name' % key)
-        if len((value + 'x').splitlines()) > 1:
-            raise ValueError('the value of %s holds a line break, which an env file cannot carry' % key)
-        lines.append('%s="%s"' % (key, ''.join('\\' + c if c in SHELL_ESCAPED else c for c in value)))
-    return ''.join(line + '\n' for line in lines)
+    return ''.join(env_line(key, env[key], quote_always=True) + '\n' for key in sorted(env))
+
+
+# A value made of these needs no quotes in sh or in systemd's EnvironmentFile=.
+PLAIN_VALUE = re.compile(r'^[A-Za-z0-9_./:@+,=-]*$')
+
+
+def env_line(key, value, quote_always=False):
+    """One `KEY=value` line both sh and systemd read as `value`: double-quoted with `"`, `\\`, `$` and
+    backquotes escaped (only when needed, unless `quote_always`). Raises ValueError naming a variable it cannot
+    hold (an invalid name, a line break in its value)."""
+    if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', key):
+        raise ValueError('%s is not a valid environment variable name' % key)
+    if '\0' in value or len((value + 'x').splitlines()) > 1:
+        raise ValueError('the value of %s holds a line break, which an env file cannot carry' % key)
+    if PLAIN_VALUE.match(value) and not quote_always:
+        return '%s=%s' % (key, value)
+    return '%s="%s"' % (key, ''.join('\\' + c if c in SHELL_ESCAPED else c for c in value))
+
+
+ASSIGNMENT = re.compile(r'^\s*(export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=')
+
+
+def set_env_values(text, values, only_if=None):
+    """Set variables in an env file's text, every other line kept as it is: each line that sets a variable of
+    `values` to another value gets the new one (an `export` prefix kept); a variable no line sets is appended -
+    except those of `only_if`, which change only where they hold the given value now.
+    -> (new text, {name: 'changed' | 'added'}). Raises ValueError for a value no env file can hold."""
+    only_if = only_if or {}
+    out, seen, changes = [], set(), {}
+    for line in text.splitlines(True):
+        m = ASSIGNMENT.match(line)
+        name = m.group(2) if m else None
+        if name in values:
+            seen.add(name)
+            current = parse_dotenv(line).get(name)
+            if current != values[name] and only_if.get(name, current) == current:
+                line = (m.group(1) or '') + env_line(name, values[name]) + '\n'
+                changes[name] = 'changed'
+        out.append(line)
+    for name in values:
+        if name not in seen and name not in only_if:
+            if out and not out[-1].endswith('\n'):
+                out[-1] += '\n'
+            out.append(env_line(name, values[name]) + '\n')
+            changes[name] = 'added'
+    return ''.join(out), changes
+
+
+def write_atomically(path, text, mode, uid=None, gid=None):
+    """Replace `path` with `text`: a temporary file beside it, with `mode` (and owner) from the first byte,
+    flushed to disk, then renamed over `path` - a reader sees the old file or the new one, never half of it,
+    and a symlink at `path` is replaced, never followed. Raises OSError."""
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=os.path.dirname(path))
+    try:
+        os.fchmod(fd, mode)
+        if uid is not None:
+            os.fchown(fd, uid, gid if gid is not None else -1)
+        with os.fdopen(fd, 'w') as f:
+            fd = None
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except (IOError, OSError):
+        if fd is not None:
+            os.close(fd)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def read_text(path, limit=1 << 20, follow=True):

@@ -15,6 +15,8 @@ description:
     C(environment=), the standalone runner's env file) and writes them, with those already carried, into one env
     file on the host (mode 0600) that the rewritten runner reads - so a takeover keeps variables such as
     credentials without their values ever reaching the controller, the output or a diff.
+  - With I(group), the file is readable by that group (mode 0640, owner root) - a supervisord program that runs as
+    the service's user sources it in its start script; else it is owner-only (mode 0600).
   - Variables the new runner file sets itself (I(exclude), and always C(PORT), C(EVENTLET_HUB), C(EVENTLET_NO_GREENDNS))
     are not carried. A value only the service manager could expand (a supervisord environment expansion, a systemd specifier)
     or an C(Environment=) line that cannot be read ends the run with the variable's name - nothing is half carried.
@@ -48,6 +50,10 @@ options:
     type: list
     elements: path
     default: []
+  group:
+    description: The service's group (name or gid), when its start script reads I(path) as the service's user.
+    type: str
+    version_added: 0.3.0
 attributes:
   check_mode:
     support: full
@@ -97,12 +103,11 @@ env_files:
 
 import os
 import stat
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env, service_user
 
 
 # Set by the rewritten runner itself, whatever the worker class: never carried.
@@ -111,20 +116,14 @@ MANAGED = {'PORT', 'EVENTLET_HUB', 'EVENTLET_NO_GREENDNS'}
 MARKER = '(sre.gunicorn_doctor)'
 
 
-def write_private(module, path, text):
-    """Replace `path` with `text`, owner-only from the first byte (the values may be credentials)."""
-    fd, tmp = tempfile.mkstemp(prefix='.carried.', dir=os.path.dirname(path))
+def wanted_access(module, group):
+    """(mode, gid) of the carried file: owner-only, or readable by the service's group too."""
+    if not group:
+        return 0o600, os.getegid()
     try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.rename(tmp, path)
-    except (IOError, OSError) as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        module.fail_json(msg='cannot write %s: %s' % (path, to_native(e)))
+        return 0o640, service_user.account('0', group)['gid']
+    except ValueError as e:
+        module.fail_json(msg='group: %s' % e)
 
 
 def names_only(env):
@@ -140,6 +139,7 @@ def main():
             name=dict(type='str', required=True),
             exclude=dict(type='list', elements='str', default=[]),
             exclude_files=dict(type='list', elements='path', default=[]),
+            group=dict(type='str'),
         ),
         supports_check_mode=True,
     )
@@ -166,13 +166,19 @@ def main():
                   # A file this collection did not render may set variables anywhere (a command line, another
                   # program): its old content is not to be shown.
                   foreign=runner_text is not None and MARKER not in runner_text)
-    if old_text is not None and stat.S_IMODE(os.stat(p['path']).st_mode) != 0o600:
-        result['changed'] = True
+    mode, gid = wanted_access(module, p['group'])
+    if old_text is not None:
+        st = os.stat(p['path'])
+        result['changed'] = result['changed'] or (stat.S_IMODE(st.st_mode), st.st_gid) != (mode, gid)
     if result['changed'] and module._diff:
         result['diff'] = {'before_header': p['path'], 'after_header': p['path'],
                           'before': names_only(old_env), 'after': names_only(carried)}
     if result['changed'] and not module.check_mode:
-        write_private(module, p['path'], text)
+        try:
+            # Owner-only (or the service's group) from the first byte: the values may be credentials.
+            service_env.write_atomically(p['path'], text, mode, os.geteuid(), gid)
+        except (IOError, OSError) as e:
+            module.fail_json(msg='cannot write %s: %s' % (p['path'], to_native(e)))
     module.exit_json(**result)
 
 

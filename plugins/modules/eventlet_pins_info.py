@@ -17,7 +17,9 @@ description:
     has a wheel for the Python).
   - Says whether gevent/uvloop (the runbook's async conflict) may be removed - only when neither the app's own
     source imports them nor an installed distribution requires them.
-  - Read-only; M(ansible.builtin.pip) installs.
+  - The interpreter runs as the owner of its venv when that is not root (root running code from a venv another user
+    can write would give that user root), isolated (C(-I)) and outside the app's directory.
+  - Read-only; M(sre.gunicorn_doctor.app_pip) installs, as the same user.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
   python:
@@ -91,12 +93,18 @@ keep:
   returned: success
   type: list
   elements: dict
+run_as:
+  description: The user the interpreter ran as (and pip will) - the venv's owner, or C(root).
+  returned: success
+  type: str
+  sample: www-data
+  version_added: 0.3.0
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_pins
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_pins, service_user
 
 
 def main():
@@ -110,11 +118,14 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    owner, warning = service_user.venv_owner(p['python'])
+    if warning:
+        module.warn(warning)
     try:
-        found = eventlet_pins.plan(p['python'], p['chdir'], p['app'], p['requirements'])
+        found = eventlet_pins.plan(p['python'], p['chdir'], p['app'], p['requirements'], run_as=owner)
     except (IOError, OSError, ValueError) as e:
         module.fail_json(msg='cannot read the packages of %s: %s' % (p['python'], to_native(e)))
-    module.exit_json(changed=False, **found)
+    module.exit_json(changed=False, run_as=owner['user'] if owner else 'root', **found)
 
 
 if __name__ == '__main__':

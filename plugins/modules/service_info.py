@@ -16,6 +16,13 @@ description:
     supervisord whose config includes a directory; else a standalone pidfile runner.
   - Reports the service's master as its manager sees it (pidfile, C(supervisorctl status), C(systemctl show)),
     proven to be a gunicorn master of the app.
+  - Decides who the service runs as (I(run_as)) - the user and group of the master its manager runs, or of the user
+    its runner file names (a unit's C(User=)/C(Group=), a program's C(user=), the start script's C(setpriv)); of
+    the two a non-root one wins; else another running master of the app; else root, as before. I(user) and
+    I(group) override it, but a service found running as another user is never made root - that fails, as does a
+    user who cannot run I(python) in I(chdir).
+  - Fails, with the reason, when the manager is a supervisord that does not run as root or whose binary, config,
+    program directory or supervisorctl another user can change - root does not write programs for it.
   - Read-only.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
@@ -48,6 +55,32 @@ options:
   env_file:
     description: Dotenv-style file of the service environment; its C(PORT) is returned.
     type: path
+  user:
+    description: The user the service is to run as (name or uid), instead of the one found; C(root) is refused for a
+      service found running as another user.
+    type: str
+    version_added: 0.3.0
+  group:
+    description: The service's group (name or gid); default the group found, or the primary group of I(user).
+    type: str
+    version_added: 0.3.0
+  unit_dir:
+    description: Where the service's systemd unit is (its C(User=)/C(Group=) are read from C(NAME.service) and its drop-ins).
+    type: path
+    default: /etc/systemd/system
+    version_added: 0.3.0
+  program_dir:
+    description: Where the service's supervisord program is; default the running supervisord's C([include]) directory.
+    type: path
+    version_added: 0.3.0
+  start_script:
+    description: The standalone runner's start script (its C(setpriv --reuid/--regid) is read).
+    type: path
+    version_added: 0.3.0
+  python:
+    description: The app's interpreter; a non-root service user must be able to run it.
+    type: str
+    version_added: 0.3.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
@@ -119,13 +152,95 @@ systemd_booted:
   description: Whether systemd is the init system.
   returned: always
   type: bool
+runner_file:
+  description: The service's runner file for the manager (unit, program file or start script).
+  returned: success
+  type: str
+  version_added: 0.3.0
+run_as:
+  description:
+    - Who the runner is to run the service as - C(user), C(group), C(uid), C(gid), C(home), C(source) - or null for
+      root (no user directive is rendered, as before).
+  returned: success
+  type: dict
+  sample: {user: www-data, group: www-data, uid: 33, gid: 33, home: /var/www, source: master 4242}
+  version_added: 0.3.0
+found_user:
+  description: The user the service was found running as (same keys as I(run_as)), or null when nothing says.
+  returned: success
+  type: dict
+  version_added: 0.3.0
 '''
+
+import glob
+import os
+import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, service_control, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (gunicorn, processes, service_control, service_env,
+                                                                          service_user)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
+
+
+def runner_file(p, found):
+    """The service's runner file for the manager found, and its text (a unit with its drop-ins)."""
+    manager = found['manager']
+    if manager == 'systemd':
+        path = os.path.join(p['unit_dir'], p['name'] + '.service')
+        texts = [service_env.read_text(f) or '' for f in [path] + sorted(glob.glob(path + '.d/*.conf'))]
+        return path, '\n'.join(texts)
+    if manager == 'supervisord':
+        directory = p['program_dir'] or found['supervisord_conf_dir'] or '/etc/supervisor/conf.d'
+        path = os.path.join(directory, p['name'] + '.conf')
+    else:
+        path = p['start_script']
+    return path, (service_env.read_text(path) if path else None) or ''
+
+
+def tagged(acct, source):
+    return dict(acct, source=source) if acct else None
+
+
+def decide_user(module, psutil, p, found, status_pid, masters):
+    """-> (run_as, found_user, runner file path): who the rendered runner runs as (see service_user.decide)."""
+    path, text = runner_file(p, found)
+    user, group = service_env.runner_file_user(found['manager'], text, p['name'])
+    master = tagged(service_user.of_process(psutil, status_pid), 'master %s' % status_pid) if status_pid else None
+    named = tagged(service_user.from_names(user, group), '%s of %s' % (
+        {'systemd': 'User=', 'supervisord': 'user='}.get(found['manager'], 'setpriv'), path))
+    others = [m for m in masters if m['pid'] != status_pid]
+    oldest = max(others, key=lambda m: m['age']) if others else None
+    stray = tagged(service_user.of_process(psutil, oldest['pid']), 'master %s, not run by the manager' % oldest['pid']) \
+        if oldest else None
+    try:
+        run_as, found_user = service_user.decide(master, named, stray, p['user'], p['group'])
+    except ValueError as e:
+        module.fail_json(msg='%s: %s' % (p['name'], e))
+    if run_as and user == 'dynamic' and not p['user']:
+        module.fail_json(msg='%s runs with DynamicUser=yes, which is not carried over: set doctor_service_user' % path)
+    if run_as and run_as['uid'] is None:
+        module.fail_json(msg='%s names the user %s, who does not exist on this host: fix it or set doctor_service_user'
+                         % (path, run_as['user']))
+    if run_as:
+        same = found_user and (not p['user'] or found_user['uid'] == run_as['uid'])
+        run_as = dict(run_as, source=found_user['source'] if same else 'the user given (doctor_service_user)')
+        check_access(module, run_as, p, found['manager'])
+    return run_as, found_user, path
+
+
+def check_access(module, run_as, p, manager):
+    """A service user who cannot run the interpreter or read the app directory would only fail to start; under
+    supervisord its start script reads the env file as that user too (and would skip one it cannot read)."""
+    python = p['python'] if not p['python'] or os.path.isabs(p['python']) else shutil.which(p['python'])
+    checks = [(python, os.X_OK, 'run'), (p['chdir'], os.R_OK | os.X_OK, 'read')]
+    if manager == 'supervisord' and p['env_file'] and os.path.exists(p['env_file']):
+        checks.append((p['env_file'], os.R_OK, 'read'))
+    for path, bits, what in checks:
+        if path and not service_user.can_access(run_as, path, bits):
+            module.fail_json(msg='%s (the service user, from %s) cannot %s %s: make it readable by that user, or set '
+                             'doctor_python / doctor_service_user' % (run_as['user'], run_as['source'], what, path))
 
 
 def main():
@@ -139,6 +254,12 @@ def main():
             supervisorctl=dict(type='path'),
             supervisord_conf=dict(type='path'),
             env_file=dict(type='path'),
+            user=dict(type='str'),
+            group=dict(type='str'),
+            unit_dir=dict(type='path', default='/etc/systemd/system'),
+            program_dir=dict(type='path'),
+            start_script=dict(type='path'),
+            python=dict(type='str'),
         ),
         supports_check_mode=True,
     )
@@ -158,6 +279,10 @@ def main():
                          **result)
     if manager == 'standalone' and not p['pidfile']:
         module.fail_json(msg='pidfile is required for the standalone runner', **result)
+    problems = service_control.supervisord_problems(found, p['program_dir']) if manager == 'supervisord' else []
+    if problems:
+        module.fail_json(msg='supervisord is not trusted, so no program is written for it: %s - fix that, or set '
+                         'doctor_service_manager=standalone' % '; '.join(problems), **result)
     params = dict(p, manager=manager, supervisorctl=found['supervisorctl'], supervisord_conf=found['supervisord_conf'],
                   grace=10, start_timeout=30)
     try:
@@ -178,6 +303,8 @@ def main():
                 result['worker_class'] = gunicorn.parse_cmdline(psutil.Process(status['pid']).cmdline())['worker_class']
             except Exception:  # gone in between
                 pass
+    result['run_as'], result['found_user'], result['runner_file'] = decide_user(module, psutil, p, found, status['pid'],
+                                                                                masters)
     module.exit_json(**result)
 
 

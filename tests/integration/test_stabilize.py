@@ -171,7 +171,7 @@ class Host:
         }, **extra)
 
     def service_pid(self):
-        pidfile = self.service_dir / "gunicorn.pid"
+        pidfile = self.service_dir / "run" / "gunicorn.pid"
         return int(pidfile.read_text()) if pidfile.exists() else None
 
     def cleanup(self):

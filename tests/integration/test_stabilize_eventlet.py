@@ -54,7 +54,7 @@ def test_eventlet_after_a_stable_sync(eventlet_host, tmp_path, app_python):
     host = eventlet_host
     host.strays.append(host.spawn([app_python, "-m", "AgentLocator.main"], host.app_dir, env={"PORT": "0"}))
     host_vars = host.vars(doctor_python=app_python, doctor_worker_class="eventlet", doctor_service_manager="standalone")
-    del host_vars["doctor_log_file"]  # no log given: the service logs to SERVICE_DIR/gunicorn.log
+    del host_vars["doctor_log_file"]  # no log given: the service logs to SERVICE_DIR/run/gunicorn.log
 
     out = stabilize(tmp_path, host_vars)
 
@@ -73,7 +73,7 @@ def test_eventlet_after_a_stable_sync(eventlet_host, tmp_path, app_python):
     report = stabilize_report(tmp_path)
     assert report["result"] == "stabilized" and report["eventlet"]["ok"] is True
     assert report["after"]["verdict"] in ("healthy", "degraded")
-    assert "Listening at" in (host.service_dir / "gunicorn.log").read_text()
+    assert "Listening at" in (host.service_dir / "run" / "gunicorn.log").read_text()
     wrote = [a["reason"] for a in report["actions"] if a["action"] == "wrote service file"]
     assert any("(-k sync)" in r for r in wrote) and any("(-k eventlet)" in r for r in wrote)
 

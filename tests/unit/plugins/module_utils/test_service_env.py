@@ -108,6 +108,7 @@ SUPERVISORD = textwrap.dedent("""\
     [program:agentlocator]
     command=/srv/app/.venv/bin/python -m gunicorn AgentLocator.main:app -k eventlet -w 1 -b 0.0.0.0:8123
     directory=/srv/app
+    user=www-data
     environment=PORT="8123",EVENTLET_HUB="selects"
     autorestart=true
     stdout_logfile=/var/log/agentlocator/gunicorn.log
@@ -129,7 +130,7 @@ def test_parse_supervisord_programs():
             "command": "/srv/app/.venv/bin/python -m gunicorn AgentLocator.main:app -k eventlet -w 1 -b 0.0.0.0:8123",
             "directory": "/srv/app",
             "environment": {"PORT": "8123", "EVENTLET_HUB": "selects"},
-            "user": "",
+            "user": "www-data",
         },
         "agentlocator-jobs": {
             "command": "/srv/app/.venv/bin/python jobs.py",
@@ -275,3 +276,54 @@ def test_format_env_file_refuses_what_it_cannot_carry_and_names_the_variable():
             service_env.format_env_file({"NOTE": value})
     with pytest.raises(ValueError, match="not a valid"):
         service_env.format_env_file({"BAD-NAME": "x"})
+
+
+# --- editing an env file by name (the env_file module) ---------------------------------------------------
+def test_set_env_values_changes_only_the_named_variables_and_keeps_every_other_line():
+    text = "# service env\nPORT=5000\nexport TOKEN='t0k' # kept\n\nPORT=5001\nDATABASE_URL=postgresql://u:pw@db/x"
+    new, changes = service_env.set_env_values(text, {"PORT": "8123"})
+    assert new == "# service env\nPORT=8123\nexport TOKEN='t0k' # kept\n\nPORT=8123\nDATABASE_URL=postgresql://u:pw@db/x"
+    assert changes == {"PORT": "changed"}
+    # A value it already has changes nothing; a missing variable is appended, quoted so sh and systemd agree.
+    assert service_env.set_env_values(new, {"PORT": "8123"}) == (new, {})
+    added, changes = service_env.set_env_values("A=1", {"GREETING": 'hi "you" $HOME'})
+    assert added == 'A=1\nGREETING="hi \\"you\\" \\$HOME"\n' and changes == {"GREETING": "added"}
+    assert service_env.parse_dotenv(added)["GREETING"] == 'hi "you" $HOME'
+
+
+def test_set_env_values_only_if_value_replaces_just_that_value_and_never_appends():
+    text = "export EVENTLET_HUB='select'\nEVENTLET_HUB=poll\n"
+    new, changes = service_env.set_env_values(text, {"EVENTLET_HUB": "selects"}, {"EVENTLET_HUB": "select"})
+    assert new == "export EVENTLET_HUB=selects\nEVENTLET_HUB=poll\n" and changes == {"EVENTLET_HUB": "changed"}
+    assert service_env.set_env_values("A=1\n", {"EVENTLET_HUB": "selects"}, {"EVENTLET_HUB": "select"}) == ("A=1\n", {})
+
+
+def test_set_env_values_refuses_a_line_break():
+    with pytest.raises(ValueError, match="PORT holds a line break"):
+        service_env.set_env_values("PORT=1\n", {"PORT": "8000\nEXTRA=injected"})
+
+
+def test_write_atomically_gives_the_mode_and_replaces_a_symlink_never_its_target(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("root's\n")
+    link = tmp_path / "service.env"
+    link.symlink_to(target)
+    service_env.write_atomically(str(link), "PORT=1\n", 0o640)
+    assert target.read_text() == "root's\n"
+    assert not link.is_symlink() and link.read_text() == "PORT=1\n" and link.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["service.env", "target"]  # no temporary file left
+
+
+# --- the user a runner file names --------------------------------------------------------------------------
+def test_runner_file_user_of_each_manager():
+    unit = "[Service]\nUser=root\nUser=www-data\nGroup=adm\nExecStart=/bin/true\n"
+    assert service_env.runner_file_user("systemd", unit, "agentlocator") == ("www-data", "adm")
+    assert service_env.runner_file_user("systemd", unit + "User=\n", "agentlocator") == (None, "adm")  # reset
+    assert service_env.runner_file_user("systemd", "[Service]\nDynamicUser=yes\n", "x") == ("dynamic", None)
+    program = "[program:other]\nuser=nobody\n[program:agentlocator]\ncommand=/srv/run.sh\nuser = www-data\n"
+    assert service_env.runner_file_user("supervisord", program, "agentlocator") == ("www-data", None)
+    assert service_env.runner_file_user("supervisord", program, "missing") == (None, None)
+    script = "cd /srv/app\nexec setpriv --reuid=33 --regid=33 --init-groups -- /srv/venv/bin/python -m gunicorn x:app\n"
+    assert service_env.runner_file_user("standalone", script, "agentlocator") == ("33", "33")
+    assert service_env.runner_file_user("standalone", "exec python -m gunicorn x:app\n", "x") == (None, None)
+    assert service_env.runner_file_user("systemd", None, "x") == (None, None)

@@ -63,7 +63,7 @@ def test_conflicts_are_removed_only_when_nothing_needs_them(tmp_path, monkeypatc
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "main.py").write_text("import flask\nimport uvloop\n")
-    monkeypatch.setattr(eventlet_pins, "read_environment", lambda python, chdir: {
+    monkeypatch.setattr(eventlet_pins, "read_environment", lambda python, chdir, run_as=None: {
         "python": "3.11.7", "versions": {"gunicorn": "27.0.1", "eventlet": "0.41.3", "greenlet": "3.5.6",
                                          "gevent": "24.2.1", "uvloop": "0.21.0"},
         "required_by": {}})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_env
 
 TEMPLATES = Path(__file__).resolve().parents[4] / "roles" / "gunicorn_service" / "templates"
 
@@ -26,6 +26,8 @@ def render(name, **values):
         "__gunicorn_service_run_script": "/srv/svc/run.sh", "__gunicorn_service_carried_env": "/srv/svc/carried.env",
         "gunicorn_service_env_file": "/srv/app/.env", "gunicorn_service_environment": {"PORT": "8123"},
         "gunicorn_service_grace": 10,
+        "__gunicorn_service_user": "", "__gunicorn_service_group": "", "__gunicorn_service_home": "/",
+        "__gunicorn_service_setpriv": "",
     }
     base.update(values)
     return env.get_template(name).render(**base)
@@ -85,3 +87,67 @@ def test_systemd_unit_takes_port_from_the_environment():
     exec_start = [l for l in text.splitlines() if l.startswith("ExecStart=")]
     assert exec_start == ["ExecStart=" + render("command.j2").strip()]
     assert "\nRestart=on-failure\n" in text
+
+
+# --- the user the service runs as ------------------------------------------------------------------------------
+WWW = {"__gunicorn_service_user": "www-data", "__gunicorn_service_group": "www-data", "__gunicorn_service_home": "/var/www",
+       "__gunicorn_service_setpriv": "setpriv --reuid=33 --regid=33 --init-groups -- "}
+
+
+def test_each_runner_runs_the_service_as_its_user():
+    unit = render("gunicorn.service.j2", __gunicorn_service_manager="systemd", gunicorn_service_carried={}, **WWW)
+    assert "\n[Service]\nType=simple\nUser=www-data\nGroup=www-data\nWorkingDirectory=/srv/app\n" in unit
+    program = render("program.conf.j2", __gunicorn_service_manager="supervisord", **WWW)
+    assert "\ndirectory=/srv/app\nuser=www-data\n" in program
+    script = render("run.sh.j2", **WWW)
+    last = script.strip().splitlines()[-1]
+    assert last.startswith("exec setpriv --reuid=33 --regid=33 --init-groups -- /srv/app/.venv/bin/python -m gunicorn ")
+    # Its HOME and names, as systemd's User= gives them; the env files read after may still set their own.
+    lines = script.splitlines()
+    assert lines.index("export HOME USER LOGNAME") < lines.index("set -a")
+    assert "HOME=/var/www USER=www-data LOGNAME=www-data" in lines
+
+
+def test_a_root_service_gets_no_user_directive():
+    unit = render("gunicorn.service.j2", __gunicorn_service_manager="systemd", gunicorn_service_carried={})
+    program = render("program.conf.j2", __gunicorn_service_manager="supervisord")
+    script = render("run.sh.j2")
+    assert "User=" not in unit and "Group=" not in unit and "user=" not in program
+    assert "setpriv" not in script and "HOME=" not in script
+
+
+# --- quoting, each runner its own way ----------------------------------------------------------------------------
+ODD = {"gunicorn_service_chdir": "/srv/50%d $HOME", "gunicorn_service_python": "/srv/py %n/$x/python",
+       "__gunicorn_service_log": '/var/log/a "b" \\c/%i $y.log',
+       "gunicorn_service_environment": {"PORT": "8123", "GREETING": '50% of $HOME "hi" \\ x'}}
+
+
+def test_systemd_unit_escapes_specifiers_variables_and_quotes():
+    unit = render("gunicorn.service.j2", __gunicorn_service_manager="systemd", gunicorn_service_carried={}, **ODD)
+    assert "\nWorkingDirectory=/srv/50%%d $HOME\n" in unit
+    assert '\nEnvironment="GREETING=50%% of $HOME \\"hi\\" \\\\ x"\n' in unit
+    exec_start = [l for l in unit.splitlines() if l.startswith("ExecStart=")][0]
+    # The executable: % doubled, $ as is (systemd expands no variable there); an argument: $$ too.
+    assert exec_start.startswith('ExecStart="/srv/py %%n/$x/python" -m gunicorn AgentLocator.main:app ')
+    assert exec_start.endswith(' --error-logfile "/var/log/a \\"b\\" \\\\c/%%i $$y.log"')
+    assert "-b 0.0.0.0:${PORT}" in exec_start  # the one variable systemd is to expand
+
+
+def test_supervisord_program_and_start_script_quote_their_own_way():
+    program = render("program.conf.j2", __gunicorn_service_manager="supervisord",
+                     __gunicorn_service_run_script="/srv/my svc/run.sh", **ODD)
+    assert "\ncommand='/srv/my svc/run.sh'\n" in program
+    assert "\ndirectory=/srv/50%%d $HOME\n" in program
+    assert 'GREETING="50%% of $HOME \\"hi\\" \\\\ x"' in program
+    script = render("run.sh.j2", **ODD)
+    argv = shlex.split(script.strip().splitlines()[-1].split(" >>")[0])
+    assert argv[1] == "/srv/py %n/$x/python" and argv[argv.index("--error-logfile") + 1] == ODD["__gunicorn_service_log"]
+    assert "cd '/srv/50%d $HOME'\n" in script
+
+
+def test_runner_env_quotes_like_the_env_file_module():
+    values = {"PORT": "8123", "EVENTLET_HUB": "selects", "GREETING": '50% of $HOME "hi" `x` \\ y', "EMPTY": ""}
+    text = render("runner.env.j2", gunicorn_service_environment=values)
+    lines = [l for l in text.splitlines() if not l.startswith("#")]
+    assert lines == [service_env.env_line(name, values[name]) for name in sorted(values)]
+    assert service_env.parse_dotenv(text) == values
