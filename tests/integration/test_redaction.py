@@ -184,8 +184,9 @@ def test_stabilize_verify_and_report_carry_no_secret(host, tmp_path):
     host.app_dir = make_app(tmp_path / "leaky", leaky)
     host.env_file.write_text(host.env_file.read_text() + "".join("%s=%s\n" % kv for kv in sorted(s.env().items())))
     wrong = free_port()
-    host.strays.append(host.spawn([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "0.0.0.0:%d" % wrong,
-                                   "--no-control-socket", "--env", "DATABASE_URL=%s" % s.database_url,
+    # --env first: the report keeps 120 characters of a command line, and the venv's path (longer in a CI clone) comes first.
+    host.strays.append(host.spawn([PYTHON, "-m", "gunicorn", "--env", "DATABASE_URL=%s" % s.database_url,
+                                   "AgentLocator.main:app", "-b", "0.0.0.0:%d" % wrong, "--no-control-socket",
                                    "--error-logfile", str(tmp_path / "wrong.log")], host.app_dir))
     wait_for(lambda: listening_pid(wrong), 20, "the earlier run on a wrong port")
     # verify waits doctor_verify_timeout for a 200 that never comes; the worker must boot and log its 500 within it.
