@@ -145,6 +145,20 @@ class ActionModule(ActionBase):
         return result
 
     @staticmethod
+    def _read_previous(path):
+        """The previous audit.json, or None (with a warning when it exists but cannot be read)."""
+        if not os.path.exists(path):
+            return None, None
+        try:
+            with open(path) as f:
+                previous = json.load(f)
+        except (IOError, OSError, ValueError) as e:
+            return None, 'previous audit %s not readable, no drift this time: %s' % (path, to_native(e))
+        if not isinstance(previous, dict):
+            return None, 'previous audit %s is not an audit.json, no drift this time' % path
+        return previous, None
+
+    @staticmethod
     def _write_retry_list(report_dir, failing):
         """REPORT_DIR/audit.retry: the hosts down or unreachable, one a line (`--limit @audit.retry` audits
         only them); removed when none failed, so no stale list reruns hosts that are fine now. -> its path or None."""
@@ -158,17 +172,3 @@ class ActionModule(ActionBase):
         except (IOError, OSError) as e:
             raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
         return None
-
-    @staticmethod
-    def _read_previous(path):
-        """The previous audit.json, or None (with a warning when it exists but cannot be read)."""
-        if not os.path.exists(path):
-            return None, None
-        try:
-            with open(path) as f:
-                previous = json.load(f)
-        except (IOError, OSError, ValueError) as e:
-            return None, 'previous audit %s not readable, no drift this time: %s' % (path, to_native(e))
-        if not isinstance(previous, dict):
-            return None, 'previous audit %s is not an audit.json, no drift this time' % path
-        return previous, None
