@@ -60,7 +60,7 @@ def bare_python(where):
 
 def session_processes(host):
     """The sshd processes of the host's open SSH sessions (children of the sshd we started)."""
-    return [p for p in psutil.Process(host.sshd_pid).children()]
+    return psutil.Process(host.sshd_pid).children()
 
 
 def probe_running(host):
