@@ -55,7 +55,7 @@ def host_report(host, host_vars):
     message = error.get('msg') or ''
     if error.get('kind') == 'unreachable':
         return fleet.unreachable_report(host, _strip_prefix(message)), True
-    if error.get('kind') == 'timeout':   # the probe task's timeout (doctor_audit_timeout) fired
+    if error.get('kind') == 'timeout':   # the probe task's `timeout` fired
         return fleet.unreachable_report(host, _strip_prefix(message), 'timeout'), True
     stderr = (error.get('stderr') or '').strip()
     if stderr:

@@ -61,9 +61,9 @@ _NOT_CONNECTED = re.compile(r'Connection refused|No route to host|Network is unr
 
 def connection_error_kind(message):
     """What an unreachable host's connection error says happened: `timeout` (no answer in time: to the
-    connection, the SSH banner of an sshd that accepts and stalls, or ServerAlive), `connection_lost` (an
-    established connection dropped while the probe ran), else `unreachable` (refused, no route, name,
-    host key or login failed)."""
+    connection, or the SSH banner of an sshd that accepts and stalls), `connection_lost` (an established
+    connection dropped while the probe ran), else `unreachable` (refused, no route, name, host key or
+    login failed)."""
     message = message or ''
     if _TIMED_OUT.search(message):
         return 'timeout'
@@ -73,7 +73,8 @@ def connection_error_kind(message):
         return 'connection_lost'
     stderr = _SSH_STDERR.search(message)
     # ssh says why it could not connect even at LogLevel=ERROR; it exits 255 without a word when a
-    # connection that was up (the module already sent) is cut.
+    # connection that was up (the module already sent) is cut, or given up by ServerAliveInterval (the
+    # ControlPersist master says why, to no one).
     if stderr and not _SSH_NOISE.sub('', stderr.group(1)).strip():
         return 'connection_lost'
     return 'unreachable'
@@ -119,9 +120,10 @@ ERROR_TEXT = {
     'timeout': ('the host did not answer in time',
                 'The host accepted the connection, or had been answering, and then stalled: check its load, sshd '
                 'and network (ansible HOST -m ping), then audit it again (--limit @doctor-reports/audit.retry).'),
-    'connection_lost': ('the connection to the host dropped while the probe ran',
-                        'Check sshd and the network path to the host (an sshd restart, a firewall or NAT timeout '
-                        'cuts sessions), then audit it again (--limit @doctor-reports/audit.retry).'),
+    'connection_lost': ('the connection to the host dropped while the probe ran (cut, or given up by ssh '
+                        'when the host stopped answering its keepalives)',
+                        'Check the host (load, a frozen VM), sshd and the network path to it (an sshd restart, a '
+                        'firewall or NAT timeout cuts sessions), then audit it again (--limit @doctor-reports/audit.retry).'),
     'psutil_missing': ("the host's Python has no psutil, which the probe needs",
                        'Install psutil for the interpreter named above (pip install psutil, or the python3-psutil '
                        'package), or point ansible_python_interpreter at a Python 3.9+ that has it, then audit again.'),

@@ -1,16 +1,20 @@
 """Failure at scale: audit.yml over real SSH (tests/integration/netns_hosts.py) when hosts fail the way
 hosts in a big fleet do, and the one command that audits only the failed hosts again.
 
-Five hosts, each running the demo app under gunicorn:
+Six hosts, each running the demo app under gunicorn:
   ok        healthy;
   stalled   its sshd is SIGSTOPped before the run: the TCP connection is accepted (the kernel's
-            backlog), no SSH banner ever comes - the connection timeout (ConnectTimeout) ends it;
+            backlog), no SSH banner ever comes - the connection timeout ends it (Ansible's `timeout`,
+            10 s by default, passed to ssh as ConnectTimeout);
   dropped   its SSH session is killed (the session's sshd processes, by PID) while the probe runs;
   hung      its SSH session is SIGSTOPped while the probe runs: nothing comes back on a connection
-            that stays up - the audit's per-host timeout (doctor_audit_timeout) ends it;
+            that stays up; ssh's keepalive (ServerAliveInterval, which the README recommends for
+            fleets) gives the connection up after 4 s;
+  frozen    the same without keepalive: the probe task's `timeout` ends it (made TASK_TIMEOUT s here,
+            through ANSIBLE_TASK_TIMEOUT and the diagnose role's probe budget variable);
   nopsutil  ansible_python_interpreter is a Python without psutil (a bare venv).
 Each must be reported as what happened (not healthy), the rest of the fleet still reported, the run
-ended in bounded time with every file written, audit.retry listing the four, and the rerun command
+ended in bounded time with every file written, audit.retry listing the five, and the rerun command
 the console prints must audit only them, once fixed, and leave the fleet report whole.
 DOCTOR_KEEP_AUDIT=1 keeps the reports and both runs' output (audit.log, rerun.log) in /tmp/doctor-failures-*/.
 """
@@ -37,14 +41,22 @@ import netns_hosts
 from doctor_run import PYTHON, ROOT, ansible_env, make_app, schema
 
 APP = "AgentLocator.main:app"
-NAMES = ("ok", "stalled", "dropped", "hung", "nopsutil")
-HUNG_TIMEOUT = 12     # doctor_audit_timeout of the hung host
+NAMES = ("ok", "stalled", "dropped", "hung", "frozen", "nopsutil")
+CUT_WHILE_PROBING = ("dropped", "hung", "frozen")
+FAILED = ["dropped", "frozen", "hung", "nopsutil", "stalled"]
+# The frozen host's probe task is given up after this many seconds: ANSIBLE_TASK_TIMEOUT for a probe task
+# without its own `timeout`, and the diagnose role's probe budget (a role variable) where it has one.
+TASK_TIMEOUT = 15
+# ssh gives a server that stops answering up after 2 x 2 s (the default is never). Its connection master
+# (ControlPersist) exits without a word to the task, so this reads as a lost connection.
+KEEPALIVE = "-o ServerAliveInterval=2 -o ServerAliveCountMax=2"
 # host -> (verdict, error kind) in the fleet report
 EXPECTED = {
     "ok": ("healthy", None),
     "stalled": ("unreachable", "timeout"),
     "dropped": ("unreachable", "connection_lost"),
-    "hung": ("unreachable", "timeout"),
+    "hung": ("unreachable", "connection_lost"),
+    "frozen": ("unreachable", "timeout"),
     "nopsutil": ("down", "psutil_missing"),
 }
 
@@ -76,8 +88,8 @@ def probe_running(host):
 
 
 class Saboteur(threading.Thread):
-    """While the audit runs: kills the `dropped` host's SSH session and stops the `hung` host's, once the
-    probe runs in it. Records what it stopped (to continue it afterwards, by PID)."""
+    """While the audit runs: kills the `dropped` host's SSH session and stops the `hung` and `frozen` hosts',
+    once the probe runs in it. Records what it stopped (to continue it afterwards, by PID)."""
 
     def __init__(self, fleet, deadline=120):
         super().__init__(daemon=True)
@@ -87,8 +99,8 @@ class Saboteur(threading.Thread):
         self.stopped = []
 
     def run(self):
-        while len(self.done) < 2 and time.monotonic() < self.deadline:
-            for name, act in (("dropped", self.cut), ("hung", self.freeze)):
+        while len(self.done) < len(CUT_WHILE_PROBING) and time.monotonic() < self.deadline:
+            for name, act in (("dropped", self.cut), ("hung", self.freeze), ("frozen", self.freeze)):
                 host = self.fleet[name]
                 if name not in self.done and probe_running(host):
                     self.done[name] = act(session_processes(host))
@@ -123,15 +135,15 @@ def write_inventory(fleet, window_of, psutil_python):
         hosts[name] = dict(fleet.connection_vars(name, PYTHON), doctor_app=APP, doctor_chdir=str(host.dir / "app"),
                            doctor_python=PYTHON, doctor_env_file=str(host.dir / "service.env"),
                            doctor_log_file=str(host.dir / "app.log"), doctor_stability_window=window_of(name))
-    hosts["hung"]["doctor_audit_timeout"] = HUNG_TIMEOUT
+    hosts["hung"]["ansible_ssh_common_args"] += " " + KEEPALIVE
     hosts["nopsutil"]["ansible_python_interpreter"] = psutil_python
     fleet.inventory_path.write_text(json.dumps({"all": {"vars": {"doctor_report_dir": str(fleet.reports)},
                                                         "hosts": hosts}}))
 
 
-def ansible_playbook(argv, timeout=240):
-    return subprocess.run(argv, cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, check=False)
+def ansible_playbook(argv, timeout=240, env=None):
+    return subprocess.run(argv, cwd=ROOT, env=dict(ansible_env(), **(env or {})), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +158,7 @@ def fleet():
             host = hosts[name]
             app_dir = make_app(host.dir)
             (host.dir / "service.env").write_text("PORT=8000\n")
-            if name not in ("dropped", "hung"):        # those start right before the audit (young services)
+            if name not in CUT_WHILE_PROBING:        # those start right before the audit (young services)
                 host.start_gunicorn(app_dir, "0.0.0.0:8000", env={"PORT": "8000"}, log=host.dir / "app.log")
         hosts.work = work
         hosts.reports = work / "reports"
@@ -163,10 +175,10 @@ def fleet():
 @pytest.fixture(scope="module")
 def first(fleet):
     """The audit with every failure happening: -> (CompletedProcess, seconds, audit.json)."""
-    # The dropped and hung hosts' probes watch /healthz until their just started services are 20 s old:
-    # long enough to be cut while they run.
-    write_inventory(fleet, lambda name: 20 if name in ("dropped", "hung") else 3, fleet.python_without_psutil)
-    for name in ("dropped", "hung"):
+    # The probes of the hosts cut while probing watch /healthz until their just started services are 20 s
+    # old: long enough to be cut while they run.
+    write_inventory(fleet, lambda name: 20 if name in CUT_WHILE_PROBING else 3, fleet.python_without_psutil)
+    for name in CUT_WHILE_PROBING:
         fleet[name].start_gunicorn(fleet[name].dir / "app", "0.0.0.0:8000", env={"PORT": "8000"},
                                    log=fleet[name].dir / "app.log")
     os.kill(fleet["stalled"].sshd_pid, signal.SIGSTOP)
@@ -175,14 +187,16 @@ def first(fleet):
     started = time.monotonic()
     try:
         done = ansible_playbook([str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(fleet.inventory_path),
-                                 str(ROOT / "playbooks" / "audit.yml"), "-f", "10"])
+                                 str(ROOT / "playbooks" / "audit.yml"), "-f", "10",
+                                 "-e", "__diagnose_probe_timeout=%d" % TASK_TIMEOUT],
+                                env={"ANSIBLE_TASK_TIMEOUT": str(TASK_TIMEOUT)})
         seconds = time.monotonic() - started
         (fleet.work / "audit.log").write_text(done.stdout)      # kept with DOCTOR_KEEP_AUDIT=1
     finally:
         saboteur.join(timeout=5)
         saboteur.resume()
         fleet.stop_ssh_masters()     # the cut and frozen connections' ssh clients, by PID
-    assert sorted(saboteur.done) == ["dropped", "hung"], "the probe was not seen running:\n" + done.stdout[-4000:]
+    assert sorted(saboteur.done) == sorted(CUT_WHILE_PROBING), "the probe was not seen running:\n" + done.stdout[-4000:]
     return done, seconds, json.loads((fleet.reports / "audit.json").read_text())
 
 
@@ -192,39 +206,40 @@ def test_each_failure_is_reported_as_what_happened(first):
     assert found == EXPECTED, done.stdout[-6000:]
     reports = audit["reports"]
     assert "banner exchange" in reports["stalled"]["error"]["message"]
-    assert "doctor_audit_timeout=%d" % HUNG_TIMEOUT in reports["hung"]["error"]["message"]
+    assert "no answer from the host within the task timeout (%d s)" % TASK_TIMEOUT in reports["frozen"]["error"]["message"]
     assert "psutil" in reports["nopsutil"]["error"]["message"] and "bare-venv" in reports["nopsutil"]["error"]["message"]
     summary = audit["summary"]
-    assert summary["by_verdict"] == {"down": 1, "unreachable": 3, "degraded": 0, "healthy": 1}
-    assert summary["not_diagnosed"] == {"dropped": "connection_lost", "hung": "timeout", "nopsutil": "psutil_missing",
-                                        "stalled": "timeout"}
+    assert summary["by_verdict"] == {"down": 1, "unreachable": 4, "degraded": 0, "healthy": 1}
+    assert summary["not_diagnosed"] == {"dropped": "connection_lost", "hung": "connection_lost", "frozen": "timeout",
+                                        "nopsutil": "psutil_missing", "stalled": "timeout"}
     # the console's fleet table names each
     for host, label in (("stalled", "UNREACHABLE (TIMEOUT)"), ("dropped", "UNREACHABLE (CONNECTION LOST)"),
-                        ("hung", "UNREACHABLE (TIMEOUT)"), ("nopsutil", "DOWN (PSUTIL MISSING)"), ("ok", "HEALTHY")):
+                        ("hung", "UNREACHABLE (CONNECTION LOST)"), ("frozen", "UNREACHABLE (TIMEOUT)"),
+                        ("nopsutil", "DOWN (PSUTIL MISSING)"), ("ok", "HEALTHY")):
         assert re.search(r'"  %s +%s ' % (host, re.escape(label)), done.stdout), (host, done.stdout[-4000:])
 
 
 def test_the_run_ends_in_bounded_time_with_every_file_written(fleet, first):
     done, seconds, audit = first
-    # the hung host cost its timeout, not the run: no host waits for another (strategy free)
+    # the hung and frozen hosts cost their keepalive and timeout, not the run: no host waits for another
     assert seconds < 120, seconds
     assert done.returncode != 0
-    assert "4 host(s) down or unreachable: dropped, hung, nopsutil, stalled" in done.stdout
+    assert "5 host(s) down or unreachable: %s" % ", ".join(FAILED) in done.stdout
     for name in NAMES:
         report = json.loads((fleet.reports / ("%s.json" % name)).read_text())
         jsonschema.validate(report, schema())
-    assert "No diagnosis: the host did not answer in time." in (fleet.reports / "hung.md").read_text()
+    assert "No diagnosis: the host did not answer in time." in (fleet.reports / "stalled.md").read_text()
+    assert "No diagnosis: the connection to the host dropped" in (fleet.reports / "hung.md").read_text()
     assert "python3-psutil" in (fleet.reports / "nopsutil.md").read_text()
     suites = {s.get("name"): s for s in ET.parse(str(fleet.reports / "audit.xml")).getroot().findall("testsuite")}
-    assert {h: suites[h].find("testcase/error").get("type") for h in ("stalled", "dropped", "hung", "nopsutil")} == {
-        "stalled": "timeout", "dropped": "connection_lost", "hung": "timeout", "nopsutil": "psutil_missing"}
+    assert {h: suites[h].find("testcase/error").get("type") for h in FAILED} == {h: EXPECTED[h][1] for h in FAILED}
 
 
 def test_the_printed_command_reruns_only_the_failed_hosts(fleet, first):
     done = first[0]
     retry = fleet.reports / "audit.retry"
-    assert retry.read_text() == "dropped\nhung\nnopsutil\nstalled\n"
-    printed = re.search(r'rerun only the 4 failed host\(s\) \(with the same -e options, if any\): ([^"]+)"', done.stdout)
+    assert retry.read_text() == "".join("%s\n" % h for h in FAILED)
+    printed = re.search(r'rerun only the 5 failed host\(s\) \(with the same -e options, if any\): ([^"]+)"', done.stdout)
     assert printed, done.stdout[-4000:]
     command = shlex.split(printed.group(1))
     assert command[-2:] == ["--limit", "@%s" % retry]
@@ -238,27 +253,12 @@ def test_the_printed_command_reruns_only_the_failed_hosts(fleet, first):
     (fleet.work / "rerun.log").write_text(rerun.stdout)
     assert rerun.returncode == 0, rerun.stdout[-6000:]
     recap = re.findall(r"^(\w+)\s+: ok=", rerun.stdout, re.M)
-    assert sorted(recap) == ["dropped", "hung", "nopsutil", "stalled"]          # ok was not touched
+    assert sorted(recap) == FAILED          # ok was not touched
     assert (fleet.reports / "ok.json").stat().st_mtime_ns == ok_report
     audit = json.loads((fleet.reports / "audit.json").read_text())
     assert {h: r["verdict"] for h, r in audit["reports"].items()} == dict.fromkeys(NAMES, "healthy")
     assert audit["reports"]["ok"]["carried_from"] == audit["drift"]["previous_generated_at"]
-    assert sorted(e["host"] for e in audit["drift"]["fixed"]) == ["dropped", "hung", "nopsutil", "stalled"]
+    assert sorted(e["host"] for e in audit["drift"]["fixed"]) == FAILED
     assert audit["drift"]["removed"] == [] and audit["drift"]["new"] == []
-    assert "fleet: 5 hosts: 0 down, 0 unreachable, 0 degraded, 5 healthy" in rerun.stdout
+    assert "fleet: 6 hosts: 0 down, 0 unreachable, 0 degraded, 6 healthy" in rerun.stdout
     assert not retry.exists()      # nothing left to rerun
-
-
-def test_a_bad_timeout_is_one_line_naming_the_variable(tmp_path):
-    """doctor_audit_timeout that is no whole number: that host is reported with what to set, the audit goes on."""
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"hosts": {"web1": {
-        "ansible_connection": "local", "ansible_python_interpreter": PYTHON, "doctor_app": APP,
-        "doctor_chdir": str(tmp_path), "doctor_python": PYTHON, "doctor_report_dir": str(tmp_path / "reports"),
-        "doctor_audit_timeout": "3m"}}}}))
-    done = ansible_playbook([str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inventory),
-                             str(ROOT / "playbooks" / "audit.yml")])
-    report = json.loads((tmp_path / "reports" / "web1.json").read_text())
-    assert report["verdict"] == "down" and report["error"]["kind"] == "input", done.stdout[-3000:]
-    assert "doctor_audit_timeout=3m is not a whole number of seconds: set it to e.g. 180" in report["error"]["message"]
-    assert "Traceback" not in done.stdout

@@ -349,8 +349,8 @@ def test_connection_error_kind(message, kind):
 
 
 def test_the_task_timeout_is_a_timeout_whatever_its_message():
-    found = fleet.unreachable_report("web5", "no answer from the host within doctor_audit_timeout=10 s: Timed out after "
-                                             "10 second(s).", "timeout")
+    found = fleet.unreachable_report("web5", "no answer from the host within the task timeout (165 s): Timed out after "
+                                             "165 second(s).", "timeout")
     assert found["error"]["kind"] == "timeout" and found["verdict"] == "unreachable"
     assert fleet.cause_label(found) == "timeout"
 

@@ -59,11 +59,11 @@ def test_plain_drops_wrapper_types():
 
 def test_the_probe_tasks_timeout_makes_an_unreachable_host():
     host_vars = {"__doctor_audit_error": {"kind": "timeout", "stderr": "",
-                                          "msg": "no answer from the host within doctor_audit_timeout=10 s: Task failed: "
-                                                 "Timed out after 10 second(s)."}}
+                                          "msg": "no answer from the host within the task timeout (165 s): Task failed: "
+                                                 "Timed out after 165 second(s)."}}
     found, synthesized = host_report("web5", host_vars)
     assert synthesized and found["verdict"] == "unreachable" and found["error"]["kind"] == "timeout"
-    assert found["error"]["message"].startswith("no answer from the host within doctor_audit_timeout=10 s")
+    assert found["error"]["message"].startswith("no answer from the host within the task timeout (165 s)")
     jsonschema.validate(found, SCHEMA)
 
 
