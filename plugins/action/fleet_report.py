@@ -32,6 +32,8 @@ def host_report(host, host_vars):
     message = error.get('msg') or ''
     if error.get('kind') == 'unreachable':
         return fleet.unreachable_report(host, _strip_prefix(message)), True
+    if error.get('kind') == 'timeout':   # the probe task's `timeout` fired
+        return fleet.unreachable_report(host, _strip_prefix(message), 'timeout'), True
     stderr = (error.get('stderr') or '').strip()
     if stderr:
         message = '%s: %s' % (message, stderr.splitlines()[-1])
@@ -49,7 +51,7 @@ def _strip_prefix(message):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('hosts', 'report_dir', 'previous'))
+    _VALID_ARGS = frozenset(('hosts', 'report_dir', 'previous', 'fleet_hosts', 'playbook'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -59,6 +61,10 @@ class ActionModule(ActionBase):
             hosts = task_vars.get('ansible_play_hosts_all') or []
         if isinstance(hosts, str) or not all(isinstance(h, str) for h in hosts):
             raise AnsibleActionFail('hosts must be a list of inventory host names, e.g. "{{ ansible_play_hosts_all }}"')
+        fleet_hosts = self._task.args.get('fleet_hosts') or []
+        if isinstance(fleet_hosts, str) or not all(isinstance(h, str) for h in fleet_hosts):
+            raise AnsibleActionFail('fleet_hosts must be a list of inventory host names, e.g. '
+                                    '"{{ query(\'ansible.builtin.inventory_hostnames\', \'all\') }}"')
         report_dir = os.path.abspath(os.path.expanduser(self._task.args.get('report_dir') or './doctor-reports'))
         audit_json = os.path.join(report_dir, 'audit.json')
         previous_path = self._task.args.get('previous') or audit_json
@@ -78,6 +84,7 @@ class ActionModule(ActionBase):
             previous, warning = self._read_previous(previous_path)
             if warning:
                 result.setdefault('warnings', []).append(warning)
+            reports += fleet.carried_reports(previous, reports, fleet_hosts)
             generated_at = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
             audit = fleet.build_audit(reports, previous, generated_at=generated_at, report_dir=report_dir)
             paths = dict((ext, os.path.join(report_dir, 'audit.%s' % ext)) for ext in ('json', 'md', 'xml', 'html'))
@@ -89,6 +96,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
 
         summary = audit['summary']
+        failing = sorted(summary['down'] + summary['unreachable'])
+        retry = self._write_retry_list(report_dir, failing)
+        playbook = self._task.args.get('playbook')
+        rerun = fleet.rerun_command(task_vars.get('ansible_inventory_sources'), playbook, retry) \
+            if (retry and playbook) else None
         result.update(
             changed=False,
             paths=paths,
@@ -98,8 +110,10 @@ class ActionModule(ActionBase):
             # Not `unreachable`/`failed`: Ansible reads those keys of a result as the task's own status.
             down_hosts=summary['down'],
             unreachable_hosts=summary['unreachable'],
-            failing=sorted(summary['down'] + summary['unreachable']),
-            lines=fleet.console_lines(audit, [paths['html'], paths['md'], paths['xml'], paths['json']]),
+            failing=failing,
+            retry=retry,
+            rerun=rerun,
+            lines=fleet.console_lines(audit, [paths['html'], paths['md'], paths['xml'], paths['json']], rerun=rerun),
         )
         return result
 
@@ -129,3 +143,18 @@ class ActionModule(ActionBase):
         if not isinstance(previous, dict):
             return None, 'previous audit %s is not an audit.json, no drift this time' % path
         return previous, None
+
+    @staticmethod
+    def _write_retry_list(report_dir, failing):
+        """REPORT_DIR/audit.retry: the hosts down or unreachable, one a line (`--limit @audit.retry` audits
+        only them); removed when none failed, so no stale list reruns hosts that are fine now. -> its path or None."""
+        path = os.path.join(report_dir, 'audit.retry')
+        try:
+            if failing:
+                write_private(path, ''.join('%s\n' % host for host in failing))
+                return path
+            if os.path.lexists(path):
+                os.unlink(path)
+        except (IOError, OSError) as e:
+            raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
+        return None

@@ -5,14 +5,16 @@
 (Markdown, JUnit XML, one self-contained HTML page). Pure: reports in, data or text out; no I/O.
 
 The per-host reports are the contract's (`verdict.judge`); a host that has none gets one here:
-`unreachable_report` (Ansible could not reach it) or `not_probed_report` (the probe stopped on its
-input, e.g. the app is not deployed at doctor_chdir).
+`unreachable_report` (Ansible could not reach it, or the connection timed out or dropped) or
+`not_probed_report` (the probe stopped on its input, e.g. the app is not deployed at doctor_chdir, or
+could not run, e.g. no psutil for the host's Python).
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import shlex
 import xml.etree.ElementTree as ET
 
 from html import escape as _html_escape
@@ -29,9 +31,11 @@ _XML_INVALID = re.compile(u'[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U0001
 
 
 # --- reports for hosts the probe could not judge ------------------------------------------------------
-def unreachable_report(host, message):
+def unreachable_report(host, message, kind=None):
     """The contract's report for a host Ansible cannot reach: verdict `unreachable`, no failed layer,
-    the connection error as a check's detail (on the first rung of the ladder, which was never probed)."""
+    the connection error as a check's detail (on the first rung of the ladder, which was never probed).
+    `error.kind` says what happened: `kind`, else what the message says (`connection_error_kind`)."""
+    kind = kind or connection_error_kind(message)
     message = one_line(message, 2000) or 'the host could not be reached'
     return {
         'host': host,
@@ -40,12 +44,47 @@ def unreachable_report(host, message):
         'causes': [],
         'layers': [{'name': LAYERS[0], 'status': 'skip',
                     'checks': [{'name': 'connection', 'status': 'fail', 'detail': message}]}],
-        'error': {'kind': 'unreachable', 'message': message},
+        'error': {'kind': kind, 'message': message},
     }
 
 
+# Ansible's ssh connection: a failure carries ssh's stderr after this.
+_SSH_STDERR = re.compile(r'(?:can be reached over ssh|to the host via ssh):(.*)$', re.I | re.S)
+_SSH_NOISE = re.compile(r'^\s*Warning: Permanently added .*$', re.I | re.M)
+_TIMED_OUT = re.compile(r'timed out|Timeout, server \S+ not responding', re.I)
+_DROPPED = re.compile(r'closed by remote host|Shared connection to \S+ closed|Connection reset by peer|Broken pipe'
+                      r'|client_loop: send disconnect', re.I)
+_NOT_CONNECTED = re.compile(r'Connection refused|No route to host|Network is unreachable|Could not resolve'
+                            r'|Name or service not known|Permission denied|Host key verification failed'
+                            r'|kex_exchange_identification|Connection closed by \S+ port', re.I)
+
+
+def connection_error_kind(message):
+    """What an unreachable host's connection error says happened: `timeout` (no answer in time: to the
+    connection, or the SSH banner of an sshd that accepts and stalls), `connection_lost` (an established
+    connection dropped while the probe ran), else `unreachable` (refused, no route, name, host key or
+    login failed)."""
+    message = message or ''
+    if _TIMED_OUT.search(message):
+        return 'timeout'
+    if _NOT_CONNECTED.search(message):
+        return 'unreachable'
+    if _DROPPED.search(message):
+        return 'connection_lost'
+    stderr = _SSH_STDERR.search(message)
+    # ssh says why it could not connect even at LogLevel=ERROR; it exits 255 without a word when a
+    # connection that was up (the module already sent) is cut, or given up by ServerAliveInterval (the
+    # ControlPersist master says why, to no one).
+    if stderr and not _SSH_NOISE.sub('', stderr.group(1)).strip():
+        return 'connection_lost'
+    return 'unreachable'
+
+
 def error_kind(message):
-    """`not_deployed` (doctor_chdir is missing), `input` (another doctor_* input), else `probe`."""
+    """`psutil_missing` (the host's Python has no psutil), `not_deployed` (doctor_chdir is missing),
+    `input` (another doctor_* input), else `probe`."""
+    if re.search(r"required Python library \(psutil\)|No module named '?psutil", message or ''):
+        return 'psutil_missing'
     if re.match(r"doctor_chdir=.*is not a directory", message or ''):
         return 'not_deployed'
     if re.search(r'\bdoctor_[a-z_]+\b|Validation of arguments failed|missing required arguments', message or ''):
@@ -74,19 +113,36 @@ def not_probed_report(host, message):
     }
 
 
+# error kind -> (why there is no diagnosis, what to do), for HOST.md.
+ERROR_TEXT = {
+    'unreachable': ('Ansible could not reach the host',
+                    'Check that the host is up and that Ansible can log in (ansible HOST -m ping), then audit again.'),
+    'timeout': ('the host did not answer in time',
+                'The host accepted the connection, or had been answering, and then stalled: check its load, sshd '
+                'and network (ansible HOST -m ping), then audit it again (--limit @doctor-reports/audit.retry).'),
+    'connection_lost': ('the connection to the host dropped while the probe ran (cut, or given up by ssh '
+                        'when the host stopped answering its keepalives)',
+                        'Check the host (load, a frozen VM), sshd and the network path to it (an sshd restart, a '
+                        'firewall or NAT timeout cuts sessions), then audit it again (--limit @doctor-reports/audit.retry).'),
+    'psutil_missing': ("the host's Python has no psutil, which the probe needs",
+                       'Install psutil for the interpreter named above (pip install psutil, or the python3-psutil '
+                       'package), or point ansible_python_interpreter at a Python 3.9+ that has it, then audit again.'),
+    'not_deployed': ('the app is not deployed at doctor_chdir on this host',
+                     'Deploy the app there, or correct doctor_chdir (or the inventory) for this host, then audit again.'),
+    'input': ('the probe stopped on its input', 'Correct the variable named above for this host, then audit again.'),
+}
+
+
 def error_markdown(report):
     """HOST.md for a host with no diagnosis (unreachable, or the probe stopped on its input)."""
     error = report['error']
+    why, next_step = ERROR_TEXT.get(error['kind'], (
+        'the probe failed', 'Run diagnose.yml on this host with -vvv to see the whole error.'))
     return '\n'.join([
         '# %s: %s' % (md_cell(report['host']), verdict_label(report).upper()), '',
-        'No diagnosis: %s.' % {'unreachable': 'Ansible could not reach the host',
-                               'not_deployed': 'the app is not deployed at doctor_chdir on this host',
-                               'input': 'the probe stopped on its input'}.get(error['kind'], 'the probe failed'),
+        'No diagnosis: %s.' % why,
         '', '    %s' % error['message'], '',
-        {'unreachable': 'Check that the host is up and that Ansible can log in (ansible HOST -m ping), then audit again.',
-         'not_deployed': 'Deploy the app there, or correct doctor_chdir (or the inventory) for this host, then audit again.',
-         'input': 'Correct the variable named above for this host, then audit again.'}.get(
-             error['kind'], 'Run diagnose.yml on this host with -vvv to see the whole error.'), ''])
+        next_step, ''])
 
 
 # --- one host in one line --------------------------------------------------------------------------------
@@ -123,11 +179,15 @@ def evidence_line(report):
 
 
 def verdict_label(report):
-    """`down`, `down (not deployed)`, `down (input)`, `unreachable`, ..."""
+    """`down`, `down (not deployed)`, `down (psutil missing)`, `unreachable`, `unreachable (timeout)`...;
+    `(earlier audit)` marks a host a rerun did not audit (its report is carried from the audit before)."""
     error = report.get('error') or {}
-    if error.get('kind') in ('not_deployed', 'input', 'probe') and report['verdict'] == 'down':
-        return '%s (%s)' % (report['verdict'], error['kind'].replace('_', ' '))
-    return report['verdict']
+    label = report['verdict']
+    if error.get('kind') and error['kind'] != report['verdict']:
+        label = '%s (%s)' % (label, error['kind'].replace('_', ' '))
+    if report.get('carried_from'):
+        label += ' (earlier audit)'
+    return label
 
 
 def cause_label(report):
@@ -257,6 +317,29 @@ def drift(previous_audit, reports):
     return found
 
 
+def carried_reports(previous_audit, reports, fleet_hosts):
+    """A rerun limited to some hosts (--limit @audit.retry) still reports the whole fleet: the previous
+    audit's reports of the `fleet_hosts` this run did not audit, each marked `carried_from` (when that
+    audit ran; a report carried twice keeps its first date). Hosts not in the previous audit stay out."""
+    audited = set(str(r['host']) for r in reports)
+    before = previous_reports(previous_audit)
+    carried = []
+    for host in fleet_hosts or []:
+        if host not in audited and host in before:
+            report = dict(before[host])
+            report.setdefault('carried_from', previous_audit.get('generated_at') or 'an earlier audit')
+            carried.append(report)
+    return carried
+
+
+def rerun_command(inventory_sources, playbook, retry_path):
+    """The command that audits only the hosts in `retry_path` again (Ansible's `--limit @FILE`)."""
+    words = ['ansible-playbook']
+    for source in inventory_sources or []:
+        words += ['-i', source]
+    return ' '.join(shlex.quote(str(w)) for w in words + [playbook, '--limit', '@%s' % retry_path])
+
+
 def build_audit(reports, previous_audit=None, generated_at=None, report_dir=None):
     """audit.json: the summary, drift, the fleet table worst first and every host's report (by host)."""
     ordered = worst_first(reports)
@@ -318,10 +401,11 @@ def drift_summary(audit):
 CONSOLE_HOSTS = 50
 
 
-def console_lines(audit, paths=None, limit=CONSOLE_HOSTS):
+def console_lines(audit, paths=None, limit=CONSOLE_HOSTS, rerun=None):
     """What the play prints once: the headline, one line per host worst first (at most `limit`; a fleet
-    of thousands is read in audit.md/html), the drift and the files."""
-    lines = ['fleet: %s' % headline(audit)]
+    of thousands is read in audit.md/html), the drift, the files and `rerun`, the command that audits
+    only the failed hosts again."""
+    lines = ['fleet: %s' % headline(audit)] + carried_lines(audit)
     for entry in audit['table'][:limit]:
         lines.append('  %-16s %-22s %-9s %-22s %s' % (
             entry['host'], entry['label'].upper(), entry['failed_layer'] or '-', entry['top_cause'] or entry['error'] or '-',
@@ -331,7 +415,19 @@ def console_lines(audit, paths=None, limit=CONSOLE_HOSTS):
     lines.append('  since the previous audit: %s' % drift_summary(audit))
     for path in paths or []:
         lines.append('  %s' % path)
+    if rerun:
+        failing = len(audit['summary']['down']) + len(audit['summary']['unreachable'])
+        lines.append('  rerun only the %d failed host(s) (with the same -e options, if any): %s' % (failing, rerun))
     return lines
+
+
+def carried_lines(audit):
+    """The hosts a limited rerun did not audit, in one line (their reports come from an earlier audit)."""
+    carried = sorted(set(r['carried_from'] for r in audit['reports'].values() if r.get('carried_from')))
+    if not carried:
+        return []
+    count = sum(1 for r in audit['reports'].values() if r.get('carried_from'))
+    return ['  %d host(s) not in this run, as the audit of %s found them' % (count, ', '.join(carried))]
 
 
 # --- Markdown -----------------------------------------------------------------------------------------------

@@ -15,12 +15,20 @@ description:
   - Reads each host's report from its host variables, namely C(doctor_report), the result that the
     C(sre.gunicorn_doctor.diagnose) role registers. A host without one gets a report here, written as
     C(REPORT_DIR/HOST.json) and C(HOST.md) too; if the host variable C(__doctor_audit_error) says
-    C(kind=unreachable), the verdict is C(unreachable) with the connection error as a check's detail;
-    otherwise (the probe stopped on its input, e.g. C(doctor_chdir) missing because the app is not
-    deployed) the verdict is C(down) with no failed layer, and the report's C(error) says why.
+    C(kind=unreachable) or C(kind=timeout), the verdict is C(unreachable) with the connection error as a
+    check's detail, and the report's C(error.kind) says what happened - C(timeout) (the host accepted
+    the connection or had been answering, then stalled), C(connection_lost) (the connection dropped while
+    the probe ran) or C(unreachable); otherwise (the probe stopped on its input, e.g. C(doctor_chdir)
+    missing because the app is not deployed, or could not run, e.g. C(psutil_missing)) the verdict is
+    C(down) with no failed layer, and the report's C(error) says why.
   - Writes C(REPORT_DIR/audit.json) (every report, a summary by verdict, failed layer and cause, the
     drift since the previous C(audit.json)), C(audit.md), C(audit.xml) (JUnit, a test suite per host and a
     test case per layer) and C(audit.html) (one self-contained page, no script, no external asset).
+  - Writes C(REPORT_DIR/audit.retry), the hosts down or unreachable, one a line, so that
+    C(--limit @REPORT_DIR/audit.retry) audits only them again; removes it when no host failed.
+  - A run limited to some hosts (C(--limit)) still reports the whole fleet when O(fleet_hosts) is given;
+    the hosts of O(fleet_hosts) it did not audit keep their report from the previous C(audit.json),
+    marked C(carried_from) (that audit's time) and labelled C(earlier audit).
   - Never fails because hosts are down; it returns them in C(failing) so the play decides.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
@@ -38,6 +46,18 @@ options:
     description:
       - A previous C(audit.json) to compare with (the drift section).
       - Defaults to C(REPORT_DIR/audit.json), the audit this run replaces. No drift when there is none.
+    type: path
+  fleet_hosts:
+    description:
+      - Every host of the fleet, whether this run audits it or not (the play's host pattern without C(--limit)),
+        e.g. C("{{ query('ansible.builtin.inventory_hostnames', 'all') }}").
+      - Those not in O(hosts) but in the previous C(audit.json) keep their report from it. Unset, the audit covers O(hosts) only.
+    type: list
+    elements: str
+  playbook:
+    description:
+      - The playbook this task runs in, for the rerun command printed with the C(audit.retry) path
+        (C(ansible-playbook -i INVENTORY PLAYBOOK --limit @REPORT_DIR/audit.retry)); no command without it.
     type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -114,9 +134,20 @@ failing:
   returned: success
   type: list
   elements: str
+retry:
+  description: The C(audit.retry) file listing the C(failing) hosts; null when no host failed.
+  returned: success
+  type: str
+  sample: /srv/audit/audit.retry
+rerun:
+  description: The command that audits only the failing hosts again; null when none failed or O(playbook) is not set.
+  returned: success
+  type: str
+  sample: ansible-playbook -i /srv/inventory /srv/playbooks/audit.yml --limit @/srv/audit/audit.retry
 lines:
   description:
-    - Lines to print, namely the headline, one line per host worst first (the first 50; the rest are in C(audit.md)) and the drift.
+    - Lines to print, namely the headline, one line per host worst first (the first 50; the rest are in C(audit.md)), the drift,
+      the files and the rerun command.
     - The whole fleet table is C(table) in C(audit.json).
   returned: success
   type: list

@@ -246,25 +246,6 @@ def test_second_audit_shows_the_fixed_host(fleet, first):
     assert re.search(r'^web6 \| SUCCESS => .*"msg": "unreachable"', cached.stdout, re.M), cached.stdout
 
 
-def test_execution_environment_definition(tmp_path):
-    """ansible-builder accepts execution-environment.yml and finds the collection's controller-side
-    dependencies through meta/execution-environment.yml (no container runtime needed for either)."""
-    pytest.importorskip("ansible_builder")
-    builder = [PYTHON, "-m", "ansible_builder"]
-    done = subprocess.run(builder + ["create", "-f", str(ROOT / "execution-environment.yml"), "-c", str(tmp_path / "ctx")],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout
-    assert "sre.gunicorn_doctor" in (tmp_path / "ctx" / "_build" / "requirements.yml").read_text()
-    collections = tmp_path / "collections"
-    (collections / "ansible_collections" / "sre").mkdir(parents=True)
-    os.symlink(str(ROOT), str(collections / "ansible_collections" / "sre" / "gunicorn_doctor"))
-    done = subprocess.run(builder + ["introspect", "--sanitize", str(collections)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout
-    assert "psutil" in done.stdout and "openssh-clients [platform:rpm]" in done.stdout
-    assert "ansible-core" not in done.stdout     # the EE brings its own
-
-
 def test_only_the_fleet_write_waits_for_every_host():
     """Play 1 runs each host at its own pace (strategy free); play 2 is the one barrier and runs
     every task once, on the controller."""

@@ -69,7 +69,9 @@ def test_unreachable_report_follows_the_contract():
     ("doctor_chdir='/srv/app' is not a directory on this host: set it to ...", "not_deployed"),
     ("doctor_port='abc' is not a port: set it to a whole number from 1 to 65535", "input"),
     ("Validation of arguments failed:\nmissing required arguments: doctor_app", "input"),
-    ("Failed to import the required Python library (psutil)", "probe"),
+    ("Failed to import the required Python library (psutil) on web7's Python /usr/bin/python3.", "psutil_missing"),
+    ("MODULE FAILURE: ModuleNotFoundError: No module named 'psutil'", "psutil_missing"),
+    ("MODULE FAILURE: ModuleNotFoundError: No module named 'yaml'", "probe"),
 ])
 def test_not_probed_report(message, kind):
     found = fleet.not_probed_report("web7", message)
@@ -311,3 +313,105 @@ def test_junit_one_failure_per_layer_lists_every_cause():
     failures = root.findall("testsuite/testcase[@name='listen']/failure")
     assert len(failures) == 1 and failures[0].get("type") == "wrong_port"
     assert "bind_loopback_only" in failures[0].text
+
+
+# --- failures at scale: what happened to a host without a diagnosis, and the rerun ------------------------------
+# Ansible's messages as seen over real SSH (tests/integration/test_audit_failures.py makes each happen).
+BANNER_TIMEOUT = ('Data could not be sent to remote host "10.222.7.12". Make sure this host can be reached over ssh: '
+                  'Connection timed out during banner exchange\r\nConnection to 10.222.7.12 port 22 timed out')
+CUT_QUIET = 'Data could not be sent to remote host "10.222.7.14". Make sure this host can be reached over ssh:'
+CUT_INFO = ('Data could not be sent to remote host "10.222.7.11". Make sure this host can be reached over ssh: '
+            "Warning: Permanently added '10.222.7.11' (ED25519) to the list of known hosts.\r\n")
+REFUSED = ('Data could not be sent to remote host "10.222.7.16". Make sure this host can be reached over ssh: '
+           'ssh: connect to host 10.222.7.16 port 22: Connection refused\r\n')
+
+
+@pytest.mark.parametrize("message, kind", [
+    (BANNER_TIMEOUT, "timeout"),
+    ("Failed to connect to the host via ssh: Timeout, server 10.0.0.5 not responding.", "timeout"),
+    (CUT_QUIET, "connection_lost"),
+    (CUT_INFO, "connection_lost"),
+    ("Failed to connect to the host via ssh: Connection to 10.0.0.5 closed by remote host.", "connection_lost"),
+    ("Failed to connect to the host via ssh: Shared connection to web3 closed.", "connection_lost"),
+    (REFUSED, "unreachable"),
+    ("Failed to connect to the host via ssh: root@10.0.0.5: Permission denied (publickey).", "unreachable"),
+    ("Failed to connect to the host via ssh: ssh: Could not resolve hostname web9: Name or service not known",
+     "unreachable"),
+    ("kex_exchange_identification: Connection closed by remote host", "unreachable"),
+    ("", "unreachable"),
+])
+def test_connection_error_kind(message, kind):
+    assert fleet.connection_error_kind(message) == kind
+    found = fleet.unreachable_report("web2", message)
+    jsonschema.validate(found, SCHEMA)
+    assert found["verdict"] == "unreachable" and found["error"]["kind"] == kind
+    assert fleet.verdict_label(found) == ("unreachable" if kind == "unreachable" else "unreachable (%s)" % kind.replace("_", " "))
+
+
+def test_the_task_timeout_is_a_timeout_whatever_its_message():
+    found = fleet.unreachable_report("web5", "no answer from the host within the task timeout (165 s): Timed out after "
+                                             "165 second(s).", "timeout")
+    assert found["error"]["kind"] == "timeout" and found["verdict"] == "unreachable"
+    assert fleet.cause_label(found) == "timeout"
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("timeout", "did not answer in time"),
+    ("connection_lost", "dropped while the probe ran"),
+    ("psutil_missing", "has no psutil"),
+])
+def test_error_markdown_says_what_happened_and_what_to_do(kind, says):
+    found = (fleet.not_probed_report("h", "No module named 'psutil'") if kind == "psutil_missing"
+             else fleet.unreachable_report("h", "x", kind))
+    text = fleet.error_markdown(found)
+    assert text.startswith("# h: %s\n" % fleet.verdict_label(found).upper())
+    assert "No diagnosis: " in text and says in text
+    assert ("ansible_python_interpreter" in text) if kind == "psutil_missing" else ("audit.retry" in text)
+
+
+def test_failed_hosts_of_every_kind_are_counted_and_listed(fleet_reports):
+    reports = fleet_reports + [fleet.unreachable_report("web9", BANNER_TIMEOUT),
+                               fleet.unreachable_report("web10", CUT_QUIET),
+                               fleet.not_probed_report("web11", "Failed to import the required Python library (psutil)")]
+    summary = fleet.summarize(reports)
+    assert summary["unreachable"] == ["web10", "web6", "web9"]
+    assert "web11" in summary["down"]
+    assert {h: summary["not_diagnosed"][h] for h in ("web9", "web10", "web11")} == {
+        "web9": "timeout", "web10": "connection_lost", "web11": "psutil_missing"}
+    assert summary["by_verdict"]["healthy"] == 1
+
+
+def test_a_rerun_keeps_the_hosts_it_did_not_audit(fleet_reports):
+    previous = json.loads(json.dumps(fleet.build_audit(fleet_reports, generated_at="2026-11-24T12:00:00Z")))
+    rerun = [report("web2"), fleet.unreachable_report("web6", REFUSED)]     # web2 fixed, web6 still refused
+    everyone = [r["host"] for r in fleet_reports] + ["web99"]               # web99: in the inventory, never audited
+    carried = fleet.carried_reports(previous, rerun, everyone)
+    assert sorted(r["host"] for r in carried) == sorted(set(everyone) - {"web2", "web6", "web99"})
+    assert all(r["carried_from"] == "2026-11-24T12:00:00Z" for r in carried)
+    audit = fleet.build_audit(rerun + carried, previous, generated_at="2026-11-25T12:00:00Z")
+    assert audit["summary"]["hosts"] == 8
+    assert [e["host"] for e in audit["drift"]["fixed"]] == ["web2"]
+    assert audit["drift"]["removed"] == [] and audit["drift"]["added"] == [] and audit["drift"]["changed"] == []
+    labels = dict((row["host"], row["label"]) for row in audit["table"])
+    assert labels["web2"] == "healthy" and labels["web1"] == "healthy (earlier audit)"
+    assert labels["web6"] == "unreachable"
+    lines = fleet.console_lines(audit)
+    assert lines[1] == "  6 host(s) not in this run, as the audit of 2026-11-24T12:00:00Z found them"
+    # carried again by a second rerun: still dated by the audit that saw the host
+    again = fleet.carried_reports(json.loads(json.dumps(audit)), [report("web6")], everyone)
+    assert set(r["carried_from"] for r in again) == {"2026-11-24T12:00:00Z", "2026-11-25T12:00:00Z"}
+    assert next(r for r in again if r["host"] == "web2")["carried_from"] == "2026-11-25T12:00:00Z"
+
+
+def test_no_previous_audit_carries_nothing():
+    assert fleet.carried_reports(None, [report("a")], ["a", "b"]) == []
+    assert fleet.carried_reports({"reports": {}}, [report("a")], None) == []
+
+
+def test_rerun_command_is_one_line_a_shell_runs_as_is():
+    command = fleet.rerun_command(["/srv/inv one.yml", "/srv/hosts"], "/srv/playbooks/audit.yml", "/srv/r/audit.retry")
+    assert command == ("ansible-playbook -i '/srv/inv one.yml' -i /srv/hosts /srv/playbooks/audit.yml "
+                       "--limit @/srv/r/audit.retry")
+    lines = fleet.console_lines(fleet.build_audit([report("a", "down", [cause("not_listening", "listen")])]),
+                                rerun=command)
+    assert lines[-1] == "  rerun only the 1 failed host(s) (with the same -e options, if any): " + command

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import jsonschema
 
-from ansible_collections.sre.gunicorn_doctor.plugins.action.fleet_report import host_report, plain
+from ansible_collections.sre.gunicorn_doctor.plugins.action.fleet_report import ActionModule, host_report, plain
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[4] / "docs" / "report.schema.json").read_text())
 
@@ -42,7 +42,7 @@ def test_module_failure_keeps_the_last_stderr_line():
     host_vars = {"__doctor_audit_error": {"kind": "failed", "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error",
                                           "stderr": "Traceback...\nModuleNotFoundError: No module named 'psutil'\n"}}
     found = host_report("web8", host_vars)[0]
-    assert found["error"]["kind"] == "probe"
+    assert found["error"]["kind"] == "psutil_missing"
     assert found["error"]["message"].endswith("No module named 'psutil'")
 
 
@@ -55,3 +55,21 @@ def test_plain_drops_wrapper_types():
     value = plain({Tagged("a"): [Tagged("x"), True, 3, 1.5, None, {"b": Tagged("y")}]})
     assert json.dumps(value) == '{"a": ["x", true, 3, 1.5, null, {"b": "y"}]}'
     assert value["a"][0].__class__ is str      # the exact type, not a subclass
+
+
+def test_the_probe_tasks_timeout_makes_an_unreachable_host():
+    host_vars = {"__doctor_audit_error": {"kind": "timeout", "stderr": "",
+                                          "msg": "no answer from the host within the task timeout (165 s): Task failed: "
+                                                 "Timed out after 165 second(s)."}}
+    found, synthesized = host_report("web5", host_vars)
+    assert synthesized and found["verdict"] == "unreachable" and found["error"]["kind"] == "timeout"
+    assert found["error"]["message"].startswith("no answer from the host within the task timeout (165 s)")
+    jsonschema.validate(found, SCHEMA)
+
+
+def test_retry_list_written_and_removed(tmp_path):
+    path = ActionModule._write_retry_list(str(tmp_path), ["web2", "web6"])
+    assert path == str(tmp_path / "audit.retry")
+    assert (tmp_path / "audit.retry").read_text() == "web2\nweb6\n"
+    assert ActionModule._write_retry_list(str(tmp_path), []) is None
+    assert not (tmp_path / "audit.retry").exists()       # no stale list once every host passed
