@@ -17,12 +17,12 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_files import (
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as external
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
     ReportPathError, host_file_name, host_report_path, plain, report_dir_path, write_private)
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_text import ladder, markdown
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_text import ladder, markdown
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import judge
 
 
 class ActionModule(ActionBase):

@@ -6,8 +6,8 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probe_module import collect_facts, new_module
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge_layer
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import collect_facts, new_module
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import judge_layer
 
 
 def run_layer_module(layer, fact_keys):

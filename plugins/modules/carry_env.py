@@ -107,7 +107,8 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import service_user
 
 
 # Set by the rewritten runner itself, whatever the worker class: never carried.

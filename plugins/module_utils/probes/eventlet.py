@@ -20,8 +20,9 @@ import os
 import re
 import select
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
-    app_runner, eventlet_compat, gunicorn, safe_read, service_env)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat, gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, logfile
 
 ENV_VARS = ('EVENTLET_NO_GREENDNS', 'EVENTLET_HUB')

@@ -9,7 +9,8 @@ __metaclass__ = type
 import datetime
 import os
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 
 TAIL_BYTES = 2 << 20  # the recent past is what matters; old megabytes only slow the probe
 EVENTS_KEPT = 300

@@ -39,7 +39,8 @@ except ImportError:
     websocket = None
     HAS_WEBSOCKET = False
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http, safe_read, service_env, twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env, twilio
 
 HTTP_TIMEOUT = 3.0        # each webhook request, all of it
 WS_TIMEOUT = 3.0          # connect + handshake, all of it

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 WWW = pwd.getpwnam("www-data")

@@ -9,19 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import cause_docs, verdict
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import CAUSES, LAYERS
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import cause_docs
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import verdict
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS
 
 UNIT_DIR = Path(__file__).resolve().parents[2]
 ROOT = UNIT_DIR.parents[1]                         # the checkout
 DOCS = ROOT / "docs"                              # the contract, the runbook and the report schema
 SCHEMA = json.loads((DOCS / "report.schema.json").read_text())
-MODULE_UTILS = Path(verdict.__file__).resolve().parent
+JUDGES = Path(verdict.__file__).resolve().parent
 PAGE = ROOT / "docs" / "causes.md"
 SCRIPT = ROOT / "scripts" / "gen_cause_docs.py"
 STALE = "docs/causes.md is stale: run .venv/bin/python scripts/gen_cause_docs.py"
 # Which module judges a layer, and so supplies the per-instance values of its remedies.
-JUDGE_FILES = {"eventlet": "judge_eventlet.py", "voice": "judge_voice.py", "external": "judge_external.py"}
+JUDGE_FILES = {"eventlet": "eventlet.py", "voice": "voice.py", "external": "external.py"}
 REPORT_CAUSE_KEYS = {"id", "layer", "severity", "evidence", "remedy", "twilio_error", "runbook_step", "runbook_cause"}
 
 
@@ -34,7 +35,7 @@ def contract_ids():
 def supplied_keys(filename):
     """Every keyword argument and string dict key in a judge module: a superset of the remedy values
     it passes (layer.cause(..., **values)), enough to catch a placeholder no judge fills."""
-    tree = ast.parse((MODULE_UTILS / filename).read_text())
+    tree = ast.parse((JUDGES / filename).read_text())
     keys = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
@@ -46,7 +47,7 @@ def supplied_keys(filename):
 
 def host_value_keys():
     """The keys of the dict verdict._values returns: the values every remedy gets."""
-    tree = ast.parse((MODULE_UTILS / "verdict.py").read_text())
+    tree = ast.parse((JUDGES / "verdict.py").read_text())
     func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_values")
     returned = [n.value for n in ast.walk(func) if isinstance(n, ast.Return) and isinstance(n.value, ast.Dict)]
     assert len(returned) == 1

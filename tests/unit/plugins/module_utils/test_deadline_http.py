@@ -12,8 +12,11 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http, host_probe, verdict
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external, healthz, voice
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import host as host_probe
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import verdict
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as external
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, voice
 
 SLACK = 0.75   # what an exchange may take past its deadline on a loaded machine
 
@@ -274,7 +277,7 @@ def test_a_layer_that_ran_out_of_time_is_a_warning_in_the_report():
 def test_the_probe_tasks_timeout_is_the_probes_budget_plus_30_s(window, boot):
     """roles/diagnose/vars/main.yml computes the task's timeout; host_probe.time_budget() the probe's own deadline:
     the task must never kill a probe that is still within its budget."""
-    vars_file = Path(host_probe.__file__).resolve().parents[2] / "roles" / "diagnose" / "vars" / "main.yml"
+    vars_file = Path(host_probe.__file__).resolve().parents[3] / "roles" / "diagnose" / "vars" / "main.yml"
     expression = yaml.safe_load(vars_file.read_text())["__diagnose_probe_timeout"]
     rendered = jinja2.Template(expression).render(doctor_stability_window=str(window), doctor_boot_timeout=str(boot))
     assert int(rendered) == host_probe.time_budget({"stability_window": window, "boot_timeout": boot}) + 30

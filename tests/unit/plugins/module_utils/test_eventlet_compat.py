@@ -2,8 +2,8 @@
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat as compat
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.eventlet_compat import check_versions
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat as compat
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.eventlet_compat import check_versions
 
 GOOD = {"gunicorn": "25.3.0", "eventlet": "0.41.3", "greenlet": "3.5.6", "dnspython": "2.9.2"}
 

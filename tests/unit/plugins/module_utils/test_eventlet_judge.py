@@ -10,7 +10,8 @@ import copy
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, verdict
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import verdict
 from test_verdict import (HEALTHY_LOG, MASTER, PYTHON, cause, check, diagnose, gline, healthy_facts, ids, layer,
                           master_fact, preload, stop_service, write_log)
 

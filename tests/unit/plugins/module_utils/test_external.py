@@ -9,7 +9,7 @@ import copy
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 from test_verdict import PORT, MASTER, check, diagnose, healthy_facts, ids, layer, stop_service
 
 PROXY = 8443
@@ -107,7 +107,7 @@ def test_private_ca_bundle_passes_with_a_note(facts):
 
 def test_no_public_url_skips_and_says_how_to_enable(facts):
     facts["env_names"] = ["PATH", "PORT"]
-    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external as probe
+    from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as probe
     facts["external"] = {"skipped": probe.skip_reason(facts)}
     report = diagnose(facts)
     assert report["verdict"] == "healthy"

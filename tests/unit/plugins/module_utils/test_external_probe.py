@@ -12,7 +12,7 @@ import requests
 import urllib3
 import websocket
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as external
 
 
 # --- the URL ------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import fleet
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import LAYERS
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import fleet
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import LAYERS
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[4] / "docs" / "report.schema.json").read_text())
 HOSTILE = '<script>alert("x")</script> & <img src=x onerror=alert(1)> | `rm -rf` \x1b[31m\x00'

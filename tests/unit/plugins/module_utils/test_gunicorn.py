@@ -5,7 +5,7 @@ import shlex
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.logfile import parse_time
 
 VENV_PYTHON = "/srv/app/.venv/bin/python"

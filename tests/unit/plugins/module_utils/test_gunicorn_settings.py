@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn_settings
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.gunicorn_settings import effective
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.gunicorn_settings import effective
 
 APP = 'def app(environ, start_response):\n    start_response("200 OK", [])\n    return [b"ok"]\n'
 # Our key -> the name --print-config prints.

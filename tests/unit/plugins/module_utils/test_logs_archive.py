@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import logs_archive
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive
 
 
 def test_old_logs_are_archived_and_recoverable(tmp_path):

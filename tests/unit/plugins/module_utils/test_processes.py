@@ -9,7 +9,8 @@ import time
 import psutil
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes, service_control, strays
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_control, strays
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 # A syntactically real (but throw-away, truncated) PKCS#8 body: what a service-account JSON holds.
 KEY_BODY = ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
@@ -277,7 +277,7 @@ def test_a_hostile_log_line_costs_linear_time(run):
     """A log line the app's owner controls must not stall the probe: 600 KB of one repeated run redacts in well
     under the bound (a quadratic pattern takes hours). In a child process, so a regression fails, not hangs."""
     collections = next(p for p in sys.path if os.path.isdir(os.path.join(p, "ansible_collections", "sre")))
-    code = ("import sys; from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact; "
+    code = ("import sys; from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact; "
             "redact(sys.stdin.read())")
     subprocess.run([sys.executable, "-c", code], input=run * (600000 // len(run)), text=True, timeout=30, check=True,
                    env=dict(os.environ, PYTHONPATH=collections))

@@ -6,10 +6,10 @@ import stat
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import fleet
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_files import (
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import fleet
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
     ReportPathError, host_file_name, host_report_path, report_dir_path, write_private)
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_text import ladder, markdown
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_text import ladder, markdown
 
 from test_fleet import report as fleet_report, cause   # noqa: I100  (the fleet tests' report builder)
 

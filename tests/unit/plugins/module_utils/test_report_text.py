@@ -1,8 +1,8 @@
 """The ladder, the first thing a user reads: every line says its finding whole, in plain words, within
 the width; a finding too long for a line is shortened at a word boundary and the report has it whole."""
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import report_text
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_text import MORE, WIDTH, ladder
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import report_text
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_text import MORE, WIDTH, ladder
 
 from test_verdict import diagnose, healthy_facts, set_healthz  # noqa: I100 - the recorded facts of a host
 
@@ -52,7 +52,7 @@ def test_healthz_samples_are_summarised_not_listed(tmp_path):
 def test_a_flapping_window_reads_as_runs():
     samples = [{"status": s, "error": e} for s, e in [(200, None)] * 3 + [(None, "Connection refused")] * 2 +
                [(502, None)]]
-    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import _answers_in_runs
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import _answers_in_runs
     assert _answers_in_runs(samples) == "3 x 200, then 2 x Connection refused, then 1 x 502"
     many = [{"status": 200 if i % 2 else 500, "error": None} for i in range(10)]
     assert _answers_in_runs(many).endswith("then 6 more changes")

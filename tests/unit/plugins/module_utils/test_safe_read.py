@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import logs_archive, safe_read, service_env, stability
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive, stability
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import logfile
 
 FAST = 1.0   # seconds: every refusal is immediate; a hang would block far longer

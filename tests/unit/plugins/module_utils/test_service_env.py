@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.port import valid_port
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import service_user
 
 WWW = pwd.getpwnam("www-data")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and other users need root")

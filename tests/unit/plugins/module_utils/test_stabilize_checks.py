@@ -4,7 +4,8 @@ import os
 
 import psutil
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_pins, service_control, stability
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
+    eventlet_pins, service_control, stability)
 
 RUNTIME_ERROR_LOG = """[2026-11-25 10:00:00 +0000] [10] [INFO] Starting gunicorn 25.3.0
 [2026-11-25 10:00:00 +0000] [10] [INFO] Listening at: http://0.0.0.0:8000 (10)

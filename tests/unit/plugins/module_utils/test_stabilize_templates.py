@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
 
 TEMPLATES = Path(__file__).resolve().parents[4] / "roles" / "gunicorn_service" / "templates"
 

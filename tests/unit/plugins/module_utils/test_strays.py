@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import strays
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import strays
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
 APP = "AgentLocator.main:app"
@@ -274,7 +274,7 @@ def test_a_run_whose_cwd_cannot_be_read_is_skipped(procs, shared_dir):
         assert time.time() < deadline and hidden.poll() is None
         time.sleep(0.02)
     program = ("import json, sys, psutil\nsys.path.insert(0, %r)\n"
-               "from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import strays\n"
+               "from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import strays\n"
                "found = strays.choose(psutil, %r, %r)\n"
                "print(json.dumps({k: [e['pid'] for e in found[k]] for k in ('stop', 'skipped')}))\n"
                % (strays_collections(), APP, str(app)))

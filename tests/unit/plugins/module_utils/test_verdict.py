@@ -15,8 +15,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, verdict
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import CAUSES, LAYERS, render_remedy
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import verdict
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS, render_remedy
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import logfile
 
 UNIT_DIR = Path(__file__).resolve().parents[2]

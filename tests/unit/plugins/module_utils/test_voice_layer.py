@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import host_probe, judge_voice, twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import host as host_probe
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import voice as judge_voice
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import voice
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import Layer
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import Layer
 
 import test_verdict   # the healthy facts and the contract's invariants of every report
 

@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
 
 
 # --- X-Twilio-Signature ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ the Twilio error a real call shows: the cause table's code, or a more exact one 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
 
 TABLE = object()   # "the Twilio error of the cause table"
 # Problems of the stream URL (twilio.check_stream_url kinds) -> cause id, Twilio error, severity.

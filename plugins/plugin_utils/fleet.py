@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 
 from html import escape as _html_escape
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import LAYERS
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import LAYERS
 
 VERDICTS = ('down', 'unreachable', 'degraded', 'healthy')   # worst first
 SEVERITY_RANK = {'fail': 0, 'warn': 1}

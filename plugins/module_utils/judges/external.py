@@ -32,7 +32,7 @@ VERIFY_EXPIRED, VERIFY_NOT_YET_VALID = 10, 9
 def judge(facts, layer):
     """Add the external layer's checks and causes to `layer`."""
     # verdict imports this module: import its helper when judging, not at import time.
-    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import healthz_stable
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import healthz_stable
 
     external = facts.get('external')
     if not external:

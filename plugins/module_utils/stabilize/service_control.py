@@ -20,8 +20,9 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
-    gunicorn, processes, safe_read, service_user, stability)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import stability
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
 POLL = 0.05

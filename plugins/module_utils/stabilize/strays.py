@@ -22,8 +22,8 @@ import os
 import signal
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within, own_lineage
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within, own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
 # Never signalled, whatever their command line says.

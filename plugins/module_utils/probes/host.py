@@ -19,9 +19,10 @@ import shutil
 import threading
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
-    app_runner, deadline_http, gunicorn, safe_read, service_env)
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import own_lineage
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
     boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
 

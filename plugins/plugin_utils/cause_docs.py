@@ -15,10 +15,10 @@ __metaclass__ = type
 import re
 import string
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import CAUSES, LAYERS
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS
 
-SOURCE = 'plugins/module_utils/causes.py'
+SOURCE = 'plugins/module_utils/domain/causes.py'
 SCRIPT = 'scripts/gen_cause_docs.py'
 REGENERATE = '.venv/bin/python %s' % SCRIPT
 

@@ -13,9 +13,10 @@ __metaclass__ = type
 import re
 import shlex
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
-    gunicorn, judge_eventlet, judge_external, judge_voice)
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.causes import CAUSES, LAYERS, render_remedy
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import (
+    eventlet as judge_eventlet, external as judge_external, voice as judge_voice)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS, render_remedy
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.listen import is_loopback
 
 RANK = {'skip': 0, 'pass': 1, 'warn': 2, 'fail': 3}

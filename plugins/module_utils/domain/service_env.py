@@ -13,8 +13,8 @@ import re
 import shlex
 import tempfile
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within
 
 ENVIRON_MAX = 4 << 20  # /proc/<pid>/environ: argv and environ share a quarter of the stack limit (2 MiB by default)
 # Variable names whose values never leave the host (evidence shows only that they are set).

@@ -11,9 +11,9 @@ __metaclass__ = type
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.host_probe import InputError, probe_host
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.host import InputError, probe_host
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 
 ARGUMENT_SPEC = dict(

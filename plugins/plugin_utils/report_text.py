@@ -8,7 +8,7 @@ __metaclass__ = type
 
 import textwrap
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.fleet import md_cell, one_line
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.fleet import md_cell, one_line
 
 MARK = {'pass': 'ok  ', 'warn': 'WARN', 'fail': 'FAIL', 'skip': 'skip'}
 WIDTH = 120          # columns of one ladder line; what does not fit is in the report

@@ -31,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not a controller
     urlsplit = None
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http
 
 
 def _installed(name):

@@ -31,8 +31,8 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import alive, wait_gone
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import alive, wait_gone
 
 try:
     import grp

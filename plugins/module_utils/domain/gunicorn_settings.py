@@ -21,7 +21,7 @@ import ast
 import os
 import shlex
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 
 DEFAULT_CONFIG = 'gunicorn.conf.py'
 COMMAND_LINE, ENV_ARGS, DEFAULT = 'command line', 'GUNICORN_CMD_ARGS', 'default'

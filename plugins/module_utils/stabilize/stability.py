@@ -16,7 +16,8 @@ import os
 import re
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, processes, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, process
 
 POLL = 0.1            # process table and log: cheap, looked at often

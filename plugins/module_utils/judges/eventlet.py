@@ -13,7 +13,7 @@ __metaclass__ = type
 
 import shlex
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat, gunicorn
 
 
 def _q(value):

@@ -14,7 +14,8 @@ import json
 import os
 import subprocess
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_compat, safe_read, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read, service_user
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot
 
 CONFLICTING = ('gevent', 'uvloop')
