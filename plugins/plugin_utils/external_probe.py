@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - Python 2 is not a controller
     urlsplit = None
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.twilio import SUBPROTOCOL as TWILIO_SUBPROTOCOL
 
 
 def _installed(name):
@@ -68,7 +69,6 @@ HAS_WEBSOCKET = _installed('websocket')
 HAS_CRYPTOGRAPHY = _installed('cryptography')
 
 DEFAULT_TIMEOUT = 5.0
-TWILIO_SUBPROTOCOL = 'audio.twilio.com'
 USER_AGENT = 'sre.gunicorn_doctor external probe'
 DEFAULT_PORTS = {'https': 443, 'http': 80}
 WS_SCHEMES = {'https': 'wss', 'http': 'ws'}
@@ -213,13 +213,6 @@ def _gai_name(code):
         if getattr(socket, name, None) == code:
             return name
     return 'error %s' % code
-
-
-def is_loopback(address):
-    try:
-        return ipaddress.ip_address(address.split('%')[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def controller_addresses():

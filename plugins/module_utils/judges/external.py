@@ -15,11 +15,9 @@ a real call would show.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-# Not probes.external: this module is imported on the targets too (verdict -> probe modules), where
-# requests/websocket-client are neither needed nor worth their import time.
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.listen import is_loopback
-
-TWILIO_SUBPROTOCOL = 'audio.twilio.com'
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.net import is_loopback
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.twilio import SUBPROTOCOL as TWILIO_SUBPROTOCOL
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.shared import healthz_stable
 
 CHECK_URL, CHECK_HTTPS, CHECK_WSS = 'public URL', 'https healthz', 'wss handshake'
 GATEWAY_STATUSES = (502, 503, 504)
@@ -31,9 +29,6 @@ VERIFY_EXPIRED, VERIFY_NOT_YET_VALID = 10, 9
 
 def judge(facts, layer):
     """Add the external layer's checks and causes to `layer`."""
-    # verdict imports this module: import its helper when judging, not at import time.
-    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import healthz_stable
-
     external = facts.get('external')
     if not external:
         layer.check(CHECK_URL, 'skip', 'not probed: the external checks run on the controller, in the '

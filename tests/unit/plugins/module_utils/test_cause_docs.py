@@ -21,8 +21,6 @@ JUDGES = Path(verdict.__file__).resolve().parent
 PAGE = ROOT / "docs" / "causes.md"
 SCRIPT = ROOT / "scripts" / "gen_cause_docs.py"
 STALE = "docs/causes.md is stale: run .venv/bin/python scripts/gen_cause_docs.py"
-# Which module judges a layer, and so supplies the per-instance values of its remedies.
-JUDGE_FILES = {"eventlet": "eventlet.py", "voice": "voice.py", "external": "external.py"}
 REPORT_CAUSE_KEYS = {"id", "layer", "severity", "evidence", "remedy", "twilio_error", "runbook_step", "runbook_cause"}
 
 
@@ -46,9 +44,9 @@ def supplied_keys(filename):
 
 
 def host_value_keys():
-    """The keys of the dict verdict._values returns: the values every remedy gets."""
-    tree = ast.parse((JUDGES / "verdict.py").read_text())
-    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_values")
+    """The keys of the dict shared.host_values returns: the values every remedy gets."""
+    tree = ast.parse((JUDGES / "shared.py").read_text())
+    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "host_values")
     returned = [n.value for n in ast.walk(func) if isinstance(n, ast.Return) and isinstance(n.value, ast.Dict)]
     assert len(returned) == 1
     return set(k.value for k in returned[0].keys)
@@ -94,7 +92,7 @@ def test_every_cause_says_what_it_means_how_it_is_seen_and_what_to_do():
 def test_remedy_placeholders_are_values_the_verdict_fills():
     host = host_value_keys()
     for cause_id, meta in CAUSES.items():
-        known = host | supplied_keys(JUDGE_FILES.get(meta["layer"], "verdict.py"))
+        known = host | supplied_keys(meta["layer"] + ".py")   # judges/<layer>.py judges it
         unknown = set(cause_docs.placeholders(meta["remedy"])) - known
         assert not unknown, "%s: no judge fills %s" % (cause_id, sorted(unknown))
 

@@ -52,10 +52,10 @@ def test_healthz_samples_are_summarised_not_listed(tmp_path):
 def test_a_flapping_window_reads_as_runs():
     samples = [{"status": s, "error": e} for s, e in [(200, None)] * 3 + [(None, "Connection refused")] * 2 +
                [(502, None)]]
-    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import _answers_in_runs
-    assert _answers_in_runs(samples) == "3 x 200, then 2 x Connection refused, then 1 x 502"
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.healthz import answers_in_runs
+    assert answers_in_runs(samples) == "3 x 200, then 2 x Connection refused, then 1 x 502"
     many = [{"status": 200 if i % 2 else 500, "error": None} for i in range(10)]
-    assert _answers_in_runs(many).endswith("then 6 more changes")
+    assert answers_in_runs(many).endswith("then 6 more changes")
 
 
 def test_host_output_with_newlines_stays_on_its_line():

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import voice as judge_voice
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import voice
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import Layer
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.shared import Layer
 
 SOURCE = "the environment of master 4242 (/proc/4242/environ)"
 NOBODY = {"uid": 65534, "gids": [65534], "name": "nobody", "who": "master 4242"}

@@ -16,7 +16,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import voice as judge_voice
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import voice
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import Layer
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.shared import Layer
 
 import test_verdict   # the healthy facts and the contract's invariants of every report
 
