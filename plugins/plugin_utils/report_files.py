@@ -14,11 +14,12 @@ __metaclass__ = type
 
 import os
 import re
-import tempfile
 
 from collections.abc import Mapping
 
 from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import files
 
 # Reports hold the hosts' evidence (command lines, log lines - redacted, yet not for everyone):
 # owner read/write, group read, nothing for others. The directory, when created here, likewise.
@@ -62,22 +63,8 @@ def report_dir_path(report_dir):
 
 
 def write_private(path, text):
-    """Write text to path atomically (readers - a dashboard, the next audit - never see half a file) with
-    mode 0640 from the first byte; a symlink at path is replaced, never followed."""
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % name, suffix='.tmp')
-    renamed = False
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            os.fchmod(f.fileno(), REPORT_MODE)   # mkstemp's 0600 widened to group read only, whatever the umask
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-        renamed = True
-    finally:
-        if not renamed:   # a full disk or an error: no half-written temporary file stays behind
-            os.unlink(tmp)
+    """Write a report atomically with mode 0640 from the first byte (common/files.py)."""
+    files.write_atomically(path, text, REPORT_MODE)
 
 
 def plain(value):

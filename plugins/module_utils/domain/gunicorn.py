@@ -308,3 +308,45 @@ def format_command(python, app, port_expr, worker_class='sync', workers=1, timeo
             '--log-level', 'debug', '--capture-output', '--access-logfile', '-', '--error-logfile', '-']
     argv.extend(extra or [])
     return ' '.join(a if a.startswith('0.0.0.0:$') else shlex.quote(a) for a in argv)
+
+
+# --- the current run of a log ----------------------------------------------------------------------------
+# An exception line as a run's output shows it (bare, or in brackets as gunicorn's error log prints it).
+RUN_EXCEPTION = re.compile(r'^\[?(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit)): (?P<text>.*)$')
+
+
+def current_run(lines, master_pids=()):
+    """The lines of the current run.
+
+    With a running master: from its "Starting gunicorn" (and the warnings its process printed just
+    before, such as EventletDeprecationWarning) to the end. Without one: the last run of the log (runs
+    end with "Shutting down: Master" and its "Reason:" line; a master that failed at start ends with
+    its traceback)."""
+    for pid in master_pids:
+        listen = [i for i, l in enumerate(lines) if 'Listening at: ' in l and l.rstrip().endswith('(%d)' % pid)]
+        if not listen:
+            continue
+        start = listen[-1]
+        for i in range(listen[-1], -1, -1):
+            if '] [%d] [INFO] Starting gunicorn' % pid in lines[i]:
+                start = i
+                break
+        while start > 0 and not _ends_output(lines[start - 1]):
+            start -= 1
+        return lines[start:]
+    blocks, ended = [[]], False
+    for line in lines:
+        closing = 'Shutting down: Master' in line or '] Reason: ' in line or line.startswith('Reason: ')
+        if ended and not closing:
+            blocks.append([])
+            ended = False
+        blocks[-1].append(line)
+        ended = ended or 'Shutting down: Master' in line
+    return blocks[-1]
+
+
+def _ends_output(line):
+    """A line that belongs to an earlier process: gunicorn's own log format, or the end of a traceback."""
+    text = line.strip()
+    return bool(_LOG_PREFIX.match(text)) or text == ']' or text.startswith('Error: ') or \
+        bool(RUN_EXCEPTION.match(text.rstrip(']'))) or text.startswith('Reason: ')

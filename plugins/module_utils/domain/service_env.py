@@ -11,7 +11,6 @@ import glob
 import os
 import re
 import shlex
-import tempfile
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within
@@ -267,29 +266,6 @@ def set_env_values(text, values, only_if=None):
             out.append(env_line(name, values[name]) + '\n')
             changes[name] = 'added'
     return ''.join(out), changes
-
-
-def write_atomically(path, text, mode, uid=None, gid=None):
-    """Replace `path` with `text`: a temporary file beside it, with `mode` (and owner) from the first byte,
-    flushed to disk, then renamed over `path` - a reader sees the old file or the new one, never half of it,
-    and a symlink at `path` is replaced, never followed. Raises OSError."""
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=os.path.dirname(path))
-    try:
-        os.fchmod(fd, mode)
-        if uid is not None:
-            os.fchown(fd, uid, gid if gid is not None else -1)
-        with os.fdopen(fd, 'w') as f:
-            fd = None
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except (IOError, OSError):
-        if fd is not None:
-            os.close(fd)
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_text(path, limit=1 << 20, follow=True):

@@ -46,6 +46,17 @@ def read_tail(path, limit=TAIL_BYTES):
     return text, done.size
 
 
+def tail_lines(path, limit=TAIL_BYTES):
+    """The lines of the log's last `limit` bytes; [] when there is no log or it cannot be read (a FIFO, a
+    directory, a missing file)."""
+    if not path:
+        return []
+    try:
+        return read_tail(path, limit)[0].splitlines()
+    except LogFileError:
+        return []
+
+
 def collect(path):
     """-> facts: size, mtime, events (with epoch times), tracebacks; None when no log is configured."""
     if not path:

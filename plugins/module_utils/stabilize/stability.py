@@ -18,7 +18,7 @@ import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, process
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, logfile, process
 
 POLL = 0.1            # process table and log: cheap, looked at often
 HEALTHZ_EVERY = 0.5   # /healthz during the window
@@ -78,20 +78,6 @@ class LogTail(object):
         return done.data.decode('utf-8', 'replace').splitlines()
 
 
-def read_tail(path, limit=TAIL_BYTES):
-    return (safe_read.read_text(path, limit, tail=True, follow=True).data or '').splitlines()
-
-
-def current_run(lines):
-    """The lines of the last run in a log: from the last `Starting gunicorn` (or a bare traceback /
-    `Error:` block after it)."""
-    start = 0
-    for i, line in enumerate(lines):
-        if 'Starting gunicorn' in line:
-            start = i
-    return lines[start:]
-
-
 EXCEPTION_LINE = re.compile(r'^\[?(?P<line>[A-Za-z_][\w.]*(Error|Exception|Exit): .*?)\]?$')
 
 
@@ -101,7 +87,7 @@ def why_from_logs(log_files):
     -> (one-line why or None, evidence lines)."""
     evidence, errors, exceptions = [], [], []
     for path in log_files:
-        lines = current_run(read_tail(path))
+        lines = gunicorn.current_run(logfile.tail_lines(path, TAIL_BYTES))
         for line in lines:
             text = line.strip()
             m = EXCEPTION_LINE.match(text)
@@ -160,7 +146,7 @@ def wait_ready(psutil, p, exclude, deadline, logs):
         if not masters and time.time() - no_master_since >= GIVE_UP_AFTER:
             # Nothing runs for a while: did gunicorn give up (the log's current run says so)?
             for path in logs:
-                run = gunicorn.scan_log(current_run(read_tail(path)))
+                run = gunicorn.scan_log(gunicorn.current_run(logfile.tail_lines(path, TAIL_BYTES)))
                 gave_up = [e for e in run['events'] if e['event'] in GAVE_UP_EVENTS]
                 if gave_up or run['tracebacks']:
                     raise Unstable('no master of the app runs: gunicorn gave up', kind='boot_failed')

@@ -4,6 +4,7 @@ import textwrap
 
 import pytest
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import eventlet as probe
 
 
@@ -111,14 +112,14 @@ GOOD_RUN = ["[2026-11-25 11:00:00 +0000] [200] [INFO] Starting gunicorn 25.3.0",
 
 def test_current_run_is_the_running_masters_block():
     lines = OLD_RUN + FAILED_START + GOOD_RUN
-    assert probe.current_run(lines, [200]) == GOOD_RUN   # the failed start before it was another process
+    assert gunicorn.current_run(lines, [200]) == GOOD_RUN   # the failed start before it was another process
     warned = ["/venv/lib/python3.11/site-packages/gunicorn/workers/geventlet.py:23: EventletDeprecationWarning: ",
               "Eventlet is deprecated. It is currently being maintained in bugfix mode, and", "", "  import eventlet"]
-    assert probe.current_run(OLD_RUN + FAILED_START + warned + GOOD_RUN, [200]) == warned + GOOD_RUN
-    assert probe.current_run(OLD_RUN + GOOD_RUN, [200]) == GOOD_RUN
-    assert probe.current_run(OLD_RUN + FAILED_START, []) == FAILED_START   # nothing runs: the last run
-    assert probe.current_run(OLD_RUN, []) == OLD_RUN                       # ended runs keep their shutdown lines
-    assert probe.current_run([], []) == []
+    assert gunicorn.current_run(OLD_RUN + FAILED_START + warned + GOOD_RUN, [200]) == warned + GOOD_RUN
+    assert gunicorn.current_run(OLD_RUN + GOOD_RUN, [200]) == GOOD_RUN
+    assert gunicorn.current_run(OLD_RUN + FAILED_START, []) == FAILED_START   # nothing runs: the last run
+    assert gunicorn.current_run(OLD_RUN, []) == OLD_RUN                       # ended runs keep their shutdown lines
+    assert gunicorn.current_run([], []) == []
 
 
 def test_scan_lines_classifies_eventlet_lines():

@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import files
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.port import valid_port
 
 
@@ -308,7 +309,7 @@ def test_write_atomically_gives_the_mode_and_replaces_a_symlink_never_its_target
     target.write_text("root's\n")
     link = tmp_path / "service.env"
     link.symlink_to(target)
-    service_env.write_atomically(str(link), "PORT=1\n", 0o640)
+    files.write_atomically(str(link), "PORT=1\n", 0o640)
     assert target.read_text() == "root's\n"
     assert not link.is_symlink() and link.read_text() == "PORT=1\n" and link.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in sorted(tmp_path.iterdir())] == ["service.env", "target"]  # no temporary file left
