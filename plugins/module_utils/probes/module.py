@@ -4,7 +4,8 @@
 """What every probe module shares: its argument spec and running the probes inside AnsibleModule.
 
 No verdict here: the probe module ships without the judges (a smaller payload to build, send and
-compile on every host); the single-layer modules judge through layer_module.py."""
+compile on every host); the single-layer modules pass their judge in (run_layer_module), so probes/
+never imports judges/."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -52,3 +53,13 @@ def collect_facts(module, layers=None):
         return redact(probe_host(psutil, module.params, layers))
     except InputError as e:
         module.fail_json(msg=redact(str(e)))   # may quote the app's import error
+
+
+def run_layer_module(layer, fact_keys, judge_layer):
+    """main() of a single-layer module: that layer's facts (probed here), its checks and its causes, judged on
+    the host by `judge_layer` (judges.verdict.judge_layer, passed in by the module)."""
+    module = new_module()
+    facts = collect_facts(module, [layer])
+    result, causes = judge_layer(facts, layer)
+    module.exit_json(changed=False, facts=dict((key, facts.get(key)) for key in fact_keys),
+                     status=result['status'], checks=result['checks'], causes=causes)
