@@ -1,4 +1,4 @@
-"""plugins/module_utils/service_env.py (env files, /proc environ, systemd, supervisord, limits) and
+"""plugins/module_utils/domain/service_env.py (env files, /proc environ, systemd, supervisord, limits) and
 probes/port.py valid_port."""
 
 import resource

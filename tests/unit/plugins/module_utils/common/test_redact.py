@@ -1,4 +1,4 @@
-"""plugins/module_utils/redact.py: no private key, token or password leaves the host in a result."""
+"""plugins/module_utils/common/redact.py: no private key, token or password leaves the host in a result."""
 
 import json
 import os

@@ -24,7 +24,7 @@ PORT = 8123
 LOCAL = "http://127.0.0.1:%d" % PORT
 URL = "wss://voice.example.com/ws/twilio-media"
 SID = "MZ" + "a" * 32
-DEMO = Path(__file__).resolve().parents[4] / "examples" / "agentlocator"
+DEMO = Path(__file__).resolve().parents[5] / "examples" / "agentlocator"
 
 
 def closed_port():

@@ -1,4 +1,4 @@
-"""plugins/module_utils/probes/external.py: the pure parts (URL, where the URL comes from, error classes,
+"""plugins/plugin_utils/external_probe.py: the pure parts (URL, where the URL comes from, error classes,
 the bounded DNS lookup, the target's addresses). The network parts run against real nginx in
 tests/integration/test_diagnose_external.py."""
 

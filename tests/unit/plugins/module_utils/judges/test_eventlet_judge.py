@@ -1,4 +1,4 @@
-"""plugins/module_utils/judge_eventlet.py on recorded facts.
+"""plugins/module_utils/judges/eventlet.py on recorded facts.
 
 The facts below were recorded from probes/eventlet.collect on real services (gunicorn 25.3.0 of the
 demo app: healthy with EVENTLET_NO_GREENDNS=1 EVENTLET_HUB=selects; EVENTLET_HUB=select; eventlet

@@ -1,4 +1,4 @@
-"""plugins/module_utils/eventlet_compat.py: the compatibility table and check_versions()."""
+"""plugins/module_utils/domain/eventlet_compat.py: the compatibility table and check_versions()."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""plugins/module_utils/judge_external.py: facts['external'] (recorded from real runs of
+"""plugins/module_utils/judges/external.py: facts['external'] (recorded from real runs of
 probes/external.py against nginx in front of gunicorn) -> the external layer, its cause and the verdict.
 
 Every report goes through test_verdict.diagnose(), which validates it against the contract's schema and

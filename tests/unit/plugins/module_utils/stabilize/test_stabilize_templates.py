@@ -8,7 +8,7 @@ import jinja2
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
 
-TEMPLATES = Path(__file__).resolve().parents[4] / "roles" / "gunicorn_service" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[5] / "roles" / "gunicorn_service" / "templates"
 
 
 def render(name, **values):

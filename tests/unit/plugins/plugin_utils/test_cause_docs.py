@@ -1,4 +1,4 @@
-"""plugins/module_utils/cause_docs.py and docs/causes.md: the cause page is generated from the cause
+"""plugins/plugin_utils/cause_docs.py and docs/causes.md: the cause page is generated from the cause
 table the verdict uses, so a change to either without the other fails here."""
 
 import ast

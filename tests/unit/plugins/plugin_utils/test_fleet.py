@@ -1,4 +1,4 @@
-"""plugins/module_utils/fleet.py: reports -> summary, drift, Markdown, JUnit XML, HTML (pure, no Ansible run)."""
+"""plugins/plugin_utils/fleet.py: reports -> summary, drift, Markdown, JUnit XML, HTML (pure, no Ansible run)."""
 
 import copy
 import html.parser

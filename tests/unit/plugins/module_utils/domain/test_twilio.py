@@ -1,4 +1,4 @@
-"""plugins/module_utils/twilio.py: signatures, TwiML, stream URLs, Media Streams frames, mu-law.
+"""plugins/module_utils/domain/twilio.py: signatures, TwiML, stream URLs, Media Streams frames, mu-law.
 
 Known vectors come from their specifications (Twilio's webhook security page, RFC 6455, G.711) or are
 computed here independently with hmac/hashlib from a string written out by hand.

@@ -1,4 +1,4 @@
-"""plugins/module_utils/service_user.py: who the service runs as, whether root may trust a path, and running a
+"""plugins/module_utils/common/service_user.py: who the service runs as, whether root may trust a path, and running a
 command as the service's user - on real files and the host's real www-data."""
 
 import os

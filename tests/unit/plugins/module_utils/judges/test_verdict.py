@@ -1,4 +1,4 @@
-"""plugins/module_utils/verdict.py: facts -> report.
+"""plugins/module_utils/judges/verdict.py: facts -> report.
 
 `healthy_facts()` builds what host_probe.probe_host returns for a healthy sync service (systemd,
 master 4242 listening on 0.0.0.0:8123, /healthz 200). Each fault test changes only the facts the
@@ -20,7 +20,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS, render_remedy
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import logfile
 
-UNIT_DIR = Path(__file__).resolve().parents[2]
+UNIT_DIR = Path(__file__).resolve().parents[3]
 DOCS = UNIT_DIR.parents[1] / "docs"                # the contract and its schema, shipped with the collection
 SCHEMA = json.loads((DOCS / "report.schema.json").read_text())
 

@@ -1,4 +1,4 @@
-"""plugins/module_utils/gunicorn.py: command lines, bind specs, log lines (and logfile.parse_time)."""
+"""plugins/module_utils/domain/gunicorn.py: command lines, bind specs, log lines (and logfile.parse_time)."""
 
 import datetime
 import shlex
