@@ -16,7 +16,7 @@ import shlex
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat, gunicorn
 
 
-def _q(value):
+def _shell_quote(value):
     return shlex.quote(value) if value and ' ' in value else value
 
 
@@ -50,7 +50,7 @@ def _sync_command(facts):
     inputs = facts['inputs']
     ev = facts['eventlet']
     settings = ev.get('settings') or {}
-    command = gunicorn.format_command(_q(inputs['python']), inputs['app'], '$PORT', worker_class='sync',
+    command = gunicorn.format_command(_shell_quote(inputs['python']), inputs['app'], '$PORT', worker_class='sync',
                                       workers=settings.get('workers') or 1)
     return 'cd %s && PORT=%s %s' % (inputs['chdir'], facts['port']['port'], command)
 
@@ -122,28 +122,47 @@ def _patch_fix(mp, sites, traced_calls):
 
 
 def judge(facts, layer):
-    """Add the eventlet layer's checks and causes to `layer`."""
+    """Add the eventlet layer's checks and causes to `layer`: one helper per check, in ladder order."""
     ev = facts.get('eventlet')
     if ev is None:
         layer.check('eventlet checks', 'skip', 'not probed in this run')
         return
     if not ev['applies']:
-        running = ', '.join('-k %s from %s' % (s['worker_class'], s['source']) for s in ev['worker_class_sources'])
-        wc = (ev.get('settings') or {}).get('worker_class') or 'sync'
-        layer.check('eventlet in use', 'skip', 'service runs %s; eventlet not in use (%s); %s' % (
-            wc, running or 'no master, log line, runner config or doctor_worker_class names eventlet',
-            _describe_settings(ev, wc == 'sync')))
+        _judge_not_in_use(ev, layer)
         return
+    found = {
+        'causes': [],   # [id, evidence, severity(, values)] - added in ladder order at the end
+        'versions_line': _version_line(ev),
+        'log_name': ev.get('log_file') or 'the log',
+        'boot': ev.get('boot'),
+    }
+    boot = found['boot']
+    found['boot_error'] = bool(boot) and not (boot.get('listening') and boot.get('healthz_status') == 200)
+    _judge_in_use(ev, layer)
+    _judge_versions(ev, layer, found)
+    env_lines = _judge_environment(ev, layer, found)
+    _judge_conflicts(ev, layer, found)
+    _judge_monkey_patch(ev, layer, found)
+    layer.check('worker settings', 'pass', _describe_settings(ev, (ev.get('settings') or {}).get('worker_class') == 'sync'))
+    fallback = _judge_boot(facts, ev, layer, found)
+    values = {'python': ev.get('python') or 'this Python', 'pip_command': ev['pip_command'], 'pins': ', '.join(ev['recommended_pins']),
+              'fallback': fallback, 'env_lines': env_lines, 'env_where_eventlet': _where_env(ev)}
+    for cause in found['causes']:
+        cause_id, evidence, severity = cause[:3]
+        extra = dict(values, **(cause[3] if len(cause) > 3 else {}))
+        layer.cause(cause_id, evidence, severity=severity, **extra)
 
-    causes = []   # (id, evidence, severity, values) - added in ladder order at the end
-    versions_line = _version_line(ev)
-    log_errors = ev['log']['errors']
-    log_name = ev.get('log_file') or 'the log'
-    sync_ok, sync_how = _sync_boots(facts)
-    boot = ev.get('boot')
-    boot_error = boot and not (boot.get('listening') and boot.get('healthz_status') == 200)
 
-    # 1. Is eventlet in use, and gunicorn's / eventlet's own notices (information only).
+def _judge_not_in_use(ev, layer):
+    running = ', '.join('-k %s from %s' % (s['worker_class'], s['source']) for s in ev['worker_class_sources'])
+    worker_class = (ev.get('settings') or {}).get('worker_class') or 'sync'
+    layer.check('eventlet in use', 'skip', 'service runs %s; eventlet not in use (%s); %s' % (
+        worker_class, running or 'no master, log line, runner config or doctor_worker_class names eventlet',
+        _describe_settings(ev, worker_class == 'sync')))
+
+
+def _judge_in_use(ev, layer):
+    """1. Is eventlet in use, and gunicorn's / eventlet's own notices (information only)."""
     said = '; '.join('-k eventlet from %s' % s['source'] for s in ev['worker_class_sources'] if s['worker_class'] == 'eventlet')
     notes = list(ev['log']['deprecation'][-1:])
     if ev.get('gunicorn_notice') and not any('DEPRECATED' in n for n in notes):
@@ -153,7 +172,11 @@ def judge(facts, layer):
         detail += '; note (information, not a fault): %s; %s' % (' / '.join(notes), eventlet_compat.FALLBACK)
     layer.check('eventlet in use', 'pass', detail)
 
-    # 2. Versions against the compatibility table.
+
+def _judge_versions(ev, layer, found):
+    """2. Versions against the compatibility table (and what the log says about them)."""
+    causes, versions_line, log_name = found['causes'], found['versions_line'], found['log_name']
+    log_errors = ev['log']['errors']
     problems = ev['problems']
     incompatible_lines = [e['line'] for e in log_errors if e['kind'] in ('incompatible', 'known_bad')]
     if problems:
@@ -171,8 +194,14 @@ def judge(facts, layer):
     else:
         layer.check('versions', 'pass', '%s: a combination that runs the eventlet worker (pins today: %s)' % (
             versions_line, ', '.join(ev['recommended_pins'])))
+    found['problems'], found['incompatible_lines'] = problems, incompatible_lines
 
-    # 3. EVENTLET_HUB and EVENTLET_NO_GREENDNS: as the running master has them and as the runner sets them.
+
+def _judge_environment(ev, layer, found):
+    """3. EVENTLET_HUB and EVENTLET_NO_GREENDNS: as the running master has them and as the runner sets them.
+    -> the env lines the remedies name."""
+    causes, log_name, boot, boot_error = found['causes'], found['log_name'], found['boot'], found['boot_error']
+    log_errors = ev['log']['errors']
     views = _env_views(ev)
     really = _eventlet_really_used(ev)
     hub_log = [e['line'] for e in log_errors if e['kind'] == 'hub_invalid']
@@ -209,8 +238,13 @@ def judge(facts, layer):
         causes.append(['eventlet_env_missing', missing, 'warn'])
     elif not invalid:
         layer.check('EVENTLET_* environment', 'pass', shown + ('; note: ' + '; '.join(notes) if notes else ''))
+    return env_lines
 
-    # 4. gevent / uvloop beside eventlet.
+
+def _judge_conflicts(ev, layer, found):
+    """4. gevent / uvloop beside eventlet."""
+    causes, boot, boot_error = found['causes'], found['boot'], found['boot_error']
+    log_errors = ev['log']['errors']
     conflicts = ev['conflicts']
     if conflicts:
         names = ', '.join('%s %s' % (c['package'], c['version']) for c in conflicts)
@@ -224,11 +258,14 @@ def judge(facts, layer):
         packages = [c['package'] for c in conflicts]
         causes.append(['async_lib_conflict', [detail] + breaks, severity, {
             'extra': '%s (unless the app itself imports %s)' % (' and '.join(packages), 'them' if len(packages) > 1 else 'it'),
-            'pip_uninstall': '%s -m pip uninstall -y %s' % (_q(ev['python_executable']), ' '.join(packages))}])
+            'pip_uninstall': '%s -m pip uninstall -y %s' % (_shell_quote(ev['python_executable']), ' '.join(packages))}])
     else:
         layer.check('no gevent/uvloop', 'pass', 'neither gevent nor uvloop is installed in %s' % ev.get('python_executable'))
 
-    # 5. Where eventlet.monkey_patch() runs.
+
+def _judge_monkey_patch(ev, layer, found):
+    """5. Where eventlet.monkey_patch() runs."""
+    causes = found['causes']
     mp = ev['monkey_patch']
     sites = [c for c in mp['static'] if c['scope'] != 'main guard']
     traced = mp.get('traced') or {}
@@ -265,10 +302,12 @@ def judge(facts, layer):
         layer.check('monkey_patch placement', 'pass', 'the app does not call eventlet.monkey_patch(); gunicorn\'s '
                     'eventlet worker patches before it imports the app')
 
-    # 6. Worker settings (information).
-    layer.check('worker settings', 'pass', _describe_settings(ev, (ev.get('settings') or {}).get('worker_class') == 'sync'))
 
-    # 7. The spare-port -k eventlet boot: "eventlet cannot run here" vs "the app cannot run".
+def _judge_boot(facts, ev, layer, found):
+    """7. The spare-port -k eventlet boot: "eventlet cannot run here" vs "the app cannot run". -> the fallback
+    sentence of the remedies."""
+    causes, boot, boot_error = found['causes'], found['boot'], found['boot_error']
+    sync_ok, sync_how = _sync_boots(facts)
     fallback = eventlet_compat.FALLBACK[0].upper() + eventlet_compat.FALLBACK[1:] + '.'
     if boot is None and ev.get('boot_off'):
         layer.check('eventlet boot', 'skip', 'turned off (doctor_preload_boot=never): the app was not booted with '
@@ -291,19 +330,13 @@ def judge(facts, layer):
                 sync_how, _sync_command(facts), fallback)
             if not any(c[0] in ('eventlet_incompatible', 'eventlet_env_invalid') for c in causes) and \
                     not any(c[0] == 'async_lib_conflict' and c[2] == 'fail' for c in causes):
-                causes.append(['eventlet_incompatible', ['sync boots, eventlet does not: ' + what, versions_line], 'fail'])
+                causes.append(['eventlet_incompatible', ['sync boots, eventlet does not: ' + what, found['versions_line']], 'fail'])
             else:
                 for c in causes:
                     if c[0] in ('eventlet_incompatible', 'eventlet_env_invalid'):
                         c[1].append('sync boots, eventlet does not: %s' % what)
                         break
         else:
-            layer.check('eventlet boot', 'fail' if problems or incompatible_lines else 'warn',
+            layer.check('eventlet boot', 'fail' if found['problems'] or found['incompatible_lines'] else 'warn',
                         '%s; %s: fix the app first' % (what, sync_how))
-
-    values = {'python': ev.get('python') or 'this Python', 'pip_command': ev['pip_command'], 'pins': ', '.join(ev['recommended_pins']),
-              'fallback': fallback, 'env_lines': env_lines, 'env_where_eventlet': _where_env(ev)}
-    for cause in causes:
-        cause_id, evidence, severity = cause[:3]
-        extra = dict(values, **(cause[3] if len(cause) > 3 else {}))
-        layer.cause(cause_id, evidence, severity=severity, **extra)
+    return fallback

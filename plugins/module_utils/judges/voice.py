@@ -37,39 +37,39 @@ def _cause(layer, cause_id, evidence, twilio_error=TABLE, severity=None, **value
 
 def judge(facts, layer):
     """Add the voice layer's checks and causes to `layer`."""
-    v = facts.get('voice')
-    if v is None:
+    voice = facts.get('voice')
+    if voice is None:
         if not (facts.get('inputs') or {}).get('voice_checks', True):
             layer.check('voice checks', 'skip', 'doctor_voice_checks is false: webhooks, media stream and Google '
                         'credentials were not checked')
         else:
             layer.check('voice checks', 'skip', 'not probed in this run')
         return
-    _judge_base(v, layer)
-    if v.get('http_skipped'):
+    _judge_base(voice, layer)
+    if voice.get('http_skipped'):
         for name in ('TwiML webhook', 'status callback', 'WebSocket handshake', 'media round trip'):
-            layer.check(name, 'skip', v['http_skipped'])
+            layer.check(name, 'skip', voice['http_skipped'])
     else:
-        _judge_twiml(v, layer)
-        _judge_status_callback(v, layer)
-        _judge_websocket(v, layer)
-    _judge_gcp(v, layer)
+        _judge_twiml(voice, layer)
+        _judge_status_callback(voice, layer)
+        _judge_websocket(voice, layer)
+    _judge_gcp(voice, layer)
 
 
 # --- public base URL ------------------------------------------------------------------------------------
-def _judge_base(v, layer):
-    base = v.get('public_base')
+def _judge_base(voice, layer):
+    base = voice.get('public_base')
     if not base:
         layer.check('public base URL', 'pass', 'note: none known (no doctor_public_base_url, no PUBLIC_BASE_URL in '
                     '%s): the stream URL\'s host is not checked and the external layer has no URL to probe'
-                    % v['env_source'])
+                    % voice['env_source'])
         return
     notes = []
     if base['scheme'] not in ('https', 'wss'):
         notes.append('%s:// - Twilio needs https webhooks and a wss:// stream' % base['scheme'])
     if base['trailing_slash']:
         notes.append('ends with "/": the app must strip it before joining paths')
-    layer.check('public base URL', 'pass', '%s from %s%s' % (v['public_base_url'], v['public_base_url_source'],
+    layer.check('public base URL', 'pass', '%s from %s%s' % (voice['public_base_url'], voice['public_base_url_source'],
                                                              ('; note: ' + '; '.join(notes)) if notes else ''))
 
 
@@ -93,34 +93,34 @@ def _answer_text(r):
     return text
 
 
-def _expected_url(v):
-    base = v.get('public_base')
-    return twilio.expected_stream_url(base, v['paths']['ws']) if base else 'wss://PUBLIC_HOST%s' % v['paths']['ws']
+def _expected_url(voice):
+    base = voice.get('public_base')
+    return twilio.expected_stream_url(base, voice['paths']['ws']) if base else 'wss://PUBLIC_HOST%s' % voice['paths']['ws']
 
 
-def _curl(v, path, fields='CallSid=CA00000000000000000000000000000000'):
-    return 'curl -sS -i -X POST -d %s %s%s' % (fields, v['local_base'], path)
+def _curl(voice, path, fields='CallSid=CA00000000000000000000000000000000'):
+    return 'curl -sS -i -X POST -d %s %s%s' % (fields, voice['local_base'], path)
 
 
 # --- TwiML ----------------------------------------------------------------------------------------------
-def _judge_twiml(v, layer):
-    t = v['twiml']
-    path = v['paths']['incoming_call']
-    request = _request_text(t, path)
-    values = {'path': path, 'expected_url': _expected_url(v)}
-    if t.get('error') or t['status'] not in (200, 401, 403):
-        answer = _answer_text(t)
+def _judge_twiml(voice, layer):
+    twiml = voice['twiml']
+    path = voice['paths']['incoming_call']
+    request = _request_text(twiml, path)
+    values = {'path': path, 'expected_url': _expected_url(voice)}
+    if twiml.get('error') or twiml['status'] not in (200, 401, 403):
+        answer = _answer_text(twiml)
         layer.check('TwiML webhook', 'fail', '%s -> %s' % (request, answer))
         fix = ('it answered %s: read the traceback in the gunicorn log around this POST and reproduce it with: %s'
-               % (answer[:80], _curl(v, path))) if t['status'] else \
-            'it did not answer (%s): see the process and boot layers' % t['error']
+               % (answer[:80], _curl(voice, path))) if twiml['status'] else \
+            'it did not answer (%s): see the process and boot layers' % twiml['error']
         _cause(layer, 'twiml_invalid', ['%s -> %s' % (request, answer),
                                         'a real call fails before any stream: Twilio error 11200 (HTTP retrieval failure)'],
                twilio_error=11200, fix=fix, **values)
         return
-    if t['status'] in (401, 403):
-        answer = _answer_text(t)
-        if not t.get('signed_url'):
+    if twiml['status'] in (401, 403):
+        answer = _answer_text(twiml)
+        if not twiml.get('signed_url'):
             layer.check('TwiML webhook', 'skip', '%s -> %s: the app wants a Twilio signature; set '
                         'doctor_twilio_auth_token (kept out of every output) to check its TwiML' % (request, answer))
             return
@@ -128,18 +128,18 @@ def _judge_twiml(v, layer):
         fix = ('the app rejects the X-Twilio-Signature Twilio computes over %s. If it validates against request.url, '
                'behind a TLS proxy it sees http://...: wrap the app in werkzeug ProxyFix(app.wsgi_app, x_proto=1, '
                'x_host=1) or validate against PUBLIC_BASE_URL + path; and check that doctor_twilio_auth_token is '
-               "the account's current auth token" % t['signed_url'])
+               "the account's current auth token" % twiml['signed_url'])
         _cause(layer, 'twiml_invalid', ['%s -> %s' % (request, answer),
                                         'a real, signed call is refused the same way: Twilio error 11200'],
                twilio_error=11200, fix=fix, **values)
         return
-    parsed = t.get('parsed') or {}
+    parsed = twiml.get('parsed') or {}
     if not parsed.get('ok'):
         error = parsed.get('error') or 'no TwiML'
         layer.check('TwiML webhook', 'fail', '%s -> 200, %s' % (request, error))
         not_xml = error.startswith('not XML')
-        _cause(layer, 'twiml_invalid', ['%s -> 200 %s: %s' % (request, t.get('content_type'), error),
-                                        'body: %r' % (t.get('body_head') or '')[:200]],
+        _cause(layer, 'twiml_invalid', ['%s -> 200 %s: %s' % (request, twiml.get('content_type'), error),
+                                        'body: %r' % (twiml.get('body_head') or '')[:200]],
                twilio_error=12100 if not_xml else None,
                fix='return the XML document itself (mimetype text/xml), not %s' % (
                    'HTML or JSON' if not_xml else 'other verbs only'), **values)
@@ -153,7 +153,14 @@ def _judge_twiml(v, layer):
                                         'never played (bidirectional streams need <Connect><Stream>)'],
                twilio_error=None, fix='use <Connect> instead of <Start> around <Stream>', **values)
         return
-    problems = twilio.check_stream_url(url, v.get('public_base'), v['paths']['ws'])
+    _judge_stream_url(voice, layer, request, parsed, values)
+
+
+def _judge_stream_url(voice, layer, request, parsed, values):
+    """The <Connect><Stream url> of a valid TwiML answer against the public base URL and the WebSocket path."""
+    url = parsed['streams'][0]['url']
+    stream = parsed['streams'][0]
+    problems = twilio.check_stream_url(url, voice.get('public_base'), voice['paths']['ws'])
     extra = []
     if stream['parameters']:
         extra.append('custom parameters %s' % ', '.join(str(n) for n in stream['parameters']))
@@ -161,7 +168,7 @@ def _judge_twiml(v, layer):
         extra.append('note: %d <Stream> elements, only the first was checked' % len(parsed['streams']))
     detail = '%s -> 200, <Connect><Stream url="%s">%s' % (request, url, ''.join('; ' + e for e in extra))
     if not problems:
-        match = 'matches %s + %s' % (v['public_base']['clean'], v['paths']['ws']) if v.get('public_base') else \
+        match = 'matches %s + %s' % (voice['public_base']['clean'], voice['paths']['ws']) if voice.get('public_base') else \
             'host not checked: no public base URL known'
         layer.check('TwiML webhook', 'pass', '%s (%s)' % (detail, match))
         return
@@ -180,16 +187,16 @@ def _judge_twiml(v, layer):
         if code:
             evidence.append('a real call shows Twilio error %d' % code)
         if cause_id == 'twiml_double_slash':
-            _cause(layer, cause_id, evidence, twilio_error=code, fix=_double_slash_fix(v, layer.values.get('env_where')), stream_url=url.split('?')[0],
+            _cause(layer, cause_id, evidence, twilio_error=code, fix=_double_slash_fix(voice, layer.values.get('env_where')), stream_url=url.split('?')[0],
                    **values)
         else:
             _cause(layer, cause_id, evidence, twilio_error=code, severity=severity,
-                   fix='; '.join(_url_fix(v, p) for p in found), **values)
+                   fix='; '.join(_url_fix(voice, p) for p in found), **values)
 
 
-def _double_slash_fix(v, where):
-    ws_path = v['paths']['ws']
-    raw = v.get('env_public_base_url') or v.get('public_base_url')
+def _double_slash_fix(voice, where):
+    ws_path = voice['paths']['ws']
+    raw = voice.get('env_public_base_url') or voice.get('public_base_url')
     join = "base.rstrip('/') + '%s'" % ws_path
     if raw and raw.endswith('/'):
         return ('Strip the trailing / of PUBLIC_BASE_URL (now %s; set %s in %s), and build the URL in the code as %s '
@@ -197,14 +204,14 @@ def _double_slash_fix(v, where):
     return 'The code that builds the TwiML doubles the /: build the URL as %s.' % join
 
 
-def _url_fix(v, problem):
+def _url_fix(voice, problem):
     kind = problem['kind']
     if kind == 'scheme':
         return ('build the URL with wss:// (https -> wss; PUBLIC_BASE_URL must be an https:// URL, Twilio never '
                 'connects to ws://)')
     if kind == 'host':
         return ('build the URL from PUBLIC_BASE_URL (%s), not from the request\'s Host header or a hard-coded host'
-                % v['public_base']['clean'])
+                % voice['public_base']['clean'])
     if kind == 'path':
         return ('point it at the path the WebSocket is served on, or set doctor_ws_path to the path the app really '
                 'serves')
@@ -215,12 +222,12 @@ def _url_fix(v, problem):
 
 
 # --- status callback ------------------------------------------------------------------------------------
-def _judge_status_callback(v, layer):
-    s = v['status_callback']
+def _judge_status_callback(voice, layer):
+    s = voice['status_callback']
     if s.get('skipped'):
         layer.check('status callback', 'skip', s['skipped'])
         return
-    path = v['paths']['stream_status']
+    path = voice['paths']['stream_status']
     request = _request_text(s, path)
     answer = _answer_text(s)
     if s['status'] == 204 and not s.get('body_bytes'):
@@ -238,36 +245,36 @@ def _judge_status_callback(v, layer):
 
 
 # --- WebSocket ------------------------------------------------------------------------------------------
-def _judge_websocket(v, layer):
-    w = v['websocket']
-    ws_path = v['paths']['ws']
-    port = v['local_base'].rsplit(':', 1)[1]
+def _judge_websocket(voice, layer):
+    websocket = voice['websocket']
+    ws_path = voice['paths']['ws']
+    port = voice['local_base'].rsplit(':', 1)[1]
     check = HANDSHAKE_CHECK.format(port=port, path=ws_path)
     values = {'ws_path': ws_path, 'check': check}
-    if w.get('skipped'):
-        if w.get('install'):
-            layer.check('WebSocket handshake', 'warn', '%s: install it with: %s' % (w['skipped'], w['install']))
+    if websocket.get('skipped'):
+        if websocket.get('install'):
+            layer.check('WebSocket handshake', 'warn', '%s: install it with: %s' % (websocket['skipped'], websocket['install']))
         else:
-            layer.check('WebSocket handshake', 'skip', w['skipped'])
+            layer.check('WebSocket handshake', 'skip', websocket['skipped'])
         layer.check('media round trip', 'skip', 'no handshake')
         return
-    request = 'GET %s (Host: %s, Upgrade: websocket, Sec-WebSocket-Protocol: audio.twilio.com)' % (w['url'], w['host_header'])
-    headers = w.get('headers') or {}
-    if w.get('status') is None:
-        timeout = 'within' in (w.get('error') or '')
-        layer.check('WebSocket handshake', 'fail', '%s -> %s' % (request, w.get('error') or w.get('raw_error')))
-        _cause(layer, 'ws_handshake_failed', ['%s -> %s' % (request, w.get('error') or w.get('raw_error'))],
+    request = 'GET %s (Host: %s, Upgrade: websocket, Sec-WebSocket-Protocol: audio.twilio.com)' % (websocket['url'], websocket['host_header'])
+    headers = websocket.get('headers') or {}
+    if websocket.get('status') is None:
+        timeout = 'within' in (websocket.get('error') or '')
+        layer.check('WebSocket handshake', 'fail', '%s -> %s' % (request, websocket.get('error') or websocket.get('raw_error')))
+        _cause(layer, 'ws_handshake_failed', ['%s -> %s' % (request, websocket.get('error') or websocket.get('raw_error'))],
                twilio_error=31901 if timeout else TABLE,
                fix='The endpoint does not answer the upgrade at all: see the layers above.', **values)
         layer.check('media round trip', 'skip', 'no handshake')
         return
-    if w['status'] != 101:
-        answer = '%s %s' % (w['status'], w.get('reason') or '')
-        if w.get('body_head'):
-            answer += ', body %r' % w['body_head'][:120]
+    if websocket['status'] != 101:
+        answer = '%s %s' % (websocket['status'], websocket.get('reason') or '')
+        if websocket.get('body_head'):
+            answer += ', body %r' % websocket['body_head'][:120]
         hint = {404: 'no route at %s' % ws_path,
                 400: 'a plain HTTP route answers an upgrade request with 400: no WebSocket endpoint at %s' % ws_path,
-                405: 'a plain HTTP route (GET not allowed) at %s' % ws_path}.get(w['status'],
+                405: 'a plain HTTP route (GET not allowed) at %s' % ws_path}.get(websocket['status'],
                                                                                  'not a WebSocket endpoint')
         layer.check('WebSocket handshake', 'fail', '%s -> %s' % (request, answer))
         _cause(layer, 'ws_handshake_failed', ['%s -> %s, not 101 Switching Protocols' % (request, answer), hint,
@@ -280,18 +287,18 @@ def _judge_websocket(v, layer):
         wrong.append('Upgrade: %r (must be websocket)' % headers.get('upgrade'))
     if 'upgrade' not in (headers.get('connection') or '').lower():
         wrong.append('Connection: %r (must contain Upgrade)' % headers.get('connection'))
-    if w.get('accept_valid') is False:
+    if websocket.get('accept_valid') is False:
         wrong.append('Sec-WebSocket-Accept %r is not %r, the value RFC 6455 derives from our Sec-WebSocket-Key' % (
-            headers.get('sec-websocket-accept'), w.get('accept_expected')))
+            headers.get('sec-websocket-accept'), websocket.get('accept_expected')))
     if wrong:
         layer.check('WebSocket handshake', 'fail', '%s -> 101 with %s' % (request, '; '.join(wrong)))
         _cause(layer, 'ws_handshake_failed', ['%s -> 101 Switching Protocols, but %s' % (request, '; '.join(wrong)),
-                                              'the client library refused it: %s' % w.get('error')],
+                                              'the client library refused it: %s' % websocket.get('error')],
                fix='Its 101 answer is not a valid WebSocket handshake: use a maintained WebSocket server '
                    '(flask-sock/simple-websocket) instead of a hand-made upgrade.', **values)
         layer.check('media round trip', 'skip', 'no valid handshake')
         return
-    subprotocol = w.get('subprotocol')
+    subprotocol = websocket.get('subprotocol')
     if subprotocol != twilio.SUBPROTOCOL:
         echoed = 'no Sec-WebSocket-Protocol header' if not subprotocol else 'Sec-WebSocket-Protocol %r' % subprotocol
         layer.check('WebSocket handshake', 'fail', '%s -> 101, Sec-WebSocket-Accept valid, but %s' % (request, echoed))
@@ -300,80 +307,80 @@ def _judge_websocket(v, layer):
             'Twilio drops such a handshake: error 31920'], **values)
     else:
         layer.check('WebSocket handshake', 'pass', '%s -> 101, Sec-WebSocket-Accept valid for our key, '
-                    'Sec-WebSocket-Protocol audio.twilio.com echoed (%s)' % (request, w.get('library')))
-    _judge_round_trip(v, w, layer, twilio_reaches=subprotocol == twilio.SUBPROTOCOL)
+                    'Sec-WebSocket-Protocol audio.twilio.com echoed (%s)' % (request, websocket.get('library')))
+    _judge_round_trip(voice, websocket, layer, twilio_reaches=subprotocol == twilio.SUBPROTOCOL)
 
 
-def _sync_note(v, w):
-    worker = v.get('worker') or {}
+def _sync_note(voice, websocket):
+    worker = voice.get('worker') or {}
     if (worker.get('worker_class') or 'sync') != 'sync':
         return ''
     workers = worker.get('workers') or 1
-    note = '; note: under -k sync the call held one of %d worker(s) for %s s' % (workers, w.get('held_seconds', '?'))
+    note = '; note: under -k sync the call held one of %d worker(s) for %s s' % (workers, websocket.get('held_seconds', '?'))
     if workers == 1:
         note += ' (the only one: /healthz and every other request waited meanwhile)'
     return note + ', and at most %d call(s) can be up at once' % workers
 
 
-def _judge_round_trip(v, w, layer, twilio_reaches):
-    rt = w.get('round_trip')
-    if rt is None:
+def _judge_round_trip(voice, websocket, layer, twilio_reaches):
+    round_trip = websocket.get('round_trip')
+    if round_trip is None:
         layer.check('media round trip', 'skip', 'no call was made')
         return
-    pace = rt.get('pace') or 1
-    paced = '%g ms' % rt.get('frame_interval_ms', twilio.FRAME_MS) + ('' if pace == 1 else ', %gx real time' % pace)
+    pace = round_trip.get('pace') or 1
+    paced = '%g ms' % round_trip.get('frame_interval_ms', twilio.FRAME_MS) + ('' if pace == 1 else ', %gx real time' % pace)
     stream = 'a %d ms call (connected, start audio/x-mulaw 8000 Hz mono, %d x 160-byte media paced at %s, max ' \
-             'lag %s ms, mark, stop)' % (rt.get('stop_at_ms') or 0, rt['sent_media'], paced, rt['max_send_lag_ms'])
-    events = ', '.join('%s %d' % (k, n) for k, n in sorted(rt['events'].items())) or 'nothing'
-    sizes = ', '.join('%s bytes x %d' % (k, n) for k, n in sorted(rt['media_sizes'].items(), key=lambda i: int(i[0])))
+             'lag %s ms, mark, stop)' % (round_trip.get('stop_at_ms') or 0, round_trip['sent_media'], paced, round_trip['max_send_lag_ms'])
+    events = ', '.join('%s %d' % (k, n) for k, n in sorted(round_trip['events'].items())) or 'nothing'
+    sizes = ', '.join('%s bytes x %d' % (k, n) for k, n in sorted(round_trip['media_sizes'].items(), key=lambda i: int(i[0])))
     back = 'back while the call was open: %s%s' % (events, ' (media sizes: %s)' % sizes if sizes else '')
     unreached = '' if twilio_reaches else ' (a real call would not get this far: the subprotocol is missing)'
-    problems = rt.get('problems') or []
-    if rt.get('receive_error'):
-        problems = problems + [{'kind': 'frame', 'detail': 'the client gave up on a frame: %s' % rt['receive_error'],
+    problems = round_trip.get('problems') or []
+    if round_trip.get('receive_error'):
+        problems = problems + [{'kind': 'frame', 'detail': 'the client gave up on a frame: %s' % round_trip['receive_error'],
                                 'index': None, 'at_ms': None}]
-    if rt.get('stopped_reading'):   # a flood or a giant frame: what matters first, whatever the frames were
-        problems = [{'kind': 'flood', 'detail': 'the doctor stopped reading: %s' % rt['stopped_reading'],
+    if round_trip.get('stopped_reading'):   # a flood or a giant frame: what matters first, whatever the frames were
+        problems = [{'kind': 'flood', 'detail': 'the doctor stopped reading: %s' % round_trip['stopped_reading'],
                      'index': None, 'at_ms': None}] + problems
     if problems:
         first = problems[0]
         where = 'frame %s at %s ms' % (first['index'], first['at_ms']) if first.get('index') else 'a frame'
         layer.check('media round trip', 'fail', '%s; %s; first bad: %s: %s%s' % (
             stream, back, where, first['detail'], unreached))
-        evidence = ['%s: %s (on %s, streamSid %s)' % (where, first['detail'], w['url'], rt['stream_sid']),
+        evidence = ['%s: %s (on %s, streamSid %s)' % (where, first['detail'], websocket['url'], round_trip['stream_sid']),
                     '%d of %d frames the app sent during the call were bad; %s' % (
-                        rt['problem_count'] or len(problems), rt['received'], back)]
+                        round_trip['problem_count'] or len(problems), round_trip['received'], back)]
         evidence += ['frame %s at %s ms: %s' % (p['index'], p['at_ms'], p['detail']) for p in problems[1:3] if p.get('index')]
-        tx = v.get('media_tx') or {}
+        tx = voice.get('media_tx') or {}
         if tx.get('count'):
             evidence.append('the app logged %d MEDIA_TX line(s) meanwhile, e.g. %s' % (tx['count'], tx['first']))
         evidence.append('Twilio closes the stream at the first such message: error 31924')
         _cause(layer, 'media_format_invalid', evidence, fix=_media_fix(problems))
-        _judge_media_tx(v, rt, layer)
+        _judge_media_tx(voice, round_trip, layer)
         return
     notes = []
-    closed = rt.get('closed_by_app')
+    closed = round_trip.get('closed_by_app')
     if closed and closed.get('before_stop'):
         reason = ', %r' % closed['reason'] if closed.get('reason') else ''
         layer.check('media round trip', 'warn', '%s; the app closed the stream %s ms into the call (close code %s%s) '
                     'before Twilio\'s stop; %s%s' % (stream, closed['at_ms'], closed['code'], reason, back,
-                                                     _sync_note(v, w)))
-        _judge_media_tx(v, rt, layer)
+                                                     _sync_note(voice, websocket)))
+        _judge_media_tx(voice, round_trip, layer)
         return
-    media = rt['events'].get('media', 0)
+    media = round_trip['events'].get('media', 0)
     if media:
         notes.append('all %d media payloads 160 bytes of mu-law with streamSid %s, the first %s ms after the call '
-                     'started' % (media, rt['stream_sid'], rt['first_media_ms']))
+                     'started' % (media, round_trip['stream_sid'], round_trip['first_media_ms']))
     else:
         notes.append('note: no audio came back in %d ms (fine for a listen-only app; a speaking one leaves callers '
-                     'in silence)' % (rt.get('stop_at_ms') or 0))
-    if rt.get('mark_echoed'):
+                     'in silence)' % (round_trip.get('stop_at_ms') or 0))
+    if round_trip.get('mark_echoed'):
         notes.append('mark echoed')
-    if rt.get('after_stop'):
-        notes.append('note: %d frame(s) after stop are dropped by Twilio' % rt['after_stop'])
+    if round_trip.get('after_stop'):
+        notes.append('note: %d frame(s) after stop are dropped by Twilio' % round_trip['after_stop'])
     layer.check('media round trip', 'pass', '%s; %s; %s%s%s' % (
-        stream, back, '; '.join(notes), _sync_note(v, w), unreached))
-    _judge_media_tx(v, rt, layer)
+        stream, back, '; '.join(notes), _sync_note(voice, websocket), unreached))
+    _judge_media_tx(voice, round_trip, layer)
 
 
 def _media_fix(problems):
@@ -399,8 +406,8 @@ def _media_fix(problems):
     return 'send one JSON object per text frame.'
 
 
-def _judge_media_tx(v, rt, layer):
-    tx = v.get('media_tx')
+def _judge_media_tx(voice, round_trip, layer):
+    tx = voice.get('media_tx')
     if not tx:
         return
     if tx.get('count') is None:
@@ -410,25 +417,25 @@ def _judge_media_tx(v, rt, layer):
         layer.check('MEDIA_TX in the log', 'pass', '%d MEDIA_TX line(s) in %s during the call (%d name its streamSid), '
                     'e.g. %s' % (tx['count'], tx['log'], tx['with_stream_sid'], tx['first']))
         return
-    media = rt['events'].get('media', 0)
+    media = round_trip['events'].get('media', 0)
     layer.check('MEDIA_TX in the log', 'pass', 'note: no MEDIA_TX line in %s during the call%s (runbook 5.3 looks for '
                 'them as the sign that audio goes out)' % (tx['log'], ', although %d media frames came back' % media
                                                            if media else ''))
 
 
 # --- Google credentials ---------------------------------------------------------------------------------
-def _judge_gcp(v, layer):
-    g = v['gcp']
+def _judge_gcp(voice, layer):
+    gcp = voice['gcp']
     name = 'Google credentials'
-    var = g.get('var')
-    where = g['env_source']
-    user = g.get('service_user') or {}
-    mode = g.get('mode')
+    var = gcp.get('var')
+    where = gcp['env_source']
+    user = gcp.get('service_user') or {}
+    mode = gcp.get('mode')
     if mode is None or mode == 'env_json_unset':
-        uses = g.get('uses_google') or {}
+        uses = gcp.get('uses_google') or {}
         unset = ('doctor_gcp_credentials_env names %s, which %s does not set' % (var, where)) if mode else \
             'GOOGLE_APPLICATION_CREDENTIALS is not set in %s' % where
-        if g.get('on_google_cloud'):
+        if gcp.get('on_google_cloud'):
             layer.check(name, 'pass', '%s; on Google Cloud the metadata server lends the service account' % unset)
             return
         if uses.get('found') or mode:
@@ -449,42 +456,42 @@ def _judge_gcp(v, layer):
                                                              ' (scan capped)' if uses.get('truncated') else ''))
         return
     if mode == 'env_json':
-        _judge_gcp_shape(g, layer, '%s is set in %s' % (var, where), 'the JSON in %s' % var,
+        _judge_gcp_shape(gcp, layer, '%s is set in %s' % (var, where), 'the JSON in %s' % var,
                          check="print the key names only: python3 -c 'import json, os; print(sorted(json.loads("
                                "os.environ[\"%s\"])))' in the service's environment" % var)
         return
-    path = g['path']
-    shown = '%s points to %s%s' % (var, path, '' if g['as_set'] == path else ' (%r, relative to the app directory)'
-                                   % g['as_set'])
+    path = gcp['path']
+    shown = '%s points to %s%s' % (var, path, '' if gcp['as_set'] == path else ' (%r, relative to the app directory)'
+                                   % gcp['as_set'])
     who = '%s (uid %s, %s)' % (user.get('name'), user.get('uid'), user.get('who'))
     check = 'sudo -u %s test -r %s && echo readable' % (user.get('name') or 'SERVICE_USER', path)
-    if not g['exists'] or not g['is_file']:
-        what = 'which does not exist' if not g['exists'] else 'which is not a regular file'
+    if not gcp['exists'] or not gcp['is_file']:
+        what = 'which does not exist' if not gcp['exists'] else 'which is not a regular file'
         layer.check(name, 'fail', '%s, %s' % (shown, what))
         _cause(layer, 'gcp_credentials_missing', ['%s (from %s), %s' % (shown, where, what)],
                fix='Put the service-account JSON key at %s (mode 0600, owned by %s), or point %s at the key file '
                    'that exists, in %s.' % (path, user.get('name'), var, layer.values.get('env_where')), check=check)
         return
-    bits = 'mode %s, owner %s, group %s, %d bytes' % (g['file_mode'], g['owner'], g['group'], g['size'] or 0)
+    bits = 'mode %s, owner %s, group %s, %d bytes' % (gcp['file_mode'], gcp['owner'], gcp['group'], gcp['size'] or 0)
     facts_line = '%s (%s)' % (path, bits)
-    if not g['service_can_read']:
-        layer.check(name, 'fail', '%s; %s' % (shown, g['unreadable_reason']))
+    if not gcp['service_can_read']:
+        layer.check(name, 'fail', '%s; %s' % (shown, gcp['unreadable_reason']))
         _cause(layer, 'gcp_credentials_missing', ['%s (from %s); the service runs as %s' % (shown, where, who),
-                                                  g['unreadable_reason']],
+                                                  gcp['unreadable_reason']],
                fix='Let the service user read it: chown %s %s && chmod 0600 %s (or a group it is in, mode 0640; '
                    'every directory above needs +x for it).' % (user.get('name'), path, path), check=check)
         return
-    if g.get('prober_can_read') is False:
+    if gcp.get('prober_can_read') is False:
         layer.check(name, 'warn', '%s: readable by %s, but this probe could not read it to check its JSON (%s): run '
-                    'the diagnosis with become: true' % (facts_line, who, g.get('prober_error')))
+                    'the diagnosis with become: true' % (facts_line, who, gcp.get('prober_error')))
         return
-    _judge_gcp_shape(g, layer, '%s (from %s); %s' % (shown, where, bits), path,
+    _judge_gcp_shape(gcp, layer, '%s (from %s); %s' % (shown, where, bits), path,
                      check='python3 -c \'import json; print(sorted(json.load(open("%s"))))\' (prints the key names '
                            'only)' % path, prefix='%s, readable by %s' % (facts_line, who))
 
 
-def _judge_gcp_shape(g, layer, lead, thing, check, prefix=None):
-    shape = g.get('shape') or {}
+def _judge_gcp_shape(gcp, layer, lead, thing, check, prefix=None):
+    shape = gcp.get('shape') or {}
     name = 'Google credentials'
     problems = []
     if shape.get('json_error'):
@@ -513,7 +520,7 @@ def _judge_gcp_shape(g, layer, lead, thing, check, prefix=None):
                                     'another kind of credential breaks when that user or federation changes.',
                check=check)
         return
-    mode = g.get('file_mode')
+    mode = gcp.get('file_mode')
     if mode and int(mode, 8) & 0o004:
         detail += '; note: every user of the host can read it (mode %s): chmod o-r' % mode
     layer.check(name, 'pass', detail)
