@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import socket
 
+
 def listening_sockets(psutil):
     """Every TCP LISTEN socket -> [dict(pid, name, family, address, port)]; pid None when not ours to see."""
     sockets = []

@@ -81,8 +81,8 @@ def test_markdown_escapes_html_and_keeps_each_value_on_its_line():
     assert "&lt;script>alert(1)&lt;/script>" in text
     lines = text.splitlines()
     assert not [line for line in lines if line.startswith(("# Owned", "## app"))], text
-    assert [line for line in lines if line.startswith("#")] == ["# web1: DOWN - first failing layer: boot", "## Causes",
-                                                               "### `boot_exception` (boot, fail)"]
+    assert [line for line in lines if line.startswith("#")] == [
+        "# web1: DOWN - first failing layer: boot", "## Causes", "### `boot_exception` (boot, fail)"]
     evidence = next(line for line in lines if "alert(1)" in line and line.startswith("- "))
     assert "# Owned heading" in evidence and "](" not in evidence and "`" not in evidence
     row = next(line for line in lines if line.startswith("| port |"))

@@ -16,8 +16,8 @@ SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
 
 
-def start(argv=SLEEP):
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def start(argv=None):
+    return subprocess.Popen(argv or SLEEP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def reap(proc):
@@ -31,7 +31,7 @@ def start_as(pid):
     processes on the host may take it first, so try a few times."""
     if os.geteuid() != 0 or not os.access(NS_LAST_PID, os.W_OK):
         pytest.skip("recycling a PID needs root (%s)" % NS_LAST_PID)
-    for _ in range(100):
+    for _attempt in range(100):
         with open(NS_LAST_PID, "w") as f:
             f.write(str(pid - 1))
         proc = start()

@@ -129,7 +129,6 @@ def test_nested_structures():
     assert json.dumps(facts, sort_keys=True) == before   # the input is not modified
 
 
-
 # --- issue 11: what passed through before ----------------------------------------------------------------
 TWILIO_SID = "AC" + "4f0e1d2c3b4a59687766554433221100"
 API_KEY_SID = "SK" + "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -269,7 +268,6 @@ def test_redaction_is_idempotent(text):
     """Facts are redacted on the host and the report again on the controller: the second pass changes nothing."""
     once = redact(text)
     assert redact(once) == once
-
 
 
 @pytest.mark.parametrize("run", ["token_", "sk-", "http://", "eyJabcdefghij.", "a://b:c", " --api_key"])
