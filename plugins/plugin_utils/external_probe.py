@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - Python 2 is not a controller
     urlsplit = None
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.twilio import SUBPROTOCOL as TWILIO_SUBPROTOCOL
 
 
@@ -98,28 +99,24 @@ def without_userinfo(url):
 
 # --- the URL ---------------------------------------------------------------------------------------
 def split_base_url(url):
-    """'https://voice.example.com/prefix' -> dict(scheme, host, port, prefix, base). A bare host
-    means https (as the app's own stream URL builder does); ws(s):// is read as http(s)://."""
-    text = (url or '').strip()
-    if not text:
+    """'https://voice.example.com/prefix' -> dict(scheme, host, port, netloc, prefix, base), or UrlError for a URL
+    this probe cannot use. Parsed by twilio.split_base_url (a bare host means https, as the app's own stream URL
+    builder does; user:password@ is dropped); ws(s):// is read as http(s)://."""
+    parsed = twilio.split_base_url(url)
+    if parsed is None:
         raise UrlError('is empty')
-    if '://' not in text:
-        text = 'https://' + text
-    parts = urlsplit(text)
-    scheme = {'wss': 'https', 'ws': 'http'}.get(parts.scheme.lower(), parts.scheme.lower())
+    scheme = {'wss': 'https', 'ws': 'http'}.get(parsed['scheme'], parsed['scheme'])
     if scheme not in DEFAULT_PORTS:
-        raise UrlError('has scheme %r: use https://HOST (Twilio needs https and wss)' % parts.scheme)
-    if not parts.hostname:
+        raise UrlError('has scheme %r: use https://HOST (Twilio needs https and wss)' % parsed['scheme'])
+    if not parsed['host']:
         raise UrlError('has no host name')
-    if parts.query or parts.fragment:
+    if parsed['query_or_fragment']:
         raise UrlError('carries a query or fragment: use https://HOST[:PORT][/PREFIX] only')
-    try:
-        port = parts.port
-    except ValueError:
+    if parsed['port'] == -1:
         raise UrlError('has an invalid port')
-    prefix = [seg for seg in parts.path.split('/') if seg]
-    host = parts.hostname
-    port = port or DEFAULT_PORTS[scheme]
+    prefix = [seg for seg in parsed['prefix'].split('/') if seg]
+    host = parsed['host']
+    port = parsed['port'] or DEFAULT_PORTS[scheme]
     netloc = ('[%s]' % host) if ':' in host else host
     if port != DEFAULT_PORTS[scheme]:
         netloc += ':%d' % port

@@ -82,8 +82,10 @@ def stream_status_fields(call_sid, account_sid, stream_sid, event='stream-starte
 
 # --- base URLs and TwiML ----------------------------------------------------------------------------
 def split_base_url(value):
-    """A public base URL as the app would read it -> dict(scheme, netloc, host, port, prefix, clean), or
-    None when there is none. A value without a scheme is taken as https, as Twilio needs TLS."""
+    """A public base URL as the app would read it -> dict(scheme, netloc, host, port, prefix, clean, ...), or
+    None when there is none. A value without a scheme is taken as https, as Twilio needs TLS. Lenient: the
+    voice layer judges what it finds; the external probe (plugin_utils/external_probe.split_base_url) refuses
+    what it cannot probe, on top of this one parser."""
     value = (value or '').strip()
     if not value:
         return None
@@ -97,6 +99,7 @@ def split_base_url(value):
         'scheme': parts.scheme.lower(), 'netloc': netloc.lower(), 'host': (parts.hostname or '').lower(),
         'port': _port_of(parts), 'prefix': prefix, 'trailing_slash': parts.path.endswith('/'),
         'clean': '%s://%s%s' % (parts.scheme.lower(), netloc, prefix), 'userinfo': '@' in parts.netloc,
+        'query_or_fragment': bool(parts.query or parts.fragment),
     }
 
 
