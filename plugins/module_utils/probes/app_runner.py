@@ -31,14 +31,14 @@ import tempfile
 import threading
 import time
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import service_user
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import alive, wait_gone
 
 try:
-    import grp
     import pwd
 except ImportError:  # pragma: no cover - not a POSIX host
-    grp = pwd = None
+    pwd = None
 
 DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'  # systemd's default for services
 # What belongs to a login session or to the Ansible run, never to the service: not passed to app code.
@@ -110,20 +110,15 @@ def _process_ids(psutil, pid):
 
 def _named_identity(user, group, source):
     """A user (name or number) and an optional group as the service manager would set them, or None when the
-    user is unset or unknown here."""
+    user is unset or unknown here (service_user.account reads them, as stabilize does)."""
     if not user or pwd is None:
         return None
     try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
+        acct = service_user.account(user, group)
+        pwd.getpwuid(acct['uid'])   # a uid without a passwd entry has no groups to switch to
+    except (ValueError, KeyError):
         return None
-    gid = entry.pw_gid
-    if group:
-        try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            return None
-    return identity(entry.pw_uid, gid, os.getgrouplist(entry.pw_name, gid), source, name=entry.pw_name)
+    return identity(acct['uid'], acct['gid'], os.getgrouplist(acct['user'], acct['gid']), source, name=acct['user'])
 
 
 def _user_name(uid):
