@@ -21,10 +21,10 @@ def _shell_quote(value):
 
 
 def _version_line(ev):
-    v = ev['versions']
+    versions = ev['versions']
     parts = ['Python %s' % (ev.get('python') or '?')]
-    parts += ['%s %s' % (k, v[k]) for k in ('gunicorn', 'eventlet', 'greenlet', 'dnspython') if v.get(k)]
-    missing = [k for k in ('gunicorn', 'eventlet', 'greenlet') if not v.get(k)]
+    parts += ['%s %s' % (name, versions[name]) for name in ('gunicorn', 'eventlet', 'greenlet', 'dnspython') if versions.get(name)]
+    missing = [name for name in ('gunicorn', 'eventlet', 'greenlet') if not versions.get(name)]
     text = ', '.join(parts) + (' (not installed: %s)' % ', '.join(missing) if missing else '')
     return '%s in %s' % (text, ev.get('python_executable'))
 
