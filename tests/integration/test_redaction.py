@@ -20,7 +20,7 @@ import pytest
 
 from doctor_run import PYTHON, ROOT, ansible_env, diagnose, make_app, run_playbook, schema
 from gunicorn_service import free_port
-from test_stabilize import host, listening_pid, wait_for  # noqa: F401 pylint: disable=unused-import  (host: the stabilize tests' fixture)
+from test_stabilize import host, listening_pid, wait_for  # noqa: F401 (host: the stabilize tests' fixture)  # pylint: disable=unused-import
 
 
 class Secrets:
