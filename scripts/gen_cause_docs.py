@@ -1,9 +1,9 @@
-"""Write docs/causes.md from the cause table (plugins/module_utils/causes.py).
+"""Write docs/causes.md from the cause table (plugins/module_utils/domain/causes.py).
 
     .venv/bin/python scripts/gen_cause_docs.py           # (re)write docs/causes.md
     .venv/bin/python scripts/gen_cause_docs.py --check   # exit 1 when docs/causes.md is stale
 
-The page is plugins/module_utils/cause_docs.render_markdown(); tests/unit compares the two as well.
+The page is plugins/plugin_utils/cause_docs.render_markdown(); tests/unit compares the two as well.
 """
 
 import argparse
@@ -38,7 +38,7 @@ def render():
     path = collections_dir()
     if path not in sys.path:
         sys.path.insert(0, path)
-    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.cause_docs import render_markdown
+    from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.cause_docs import render_markdown
     return render_markdown()
 
 

@@ -16,9 +16,9 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import fleet
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_files import (
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import fleet
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
     ReportPathError, host_report_path, plain, report_dir_path, write_private)
 
 

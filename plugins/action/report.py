@@ -17,12 +17,12 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_files import (
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as external
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
     ReportPathError, host_file_name, host_report_path, plain, report_dir_path, write_private)
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.report_text import ladder, markdown
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.verdict import judge
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_text import ladder, markdown
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import judge
 
 
 class ActionModule(ActionBase):
@@ -46,7 +46,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('facts must be the facts returned by sre.gunicorn_doctor.probe')
         facts = dict(facts)
         if 'external' not in facts:  # recorded facts that carry the external layer are judged as they are
-            facts['external'] = self._probe_external(facts, task_vars or {}, result)
+            facts['external'] = self._probe_public_url(facts, task_vars or {}, result)
             if facts['external'].get('elapsed') is not None:
                 facts['timings'] = dict(facts.get('timings') or {}, external=facts['external']['elapsed'])
         report = redact(judge(facts, host))
@@ -77,13 +77,30 @@ class ActionModule(ActionBase):
         result.update(changed=False, report=record, paths=[path])
         return result
 
-    def _probe_external(self, facts, task_vars, result):
-        """The public URL from where the user stands (runbook section 0): https /healthz and the wss
-        handshake, concurrently, with short timeouts. -> facts['external']."""
+    def _probe_public_url(self, facts, task_vars, result):
+        """The external layer, probed from the controller: the public URL from where the user stands (runbook
+        section 0), its https /healthz and wss handshake, concurrently, with short timeouts. -> facts['external']."""
         args = self._task.args
         url, source = external.public_base_url(args.get('public_base_url'), facts)
         if not url:
             return {'skipped': external.skip_reason(facts)}
+        options = self._external_options(url, source)
+        for library, command in sorted(external.missing_libraries().items()):
+            result.setdefault('warnings', []).append(
+                'external layer: %s is missing on the controller, its check is skipped: %s' % (library, command))
+        target = external.target_addresses(
+            self._play_context.connection, self._play_context.remote_addr or task_vars.get('ansible_host'),
+            known=list(task_vars.get('ansible_all_ipv4_addresses') or []) +
+            list(task_vars.get('ansible_all_ipv6_addresses') or []))
+        inputs = facts.get('inputs') or {}
+        return external.collect(url, source, healthz_path=args.get('healthz_path') or inputs.get('healthz_path') or '/healthz',
+                                ws_path=args.get('ws_path') or ((facts.get('voice') or {}).get('paths') or {}).get('ws')
+                                or '/ws/twilio-media', target=target, **options)
+
+    def _external_options(self, url, source):
+        """The external probe's options from the task's arguments, each checked: a bad one ends the task with one
+        line naming the variable. -> dict(validate_certs, ca_bundle, timeout)."""
+        args = self._task.args
         try:
             validate_certs = boolean(args.get('validate_certs', True), strict=True)
         except TypeError:
@@ -106,15 +123,4 @@ class ActionModule(ActionBase):
             except external.UrlError as e:
                 raise AnsibleActionFail('doctor_public_base_url=%r %s: set it to the public https URL of the service, '
                                         'e.g. https://voice.example.com' % (external.without_userinfo(url), e))
-        for library, command in sorted(external.missing_libraries().items()):
-            result.setdefault('warnings', []).append(
-                'external layer: %s is missing on the controller, its check is skipped: %s' % (library, command))
-        target = external.target_addresses(
-            self._play_context.connection, self._play_context.remote_addr or task_vars.get('ansible_host'),
-            known=list(task_vars.get('ansible_all_ipv4_addresses') or []) +
-            list(task_vars.get('ansible_all_ipv6_addresses') or []))
-        inputs = facts.get('inputs') or {}
-        return external.collect(url, source, healthz_path=args.get('healthz_path') or inputs.get('healthz_path') or '/healthz',
-                                ws_path=args.get('ws_path') or ((facts.get('voice') or {}).get('paths') or {}).get('ws')
-                                or '/ws/twilio-media', validate_certs=validate_certs,
-                                ca_bundle=ca_bundle, timeout=timeout, target=target)
+        return {'validate_certs': validate_certs, 'ca_bundle': ca_bundle, 'timeout': timeout}

@@ -79,7 +79,8 @@ import subprocess
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import eventlet_pins, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import eventlet_pins
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import service_user
 
 
 def run_pip(module, argv, owner):

@@ -107,7 +107,8 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import files, service_user
 
 
 # Set by the rewritten runner itself, whatever the worker class: never carried.
@@ -176,7 +177,7 @@ def main():
     if result['changed'] and not module.check_mode:
         try:
             # Owner-only (or the service's group) from the first byte: the values may be credentials.
-            service_env.write_atomically(p['path'], text, mode, os.geteuid(), gid)
+            files.write_atomically(p['path'], text, mode, os.geteuid(), gid)
         except (IOError, OSError) as e:
             module.fail_json(msg='cannot write %s: %s' % (p['path'], to_native(e)))
     module.exit_json(**result)

@@ -89,7 +89,8 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import files, service_user
 
 LIMIT = 1 << 20  # an env file larger than this is not an env file
 
@@ -169,7 +170,7 @@ def main():
         result['diff'] = {'before_header': target, 'after_header': target, 'before': before, 'after': after}
     if changes and not module.check_mode:
         try:
-            service_env.write_atomically(target, new_text, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            files.write_atomically(target, new_text, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
         except (IOError, OSError) as e:
             module.fail_json(msg='cannot write %s: %s' % (target, to_native(e)))
         result['written'] = target

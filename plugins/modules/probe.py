@@ -57,7 +57,7 @@ facts:
     timings: {process: 0.03, healthz: 0.01, dry_import: 0.41, total: 0.45}
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probe_module import collect_facts, new_module
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import collect_facts, new_module
 
 
 def main():

@@ -178,10 +178,11 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (gunicorn, processes, service_control, service_env,
-                                                                          service_user)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_control
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
 
 
 def runner_file(p, found):

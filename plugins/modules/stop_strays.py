@@ -118,9 +118,9 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import strays
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import strays
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 
 def actions(entries, check_mode):

@@ -54,7 +54,7 @@ output:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.service_control import verify_unit
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize.service_control import verify_unit
 
 
 def main():

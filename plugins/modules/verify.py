@@ -119,9 +119,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import processes, stability
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.psutil_dep import require_psutil
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import stability
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 
 def main():

@@ -171,8 +171,8 @@ def without_master(shared, app_dir, app_python, env_lines="", **extra):
                  "doctor_port": free_port()}, **extra)
 
 
-def test_without_a_master_app_code_runs_as_the_directory_owner(shared, tmp_path, service_user, app_python,
-                                                                monkeypatch):
+def test_without_a_master_app_code_runs_as_the_directory_owner(
+        shared, tmp_path, service_user, app_python, monkeypatch):
     app_dir = app_in(shared, with_marks, owner=service_user)
     for name, value in LEAKS.items():
         monkeypatch.setenv(name, value)

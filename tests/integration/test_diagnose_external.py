@@ -22,7 +22,7 @@ from tls_proxy import NginxTLSProxy, make_pki
 # this checkout as .collections/ansible_collections/sre/gunicorn_doctor (see tests/unit/conftest.py).
 if str(ROOT / ".collections") not in sys.path:
     sys.path.insert(0, str(ROOT / ".collections"))
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import external as probe  # noqa: E402
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as probe  # noqa: E402
 
 TWILIO_SUBPROTOCOL = "audio.twilio.com"
 

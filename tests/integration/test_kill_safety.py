@@ -168,8 +168,8 @@ def test_logs_step_refuses_what_is_not_a_log_and_never_writes_through_the_archiv
     playbook.write_text(LOGS_PLAYBOOK)
     paths = [str(logs / n) for n in ("gunicorn.log", "console.log", "nohup.out", "old.log")]
 
-    done = run_playbook(str(playbook), tmp_path, {"paths": paths, "archive_dir": str(tmp_path / "archive"),
-                                                   "result_file": str(result_file)})
+    done = run_playbook(str(playbook), tmp_path, {
+        "paths": paths, "archive_dir": str(tmp_path / "archive"), "result_file": str(result_file)})
 
     assert shadow.read_bytes() == SECRET.encode(), "a file outside the logs was written through a planted name"
     result = json.loads(result_file.read_text())

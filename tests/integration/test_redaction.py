@@ -20,7 +20,7 @@ import pytest
 
 from doctor_run import PYTHON, ROOT, ansible_env, diagnose, make_app, run_playbook, schema
 from gunicorn_service import free_port
-from test_stabilize import host, listening_pid, wait_for  # noqa: F401  (host: the broken-host fixture of the stabilize tests)
+from test_stabilize import host, listening_pid, wait_for  # noqa: F401 (host: the stabilize tests' fixture)  # pylint: disable=unused-import
 
 
 class Secrets:
@@ -121,7 +121,7 @@ def test_per_host_markdown_escapes_markup_and_headings_from_the_host(services, t
              wrapper=["sh", "-c", '"$@"; exit $?', name])
     get_healthz(port)
     wait_for_log(tmp_path / "gunicorn.log", "injected heading")
-    report, _ = diagnose(tmp_path, {"doctor_chdir": str(app_dir), "doctor_log_file": str(tmp_path / "gunicorn.log")})
+    report = diagnose(tmp_path, {"doctor_chdir": str(app_dir), "doctor_log_file": str(tmp_path / "gunicorn.log")})[0]
 
     whole = json.dumps(report)
     assert "\\n# Owned heading" in whole and "</script> ## injected" in whole   # the report carries both ...
@@ -190,8 +190,8 @@ def test_stabilize_verify_and_report_carry_no_secret(host, tmp_path):
                                    "--error-logfile", str(tmp_path / "wrong.log")], host.app_dir))
     wait_for(lambda: listening_pid(wrong), 20, "the earlier run on a wrong port")
     # verify waits doctor_verify_timeout for a 200 that never comes; the worker must boot and log its 500 within it.
-    done = run_playbook("stabilize.yml", tmp_path, host.vars(doctor_service_manager="standalone", doctor_verify_timeout=15,
-                                                               doctor_preload_boot="never"), ["-vvv"], check=False)
+    done = run_playbook("stabilize.yml", tmp_path, host.vars(
+        doctor_service_manager="standalone", doctor_verify_timeout=15, doctor_preload_boot="never"), ["-vvv"], check=False)
     (tmp_path / "ansible-vvv.log").write_text(done.stdout)
     log_text = host.log.read_text() if host.log.exists() else ""
     assert s.db_password in log_text and s.key_id in log_text, "the service never logged its secrets"

@@ -42,3 +42,10 @@ def _collections_dir():
 _path = _collections_dir()
 if _path not in sys.path:
     sys.path.insert(0, _path)
+
+# The tests mirror the plugin tree (tests/unit/plugins/module_utils/<package>/, plugin_utils/, ...). The
+# recorded facts of a host and the contract's invariants of every report live in judges/test_verdict.py;
+# tests of other packages (the voice probe, the ladder) build on them with `import test_verdict`.
+_RECORDED_FACTS = str(ROOT / "tests" / "unit" / "plugins" / "module_utils" / "judges")
+if _RECORDED_FACTS not in sys.path:
+    sys.path.append(_RECORDED_FACTS)

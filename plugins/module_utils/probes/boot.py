@@ -19,7 +19,9 @@ import socket
 import threading
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import app_runner, gunicorn, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import dry_import
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz as healthz_probe
 

@@ -20,14 +20,14 @@ import os
 import re
 import select
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import (
-    app_runner, eventlet_compat, gunicorn, safe_read, service_env)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat, gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, logfile
 
 ENV_VARS = ('EVENTLET_NO_GREENDNS', 'EVENTLET_HUB')
 _WORKER_OPT = re.compile(r'(?:^|\s)(?:-k\s*|--worker-class(?:=|\s+))["\']?([\w.:]+)')
 _CLASS_URI = re.compile(r"^Error: class uri '(?P<uri>[^']*)' invalid or not found")
-_EXCEPTION = re.compile(r'^\[?(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit)): (?P<text>.*)$')
 # Exception lines of the log (or of the spare-port boot) and what they mean for this layer.
 _LINE_KINDS = (
     ('hub_invalid', re.compile(r"No module named 'eventlet\.hubs\.|selected hub is not available|Need to specify a hub")),
@@ -135,53 +135,6 @@ def worker_class_sources(params, masters, master_envs, run_lines, runners):
 
 
 # --- the log -------------------------------------------------------------------------------------------
-def read_log_lines(path):
-    if not path:
-        return []
-    try:
-        text = logfile.read_tail(path, TAIL_BYTES)[0]
-    except logfile.LogFileError:
-        return []
-    return text.splitlines()
-
-
-def current_run(lines, master_pids=()):
-    """The lines of the current run.
-
-    With a running master: from its "Starting gunicorn" (and the warnings its process printed just
-    before, such as EventletDeprecationWarning) to the end. Without one: the last run of the log (runs
-    end with "Shutting down: Master" and its "Reason:" line; a master that failed at start ends with
-    its traceback)."""
-    for pid in master_pids:
-        listen = [i for i, l in enumerate(lines) if 'Listening at: ' in l and l.rstrip().endswith('(%d)' % pid)]
-        if not listen:
-            continue
-        start = listen[-1]
-        for i in range(listen[-1], -1, -1):
-            if '] [%d] [INFO] Starting gunicorn' % pid in lines[i]:
-                start = i
-                break
-        while start > 0 and not _ends_output(lines[start - 1]):
-            start -= 1
-        return lines[start:]
-    blocks, ended = [[]], False
-    for line in lines:
-        closing = 'Shutting down: Master' in line or '] Reason: ' in line or line.startswith('Reason: ')
-        if ended and not closing:
-            blocks.append([])
-            ended = False
-        blocks[-1].append(line)
-        ended = ended or 'Shutting down: Master' in line
-    return blocks[-1]
-
-
-def _ends_output(line):
-    """A line that belongs to an earlier process: gunicorn's own log format, or the end of a traceback."""
-    text = line.strip()
-    return bool(_LOG_PREFIX.match(text)) or text == ']' or text.startswith('Error: ') or \
-        bool(_EXCEPTION.match(text.rstrip(']'))) or text.startswith('Reason: ')
-
-
 def scan_lines(lines):
     """Eventlet-related lines: the exception lines by kind, the deprecation notices, WORKER TIMEOUTs."""
     found = {'errors': [], 'deprecation': [], 'worker_timeouts': 0, 'class_uri': None}
@@ -193,7 +146,7 @@ def scan_lines(lines):
             found['deprecation'].append(_LOG_PREFIX.sub('', text)[:200])
         if 'WORKER TIMEOUT' in text:
             found['worker_timeouts'] += 1
-        m = _EXCEPTION.match(text.rstrip(']'))
+        m = gunicorn.RUN_EXCEPTION.match(text.rstrip(']'))
         if m:
             for kind, pattern in _LINE_KINDS:
                 if pattern.search(text):
@@ -372,8 +325,8 @@ def collect(context):
     masters = context['process']['masters']
     master = _primary(masters, context.get('port'))
     master_envs = dict((m['pid'], service_env.read_proc_environ(m['pid']) or {}) for m in masters)
-    lines = read_log_lines(p.get('log_file'))
-    run_lines = current_run(lines, [m['pid'] for m in masters])
+    lines = logfile.tail_lines(p.get('log_file'), TAIL_BYTES)
+    run_lines = gunicorn.current_run(lines, [m['pid'] for m in masters])
     runners = runner_configs(p['app'], p['chdir'], p.get('env_file'), context.get('env_file_env'))
     sources = worker_class_sources(p, masters, master_envs, run_lines, runners)
     log = scan_lines(run_lines)
@@ -436,7 +389,7 @@ def collect(context):
                                p['boot_timeout'], versions.get('gunicorn'), context.get('psutil'),
                                worker_class='eventlet', extra_env=extra, ident=context.get('identity'))
     result['env'] = extra
-    errors = [l.strip().lstrip('[').rstrip(']') for l in result['output_tail'] if _EXCEPTION.match(l.strip().rstrip(']'))]
+    errors = [l.strip().lstrip('[').rstrip(']') for l in result['output_tail'] if gunicorn.RUN_EXCEPTION.match(l.strip().rstrip(']'))]
     result['error_line'] = errors[-1] if errors else next(
         (l.strip() for l in reversed(result['output_tail']) if l.startswith('Error: ')), None)
     result['class_uri'] = next((l.strip() for l in result['output_tail'] if _CLASS_URI.match(l.strip())), None)

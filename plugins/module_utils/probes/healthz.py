@@ -10,7 +10,7 @@ __metaclass__ = type
 import socket
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http
 
 try:
     from http.client import HTTPException

@@ -9,12 +9,6 @@ __metaclass__ = type
 
 import socket
 
-LOOPBACK = ('127.', '::1', '::ffff:127.')
-
-
-def is_loopback(address):
-    return address.startswith(LOOPBACK) or address == 'localhost'
-
 
 def listening_sockets(psutil):
     """Every TCP LISTEN socket -> [dict(pid, name, family, address, port)]; pid None when not ours to see."""

@@ -9,7 +9,8 @@ __metaclass__ = type
 import datetime
 import os
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 
 TAIL_BYTES = 2 << 20  # the recent past is what matters; old megabytes only slow the probe
 EVENTS_KEPT = 300
@@ -43,6 +44,17 @@ def read_tail(path, limit=TAIL_BYTES):
     if done.truncated:
         text = text.split('\n', 1)[-1]  # drop the partial first line
     return text, done.size
+
+
+def tail_lines(path, limit=TAIL_BYTES):
+    """The lines of the log's last `limit` bytes; [] when there is no log or it cannot be read (a FIFO, a
+    directory, a missing file)."""
+    if not path:
+        return []
+    try:
+        return read_tail(path, limit)[0].splitlines()
+    except LogFileError:
+        return []
 
 
 def collect(path):

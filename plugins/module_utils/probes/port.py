@@ -6,7 +6,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
 
 DEFAULT_PORT = 8000
 

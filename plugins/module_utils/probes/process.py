@@ -12,8 +12,9 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import gunicorn, safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.processes import is_within
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within
 
 SHELLS = ('sh', 'bash', 'dash', 'zsh', 'ksh', 'busybox')
 PLATFORM_RUNNERS = ('honcho', 'foreman', 'tini', 'dumb-init', 'docker-init', 's6-supervise', 'runsv',

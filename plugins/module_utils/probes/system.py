@@ -12,7 +12,7 @@ import resource
 import subprocess
 import tempfile
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
 
 OOM_LINE = re.compile(r'(Out of memory: Killed process (?P<pid>\d+) \((?P<name>[^)]+)\)|oom-kill:.*task=(?P<task>[^,]+),pid=(?P<tpid>\d+))')
 

@@ -39,7 +39,8 @@ except ImportError:
     websocket = None
     HAS_WEBSOCKET = False
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils import deadline_http, safe_read, service_env, twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env, twilio
 
 HTTP_TIMEOUT = 3.0        # each webhook request, all of it
 WS_TIMEOUT = 3.0          # connect + handshake, all of it
@@ -136,9 +137,9 @@ def _probe_http(facts, p, env, port, base, pace, within=None):
     log_mark = _log_size(log_file)
     facts['websocket'] = probe_websocket(port, p['ws_path'], host, stream_sid, call_sid, account_sid, custom, pace,
                                          within)
-    rt = facts['websocket'].get('round_trip')
-    if rt is not None:
-        facts['media_tx'] = media_tx_lines(log_file, log_mark, stream_sid, (rt.get('events') or {}).get('media', 0))
+    round_trip = facts['websocket'].get('round_trip')
+    if round_trip is not None:
+        facts['media_tx'] = media_tx_lines(log_file, log_mark, stream_sid, (round_trip.get('events') or {}).get('media', 0))
 
 
 # --- where things come from ---------------------------------------------------------------------------

@@ -1,0 +1,301 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What Twilio sends and expects, as pure functions: request signatures, webhook form fields,
+TwiML parsing and stream-URL rules, Media Streams messages, mu-law audio and frame checks.
+
+No I/O here: probes/voice.py talks to the app, judge_voice.py decides what the results mean.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+
+try:
+    from urllib.parse import urlsplit
+except ImportError:  # pragma: no cover - Python 2 is not a target
+    urlsplit = None
+
+SUBPROTOCOL = 'audio.twilio.com'
+WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'   # RFC 6455, section 1.3
+SAMPLE_RATE = 8000
+FRAME_MS = 20
+FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000        # 160: 20 ms of 8 kHz mono mu-law, one byte a sample
+SERVER_EVENTS = ('media', 'mark', 'clear')          # all a bidirectional stream's server may send
+# What other frame sizes mean, for the evidence (20 ms at a rate and sample width).
+SIZE_HINTS = {
+    320: '320 bytes = 20 ms of 16-bit PCM at 8 kHz (not mu-law)',
+    640: '640 bytes = 20 ms of 16-bit PCM at 16 kHz (= 4 x 160: not mu-law, wrong rate)',
+    960: '960 bytes = 20 ms of 16-bit PCM at 24 kHz',
+    1920: '1920 bytes = 20 ms of 16-bit PCM at 48 kHz',
+    480: '480 bytes = 20 ms of 8-bit audio at 24 kHz, or 60 ms of 8 kHz mu-law',
+    8000: '8000 bytes = one second of 8 kHz mu-law in one message, not 20 ms frames',
+}
+
+
+# --- request signature (https://www.twilio.com/docs/usage/security#validating-requests) -----------
+def signature(auth_token, url, params):
+    """X-Twilio-Signature for a POST to `url` with form `params` (dict or list of pairs): the full URL,
+    then every parameter name followed by its value, sorted by name (and value), HMAC-SHA1 keyed with
+    the auth token, base64."""
+    pairs = sorted(params.items() if isinstance(params, dict) else params)
+    data = url + ''.join('%s%s' % (k, v) for k, v in pairs)
+    digest = hmac.new(auth_token.encode('utf-8'), data.encode('utf-8'), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode('ascii')
+
+
+def ws_accept(key):
+    """The Sec-WebSocket-Accept a server must answer for Sec-WebSocket-Key `key` (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode('ascii')).digest()).decode('ascii')
+
+
+# --- webhook requests -------------------------------------------------------------------------------
+def sid(prefix, seed):
+    """A Twilio-shaped SID (two letters + 32 hex digits) derived from `seed`."""
+    return prefix + hashlib.sha1(seed.encode('utf-8')).hexdigest()[:32]
+
+
+def incoming_call_fields(call_sid, account_sid, caller='+15555550100', called='+15555550199'):
+    """The form Twilio POSTs to a voice webhook when a call comes in."""
+    return {
+        'AccountSid': account_sid, 'ApiVersion': '2010-04-01', 'CallSid': call_sid, 'CallStatus': 'ringing',
+        'Called': called, 'CalledCountry': 'US', 'Caller': caller, 'CallerCountry': 'US',
+        'Direction': 'inbound', 'From': caller, 'FromCountry': 'US', 'To': called, 'ToCountry': 'US',
+    }
+
+
+def stream_status_fields(call_sid, account_sid, stream_sid, event='stream-started', timestamp=None):
+    """The form Twilio POSTs to a <Stream statusCallback>."""
+    return {
+        'AccountSid': account_sid, 'CallSid': call_sid, 'StreamSid': stream_sid, 'StreamName': stream_sid,
+        'StreamEvent': event, 'Timestamp': timestamp or '2026-11-25T12:00:00.000Z',
+    }
+
+
+# --- base URLs and TwiML ----------------------------------------------------------------------------
+def split_base_url(value):
+    """A public base URL as the app would read it -> dict(scheme, netloc, host, port, prefix, clean, ...), or
+    None when there is none. A value without a scheme is taken as https, as Twilio needs TLS. Lenient: the
+    voice layer judges what it finds; the external probe (plugin_utils/external_probe.split_base_url) refuses
+    what it cannot probe, on top of this one parser."""
+    value = (value or '').strip()
+    if not value:
+        return None
+    if '://' not in value:
+        value = 'https://' + value
+    parts = urlsplit(value)
+    prefix = '/'.join(seg for seg in parts.path.split('/') if seg)
+    prefix = '/' + prefix if prefix else ''
+    netloc = parts.netloc.rsplit('@', 1)[-1]    # user:password@ (webhook basic auth) never leaves the host
+    return {
+        'scheme': parts.scheme.lower(), 'netloc': netloc.lower(), 'host': (parts.hostname or '').lower(),
+        'port': _port_of(parts), 'prefix': prefix, 'trailing_slash': parts.path.endswith('/'),
+        'clean': '%s://%s%s' % (parts.scheme.lower(), netloc, prefix), 'userinfo': '@' in parts.netloc,
+        'query_or_fragment': bool(parts.query or parts.fragment),
+    }
+
+
+def mask_userinfo(url):
+    """https://user:secret@host/x -> https://user:<redacted>@host/x (anything else unchanged)."""
+    return re.sub(r'^([A-Za-z][\w+.-]*://[^/@:]*):[^/@]*@', r'\1:<redacted>@', url or '') if url else url
+
+
+def mask_twiml_parameters(text):
+    """TwiML with the values of <Parameter> elements blanked: an app may pass secrets to its own stream."""
+    return re.sub(r'(<Parameter\b[^>]*?\bvalue\s*=\s*)("[^"]*"|\'[^\']*\')', r'\1"***"', text or '')
+
+
+def _port_of(parts):
+    """The URL's port, None when it has none, -1 when it is not a number."""
+    try:
+        return parts.port
+    except ValueError:
+        return -1
+
+
+def expected_stream_url(base, ws_path):
+    """wss://HOST[/prefix]/ws/path for a split base URL (http->ws, https->wss, as the domain facts say)."""
+    scheme = {'http': 'ws', 'https': 'wss', 'ws': 'ws', 'wss': 'wss'}.get(base['scheme'], 'wss')
+    return '%s://%s%s%s' % (scheme, base['netloc'], base['prefix'], ws_path)
+
+
+def parse_twiml(body):
+    """TwiML text -> dict(ok, error, verb, streams: [{url, parameters: [names], has_status_callback}]).
+    `verb` is the parent of the first <Stream>: Connect (bidirectional) or Start (listen only)."""
+    result = {'ok': False, 'error': None, 'root': None, 'verb': None, 'streams': [], 'verbs': []}
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as e:
+        result['error'] = 'not XML: %s' % e
+        return result
+    result['root'] = root.tag
+    result['verbs'] = [child.tag for child in root]
+    if root.tag != 'Response':
+        result['error'] = 'the root element is <%s>, not <Response>' % root.tag
+        return result
+    for verb in ('Connect', 'Start'):
+        for parent in root.findall(verb):
+            for stream in parent.findall('Stream'):
+                result['streams'].append({
+                    'verb': verb, 'url': stream.get('url'),
+                    'parameters': [p.get('name') for p in stream.findall('Parameter')],
+                    'parameter_values': dict((p.get('name'), p.get('value')) for p in stream.findall('Parameter')),
+                    'has_status_callback': stream.get('statusCallback') is not None,
+                })
+    if not result['streams']:
+        result['error'] = 'no <Connect><Stream url="..."/></Connect> in <Response> (verbs: %s)' % (
+            ', '.join('<%s>' % v for v in result['verbs']) or 'none')
+        return result
+    result['verb'] = result['streams'][0]['verb']
+    result['ok'] = True
+    return result
+
+
+def check_stream_url(url, base, ws_path):
+    """Problems of a <Stream url> for Twilio -> list of dicts(kind, detail), most serious first.
+
+    kinds: missing, malformed (31923), scheme (31922: not wss), double_slash (31923), host (points
+    elsewhere than the public base URL), path (not the public prefix + ws_path), query (Twilio drops it).
+    `base` is split_base_url(...) or None when the public URL is unknown (then host and path prefix are
+    not checked)."""
+    if not url:
+        return [{'kind': 'missing', 'detail': '<Stream> has no url attribute'}]
+    if re.search(r'\s', url) or '://' not in url:
+        return [{'kind': 'malformed', 'detail': '%r is not an absolute URL' % url}]
+    parts = urlsplit(url)
+    problems = []
+    if not parts.hostname:
+        problems.append({'kind': 'malformed', 'detail': '%r has no host' % url})
+    if _port_of(parts) == -1:
+        problems.append({'kind': 'malformed', 'detail': '%r has a port that is not a number' % url})
+    if parts.scheme.lower() != 'wss':
+        problems.append({'kind': 'scheme', 'detail': '%r uses %s://, Twilio only connects to wss://' % (url, parts.scheme)})
+    if '//' in parts.path:
+        problems.append({'kind': 'double_slash', 'detail': '%r has // in its path %r' % (url, parts.path)})
+    collapsed = re.sub('/+', '/', parts.path)
+    if base:
+        if parts.netloc.lower() != base['netloc'] and not _same_host(parts, base):
+            problems.append({'kind': 'host', 'detail': '%r points at %s, not at the public base URL\'s host %s' % (
+                url, parts.netloc, base['netloc'])})
+        want = base['prefix'] + ws_path
+        if collapsed != want:
+            problems.append({'kind': 'path', 'detail': '%r has the path %s, the WebSocket is served at %s' % (
+                url, parts.path, want)})
+    elif not collapsed.endswith(ws_path):
+        problems.append({'kind': 'path', 'detail': '%r has the path %s, the WebSocket is served at %s' % (
+            url, parts.path, ws_path)})
+    if parts.query:
+        problems.append({'kind': 'query', 'detail': '%r carries the query string ?%s, which Twilio does not pass '
+                         'on to the WebSocket' % (url, parts.query)})
+    return problems
+
+
+def _same_host(parts, base):
+    """voice.example.com and voice.example.com:443 (wss default port) are the same place."""
+    port = _port_of(parts)
+    return (parts.hostname or '').lower() == base['host'] and port in (None, 443) and base['port'] in (None, 443)
+
+
+# --- Media Streams messages (https://www.twilio.com/docs/voice/media-streams/websocket-messages) ----
+def connected_message():
+    return {'event': 'connected', 'protocol': 'Call', 'version': '1.0.0'}
+
+
+def start_message(stream_sid, call_sid, account_sid, custom_parameters=None):
+    return {
+        'event': 'start', 'sequenceNumber': '1', 'streamSid': stream_sid,
+        'start': {
+            'accountSid': account_sid, 'streamSid': stream_sid, 'callSid': call_sid, 'tracks': ['inbound'],
+            'customParameters': custom_parameters or {},
+            'mediaFormat': {'encoding': 'audio/x-mulaw', 'sampleRate': SAMPLE_RATE, 'channels': 1},
+        },
+    }
+
+
+def media_message(stream_sid, sequence, chunk, payload):
+    return {
+        'event': 'media', 'sequenceNumber': str(sequence), 'streamSid': stream_sid,
+        'media': {'track': 'inbound', 'chunk': str(chunk), 'timestamp': str((chunk - 1) * FRAME_MS),
+                  'payload': base64.b64encode(payload).decode('ascii')},
+    }
+
+
+def mark_message(stream_sid, sequence, name):
+    return {'event': 'mark', 'sequenceNumber': str(sequence), 'streamSid': stream_sid, 'mark': {'name': name}}
+
+
+def stop_message(stream_sid, sequence, call_sid, account_sid):
+    return {'event': 'stop', 'sequenceNumber': str(sequence), 'streamSid': stream_sid,
+            'stop': {'accountSid': account_sid, 'callSid': call_sid}}
+
+
+# --- mu-law (G.711) ---------------------------------------------------------------------------------
+def ulaw_encode_sample(sample):
+    """One signed 16-bit PCM sample -> one mu-law byte (G.711, inverted: silence is 0xFF)."""
+    value = sample >> 2                   # mu-law is defined on 14-bit samples
+    mask = 0xFF
+    if value < 0:
+        value, mask = -value, 0x7F
+    value = min(value + 0x21, 0x1FFF)     # bias, then clip at the top of the last segment
+    segment = max(value.bit_length() - 6, 0)
+    mantissa = (value >> (segment + 1)) & 0x0F
+    return ((segment << 4) | mantissa) ^ mask
+
+
+def tone_frames(count, freq_hz=440, amplitude=0.2):
+    """`count` 20 ms frames (160 bytes each) of a mu-law sine tone: what a caller's voice looks like."""
+    peak = amplitude * 32767
+    samples = count * FRAME_BYTES
+    audio = bytearray(ulaw_encode_sample(int(round(peak * math.sin(2 * math.pi * freq_hz * n / SAMPLE_RATE))))
+                      for n in range(samples))
+    return [bytes(audio[i:i + FRAME_BYTES]) for i in range(0, samples, FRAME_BYTES)]
+
+
+# --- what the server sends back ---------------------------------------------------------------------
+def check_server_message(opcode_text, data, stream_sid):
+    """One frame from the app -> (event or None, problem or None, payload size or None).
+
+    opcode_text: True for a text frame. A problem is a dict(kind, detail): binary, json, event,
+    stream_sid, payload (what Twilio would reject with 31924)."""
+    if not opcode_text:
+        return None, {'kind': 'binary', 'detail': 'a binary frame of %d bytes (Twilio expects JSON text frames)'
+                      % len(data)}, None
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None, {'kind': 'json', 'detail': 'a text frame that is not JSON: %r' % (data[:60],)}, None
+    if not isinstance(message, dict):
+        return None, {'kind': 'json', 'detail': 'a JSON %s, not an object' % type(message).__name__}, None
+    event = message.get('event')
+    if event not in SERVER_EVENTS:
+        return event, {'kind': 'event', 'detail': 'event %r (a server may send only media, mark and clear)'
+                       % (event,)}, None
+    if message.get('streamSid') != stream_sid:
+        return event, {'kind': 'stream_sid', 'detail': '%s with streamSid %r, the call\'s is %r' % (
+            event, message.get('streamSid'), stream_sid)}, None
+    if event != 'media':
+        return event, None, None
+    payload = (message.get('media') or {}).get('payload') if isinstance(message.get('media'), dict) else None
+    if not isinstance(payload, str):
+        return event, {'kind': 'payload', 'detail': 'media without media.payload'}, None
+    try:
+        audio = base64.b64decode(payload.encode('ascii'), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return event, {'kind': 'payload', 'detail': 'media.payload is not base64'}, None
+    size = len(audio)
+    if audio[:4] == b'RIFF' or audio[:4] == b'.snd':
+        return event, {'kind': 'payload', 'detail': 'media.payload of %d bytes starts with a %s file header: '
+                       'Twilio plays raw mu-law, no header' % (size, 'WAV' if audio[:4] == b'RIFF' else 'AU')}, size
+    if size != FRAME_BYTES:
+        hint = SIZE_HINTS.get(size) or ('%d bytes = %.1f ms of 8 kHz mu-law' % (size, size / 8.0))
+        return event, {'kind': 'payload', 'detail': 'media.payload of %d bytes, not %d (%s)' % (
+            size, FRAME_BYTES, hint)}, size
+    return event, None, size

@@ -1,0 +1,56 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The healthz layer: a stable 200 on the health path, from the app itself (facts['healthz'])."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
+
+
+def answers_in_runs(samples, most=4):
+    """The samples' answers as runs, so a long window stays one short phrase: '26 x 200', or
+    '3 x 200, then 2 x 502, then 1 x connection refused'."""
+    runs = []
+    for s in samples:
+        answer = str(s['status']) if s['status'] else (s['error'] or 'no answer')
+        if runs and runs[-1][0] == answer:
+            runs[-1][1] += 1
+        else:
+            runs.append([answer, 1])
+    text = ', then '.join('%d x %s' % (count, answer) for answer, count in runs[:most])
+    if len(runs) > most:
+        text += ', then %d more changes' % (len(runs) - most)
+    return text or 'no samples'
+
+
+def judge(facts, layer):
+    h = facts['healthz']
+    samples = h['samples']
+    statuses = [s['status'] for s in samples]
+    ok = [s for s in samples if s['status'] == 200]
+    summary = '%s over %.1f s (%s)' % (answers_in_runs(samples), h['elapsed'], h['wait_reason'])
+    strangers = shared.answered_by_stranger(facts)
+    if ok and strangers:
+        layer.check('stable 200', 'fail', '%s, but from pid %s (%s), which is not the app' % (
+            summary, strangers[0]['pid'], strangers[0]['name']))
+        return
+    if shared.healthz_stable(facts):
+        latency = max(s['latency_ms'] for s in samples)
+        layer.check('stable 200', 'pass', '%s; slowest %.0f ms; body %r' % (summary, latency, samples[0]['body'][:80]))
+        return
+    layer.check('stable 200', 'fail', '%s at %s' % (summary, h['url']))
+    if ok and len(ok) < len(samples):
+        bad = next(s for s in samples if s['status'] != 200)
+        layer.cause('healthz_flapping', ['%s answered 200, then %s after %.1f s' % (
+            h['url'], bad['status'] or bad['error'], bad['at'])] + [summary])
+    elif 404 in statuses:
+        layer.cause('healthz_missing', ['GET %s -> 404 body %r' % (h['url'], samples[statuses.index(404)]['body'][:120])])
+    elif any(s and s >= 500 for s in statuses):
+        first = next(s for s in samples if s['status'] and s['status'] >= 500)
+        evidence = ['GET %s -> %d body %r' % (h['url'], first['status'], first['body'][:120])]
+        tb = (facts.get('log') or {}).get('tracebacks') or []
+        if tb:
+            evidence.append('last traceback in the log: %s' % tb[-1]['exception'])
+        layer.cause('healthz_error', evidence)

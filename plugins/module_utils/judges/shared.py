@@ -1,0 +1,133 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What several layer judges share: the Layer that collects checks and causes, and helpers on facts
+(the masters, the current run's log events, the host values every remedy gets).
+
+Pure: no I/O, no Ansible."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import shlex
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, render_remedy
+
+RANK = {'skip': 0, 'pass': 1, 'warn': 2, 'fail': 3}
+
+
+class Layer(object):
+    """Checks and causes of one layer as they are found."""
+
+    def __init__(self, name, values):
+        self.name = name
+        self.values = values
+        self.checks = []
+        self.causes = []
+
+    def check(self, name, status, detail):
+        self.checks.append({'name': name, 'status': status, 'detail': detail})
+
+    def cause(self, cause_id, evidence, severity=None, refs=None, **extra):
+        """Record a cause; `refs` overrides the table's twilio_error / runbook_cause / runbook_step
+        when this instance's evidence says more than the usual case."""
+        meta = CAUSES[cause_id]
+        values = dict(self.values, **extra)
+        self.causes.append({
+            'id': cause_id,
+            'layer': meta['layer'],
+            'severity': severity or meta['severity'],
+            'evidence': [e for e in evidence if e] or [meta['meaning']],
+            'remedy': render_remedy(cause_id, values),
+            'twilio_error': meta['twilio_error'],
+            'runbook_step': meta['runbook_step'],
+            'runbook_cause': meta['runbook_cause'],
+        })
+        self.causes[-1].update(refs or {})
+
+    def result(self):
+        # A passing note ("note: none known ...") is context: a layer whose real checks were all skipped is skipped.
+        real = [c for c in self.checks if not (c['status'] == 'pass' and (c['detail'] or '').startswith('note:'))]
+        statuses = [c['status'] for c in (real or self.checks)] + [c['severity'] for c in self.causes]
+        status = max(statuses, key=RANK.get) if statuses else 'skip'
+        return {'name': self.name, 'status': status, 'checks': self.checks}
+
+
+def masters_of(facts):
+    return facts['process']['masters']
+
+
+def primary_master(facts):
+    """The master serving $PORT if one does, else the oldest."""
+    on_port = set(s['pid'] for s in (facts.get('listen') or {}).get('on_port', []))
+    masters = masters_of(facts)
+    for m in masters:
+        if m['pid'] in on_port:
+            return m
+    return max(masters, key=lambda m: m['age']) if masters else None
+
+
+def last_run_events(facts):
+    """Log events of the current run: after the primary master's `Listening at`, else after the last
+    `Starting gunicorn` (so old incidents in a long log do not count against a healthy service)."""
+    log = facts.get('log')
+    if not log:
+        return []
+    events = log['events']
+    master = primary_master(facts)
+    start = 0
+    for i, e in enumerate(events):
+        if e['event'] == 'listening' and master and int(e.get('master', 0)) == master['pid']:
+            start = i
+            break
+        if e['event'] == 'starting':
+            start = i
+    return events[start:]
+
+
+def describe_master(m):
+    s = m['settings']
+    return 'master %d (%s, %s worker%s, timeout %s, bind %s%s), %s s old, started by %s: %s' % (
+        m['pid'], s['worker_class'], s['workers'], '' if s['workers'] == 1 else 's', s['timeout'],
+        ','.join(s['bind']), ', preload' if s['preload'] else '', age(m['age']), m['runner']['kind'],
+        m['runner']['detail'])
+
+
+def age(seconds):
+    return '%d' % seconds if seconds >= 10 else '%.1f' % seconds
+
+
+def host_values(facts):
+    """Host values for the remedy templates."""
+    inputs = facts['inputs']
+    port = facts['port']['port']
+    master = primary_master(facts)
+    settings = master['settings'] if master else {}
+    command = gunicorn.format_command(
+        shlex.quote(inputs['python']) if ' ' in inputs['python'] else inputs['python'], inputs['app'], '$PORT',
+        worker_class=settings.get('worker_class', 'sync'), workers=settings.get('workers', 1))
+    env_where = inputs.get('env_file') or 'the service environment (unit Environment=, supervisord environment=)'
+    return {
+        'port': port,
+        'source': facts['port']['source'],
+        'raw': facts['port'].get('raw') or '',
+        'env_where': env_where,
+        'command': 'cd %s && PORT=%d %s' % (inputs['chdir'], port, command),
+        'healthz_path': inputs['healthz_path'],
+        'dry_import_command': 'cd %s && %s -c "import %s as m; a = m.%s; print(a.url_map); '
+                              'print(a.test_client().get(\'%s\').status_code)"' % (
+                                  inputs['chdir'], inputs['python'], gunicorn.split_app_spec(inputs['app'])[0],
+                                  gunicorn.split_app_spec(inputs['app'])[1].rstrip('()'), inputs['healthz_path']),
+    }
+
+
+def answered_by_stranger(facts):
+    """Listeners on $PORT, when none of them is the app: their 200 is not the app's."""
+    on_port = (facts.get('listen') or {}).get('on_port', [])
+    return [] if any(s['app_role'] for s in on_port) else on_port
+
+
+def healthz_stable(facts):
+    samples = (facts.get('healthz') or {}).get('samples')
+    return bool(samples) and all(s['status'] == 200 for s in samples) and not answered_by_stranger(facts)

@@ -1,0 +1,526 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The voice layer of the verdict: facts['voice'] -> checks and causes (see verdict.Layer).
+
+Would a Twilio call work (runbook section 5)? The TwiML webhook, the stream status callback, the
+media-stream WebSocket (handshake and a one-second call) and the Google credentials. Each cause names
+the Twilio error a real call shows: the cause table's code, or a more exact one for this instance
+(12100 TwiML that is not XML, 11200 a webhook that fails, 31901 a handshake that never answers).
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
+
+TABLE = object()   # "the Twilio error of the cause table"
+# Problems of the stream URL (twilio.check_stream_url kinds) -> cause id, Twilio error, severity.
+URL_KINDS = {
+    'missing': ('twiml_invalid', 31923, 'fail'),
+    'malformed': ('twiml_invalid', 31923, 'fail'),
+    'scheme': ('twiml_invalid', 31922, 'fail'),
+    'double_slash': ('twiml_double_slash', 31923, 'fail'),
+    'path': ('twiml_invalid', 31920, 'fail'),
+    'host': ('twiml_invalid', None, 'fail'),
+    'query': ('twiml_invalid', None, 'warn'),
+}
+HANDSHAKE_CHECK = ('curl -i -N --max-time 3 -H "Connection: Upgrade" -H "Upgrade: websocket" -H "Sec-WebSocket-Version: 13" '
+                   '-H "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" -H "Sec-WebSocket-Protocol: audio.twilio.com" '
+                   'http://127.0.0.1:{port}{path}')
+
+
+def _cause(layer, cause_id, evidence, twilio_error=TABLE, severity=None, **values):
+    refs = None if twilio_error is TABLE else {'twilio_error': twilio_error}
+    layer.cause(cause_id, evidence, severity=severity, refs=refs, **values)
+
+
+def judge(facts, layer):
+    """Add the voice layer's checks and causes to `layer`."""
+    voice = facts.get('voice')
+    if voice is None:
+        if not (facts.get('inputs') or {}).get('voice_checks', True):
+            layer.check('voice checks', 'skip', 'doctor_voice_checks is false: webhooks, media stream and Google '
+                        'credentials were not checked')
+        else:
+            layer.check('voice checks', 'skip', 'not probed in this run')
+        return
+    _judge_base(voice, layer)
+    if voice.get('http_skipped'):
+        for name in ('TwiML webhook', 'status callback', 'WebSocket handshake', 'media round trip'):
+            layer.check(name, 'skip', voice['http_skipped'])
+    else:
+        _judge_twiml(voice, layer)
+        _judge_status_callback(voice, layer)
+        _judge_websocket(voice, layer)
+    _judge_gcp(voice, layer)
+
+
+# --- public base URL ------------------------------------------------------------------------------------
+def _judge_base(voice, layer):
+    base = voice.get('public_base')
+    if not base:
+        layer.check('public base URL', 'pass', 'note: none known (no doctor_public_base_url, no PUBLIC_BASE_URL in '
+                    '%s): the stream URL\'s host is not checked and the external layer has no URL to probe'
+                    % voice['env_source'])
+        return
+    notes = []
+    if base['scheme'] not in ('https', 'wss'):
+        notes.append('%s:// - Twilio needs https webhooks and a wss:// stream' % base['scheme'])
+    if base['trailing_slash']:
+        notes.append('ends with "/": the app must strip it before joining paths')
+    layer.check('public base URL', 'pass', '%s from %s%s' % (voice['public_base_url'], voice['public_base_url_source'],
+                                                             ('; note: ' + '; '.join(notes)) if notes else ''))
+
+
+def _request_text(r, path):
+    text = '%s %s (Host: %s' % (r['method'], r['url'], r['host_header'])
+    if r.get('forwarded_proto'):
+        text += ', X-Forwarded-Proto: %s' % r['forwarded_proto']
+    if r.get('signed_url'):
+        text += ', X-Twilio-Signature over %s' % r['signed_url']
+    return text + ')'
+
+
+def _answer_text(r):
+    if r.get('error'):
+        return r['error']
+    text = '%s %s' % (r['status'], r.get('reason') or '')
+    if r.get('body_bytes'):
+        text += ', %d bytes: %r' % (r['body_bytes'], (r.get('body_head') or '')[:160])
+    else:
+        text += ', empty body'
+    return text
+
+
+def _expected_url(voice):
+    base = voice.get('public_base')
+    return twilio.expected_stream_url(base, voice['paths']['ws']) if base else 'wss://PUBLIC_HOST%s' % voice['paths']['ws']
+
+
+def _curl(voice, path, fields='CallSid=CA00000000000000000000000000000000'):
+    return 'curl -sS -i -X POST -d %s %s%s' % (fields, voice['local_base'], path)
+
+
+# --- TwiML ----------------------------------------------------------------------------------------------
+def _judge_twiml(voice, layer):
+    twiml = voice['twiml']
+    path = voice['paths']['incoming_call']
+    request = _request_text(twiml, path)
+    values = {'path': path, 'expected_url': _expected_url(voice)}
+    if twiml.get('error') or twiml['status'] not in (200, 401, 403):
+        answer = _answer_text(twiml)
+        layer.check('TwiML webhook', 'fail', '%s -> %s' % (request, answer))
+        fix = ('it answered %s: read the traceback in the gunicorn log around this POST and reproduce it with: %s'
+               % (answer[:80], _curl(voice, path))) if twiml['status'] else \
+            'it did not answer (%s): see the process and boot layers' % twiml['error']
+        _cause(layer, 'twiml_invalid', ['%s -> %s' % (request, answer),
+                                        'a real call fails before any stream: Twilio error 11200 (HTTP retrieval failure)'],
+               twilio_error=11200, fix=fix, **values)
+        return
+    if twiml['status'] in (401, 403):
+        answer = _answer_text(twiml)
+        if not twiml.get('signed_url'):
+            layer.check('TwiML webhook', 'skip', '%s -> %s: the app wants a Twilio signature; set '
+                        'doctor_twilio_auth_token (kept out of every output) to check its TwiML' % (request, answer))
+            return
+        layer.check('TwiML webhook', 'fail', '%s -> %s' % (request, answer))
+        fix = ('the app rejects the X-Twilio-Signature Twilio computes over %s. If it validates against request.url, '
+               'behind a TLS proxy it sees http://...: wrap the app in werkzeug ProxyFix(app.wsgi_app, x_proto=1, '
+               'x_host=1) or validate against PUBLIC_BASE_URL + path; and check that doctor_twilio_auth_token is '
+               "the account's current auth token" % twiml['signed_url'])
+        _cause(layer, 'twiml_invalid', ['%s -> %s' % (request, answer),
+                                        'a real, signed call is refused the same way: Twilio error 11200'],
+               twilio_error=11200, fix=fix, **values)
+        return
+    parsed = twiml.get('parsed') or {}
+    if not parsed.get('ok'):
+        error = parsed.get('error') or 'no TwiML'
+        layer.check('TwiML webhook', 'fail', '%s -> 200, %s' % (request, error))
+        not_xml = error.startswith('not XML')
+        _cause(layer, 'twiml_invalid', ['%s -> 200 %s: %s' % (request, twiml.get('content_type'), error),
+                                        'body: %r' % (twiml.get('body_head') or '')[:200]],
+               twilio_error=12100 if not_xml else None,
+               fix='return the XML document itself (mimetype text/xml), not %s' % (
+                   'HTML or JSON' if not_xml else 'other verbs only'), **values)
+        return
+    stream = parsed['streams'][0]
+    url = stream['url']
+    if stream['verb'] != 'Connect':
+        layer.check('TwiML webhook', 'fail', '%s -> <%s><Stream url=%r>: a one-way stream' % (request, stream['verb'], url))
+        _cause(layer, 'twiml_invalid', ['%s -> <Response><%s><Stream url="%s">' % (request, stream['verb'], url),
+                                        '<Start><Stream> only forks the caller\'s audio: what the app sends back is '
+                                        'never played (bidirectional streams need <Connect><Stream>)'],
+               twilio_error=None, fix='use <Connect> instead of <Start> around <Stream>', **values)
+        return
+    _judge_stream_url(voice, layer, request, parsed, values)
+
+
+def _judge_stream_url(voice, layer, request, parsed, values):
+    """The <Connect><Stream url> of a valid TwiML answer against the public base URL and the WebSocket path."""
+    url = parsed['streams'][0]['url']
+    stream = parsed['streams'][0]
+    problems = twilio.check_stream_url(url, voice.get('public_base'), voice['paths']['ws'])
+    extra = []
+    if stream['parameters']:
+        extra.append('custom parameters %s' % ', '.join(str(n) for n in stream['parameters']))
+    if len(parsed['streams']) > 1:
+        extra.append('note: %d <Stream> elements, only the first was checked' % len(parsed['streams']))
+    detail = '%s -> 200, <Connect><Stream url="%s">%s' % (request, url, ''.join('; ' + e for e in extra))
+    if not problems:
+        match = 'matches %s + %s' % (voice['public_base']['clean'], voice['paths']['ws']) if voice.get('public_base') else \
+            'host not checked: no public base URL known'
+        layer.check('TwiML webhook', 'pass', '%s (%s)' % (detail, match))
+        return
+    worst = 'fail' if any(URL_KINDS[p['kind']][2] == 'fail' for p in problems) else 'warn'
+    layer.check('TwiML webhook', worst, '%s: %s' % (detail, '; '.join(p['detail'] for p in problems)))
+    by_cause = {}
+    for p in problems:
+        by_cause.setdefault(URL_KINDS[p['kind']][0], []).append(p)
+    for cause_id in ('twiml_double_slash', 'twiml_invalid'):
+        found = by_cause.get(cause_id)
+        if not found:
+            continue
+        severity = 'fail' if any(URL_KINDS[p['kind']][2] == 'fail' for p in found) else 'warn'
+        code = next((URL_KINDS[p['kind']][1] for p in found if URL_KINDS[p['kind']][2] == severity), None)
+        evidence = ['%s returned <Stream url="%s">' % (request, url)] + [p['detail'] for p in found]
+        if code:
+            evidence.append('a real call shows Twilio error %d' % code)
+        if cause_id == 'twiml_double_slash':
+            _cause(layer, cause_id, evidence, twilio_error=code, fix=_double_slash_fix(voice, layer.values.get('env_where')), stream_url=url.split('?')[0],
+                   **values)
+        else:
+            _cause(layer, cause_id, evidence, twilio_error=code, severity=severity,
+                   fix='; '.join(_url_fix(voice, p) for p in found), **values)
+
+
+def _double_slash_fix(voice, where):
+    ws_path = voice['paths']['ws']
+    raw = voice.get('env_public_base_url') or voice.get('public_base_url')
+    join = "base.rstrip('/') + '%s'" % ws_path
+    if raw and raw.endswith('/'):
+        return ('Strip the trailing / of PUBLIC_BASE_URL (now %s; set %s in %s), and build the URL in the code as %s '
+                'so a trailing / can never double it again.' % (raw, raw.rstrip('/'), where, join))
+    return 'The code that builds the TwiML doubles the /: build the URL as %s.' % join
+
+
+def _url_fix(voice, problem):
+    kind = problem['kind']
+    if kind == 'scheme':
+        return ('build the URL with wss:// (https -> wss; PUBLIC_BASE_URL must be an https:// URL, Twilio never '
+                'connects to ws://)')
+    if kind == 'host':
+        return ('build the URL from PUBLIC_BASE_URL (%s), not from the request\'s Host header or a hard-coded host'
+                % voice['public_base']['clean'])
+    if kind == 'path':
+        return ('point it at the path the WebSocket is served on, or set doctor_ws_path to the path the app really '
+                'serves')
+    if kind == 'query':
+        return ('move the query string into <Parameter name="..." value="..."/> elements inside <Stream>; the app '
+                'reads them from start.customParameters')
+    return 'emit an absolute wss:// URL with a host'
+
+
+# --- status callback ------------------------------------------------------------------------------------
+def _judge_status_callback(voice, layer):
+    s = voice['status_callback']
+    if s.get('skipped'):
+        layer.check('status callback', 'skip', s['skipped'])
+        return
+    path = voice['paths']['stream_status']
+    request = _request_text(s, path)
+    answer = _answer_text(s)
+    if s['status'] == 204 and not s.get('body_bytes'):
+        layer.check('status callback', 'pass', '%s -> %s' % (request, answer))
+        return
+    layer.check('status callback', 'warn', '%s -> %s' % (request, answer))
+    evidence = ['%s with StreamEvent=stream-started -> %s' % (request, answer)]
+    code = None
+    if s.get('error') or (s['status'] or 0) >= 400:
+        code = 11200
+        evidence.append('Twilio logs error 11200 for every status callback of every call')
+    answer = s['error'] if s.get('error') else '%s %s with %d bytes' % (s['status'], s.get('reason') or '',
+                                                                        s.get('body_bytes') or 0)
+    _cause(layer, 'status_callback_not_204', evidence, twilio_error=code, path=path, answer=answer.replace('?', ''))
+
+
+# --- WebSocket ------------------------------------------------------------------------------------------
+def _judge_websocket(voice, layer):
+    websocket = voice['websocket']
+    ws_path = voice['paths']['ws']
+    port = voice['local_base'].rsplit(':', 1)[1]
+    check = HANDSHAKE_CHECK.format(port=port, path=ws_path)
+    values = {'ws_path': ws_path, 'check': check}
+    if websocket.get('skipped'):
+        if websocket.get('install'):
+            layer.check('WebSocket handshake', 'warn', '%s: install it with: %s' % (websocket['skipped'], websocket['install']))
+        else:
+            layer.check('WebSocket handshake', 'skip', websocket['skipped'])
+        layer.check('media round trip', 'skip', 'no handshake')
+        return
+    request = 'GET %s (Host: %s, Upgrade: websocket, Sec-WebSocket-Protocol: audio.twilio.com)' % (websocket['url'], websocket['host_header'])
+    headers = websocket.get('headers') or {}
+    if websocket.get('status') is None:
+        timeout = 'within' in (websocket.get('error') or '')
+        layer.check('WebSocket handshake', 'fail', '%s -> %s' % (request, websocket.get('error') or websocket.get('raw_error')))
+        _cause(layer, 'ws_handshake_failed', ['%s -> %s' % (request, websocket.get('error') or websocket.get('raw_error'))],
+               twilio_error=31901 if timeout else TABLE,
+               fix='The endpoint does not answer the upgrade at all: see the layers above.', **values)
+        layer.check('media round trip', 'skip', 'no handshake')
+        return
+    if websocket['status'] != 101:
+        answer = '%s %s' % (websocket['status'], websocket.get('reason') or '')
+        if websocket.get('body_head'):
+            answer += ', body %r' % websocket['body_head'][:120]
+        hint = {404: 'no route at %s' % ws_path,
+                400: 'a plain HTTP route answers an upgrade request with 400: no WebSocket endpoint at %s' % ws_path,
+                405: 'a plain HTTP route (GET not allowed) at %s' % ws_path}.get(websocket['status'],
+                                                                                 'not a WebSocket endpoint')
+        layer.check('WebSocket handshake', 'fail', '%s -> %s' % (request, answer))
+        _cause(layer, 'ws_handshake_failed', ['%s -> %s, not 101 Switching Protocols' % (request, answer), hint,
+                                              'a real call shows Twilio error 31920 (WebSocket handshake error)'],
+               fix='It answers %s now.' % answer.split(',')[0], **values)
+        layer.check('media round trip', 'skip', 'no handshake')
+        return
+    wrong = []
+    if (headers.get('upgrade') or '').lower() != 'websocket':
+        wrong.append('Upgrade: %r (must be websocket)' % headers.get('upgrade'))
+    if 'upgrade' not in (headers.get('connection') or '').lower():
+        wrong.append('Connection: %r (must contain Upgrade)' % headers.get('connection'))
+    if websocket.get('accept_valid') is False:
+        wrong.append('Sec-WebSocket-Accept %r is not %r, the value RFC 6455 derives from our Sec-WebSocket-Key' % (
+            headers.get('sec-websocket-accept'), websocket.get('accept_expected')))
+    if wrong:
+        layer.check('WebSocket handshake', 'fail', '%s -> 101 with %s' % (request, '; '.join(wrong)))
+        _cause(layer, 'ws_handshake_failed', ['%s -> 101 Switching Protocols, but %s' % (request, '; '.join(wrong)),
+                                              'the client library refused it: %s' % websocket.get('error')],
+               fix='Its 101 answer is not a valid WebSocket handshake: use a maintained WebSocket server '
+                   '(flask-sock/simple-websocket) instead of a hand-made upgrade.', **values)
+        layer.check('media round trip', 'skip', 'no valid handshake')
+        return
+    subprotocol = websocket.get('subprotocol')
+    if subprotocol != twilio.SUBPROTOCOL:
+        echoed = 'no Sec-WebSocket-Protocol header' if not subprotocol else 'Sec-WebSocket-Protocol %r' % subprotocol
+        layer.check('WebSocket handshake', 'fail', '%s -> 101, Sec-WebSocket-Accept valid, but %s' % (request, echoed))
+        _cause(layer, 'ws_subprotocol_missing', [
+            '%s -> 101 Switching Protocols with %s: the offered audio.twilio.com is not echoed' % (request, echoed),
+            'Twilio drops such a handshake: error 31920'], **values)
+    else:
+        layer.check('WebSocket handshake', 'pass', '%s -> 101, Sec-WebSocket-Accept valid for our key, '
+                    'Sec-WebSocket-Protocol audio.twilio.com echoed (%s)' % (request, websocket.get('library')))
+    _judge_round_trip(voice, websocket, layer, twilio_reaches=subprotocol == twilio.SUBPROTOCOL)
+
+
+def _sync_note(voice, websocket):
+    worker = voice.get('worker') or {}
+    if (worker.get('worker_class') or 'sync') != 'sync':
+        return ''
+    workers = worker.get('workers') or 1
+    note = '; note: under -k sync the call held one of %d worker(s) for %s s' % (workers, websocket.get('held_seconds', '?'))
+    if workers == 1:
+        note += ' (the only one: /healthz and every other request waited meanwhile)'
+    return note + ', and at most %d call(s) can be up at once' % workers
+
+
+def _judge_round_trip(voice, websocket, layer, twilio_reaches):
+    round_trip = websocket.get('round_trip')
+    if round_trip is None:
+        layer.check('media round trip', 'skip', 'no call was made')
+        return
+    pace = round_trip.get('pace') or 1
+    paced = '%g ms' % round_trip.get('frame_interval_ms', twilio.FRAME_MS) + ('' if pace == 1 else ', %gx real time' % pace)
+    stream = 'a %d ms call (connected, start audio/x-mulaw 8000 Hz mono, %d x 160-byte media paced at %s, max ' \
+             'lag %s ms, mark, stop)' % (round_trip.get('stop_at_ms') or 0, round_trip['sent_media'], paced, round_trip['max_send_lag_ms'])
+    events = ', '.join('%s %d' % (k, n) for k, n in sorted(round_trip['events'].items())) or 'nothing'
+    sizes = ', '.join('%s bytes x %d' % (k, n) for k, n in sorted(round_trip['media_sizes'].items(), key=lambda i: int(i[0])))
+    back = 'back while the call was open: %s%s' % (events, ' (media sizes: %s)' % sizes if sizes else '')
+    unreached = '' if twilio_reaches else ' (a real call would not get this far: the subprotocol is missing)'
+    problems = round_trip.get('problems') or []
+    if round_trip.get('receive_error'):
+        problems = problems + [{'kind': 'frame', 'detail': 'the client gave up on a frame: %s' % round_trip['receive_error'],
+                                'index': None, 'at_ms': None}]
+    if round_trip.get('stopped_reading'):   # a flood or a giant frame: what matters first, whatever the frames were
+        problems = [{'kind': 'flood', 'detail': 'the doctor stopped reading: %s' % round_trip['stopped_reading'],
+                     'index': None, 'at_ms': None}] + problems
+    if problems:
+        first = problems[0]
+        where = 'frame %s at %s ms' % (first['index'], first['at_ms']) if first.get('index') else 'a frame'
+        layer.check('media round trip', 'fail', '%s; %s; first bad: %s: %s%s' % (
+            stream, back, where, first['detail'], unreached))
+        evidence = ['%s: %s (on %s, streamSid %s)' % (where, first['detail'], websocket['url'], round_trip['stream_sid']),
+                    '%d of %d frames the app sent during the call were bad; %s' % (
+                        round_trip['problem_count'] or len(problems), round_trip['received'], back)]
+        evidence += ['frame %s at %s ms: %s' % (p['index'], p['at_ms'], p['detail']) for p in problems[1:3] if p.get('index')]
+        tx = voice.get('media_tx') or {}
+        if tx.get('count'):
+            evidence.append('the app logged %d MEDIA_TX line(s) meanwhile, e.g. %s' % (tx['count'], tx['first']))
+        evidence.append('Twilio closes the stream at the first such message: error 31924')
+        _cause(layer, 'media_format_invalid', evidence, fix=_media_fix(problems))
+        _judge_media_tx(voice, round_trip, layer)
+        return
+    notes = []
+    closed = round_trip.get('closed_by_app')
+    if closed and closed.get('before_stop'):
+        reason = ', %r' % closed['reason'] if closed.get('reason') else ''
+        layer.check('media round trip', 'warn', '%s; the app closed the stream %s ms into the call (close code %s%s) '
+                    'before Twilio\'s stop; %s%s' % (stream, closed['at_ms'], closed['code'], reason, back,
+                                                     _sync_note(voice, websocket)))
+        _judge_media_tx(voice, round_trip, layer)
+        return
+    media = round_trip['events'].get('media', 0)
+    if media:
+        notes.append('all %d media payloads 160 bytes of mu-law with streamSid %s, the first %s ms after the call '
+                     'started' % (media, round_trip['stream_sid'], round_trip['first_media_ms']))
+    else:
+        notes.append('note: no audio came back in %d ms (fine for a listen-only app; a speaking one leaves callers '
+                     'in silence)' % (round_trip.get('stop_at_ms') or 0))
+    if round_trip.get('mark_echoed'):
+        notes.append('mark echoed')
+    if round_trip.get('after_stop'):
+        notes.append('note: %d frame(s) after stop are dropped by Twilio' % round_trip['after_stop'])
+    layer.check('media round trip', 'pass', '%s; %s; %s%s%s' % (
+        stream, back, '; '.join(notes), _sync_note(voice, websocket), unreached))
+    _judge_media_tx(voice, round_trip, layer)
+
+
+def _media_fix(problems):
+    kinds = [p['kind'] for p in problems]
+    detail = problems[0]['detail']
+    if 'flood' in kinds:
+        return ('send one media message per 20 ms of audio (160 bytes of mu-law each) and a mark or clear only '
+                'when needed: Twilio, like the doctor, does not read an endless or giant stream.')
+    if 'payload' in kinds:
+        if '16-bit PCM' in detail:
+            return ('the app sends 16-bit PCM: resample it to 8 kHz mono, encode it as G.711 mu-law (audioop.lin2ulaw'
+                    '(pcm, 2) before Python 3.13, or a small encoder such as AgentLocator/media.py), and send 160 bytes '
+                    'per media message, one every 20 ms.')
+        if 'header' in detail:
+            return 'strip the WAV/AU header: send raw mu-law bytes, 160 per message.'
+        return 'cut the mu-law audio into 160-byte (20 ms) frames, one per media message.'
+    if 'binary' in kinds:
+        return 'send JSON text frames (ws.send(json.dumps(message))), never binary frames.'
+    if 'stream_sid' in kinds:
+        return 'put the streamSid of the start message into every message the app sends.'
+    if 'event' in kinds:
+        return 'send only media, mark and clear events.'
+    return 'send one JSON object per text frame.'
+
+
+def _judge_media_tx(voice, round_trip, layer):
+    tx = voice.get('media_tx')
+    if not tx:
+        return
+    if tx.get('count') is None:
+        layer.check('MEDIA_TX in the log', 'skip', tx.get('reason') or 'no log')
+        return
+    if tx['count']:
+        layer.check('MEDIA_TX in the log', 'pass', '%d MEDIA_TX line(s) in %s during the call (%d name its streamSid), '
+                    'e.g. %s' % (tx['count'], tx['log'], tx['with_stream_sid'], tx['first']))
+        return
+    media = round_trip['events'].get('media', 0)
+    layer.check('MEDIA_TX in the log', 'pass', 'note: no MEDIA_TX line in %s during the call%s (runbook 5.3 looks for '
+                'them as the sign that audio goes out)' % (tx['log'], ', although %d media frames came back' % media
+                                                           if media else ''))
+
+
+# --- Google credentials ---------------------------------------------------------------------------------
+def _judge_gcp(voice, layer):
+    gcp = voice['gcp']
+    name = 'Google credentials'
+    var = gcp.get('var')
+    where = gcp['env_source']
+    user = gcp.get('service_user') or {}
+    mode = gcp.get('mode')
+    if mode is None or mode == 'env_json_unset':
+        uses = gcp.get('uses_google') or {}
+        unset = ('doctor_gcp_credentials_env names %s, which %s does not set' % (var, where)) if mode else \
+            'GOOGLE_APPLICATION_CREDENTIALS is not set in %s' % where
+        if gcp.get('on_google_cloud'):
+            layer.check(name, 'pass', '%s; on Google Cloud the metadata server lends the service account' % unset)
+            return
+        if uses.get('found') or mode:
+            layer.check(name, 'fail', unset)
+            evidence = [unset]
+            if uses.get('found'):
+                evidence.append('the app uses Google Cloud: %s line %d (%s)' % (uses['file'], uses['line'], uses['what']))
+            _cause(layer, 'gcp_credentials_missing', evidence,
+                   fix='Create a service-account key (gcloud iam service-accounts keys create KEY.json '
+                       '--iam-account SA_EMAIL), install it as a file only the service user reads (chmod 0600, owned '
+                       'by %s), and set GOOGLE_APPLICATION_CREDENTIALS to its path in %s%s.' % (
+                           user.get('name') or 'the service user', layer.values.get('env_where'),
+                           (' (or put the JSON into %s)' % var) if mode else ''),
+                   check='sudo -u SERVICE_USER test -r KEY.json && echo readable')
+            return
+        layer.check(name, 'skip', 'none configured and none needed: %s, and none of the %d source files under the app '
+                    'directory references Google Cloud%s' % (unset, uses.get('files_scanned', 0),
+                                                             ' (scan capped)' if uses.get('truncated') else ''))
+        return
+    if mode == 'env_json':
+        _judge_gcp_shape(gcp, layer, '%s is set in %s' % (var, where), 'the JSON in %s' % var,
+                         check="print the key names only: python3 -c 'import json, os; print(sorted(json.loads("
+                               "os.environ[\"%s\"])))' in the service's environment" % var)
+        return
+    path = gcp['path']
+    shown = '%s points to %s%s' % (var, path, '' if gcp['as_set'] == path else ' (%r, relative to the app directory)'
+                                   % gcp['as_set'])
+    who = '%s (uid %s, %s)' % (user.get('name'), user.get('uid'), user.get('who'))
+    check = 'sudo -u %s test -r %s && echo readable' % (user.get('name') or 'SERVICE_USER', path)
+    if not gcp['exists'] or not gcp['is_file']:
+        what = 'which does not exist' if not gcp['exists'] else 'which is not a regular file'
+        layer.check(name, 'fail', '%s, %s' % (shown, what))
+        _cause(layer, 'gcp_credentials_missing', ['%s (from %s), %s' % (shown, where, what)],
+               fix='Put the service-account JSON key at %s (mode 0600, owned by %s), or point %s at the key file '
+                   'that exists, in %s.' % (path, user.get('name'), var, layer.values.get('env_where')), check=check)
+        return
+    bits = 'mode %s, owner %s, group %s, %d bytes' % (gcp['file_mode'], gcp['owner'], gcp['group'], gcp['size'] or 0)
+    facts_line = '%s (%s)' % (path, bits)
+    if not gcp['service_can_read']:
+        layer.check(name, 'fail', '%s; %s' % (shown, gcp['unreadable_reason']))
+        _cause(layer, 'gcp_credentials_missing', ['%s (from %s); the service runs as %s' % (shown, where, who),
+                                                  gcp['unreadable_reason']],
+               fix='Let the service user read it: chown %s %s && chmod 0600 %s (or a group it is in, mode 0640; '
+                   'every directory above needs +x for it).' % (user.get('name'), path, path), check=check)
+        return
+    if gcp.get('prober_can_read') is False:
+        layer.check(name, 'warn', '%s: readable by %s, but this probe could not read it to check its JSON (%s): run '
+                    'the diagnosis with become: true' % (facts_line, who, gcp.get('prober_error')))
+        return
+    _judge_gcp_shape(gcp, layer, '%s (from %s); %s' % (shown, where, bits), path,
+                     check='python3 -c \'import json; print(sorted(json.load(open("%s"))))\' (prints the key names '
+                           'only)' % path, prefix='%s, readable by %s' % (facts_line, who))
+
+
+def _judge_gcp_shape(gcp, layer, lead, thing, check, prefix=None):
+    shape = gcp.get('shape') or {}
+    name = 'Google credentials'
+    problems = []
+    if shape.get('json_error'):
+        problems.append('%s is %s' % (thing, shape['json_error']))
+    elif shape.get('keys_missing') or shape.get('keys_empty'):
+        if shape.get('keys_missing'):
+            problems.append('%s lacks %s (keys present: %s)' % (thing, ', '.join(shape['keys_missing']),
+                                                                ', '.join(shape.get('key_names') or []) or 'none'))
+        if shape.get('keys_empty'):
+            problems.append('%s has empty %s' % (thing, ', '.join(shape['keys_empty'])))
+    elif not shape.get('private_key_pem'):
+        problems.append('%s has a private_key that is not a PEM private key block' % thing)
+    if problems:
+        layer.check(name, 'fail', '; '.join(problems))
+        _cause(layer, 'gcp_credentials_missing', [lead] + problems + [
+            'Google clients fail at their first call (google.auth DefaultCredentialsError): callers hear silence'],
+            fix='Replace %s with the JSON key of a service account, as downloaded from IAM (type service_account, '
+                'with project_id, private_key and client_email).' % thing, check=check)
+        return
+    kind = shape.get('type')
+    detail = '%s; a %s key with type, project_id, private_key, client_email' % (prefix or lead, kind)
+    if kind != 'service_account':
+        layer.check(name, 'warn', '%s; note: type is %s, the runbook expects a service_account key' % (detail, kind))
+        _cause(layer, 'gcp_credentials_missing', [lead, '%s holds type %s, not service_account' % (thing, kind)],
+               severity='warn', fix='Use a service-account key for the service (type service_account); a user\'s or '
+                                    'another kind of credential breaks when that user or federation changes.',
+               check=check)
+        return
+    mode = gcp.get('file_mode')
+    if mode and int(mode, 8) & 0o004:
+        detail += '; note: every user of the host can read it (mode %s): chmod o-r' % mode
+    layer.check(name, 'pass', detail)

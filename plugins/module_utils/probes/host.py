@@ -1,0 +1,278 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run the target-side probes of one host in one call: facts only, no verdict.
+
+Order: the process table and the log first (cheap, and everything else needs them), then the
+port; then listen, healthz, the dry import, the static scan and the system layer concurrently.
+The spare-port preload boot runs only when /healthz is not a 200 (evidence decides what to pay for).
+The dry import and the preload boot run the app's code: confined by app_runner (as the service's user, with the
+service's environment only); doctor_dry_import=false and doctor_preload_boot=never turn them off.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+import shutil
+import threading
+import time
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
+    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
+
+APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
+DEFAULTS = {
+    'python': 'python3', 'port': None, 'env_file': None, 'log_file': None, 'healthz_path': '/healthz',
+    'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto', 'dry_import': True, 'worker_class': 'auto',
+    'voice_checks': True, 'voice_pace': 1.0, 'public_base_url': None, 'incoming_call_path': '/incoming_call',
+    'stream_status_path': '/stream_status', 'ws_path': '/ws/twilio-media', 'twilio_auth_token': None,
+    'gcp_credentials_env': None,
+}
+PACE_MAX = 20
+# The probe's own bounds: its long waits are the stability window and two boot timeouts (the dry import, then a
+# spare-port boot); this covers the bounded rest (each /healthz sample 3 s, the simulated call with its webhooks,
+# version reads, stopping what it started). roles/diagnose/vars/main.yml computes the task's timeout the same way.
+PROBE_SLACK = 60
+TARGET_LAYERS = ('port', 'process', 'listen', 'healthz', 'boot', 'system', 'eventlet', 'voice')
+
+
+class InputError(Exception):
+    """Bad input: the message names the variable and says what to fix."""
+
+
+def validate(params):
+    """Check the user's inputs before probing anything; raise InputError with a one-line fix."""
+    p = dict(DEFAULTS, **dict((k, v) for k, v in params.items() if v is not None))
+    if not p.get('app') or not APP_SPEC.match(p['app']):
+        raise InputError("doctor_app=%r is not a WSGI target: set it to MODULE:VARIABLE, e.g. "
+                         "AgentLocator.main:app" % (p.get('app'),))
+    if not p.get('chdir') or not os.path.isdir(p['chdir']):
+        raise InputError('doctor_chdir=%r is not a directory on this host: set it to the directory '
+                         'gunicorn runs the app from' % (p.get('chdir'),))
+    p['chdir'] = os.path.abspath(p['chdir'])
+    python = shutil.which(p['python']) if not os.path.isabs(p['python']) else p['python']
+    if not python or not os.path.isfile(python) or not os.access(python, os.X_OK):
+        raise InputError("doctor_python=%r is not an executable interpreter on this host: set it to the "
+                         "app's venv python, e.g. %s/.venv/bin/python" % (p['python'], p['chdir']))
+    p['python'] = python
+    if p['port'] not in (None, ''):
+        if port_probe.valid_port(p['port']) is None:
+            raise InputError('doctor_port=%r is not a port: set it to a whole number from 1 to 65535, or '
+                             'leave it unset to read PORT from the service environment' % (p['port'],))
+        p['port'] = port_probe.valid_port(p['port'])
+    unreadable = safe_read.refusal(p['env_file'], follow=True) if p['env_file'] else None
+    if unreadable:
+        raise InputError('doctor_env_file=%r %s: set it to the env file the service reads, or leave it unset'
+                         % (p['env_file'], unreadable))
+    try:
+        pace = None if isinstance(p['voice_pace'], bool) else float(p['voice_pace'])
+    except (TypeError, ValueError):
+        pace = None
+    # Slower than real time would hold a sync worker past its --timeout; past 20x the frames go out in a burst.
+    if pace is None or not 1 <= pace <= PACE_MAX:
+        raise InputError('doctor_voice_pace=%r is not a pace: set it to a number from 1 (real time: a media frame every '
+                         '20 ms, as Twilio sends) to %d, e.g. 4 (every 5 ms)' % (p['voice_pace'], PACE_MAX))
+    p['voice_pace'] = pace
+    for name in ('healthz_path', 'incoming_call_path', 'stream_status_path', 'ws_path'):
+        if not str(p[name]).startswith('/'):
+            raise InputError('doctor_%s=%r must start with "/", e.g. %s' % (name, p[name], DEFAULTS[name]))
+    return p
+
+
+def service_environment(masters, env_file_env, runners=()):
+    """The environment the app really runs with: the running master's; else what its runner (the first systemd
+    unit or supervisord program that runs it, see app_runner.find_runners) and the env file give it. Never the
+    prober's own: that is Ansible's (SSH_AUTH_SOCK, SUDO_*, ANSIBLE_*), not the service's."""
+    for master in masters:
+        env = service_env.read_proc_environ(master['pid'])
+        if env:
+            return env
+    env = dict(runners[0]['env']) if runners else {}
+    env.update(env_file_env or {})
+    return env
+
+
+def wait_decision(masters, window):
+    """How long to watch /healthz: until the youngest gunicorn process of the app is `window` s old."""
+    ages = [(m['age'], 'master %d' % m['pid']) for m in masters]
+    ages += [(w['age'], 'worker %d' % w['pid']) for m in masters for w in m['workers']]
+    if not ages:
+        return 0, 'no gunicorn process of the app runs'
+    age, who = min(ages)
+    if age >= window:
+        return 0, 'youngest process (%s) is %.0f s old' % (who, age)
+    return window - age, '%s is only %.1f s old: watching until it is %d s old' % (who, age, window)
+
+
+def _timed(timings, name, func, *args, **kwargs):
+    started = time.time()
+    try:
+        return func(*args, **kwargs)
+    finally:
+        timings[name] = round(time.time() - started, 3)
+
+
+class Task(object):
+    """A probe in a daemon thread: one stuck past the probe's deadline is left behind, and cannot keep the
+    module from returning what the others found (a pool's threads are joined at exit)."""
+
+    def __init__(self, func, *args, **kwargs):
+        self.value = self.error = None
+        self.done = threading.Event()
+        thread = threading.Thread(target=self._run, args=(func,) + args, kwargs=kwargs, name='probe')
+        thread.daemon = True
+        thread.start()
+
+    def _run(self, func, *args, **kwargs):
+        try:
+            self.value = func(*args, **kwargs)
+        except BaseException as e:  # raised again in the caller's thread, as a future would
+            self.error = e
+        finally:
+            self.done.set()
+
+    def result(self, deadline, name, late):
+        """The probe's facts; None, noted in `late` under `name`, when the deadline passes first."""
+        if not self.done.wait(max(deadline.remaining(), 0)):
+            late[name] = '%s: this probe had not finished, its facts are missing' % deadline.why
+            return None
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+# What each expensive probe is needed for (the single-layer modules ask for one layer).
+NEEDED_BY = {
+    'listen': ('listen', 'boot'),
+    'healthz': ('healthz', 'boot', 'eventlet', 'voice'),
+    'boot': ('boot', 'eventlet'),
+    'system': ('system',),
+    'eventlet': ('eventlet',),
+    'voice': ('voice',),
+}
+
+
+def time_budget(p):
+    """Seconds the whole probe may take (see PROBE_SLACK)."""
+    return p['stability_window'] + 2 * p['boot_timeout'] + PROBE_SLACK
+
+
+def probe_host(psutil, params, layers=None):
+    """-> facts for the target-side layers (all by default). Raises InputError on bad input.
+
+    Within time_budget(): a probe still running then is left out, and `ran_out_of_time` says which layer missed
+    what (the report shows it) instead of the whole task being killed by its timeout with nothing to show."""
+    p = validate(params)
+    wanted = set(layers or TARGET_LAYERS)
+    started = time.time()
+    deadline = deadline_http.Deadline(time_budget(p), why='the probe ran out of time (its budget: the stability '
+                                      'window + 2 x the boot timeout + %d s = %d s)' % (PROBE_SLACK, time_budget(p)))
+    timings, late = {}, {}
+    facts, context = _first_facts(psutil, p, timings)
+    context['deadline'] = deadline
+    procs, port = context['process'], context['port']
+
+    def start(probe, timing, func, *args, **kwargs):
+        return Task(_timed, timings, timing, func, *args, **kwargs) if wanted.intersection(NEEDED_BY[probe]) else None
+
+    def wait(task, layer):
+        return task.result(deadline, layer, late) if task is not None else None
+
+    t_listen = start('listen', 'listen', listen.collect, psutil, port, procs)
+    t_healthz = start('healthz', 'healthz', healthz.collect, port, p['healthz_path'], context['wait'],
+                      context['wait_reason'], healthz.TIMEOUT, deadline)
+    ident = context['identity']
+    t_dry = start('boot', 'dry_import', boot.run_dry_import, p['python'], p['chdir'], p['app'], p['healthz_path'],
+                  context['env'], p['boot_timeout'], psutil, ident=ident) if p['dry_import'] else None
+    t_scan = start('boot', 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
+    log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
+    t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
+                     [m['pid'] for m in procs['masters']])
+    facts['healthz'] = wait(t_healthz, 'healthz')
+    stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if facts['healthz'] else None
+    context.update(healthz=facts['healthz'], stable=stable)
+    # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
+    t_voice = start('voice', 'voice', voice.collect, context) if p['voice_checks'] else None
+    facts['listen'], facts['system'] = wait(t_listen, 'listen'), wait(t_system, 'system')
+    dry = wait(t_dry, 'boot')
+    if dry is not None:
+        _check_app_spec(p, dry)
+    context = dict(context, dry_import=dry)
+    boot_wanted = wanted.intersection(NEEDED_BY['boot']) and 'boot' not in late
+    t_preload = None
+    if boot_wanted and (p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable)):
+        t_preload = start('boot', 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
+                          p['healthz_path'], context['env'], p['boot_timeout'],
+                          (dry or {}).get('versions', {}).get('gunicorn'), psutil, ident=ident)
+    t_eventlet = start('eventlet', 'eventlet', eventlet_probe.collect, context)
+    if boot_wanted:
+        preload, scan = wait(t_preload, 'boot'), wait(t_scan, 'boot')
+        if 'boot' not in late:
+            facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
+                             'preload_skipped': None if preload is not None else (
+                                 '/healthz answered a stable 200' if stable else 'doctor_preload_boot=never'),
+                             # The user's switches: what the judge reports as turned off, not as passed or failed.
+                             'dry_import_off': not p['dry_import'], 'preload_off': p['preload_boot'] == 'never',
+                             'run_as': app_runner.describe(ident), 'dev_server_calls': scan}
+    facts['eventlet'], facts['voice'] = wait(t_eventlet, 'eventlet'), wait(t_voice, 'voice')
+    for name in [k for k, v in facts.items() if v is None and k in TARGET_LAYERS]:
+        del facts[name]
+    if late:
+        facts['ran_out_of_time'] = late
+    timings['total'] = round(time.time() - started, 3)
+    facts['timings'] = timings
+    return facts
+
+
+def _first_facts(psutil, p, timings):
+    """The cheap facts everything else needs (the log, the process table, the port, the service environment)
+    -> (facts, context shared by the later probes)."""
+    env_file_env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else None
+    try:
+        log = _timed(timings, 'log', logfile.collect, p['log_file'])
+    except logfile.LogFileError as e:
+        raise InputError("doctor_log_file=%r %s: set it to gunicorn's --error-logfile, or leave it unset"
+                         % (p['log_file'], e))
+    procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], own_lineage(psutil))
+    port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
+                  procs['masters'], p['app'], p['chdir'])
+    runners = app_runner.find_runners(p['app'], p['chdir'])
+    env = service_environment(procs['masters'], env_file_env, runners)
+    ident = app_runner.service_identity(psutil, procs['masters'], runners, p['chdir'])
+    wait, reason = wait_decision(procs['masters'], p['stability_window'])
+    facts = {
+        'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
+                   'log_file': p['log_file'], 'healthz_path': p['healthz_path'],
+                   'stability_window': p['stability_window'], 'worker_class': p['worker_class'],
+                   'voice_checks': p['voice_checks'], 'voice_pace': p['voice_pace']},
+        'port': port,
+        'process': procs,
+        'log': log,
+        'env_names': sorted(env),  # names only: values may be secrets
+        'env_file_names': sorted(env_file_env) if env_file_env is not None else None,
+    }
+    # What the later layers share: the inputs, the service's environment and what was seen so far.
+    context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
+               'port': port['port'], 'log': log, 'healthz': None, 'stable': None, 'dry_import': None,
+               'wait': wait, 'wait_reason': reason, 'identity': ident}
+    return facts, context
+
+
+def _check_app_spec(p, dry):
+    """A doctor_app that names no module or no variable is an input error, not an app fault."""
+    error = dry.get('error') or {}
+    module, variable = gunicorn.split_app_spec(p['app'])
+    missing = error.get('module_not_found')
+    if error.get('type') in ('ModuleNotFoundError', 'ImportError') and missing and \
+            (module == missing or module.startswith(missing + '.')):
+        raise InputError("doctor_app=%r: no module %r in doctor_chdir=%s or on doctor_python's path: set it to "
+                         "MODULE:VARIABLE of the app, e.g. AgentLocator.main:app" % (p['app'], missing, p['chdir']))
+    if error.get('stage') == 'lookup':
+        raise InputError('doctor_app=%r: %s: set the part after ":" to the name of the Flask app object'
+                         % (p['app'], error.get('message')))

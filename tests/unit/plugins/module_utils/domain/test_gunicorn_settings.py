@@ -1,0 +1,128 @@
+"""gunicorn_settings.effective: the settings gunicorn really runs with, each with its source.
+
+The oracle is gunicorn itself: each case starts the venv's real gunicorn with `--print-config` (it
+computes the configuration, imports a trivial app, prints and exits) in a directory with the case's
+config file and environment, and the same case goes through effective() without running anything."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.gunicorn_settings import effective
+
+APP = 'def app(environ, start_response):\n    start_response("200 OK", [])\n    return [b"ok"]\n'
+# Our key -> the name --print-config prints.
+PRINTED = {'bind': 'bind', 'workers': 'workers', 'worker_class': 'worker_class', 'threads': 'threads',
+           'worker_connections': 'worker_connections', 'timeout': 'timeout', 'graceful_timeout': 'graceful_timeout',
+           'keepalive': 'keepalive', 'preload': 'preload_app', 'daemon': 'daemon', 'pidfile': 'pidfile',
+           'error_logfile': 'errorlog', 'access_logfile': 'accesslog', 'loglevel': 'loglevel',
+           'capture_output': 'capture_output', 'raw_env': 'raw_env'}
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def gunicorn_says(cwd, argv, environ):
+    env = {'PATH': os.environ['PATH']}
+    env.update(environ)
+    done = subprocess.run([sys.executable, '-m', 'gunicorn', '--print-config'] + argv, cwd=str(cwd), env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    printed = {}
+    for line in done.stdout.splitlines():
+        name, dummy, value = line.partition('=')
+        printed[name.strip()] = value.strip()
+    return printed
+
+
+def case(tmp_path, argv, environ=None, config=None, config_name='gunicorn.conf.py'):
+    (tmp_path / 'a.py').write_text(APP)
+    if config is not None:
+        (tmp_path / config_name).write_text(config)
+    environ = environ or {}
+    ours = effective(['gunicorn'] + argv, environ, str(tmp_path), read)
+    theirs = gunicorn_says(tmp_path, argv, environ)
+    for key, name in PRINTED.items():
+        if key in ours['computed']:
+            continue
+        value, shown = ours['settings'][key], theirs[name]
+        if key == 'worker_class':   # printed as gunicorn's class path or as given
+            assert gunicorn_settings.gunicorn.normalize_worker_class(shown) == value
+        else:
+            assert str(value) == shown, (key, value, shown)
+    return ours
+
+
+def test_defaults_only(tmp_path):
+    ours = case(tmp_path, ['a:app'])
+    assert ours['config_file'] is None
+    assert set(ours['sources'].values()) == {'default', 'command line'}
+    assert ours['sources']['app'] == 'command line'
+
+
+def test_the_default_config_file_with_a_literal_bind(tmp_path):
+    ours = case(tmp_path, ['a:app'], config='bind = "0.0.0.0:5000"\nworkers = 3\ntimeout = 5\npreload_app = True\n')
+    assert ours['settings']['bind'] == ['0.0.0.0:5000']
+    assert ours['sources']['bind'] == 'config file %s:1' % (tmp_path / 'gunicorn.conf.py')
+    assert ours['sources']['timeout'] == 'config file %s:3' % (tmp_path / 'gunicorn.conf.py')
+
+
+def test_a_bind_computed_from_port_in_the_service_environment(tmp_path):
+    config = 'import os\nport = os.environ.get("PORT", "8000")\nbind = [f"0.0.0.0:{port}"]\n' \
+             'workers = int(os.getenv("WEB_CONCURRENCY", "2"))\nworker_class = "gthread"\nthreads = 8\n'
+    ours = case(tmp_path, ['a:app'], environ={'PORT': '9123'}, config=config)
+    assert ours['settings']['bind'] == ['0.0.0.0:9123'] and ours['settings']['workers'] == 2
+    assert ours['settings']['threads'] == 8
+
+
+def test_gunicorn_cmd_args_override_the_file_and_the_command_line_overrides_both(tmp_path):
+    ours = case(tmp_path, ['-w', '4', 'a:app'], environ={'GUNICORN_CMD_ARGS': '--timeout 17 --workers 2 -b :7000'},
+                config='workers = 3\ntimeout = 9\nbind = "0.0.0.0:5000"\n')
+    assert (ours['settings']['workers'], ours['sources']['workers']) == (4, 'command line')
+    assert (ours['settings']['timeout'], ours['sources']['timeout']) == (17, 'GUNICORN_CMD_ARGS')
+    assert ours['sources']['bind'] == 'GUNICORN_CMD_ARGS'
+
+
+def test_config_named_by_c_and_by_gunicorn_cmd_args(tmp_path):
+    (tmp_path / 'conf').mkdir()
+    ours = case(tmp_path, ['-c', 'conf/prod.py', 'a:app'], config='timeout = 11\n', config_name='conf/prod.py')
+    assert ours['config_file'] == str(tmp_path / 'conf' / 'prod.py') and ours['settings']['timeout'] == 11
+    (tmp_path / 'gunicorn.conf.py').write_text('timeout = 99\n')   # not loaded when a config is named
+    ours = case(tmp_path, ['a:app'], environ={'GUNICORN_CMD_ARGS': '--config conf/prod.py'})
+    assert ours['settings']['timeout'] == 11
+
+
+def test_env_and_daemon_settings(tmp_path):
+    ours = case(tmp_path, ['-e', 'A=1', '--env', 'B=2', '--capture-output', '--log-level', 'debug', 'a:app'],
+                config='raw_env = ["C=3"]\ndaemon = False\naccesslog = "-"\n')
+    assert ours['settings']['raw_env'] == ['A=1', 'B=2']
+
+
+def test_what_only_running_the_file_can_tell_is_computed_not_guessed(tmp_path):
+    (tmp_path / 'gunicorn.conf.py').write_text(
+        'import multiprocessing, os\nworkers = multiprocessing.cpu_count() * 2 + 1\n'
+        'bind = "0.0.0.0:" + os.environ["PORT"]\nif os.environ.get("SLOW"):\n    timeout = 120\n')
+    ours = effective(['gunicorn', 'a:app'], {}, str(tmp_path), read)
+    assert ours['settings']['workers'] is None and 'multiprocessing.cpu_count() * 2 + 1' in ours['computed']['workers']
+    assert 'PORT is not set in the service environment' in ours['computed']['bind']
+    assert ours['computed']['timeout'] == 'set under a condition at line 5'
+    assert ours['sources']['workers'].endswith('gunicorn.conf.py:2')
+
+
+def test_a_config_file_that_is_not_python_is_a_problem_not_a_crash(tmp_path):
+    (tmp_path / 'gunicorn.conf.py').write_text('bind = \n')
+    ours = effective(['gunicorn', 'a:app'], {}, str(tmp_path), read)
+    assert ours['problems'] == ['config file %s cannot be read: it does not parse: invalid syntax (line 1)'
+                                % (tmp_path / 'gunicorn.conf.py')]
+    assert ours['settings']['bind'] == ['127.0.0.1:8000']
+
+
+@pytest.mark.parametrize('text', ['--timeout "17', ''])
+def test_gunicorn_cmd_args_that_do_not_split(tmp_path, text):
+    ours = effective(['gunicorn', 'a:app'], {'GUNICORN_CMD_ARGS': text}, str(tmp_path), read)
+    assert bool(ours['problems']) == bool(text)

@@ -1,0 +1,562 @@
+"""The voice layer: judge_voice on the facts the probe records, inside the whole verdict, and the
+probe's own pieces against real loopback servers (the demo app under werkzeug, a plain HTTP server)."""
+
+import copy
+import json
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import host as host_probe
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import voice as judge_voice
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import voice
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.shared import Layer
+
+import test_verdict   # the healthy facts and the contract's invariants of every report
+
+PORT = 8123
+LOCAL = "http://127.0.0.1:%d" % PORT
+URL = "wss://voice.example.com/ws/twilio-media"
+SID = "MZ" + "a" * 32
+DEMO = Path(__file__).resolve().parents[5] / "examples" / "agentlocator"
+
+
+def closed_port():
+    """A loopback port nothing listens on (the kernel just gave it out and took it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(path, status, reason, body="", content_type="text/html; charset=utf-8"):
+    return {"method": "POST", "url": LOCAL + path, "host_header": "voice.example.com", "forwarded_proto": "https",
+            "signed_url": "https://voice.example.com" + path, "status": status, "reason": reason,
+            "content_type": content_type, "body_bytes": len(body), "body_head": body[:600], "error": None, "ms": 2.0}
+
+
+def twiml(url=URL, verb="Connect", parameters=()):
+    body = '<Response><%s><Stream url="%s"/></%s></Response>' % (verb, url, verb)
+    t = request("/incoming_call", 200, "OK", body, "text/xml; charset=utf-8")
+    parsed = twilio.parse_twiml(body)
+    for s in parsed["streams"]:
+        s.pop("parameter_values")
+        s["parameters"] = list(parameters)
+    t["parsed"] = parsed
+    return t
+
+
+def round_trip(media=50, sizes=None, problems=(), closed_before_stop=False):
+    closed = {"at_ms": 985 if not closed_before_stop else 120, "code": 1000, "reason": "",
+              "before_stop": closed_before_stop}
+    return {"stream_sid": SID, "planned_media": 50, "sent_media": 50 if not closed_before_stop else 6,
+            "media_start_ms": 0, "max_send_lag_ms": 0.7, "stop_at_ms": 984 if not closed_before_stop else None,
+            "received": media + 1, "events": {"media": media, "mark": 1} if media else {"mark": 1},
+            "media_sizes": sizes if sizes is not None else ({"160": media} if media else {}),
+            "first_media_ms": 3 if media else None, "last_media_ms": 981 if media else None, "mark_echoed": True,
+            "after_stop": 0, "problems": list(problems), "problem_count": len(problems),
+            "closed_by_app": closed, "receive_error": None, "send_error": None}
+
+
+def voice_facts(worker_class="sync", workers=1):
+    """What probes/voice.collect returns for the healthy demo app (a real run, trimmed)."""
+    key_accept = twilio.ws_accept("dGhlIHNhbXBsZSBub25jZQ==")
+    return {
+        "public_base_url": "https://voice.example.com",
+        "public_base_url_source": "PUBLIC_BASE_URL in the environment of master 4242 (/proc/4242/environ)",
+        "public_base": twilio.split_base_url("https://voice.example.com"),
+        "env_public_base_url": "https://voice.example.com",
+        "local_base": LOCAL,
+        "paths": {"incoming_call": "/incoming_call", "stream_status": "/stream_status", "ws": "/ws/twilio-media"},
+        "signed": True, "env_source": "the environment of master 4242 (/proc/4242/environ)",
+        "worker": {"pid": 4242, "worker_class": worker_class, "workers": workers, "timeout": 30},
+        "healthz_stable": True, "http_skipped": None,
+        "twiml": twiml(),
+        "status_callback": request("/stream_status", 204, "NO CONTENT"),
+        "websocket": {"url": "ws://127.0.0.1:%d/ws/twilio-media" % PORT, "host_header": "voice.example.com",
+                      "skipped": None, "library": "websocket-client 1.9.2", "status": 101, "reason": None,
+                      "error": None, "accept_valid": True, "accept_expected": key_accept,
+                      "subprotocol": "audio.twilio.com",
+                      "headers": {"upgrade": "websocket", "connection": "Upgrade", "sec-websocket-accept": key_accept,
+                                  "sec-websocket-protocol": "audio.twilio.com"},
+                      "body_head": None, "round_trip": round_trip(), "held_seconds": 0.99},
+        "media_tx": {"log": "/var/log/agentlocator/gunicorn.log", "count": 50, "with_stream_sid": 50,
+                     "first": "2026-11-25 12:00:01,003 [4250] [INFO] agentlocator: MEDIA_TX streamSid=%s bytes=160" % SID,
+                     "reason": None},
+        "gcp": {"mode": None, "var": None, "env_source": "the environment of master 4242 (/proc/4242/environ)",
+                "on_google_cloud": False, "uses_google": {"found": False, "files_scanned": 3, "truncated": False}},
+        "seconds": 1.02,
+    }
+
+
+def judge(v, values=None):
+    layer = Layer("voice", dict({"env_where": "/etc/agentlocator/agentlocator.env"}, **(values or {})))
+    judge_voice.judge({"voice": v, "inputs": {"voice_checks": True}}, layer)
+    for c in layer.causes:   # what the unit tests of the verdict demand of every remedy
+        assert "?" not in c["remedy"] and "{" not in c["remedy"].replace('{"', "").replace("{{", ""), c["remedy"]
+    return layer
+
+
+def checks(layer):
+    return dict((c["name"], c) for c in layer.checks)
+
+
+def only(layer, cause_id):
+    assert [c["id"] for c in layer.causes] == [cause_id], layer.causes
+    return layer.causes[0]
+
+
+# --- healthy --------------------------------------------------------------------------------------------
+def test_healthy_voice_layer():
+    layer = judge(voice_facts())
+    assert layer.causes == []
+    assert layer.result()["status"] == "pass"
+    found = checks(layer)
+    assert list(found) == ["public base URL", "TwiML webhook", "status callback", "WebSocket handshake",
+                           "media round trip", "MEDIA_TX in the log", "Google credentials"]
+    assert "(matches https://voice.example.com + /ws/twilio-media)" in found["TwiML webhook"]["detail"]
+    assert "X-Twilio-Signature over https://voice.example.com/incoming_call" in found["TwiML webhook"]["detail"]
+    assert "under -k sync the call held one of 1 worker(s) for 0.99 s (the only one" in found["media round trip"]["detail"]
+    assert "50 MEDIA_TX line(s)" in found["MEDIA_TX in the log"]["detail"]
+
+
+def test_eventlet_worker_gets_no_sync_note():
+    assert "-k sync" not in checks(judge(voice_facts("eventlet")))["media round trip"]["detail"]
+    detail = checks(judge(voice_facts("sync", 4)))["media round trip"]["detail"]
+    assert "one of 4 worker(s)" in detail and "the only one" not in detail and "at most 4 call(s)" in detail
+
+
+def test_in_the_whole_report(tmp_path):
+    facts = test_verdict.healthy_facts(tmp_path)
+    facts["voice"] = voice_facts()
+    report = test_verdict.diagnose(facts)
+    assert report["verdict"] == "healthy" and test_verdict.layer(report, "voice")["status"] == "pass"
+    v = voice_facts()
+    v["twiml"] = twiml("wss://voice.example.com//ws/twilio-media")
+    facts["voice"] = v
+    report = test_verdict.diagnose(facts)
+    assert report["verdict"] == "degraded" and report["failed_layer"] == "voice"
+    assert [c["id"] for c in report["causes"]] == ["twiml_double_slash"]
+
+
+def test_voice_checks_off_and_not_probed():
+    layer = Layer("voice", {})
+    judge_voice.judge({"inputs": {"voice_checks": False}}, layer)
+    assert layer.checks[0]["status"] == "skip" and "doctor_voice_checks is false" in layer.checks[0]["detail"]
+
+
+def test_nothing_answers_http():
+    v = voice_facts()
+    v["http_skipped"] = "nothing answers HTTP on 127.0.0.1:8123 (/healthz: Connection refused): ..."
+    layer = judge(v)
+    assert layer.causes == []
+    assert [c["status"] for c in layer.checks[1:5]] == ["skip"] * 4
+    assert layer.checks[1]["detail"].startswith("nothing answers HTTP")
+    # Only notes passed and nothing was called: the layer is skipped, not "ok" (a ladder must not say the calls work).
+    v["public_base"] = v["public_base_url"] = v["public_base_url_source"] = None
+    layer = judge(v)
+    assert checks(layer)["public base URL"]["detail"].startswith("note:")
+    assert layer.result()["status"] == "skip"
+
+
+def test_unknown_public_base_url_is_a_note():
+    v = voice_facts()
+    v["public_base"] = v["public_base_url"] = v["public_base_url_source"] = None
+    v["twiml"] = twiml("wss://127.0.0.1:8123/ws/twilio-media")
+    layer = judge(v)
+    assert layer.causes == []
+    assert "note: none known" in checks(layer)["public base URL"]["detail"]
+    assert "host not checked" in checks(layer)["TwiML webhook"]["detail"]
+
+
+# --- TwiML ----------------------------------------------------------------------------------------------
+def test_double_slash_names_the_trailing_slash():
+    v = voice_facts()
+    v["env_public_base_url"] = "https://voice.example.com/"
+    v["twiml"] = twiml("wss://voice.example.com//ws/twilio-media")
+    found = only(judge(v), "twiml_double_slash")
+    assert found["twilio_error"] == 31923
+    assert 'returned <Stream url="wss://voice.example.com//ws/twilio-media">' in found["evidence"][0]
+    assert found["remedy"].startswith("Strip the trailing / of PUBLIC_BASE_URL (now https://voice.example.com/; set "
+                                      "https://voice.example.com in /etc/agentlocator/agentlocator.env)")
+    assert "must read wss://voice.example.com/ws/twilio-media (now wss://voice.example.com//ws/twilio-media)" in \
+        found["remedy"]
+
+
+@pytest.mark.parametrize("url, severity, code, words", [
+    ("ws://voice.example.com/ws/twilio-media", "fail", 31922, "uses ws://, Twilio only connects to wss://"),
+    ("wss://127.0.0.1:8123/ws/twilio-media", "fail", None, "not at the public base URL's host voice.example.com"),
+    ("wss://voice.example.com/media", "fail", 31920, "the WebSocket is served at /ws/twilio-media"),
+    ("wss://voice.example.com/ws/twilio-media?agent=7", "warn", None, "Twilio does not pass"),
+    ("wss:///ws/twilio-media", "fail", 31923, "has no host"),
+])
+def test_stream_url_problems(url, severity, code, words):
+    v = voice_facts()
+    v["twiml"] = twiml(url)
+    found = only(judge(v), "twiml_invalid")
+    assert found["severity"] == severity and found["twilio_error"] == code
+    assert any(words in e for e in found["evidence"]), found["evidence"]
+    assert 'Stream url="wss://voice.example.com/ws/twilio-media"' in found["remedy"]
+
+
+def test_query_string_only_warns():
+    v = voice_facts()
+    v["twiml"] = twiml(URL + "?agent=7")
+    layer = judge(v)
+    assert layer.result()["status"] == "warn"
+    assert "<Parameter" in layer.causes[0]["remedy"]
+
+
+def test_webhook_failing_is_11200():
+    v = voice_facts()
+    v["twiml"] = request("/incoming_call", 500, "INTERNAL SERVER ERROR", "<h1>Internal Server Error</h1>")
+    found = only(judge(v), "twiml_invalid")
+    assert found["twilio_error"] == 11200
+    assert "-> 500 INTERNAL SERVER ERROR, 30 bytes" in found["evidence"][0]
+    assert "curl -sS -i -X POST -d CallSid=CA" in found["remedy"]
+
+
+def test_html_instead_of_twiml_is_12100():
+    v = voice_facts()
+    t = request("/incoming_call", 200, "OK", "<p>hello", "text/html")
+    t["parsed"] = twilio.parse_twiml("<p>hello")
+    v["twiml"] = t
+    found = only(judge(v), "twiml_invalid")
+    assert found["twilio_error"] == 12100 and "not XML" in found["evidence"][0]
+
+
+def test_start_stream_is_one_way():
+    v = voice_facts()
+    v["twiml"] = twiml(verb="Start")
+    found = only(judge(v), "twiml_invalid")
+    assert "<Start><Stream> only forks" in found["evidence"][1] and "use <Connect> instead" in found["remedy"]
+
+
+def test_signature_refused():
+    v = voice_facts()
+    v["twiml"] = request("/incoming_call", 403, "FORBIDDEN")
+    found = only(judge(v), "twiml_invalid")
+    assert "ProxyFix" in found["remedy"] and "https://voice.example.com/incoming_call" in found["remedy"]
+    unsigned = voice_facts()
+    unsigned["twiml"] = dict(request("/incoming_call", 403, "FORBIDDEN"), signed_url=None)
+    layer = judge(unsigned)
+    assert layer.causes == [] and checks(layer)["TwiML webhook"]["status"] == "skip"
+    assert "set doctor_twilio_auth_token" in checks(layer)["TwiML webhook"]["detail"]
+
+
+# --- status callback ------------------------------------------------------------------------------------
+def test_status_callback_200_with_a_body():
+    v = voice_facts()
+    v["status_callback"] = request("/stream_status", 200, "OK", "ok")
+    found = only(judge(v), "status_callback_not_204")
+    assert found["severity"] == "warn" and found["twilio_error"] is None
+    assert "-> 200 OK, 2 bytes: 'ok'" in found["evidence"][0]
+    assert "it answers 200 OK with 2 bytes now" in found["remedy"]
+
+
+def test_status_callback_404_logs_11200():
+    v = voice_facts()
+    v["status_callback"] = request("/stream_status", 404, "NOT FOUND", "<h1>Not Found</h1>")
+    assert only(judge(v), "status_callback_not_204")["twilio_error"] == 11200
+
+
+# --- the WebSocket --------------------------------------------------------------------------------------
+def test_plain_route_answers_400():
+    v = voice_facts()
+    v["websocket"].update(status=400, reason="BAD REQUEST", accept_valid=None, subprotocol=None, headers={},
+                          body_head="<title>400 Bad Request</title>", round_trip=None)
+    v["media_tx"] = None
+    layer = judge(v)
+    found = only(layer, "ws_handshake_failed")
+    assert found["twilio_error"] == 31920
+    assert "-> 400 BAD REQUEST, body '<title>400 Bad Request</title>', not 101 Switching Protocols" in found["evidence"][0]
+    assert "a plain HTTP route answers an upgrade request with 400" in found["evidence"][1]
+    assert "http://127.0.0.1:8123/ws/twilio-media" in found["remedy"]
+    assert checks(layer)["media round trip"]["status"] == "skip"
+
+
+def test_no_handshake_answer_is_31901():
+    v = voice_facts()
+    v["websocket"].update(status=None, error="no handshake answer within 3 s", round_trip=None)
+    assert only(judge(v), "ws_handshake_failed")["twilio_error"] == 31901
+
+
+def test_wrong_accept():
+    v = voice_facts()
+    v["websocket"].update(accept_valid=False, error="Invalid WebSocket Header", round_trip=None,
+                          headers=dict(v["websocket"]["headers"], **{"sec-websocket-accept": "bogus="}))
+    found = only(judge(v), "ws_handshake_failed")
+    assert "Sec-WebSocket-Accept 'bogus=' is not 's3pPLMBiTxaQ9kYGzzhZRbK+xOo='" in found["evidence"][0]
+
+
+def test_subprotocol_not_echoed():
+    v = voice_facts()
+    v["websocket"].update(subprotocol=None)
+    del v["websocket"]["headers"]["sec-websocket-protocol"]
+    layer = judge(v)
+    found = only(layer, "ws_subprotocol_missing")
+    assert found["twilio_error"] == 31920
+    assert "101 Switching Protocols with no Sec-WebSocket-Protocol header" in found["evidence"][0]
+    assert 'app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": ["audio.twilio.com"]}' in found["remedy"]
+    assert "would not get this far" in checks(layer)["media round trip"]["detail"]
+
+
+def test_library_missing_warns_with_the_install_command():
+    v = voice_facts()
+    v["websocket"] = {"url": "ws://127.0.0.1:8123/ws/twilio-media", "skipped": "the websocket-client library is not "
+                      "installed for /usr/bin/python3", "install": "/usr/bin/python3 -m pip install websocket-client"}
+    v["media_tx"] = None
+    layer = judge(v)
+    assert layer.causes == [] and layer.result()["status"] == "warn"
+    assert "install it with: /usr/bin/python3 -m pip install websocket-client" in checks(layer)["WebSocket handshake"]["detail"]
+
+
+def test_pcm16_frames():
+    problem = {"kind": "payload", "index": 1, "at_ms": 4,
+               "detail": "media.payload of 640 bytes, not 160 (%s)" % twilio.SIZE_HINTS[640]}
+    v = voice_facts()
+    v["websocket"]["round_trip"] = round_trip(sizes={"640": 50}, problems=[problem])
+    v["websocket"]["round_trip"]["problem_count"] = 50
+    found = only(judge(v), "media_format_invalid")
+    assert found["twilio_error"] == 31924
+    assert found["evidence"][0].startswith("frame 1 at 4 ms: media.payload of 640 bytes, not 160")
+    assert "50 of 51 frames" in found["evidence"][1] and "640 bytes x 50" in found["evidence"][1]
+    assert "resample it to 8 kHz" in found["remedy"]
+
+
+def test_a_flood_the_doctor_stopped_reading_comes_first():
+    """The call's caps (frames, bytes, deadline) stop the reading: that, not the first odd frame, is the finding."""
+    odd = {"kind": "event", "index": 1, "at_ms": 1, "detail": "event 'noise' (a server may send only media, mark "
+                                                              "and clear)"}
+    v = voice_facts()
+    v["websocket"]["round_trip"] = dict(round_trip(media=0, problems=[odd]), stopped_reading=(
+        "the app sent 1000 frames during the one-second call; the doctor reads no more"))
+    found = only(judge(v), "media_format_invalid")
+    assert found["evidence"][0].startswith("a frame: the doctor stopped reading: the app sent 1000 frames")
+    assert "one media message per 20 ms of audio" in found["remedy"]
+
+
+def test_app_closing_early_warns():
+    v = voice_facts()
+    v["websocket"]["round_trip"] = round_trip(media=0, closed_before_stop=True)
+    layer = judge(v)
+    assert layer.causes == [] and checks(layer)["media round trip"]["status"] == "warn"
+    assert "closed the stream 120 ms into the call (close code 1000)" in checks(layer)["media round trip"]["detail"]
+
+
+def test_silence_and_no_media_tx_are_notes():
+    v = voice_facts()
+    v["websocket"]["round_trip"] = round_trip(media=0)
+    v["media_tx"] = dict(v["media_tx"], count=0, with_stream_sid=0, first=None)
+    layer = judge(v)
+    assert layer.causes == [] and layer.result()["status"] == "pass"
+    assert "note: no audio came back" in checks(layer)["media round trip"]["detail"]
+    assert "note: no MEDIA_TX line" in checks(layer)["MEDIA_TX in the log"]["detail"]
+
+
+def test_judge_does_not_modify_the_facts():
+    v = voice_facts()
+    v["twiml"] = twiml("ws://voice.example.com//ws/x?y=1")
+    before = copy.deepcopy(v)
+    judge(v)
+    assert v == before
+
+
+# --- the probe's pieces, against real loopback servers ----------------------------------------------------
+class Recorder(BaseHTTPRequestHandler):
+    seen = []
+
+    def do_POST(self):
+        length = int(self.headers["Content-Length"])
+        Recorder.seen.append((self.path, dict(self.headers), self.rfile.read(length).decode()))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = HTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_post_form_signs_like_twilio(http_server):
+    from urllib.parse import parse_qsl
+    Recorder.seen = []
+    fields = twilio.incoming_call_fields("CA" + "1" * 32, "AC" + "2" * 32)
+    got = voice.post_form(http_server, "/incoming_call", fields, "voice.example.com", "https", "tok3n",
+                          "https://voice.example.com")
+    assert got["status"] == 204 and got["body_bytes"] == 0 and got["signed_url"] == "https://voice.example.com/incoming_call"
+    path, headers, body = Recorder.seen[0]
+    assert path == "/incoming_call" and headers["Host"] == "voice.example.com"
+    assert headers["X-Forwarded-Proto"] == "https"
+    assert dict(parse_qsl(body)) == fields
+    assert headers["X-Twilio-Signature"] == twilio.signature("tok3n", "https://voice.example.com/incoming_call",
+                                                             dict(parse_qsl(body)))
+    assert "tok3n" not in json.dumps(got)
+    unsigned = voice.post_form(http_server, "/x", fields, "h", None, None, "https://h")
+    assert unsigned["signed_url"] is None and "X-Twilio-Signature" not in Recorder.seen[1][1]
+
+
+def test_post_form_to_nothing():
+    got = voice.post_form(closed_port(), "/incoming_call", {}, "h", None, None, "x")
+    assert got["status"] is None and got["error"]
+
+
+def serving(app):
+    """A fixture body: the WSGI app under werkzeug's threaded server on a loopback port, shut down afterwards."""
+    from werkzeug.serving import make_server
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def demo_server():
+    """The demo app (flask-sock) on a loopback port."""
+    import importlib
+    sys.path.insert(0, str(DEMO))
+    try:
+        main = importlib.import_module("AgentLocator.main")
+    finally:
+        sys.path.remove(str(DEMO))
+    yield from serving(main.create_app())
+
+
+def test_probe_websocket_round_trip_against_the_demo(demo_server):
+    out = voice.probe_websocket(demo_server, "/ws/twilio-media", "voice.example.com", SID, "CA1", "AC1", {})
+    assert out["status"] == 101 and out["accept_valid"] is True and out["subprotocol"] == "audio.twilio.com"
+    rt = out["round_trip"]
+    assert rt["sent_media"] == 50 and rt["events"]["media"] == 50 and rt["media_sizes"] == {"160": 50}
+    assert rt["problems"] == [] and rt["mark_echoed"] is True
+    # Paced, not dumped: 50 frames at 20 ms take about a second.
+    assert 900 <= rt["stop_at_ms"] <= 2500
+    assert rt["pace"] == 1 and rt["frame_interval_ms"] == 20
+    assert out["held_seconds"] < 3
+
+
+def test_a_faster_pace_sends_the_same_second_of_audio_in_less_time(demo_server):
+    out = voice.probe_websocket(demo_server, "/ws/twilio-media", "voice.example.com", SID, "CA1", "AC1", {}, pace=4)
+    rt = out["round_trip"]
+    assert rt["pace"] == 4 and rt["frame_interval_ms"] == 5
+    assert rt["sent_media"] == 50 and rt["events"]["media"] == 50 and rt["media_sizes"] == {"160": 50}
+    assert rt["problems"] == [] and rt["mark_echoed"] is True and rt["after_stop"] == 0
+    # 50 frames 5 ms apart: about a quarter of a second, still paced (not one burst).
+    assert 240 <= rt["stop_at_ms"] <= 900, rt
+    v = voice_facts()
+    v["websocket"] = dict(out, url="ws://127.0.0.1:%d/ws/twilio-media" % PORT)
+    detail = checks(judge(v))["media round trip"]["detail"]
+    assert "50 x 160-byte media paced at 5 ms, 4x real time" in detail
+
+
+@pytest.fixture
+def late_talker():
+    """An app that echoes the mark at once but starts talking - in 320-byte frames, PCM16 at 8 kHz, not mu-law -
+    only half a second into the call (speech synthesis warming up)."""
+    import base64
+    from flask import Flask
+    from flask_sock import Sock
+    app = Flask("late_talker")
+    app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": ["audio.twilio.com"]}
+    sock = Sock(app)
+
+    @sock.route("/ws/twilio-media")
+    def media(ws):
+        sid, started, talked = None, None, 0
+        while True:
+            raw = ws.receive(timeout=0.01)
+            msg = json.loads(raw) if raw else {}
+            if msg.get("event") == "start":
+                sid, started = msg["start"]["streamSid"], time.monotonic()
+            elif msg.get("event") == "mark":
+                ws.send(json.dumps({"event": "mark", "streamSid": sid, "mark": msg["mark"]}))
+            elif msg.get("event") == "stop":
+                return
+            if started and time.monotonic() - started > 0.5 and talked < 5:
+                talked += 1
+                ws.send(json.dumps({"event": "media", "streamSid": sid,
+                                    "media": {"payload": base64.b64encode(b"\x00" * 320).decode()}}))
+
+    yield from serving(app)
+
+
+def test_a_faster_pace_still_hears_an_app_that_talks_late(late_talker):
+    out = voice.probe_websocket(late_talker, "/ws/twilio-media", "voice.example.com", SID, "CA1", "AC1", {}, pace=4)
+    rt = out["round_trip"]
+    # Heard and checked although the 50 frames went out in a quarter of a second: what Twilio rejects (31924).
+    assert rt["sent_media"] == 50 and set(rt["media_sizes"]) == {"320"}, rt
+    assert rt["problems"] and {p["kind"] for p in rt["problems"]} == {"payload"}, rt
+
+
+@pytest.mark.parametrize("pace", [0, -1, 0.5, 21, 1e6, True, "fast", float("inf")])
+def test_voice_pace_must_be_a_number_from_1_to_20(tmp_path, pace):
+    params = {"app": "AgentLocator.main:app", "chdir": str(tmp_path), "python": sys.executable, "voice_pace": pace}
+    with pytest.raises(host_probe.InputError, match="doctor_voice_pace=.* is not a pace: set it to a number from 1 "):
+        host_probe.validate(params)
+    assert host_probe.validate(dict(params, voice_pace="2.5"))["voice_pace"] == 2.5
+    assert host_probe.validate(dict(params, voice_pace=None))["voice_pace"] == 1.0
+
+
+def test_probe_websocket_on_a_plain_route(demo_server):
+    out = voice.probe_websocket(demo_server, "/healthz", "h", SID, "CA1", "AC1", {})
+    assert out["status"] == 400 and out["round_trip"] is None
+
+
+def test_probe_websocket_refused():
+    out = voice.probe_websocket(closed_port(), "/ws/twilio-media", "h", SID, "CA1", "AC1", {})
+    assert out["status"] is None and out["error"]
+
+
+# --- MEDIA_TX and the skip decision -------------------------------------------------------------------
+def test_media_tx_counts_only_the_lines_of_the_call(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    log.write_text("old MEDIA_TX streamSid=MZold bytes=160\n")
+    mark = voice._log_size(str(log))
+    with open(str(log), "a") as f:
+        f.write(("x [INFO] agentlocator: MEDIA_TX streamSid=%s bytes=160\n" % SID) * 3)
+        f.write("x [INFO] something else\n")
+    got = voice.media_tx_lines(str(log), mark, SID, 3)
+    assert got["count"] == 3 and got["with_stream_sid"] == 3 and SID in got["first"]
+    assert voice.media_tx_lines(None, None, SID, 3)["reason"] == "no log file to read"
+
+
+def test_media_tx_waits_on_the_log_only_while_it_may_still_come(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    log.write_text("[2026-11-25 12:00:00 +0000] [7] [INFO] Listening at: http://0.0.0.0:8000 (7)\n")
+    started = time.monotonic()
+    got = voice.media_tx_lines(str(log), voice._log_size(str(log)), SID, 0)
+    assert got["count"] == 0 and got["reason"] is None
+    assert time.monotonic() - started < 0.1     # no frame came back: no line to await
+    # Frames came back but the log has not grown: it may be relayed (supervisord, journald) - the short
+    # "stopped growing" window, not LOG_WAIT.
+    started = time.monotonic()
+    got = voice.media_tx_lines(str(log), voice._log_size(str(log)), SID, 50)
+    assert got["count"] == 0 and 0.1 <= time.monotonic() - started < voice.LOG_WAIT
+
+
+@pytest.mark.parametrize("samples, skipped", [
+    ([{"status": None, "error": "Connection refused"}] * 3, True),
+    ([{"status": 500, "error": None}], False),
+    ([{"status": 200, "error": None}, {"status": None, "error": "Connection refused"}], False),
+    ([], False),
+])
+def test_http_skip_reason(samples, skipped):
+    reason = voice._http_skip_reason({"healthz": {"samples": samples}, "port": PORT})
+    assert bool(reason) == skipped
+    if skipped:
+        assert "nothing answers HTTP on 127.0.0.1:8123 (/healthz: Connection refused)" in reason
