@@ -9,7 +9,7 @@ No collection loader is needed: `ansible_collections`, `sre`, `plugins` and `mod
 no `__init__.py`, and Python 3 imports directories without one as implicit namespace packages
 (PEP 420). Putting `.collections` first on sys.path is therefore enough; ansible-core's
 `_AnsibleCollectionFinder` is only required for Ansible's own plugin loading, not for importing
-pure module_utils. (Verified: `import ansible_collections.sre.gunicorn_doctor.plugins.module_utils.gunicorn`
+pure module_utils. (Verified: `import ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.gunicorn`
 resolves to `.collections/ansible_collections/...` with `ansible_collections.__path__` a
 `_NamespacePath`.)
 
