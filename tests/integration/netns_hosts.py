@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 SSHD = "/usr/sbin/sshd"
 PLAIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -294,6 +295,15 @@ def _wait_gone(procs, timeout):
         if alive:
             time.sleep(0.02)
     return alive
+
+
+def fleet_work_dir(prefix):
+    """A fresh work directory for a test's fleet; skips the test where network-namespace hosts cannot run."""
+    why = usable()
+    if why:
+        pytest.skip("network-namespace hosts: %s" % why)
+    ensure_packages()
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 class Fleet:

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -54,11 +53,7 @@ def host_vars(fleet, name, app_dir, port):
 
 @pytest.fixture(scope="module")
 def fleet():
-    why = netns_hosts.usable()
-    if why:
-        pytest.skip("network-namespace hosts: %s" % why)
-    netns_hosts.ensure_packages()
-    work = Path(tempfile.mkdtemp(prefix="doctor-audit-"))
+    work = netns_hosts.fleet_work_dir("doctor-audit-")
     with netns_hosts.Fleet(work / "fleet", ["web1", "web2", "web3", "web4", "web5", "web6"]) as hosts:
         inventory = {}
         for name in ("web1", "web2", "web3", "web4", "web5"):

@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -148,11 +147,7 @@ def ansible_playbook(argv, timeout=240, env=None):
 
 @pytest.fixture(scope="module")
 def fleet():
-    why = netns_hosts.usable()
-    if why:
-        pytest.skip("network-namespace hosts: %s" % why)
-    netns_hosts.ensure_packages()
-    work = Path(tempfile.mkdtemp(prefix="doctor-failures-"))
+    work = netns_hosts.fleet_work_dir("doctor-failures-")
     with netns_hosts.Fleet(work / "fleet", NAMES) as hosts:
         for name in NAMES:
             host = hosts[name]
