@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Stabilize's plan, on the controller: each step takes the plan and the results of the tasks that ran and
+returns the next plan (module_utils/stabilize/plan.py decides). Only `decide` reaches the host: it runs
+service_info (unless an unfixable cause stops the run first) and reads the earlier run's eventlet record."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import base64
+import json
+import time
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_native
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import plain
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import plan as stabilize
+
+STEPS = ('decide', 'changes', 'pins', 'pass', 'eventlet_failed', 'failed', 'rollback_failed', 'summary')
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(('step', 'plan', 'inputs', 'before', 'service_info', 'memory_file', 'strays', 'logs',
+                             'port_fixed', 'hub_fixed', 'pins', 'installed', 'removed', 'purpose', 'service_result',
+                             'window', 'verified', 'failed_result', 'failed_task', 'after', 'rollback',
+                             'rolled_back', 'healthz_path'))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        args = plain(self._task.args)
+        step = args.get('step')
+        if step not in STEPS:
+            raise AnsibleActionFail('step must be one of %s, not %r' % (', '.join(STEPS), step))
+        if step != 'decide' and not isinstance(args.get('plan'), dict):
+            raise AnsibleActionFail('plan must be the plan an earlier stabilize_plan step returned')
+        if step == 'decide':
+            plan = self._decide(args, task_vars or {})
+            if plan.get('failed'):
+                result.update(plan)
+                return result
+        else:
+            plan = self._step(step, args, args['plan'], task_vars or {})
+        result.update(changed=False, plan=plan)
+        return result
+
+    def _step(self, step, args, plan, task_vars):
+        if step == 'changes':
+            return stabilize.record_changes(plan, args.get('strays') or {}, args.get('logs') or {},
+                                            bool(args.get('port_fixed')), args.get('hub_fixed') or [])
+        if step == 'pins':
+            return stabilize.record_pins(plan, args.get('pins') or {}, bool(args.get('installed')),
+                                         bool(args.get('removed')))
+        if step == 'pass':
+            return stabilize.record_pass(plan, args.get('purpose') or 'sync', args.get('service_result') or {},
+                                         self._play_context.check_mode, args.get('window') or 0, args.get('verified'))
+        if step == 'eventlet_failed':
+            return stabilize.eventlet_failed(plan, args.get('failed_result'), args.get('failed_task'))
+        if step == 'failed':
+            return stabilize.record_failure(plan, args.get('failed_result'), args.get('failed_task'))
+        if step == 'rollback_failed':
+            return stabilize.record_rollback_failure(plan, args.get('failed_result'), args.get('failed_task'))
+        plan = stabilize.summarize(plan, task_vars.get('inventory_hostname'), self._play_context.check_mode,
+                                   after_report=args.get('after'), verified=args.get('verified'),
+                                   rollback=args.get('rollback'), rolled_back=args.get('rolled_back'),
+                                   healthz_path=args.get('healthz_path') or '/healthz')
+        # Shown on the console: redacted like the report (verify's evidence, the strays' command lines).
+        return dict(plan, record=redact(plan['record']), lines=redact(plan['lines']))
+
+    def _decide(self, args, task_vars):
+        inputs = dict(args.get('inputs') or {}, stamp=time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()))
+        before = args.get('before') or {}
+        plan = stabilize.decide(inputs, before)
+        if plan['unfixable']:
+            return plan
+        service_args = dict((k, v) for k, v in (args.get('service_info') or {}).items() if v not in (None, ''))
+        service = self._execute_module('sre.gunicorn_doctor.service_info', module_args=service_args,
+                                       task_vars=task_vars)
+        if service.get('failed'):
+            return {'failed': True, 'msg': service.get('msg', 'service_info failed')}
+        service = dict((k, v) for k, v in service.items() if not k.startswith('_') and k not in ('invocation', 'changed'))
+        memory = {}
+        if stabilize.wanted_class(inputs.get('worker_class'), service) == 'eventlet' and args.get('memory_file'):
+            memory = self._read_memory(args['memory_file'], task_vars)
+        return stabilize.decide(inputs, before, service, memory)
+
+    def _read_memory(self, path, task_vars):
+        """What an earlier run learned about eventlet ({} when there is no record or it does not parse)."""
+        found = self._execute_module('ansible.builtin.slurp', module_args={'src': path}, task_vars=task_vars)
+        if found.get('failed') or not found.get('content'):
+            return {}
+        try:
+            memory = json.loads(to_native(base64.b64decode(found['content'])))
+        except (ValueError, TypeError):
+            return {}
+        return memory if isinstance(memory, dict) else {}

@@ -1,0 +1,332 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Stabilize's decisions, made in one place: the roles' tasks only carry out the plan.
+
+A plan is a plain dict. `decide` makes it from the inputs, the "before" diagnosis, service_info's answer
+and what an earlier run remembered about eventlet; each later step (`record_changes`, `record_pass`, ...)
+takes the plan and the results of the tasks that ran, and returns the next plan; `summarize` turns it into
+the result, the summary and the stabilize report's record. Controller-side only (the stabilize_plan action).
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import copy
+import re
+
+# Causes configuration cannot fix: stabilize stops before changing anything.
+UNFIXABLE = ('boot_exception', 'disk_full', 'dev_server_at_import')
+# What the eventlet worker needs in the runner's environment (hub: doctor_eventlet_hub, never "select").
+EVENTLET_NO_GREENDNS = 'yes'
+# The report's after when the run stopped before the "after" diagnosis.
+UNKNOWN_AFTER = {'verdict': 'unknown', 'failed_layer': None, 'causes': []}
+WHY = {
+    'sync': 'the runbook starts with one canonical sync command',
+    'eventlet': 'the service already serves on eventlet: keep it',
+    'switch': 'sync is stable; switch to the wanted eventlet worker',
+}
+
+
+def to_int(value, default=0):
+    """Jinja's int filter: ints, '8000', '8000.0'; anything else is `default`."""
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return default
+
+
+def truncate(text, length=300, end='...', leeway=5):
+    """Jinja's truncate filter (at a word boundary, with its leeway)."""
+    text = '%s' % text
+    if len(text) <= length + leeway:
+        return text
+    return text[:length - len(end)].rsplit(' ', 1)[0] + end
+
+
+def valid_port(value):
+    """A PORT read from the env file that names a port (1-65535)."""
+    return value is not None and re.match('^[0-9]+$', '%s' % value) is not None and 0 < int(value) < 65536
+
+
+def unfixable_causes(before):
+    """The failing causes of the "before" diagnosis that configuration cannot fix."""
+    return [c for c in before.get('causes') or [] if c.get('id') in UNFIXABLE and c.get('severity') == 'fail']
+
+
+def wanted_class(worker_class, service):
+    """doctor_worker_class when it is sync or eventlet, else what the running service uses (eventlet or sync)."""
+    if worker_class in ('sync', 'eventlet'):
+        return worker_class
+    return 'eventlet' if service.get('worker_class') == 'eventlet' else 'sync'
+
+
+def decide_port(port, service, before):
+    """doctor_port, else PORT of the env file, else the diagnosis' port."""
+    if '%s' % ('' if port is None else port):
+        return to_int(port)
+    if valid_port(service.get('env_file_port')):
+        return int(service['env_file_port'])
+    return before.get('port')
+
+
+def remembered_failure(want, retry, memory, fingerprint):
+    """An earlier run's eventlet failure with the same python, pins and hub: not tried again unless retry."""
+    return want == 'eventlet' and not retry and (memory or {}).get('fingerprint', '') == fingerprint
+
+
+def base_class(want, remembered, service, before):
+    """The first worker class: sync, unless the service already serves on eventlet (and eventlet is wanted)."""
+    keep = (want == 'eventlet' and not remembered and service.get('running')
+            and service.get('worker_class') == 'eventlet' and before.get('verdict') != 'down')
+    return 'eventlet' if keep else 'sync'
+
+
+def eventlet_state(want, remembered, memory):
+    reason = None
+    if remembered:
+        reason = ('an earlier run (%s) found: %s; it is not tried again with the same pins - set '
+                  'doctor_eventlet_retry=true or change doctor_eventlet_requirements'
+                  % (memory.get('at'), memory.get('reason')))
+    return {'wanted': want == 'eventlet', 'attempted': False, 'ok': False if remembered else None, 'reason': reason}
+
+
+def runner_environment(port, want, hub):
+    """PORT and EVENTLET_* are stabilize's; the rest of the runner's environment stays on the host."""
+    env = {'PORT': '%s' % port}
+    if want == 'eventlet':
+        env.update(EVENTLET_NO_GREENDNS=EVENTLET_NO_GREENDNS, EVENTLET_HUB=hub)
+    return env
+
+
+def old_logs(inputs):
+    """The log files and globs the clean-up archives."""
+    log_file, service_dir = inputs.get('log_file') or '', inputs['service_dir']
+    own = [service_dir + '/run/gunicorn.log', service_dir + '/gunicorn.log', service_dir + '/console.log']
+    paths = ([log_file] if log_file else []) + own + [inputs['chdir'] + '/nohup.out'] + list(inputs.get('extra_logs') or [])
+    patterns = ([log_file + '.*'] if log_file else []) + [path + '.*' for path in own]
+    return paths, patterns
+
+
+def say_plan(plan):
+    """One line: what stabilize will do."""
+    service, run_as = plan['service'], plan['service'].get('run_as')
+    who = '%s:%s (%s)' % (run_as['user'], run_as['group'], run_as['source']) if run_as else 'root'
+    line = '%s (%s); runs as %s; port %s; wanted -k %s, starting with -k %s' % (
+        service.get('manager'), service.get('why'), who, plan['port'], plan['want'], plan['base'])
+    if plan['remembered']:
+        line += '; eventlet: %s' % plan['eventlet']['reason']
+    return line
+
+
+def decide(inputs, before, service=None, memory=None):
+    """The first plan. inputs: the role's variables without doctor_ (worker_class, port, env_file, log_file,
+    chdir, service_dir, extra_logs, eventlet_hub, eventlet_retry, fingerprint); before: the diagnosis report;
+    service: service_info's result (None when an unfixable cause stops the run first); memory: the earlier
+    run's eventlet record ({} when none)."""
+    plan = {'before': before, 'unfixable': unfixable_causes(before), 'actions': [], 'passes': [],
+            'service_result': {}, 'verified': {}, 'failure': None, 'stage': 'decided', 'inputs': inputs,
+            'after_log': inputs.get('log_file') or '',
+            'eventlet': {'wanted': False, 'attempted': False, 'ok': None, 'reason': None}}
+    if plan['unfixable'] or service is None:
+        return plan
+    memory = memory or {}
+    want = wanted_class(inputs.get('worker_class'), service)
+    remembered = remembered_failure(want, inputs.get('eventlet_retry'), memory, inputs.get('fingerprint'))
+    port = decide_port(inputs.get('port'), service, before)
+    found_port = service.get('env_file_port')
+    run_as = service.get('run_as') or {}
+    paths, patterns = old_logs(inputs)
+    plan.update(
+        service=service, want=want, remembered=remembered, port=port, base=base_class(want, remembered, service, before),
+        eventlet=eventlet_state(want, remembered, memory), env=runner_environment(port, want, inputs.get('eventlet_hub')),
+        fix_env_port=bool(inputs.get('env_file')) and found_port is not None
+        and (not valid_port(found_port) or to_int(found_port) != to_int(port)),
+        user=run_as.get('user') or '', group=run_as.get('group') or '', uid='%s' % (run_as.get('uid') or 0),
+        keep_pids=[service['pid']] if service.get('pid') else [], started=service.get('started') or 0,
+        log_paths=paths, log_patterns=patterns)
+    plan['try_eventlet'] = want == 'eventlet' and plan['base'] == 'sync' and not remembered
+    plan['message'] = say_plan(plan)
+    return plan
+
+
+def _next(plan, **changes):
+    plan = copy.deepcopy(plan)
+    plan.update(changes)
+    return plan
+
+
+def record_changes(plan, strays, logs, port_fixed, hub_fixed):
+    """The clean-up's and the environment's actions: processes stopped, logs archived, PORT and EVENTLET_HUB set."""
+    inputs, actions = plan['inputs'], list(strays.get('actions') or []) + list(logs.get('actions') or [])
+    if port_fixed:
+        actions.append({'action': 'set PORT in the env file', 'target': inputs['env_file'],
+                        'reason': 'it held %r; the platform expects %s' % (plan['service'].get('env_file_port'), plan['port'])})
+    if hub_fixed:
+        actions.append({'action': 'replaced EVENTLET_HUB=select', 'target': ', '.join(hub_fixed),
+                        'reason': 'eventlet has no hub "select" (it kills the worker); set %s' % inputs.get('eventlet_hub')})
+    return _next(plan, actions=plan['actions'] + actions,
+                 force_restart=bool(port_fixed) or bool(hub_fixed))
+
+
+def record_pins(plan, info, installed, removed):
+    """The eventlet attempt begins: the pins installed, the conflicting packages removed."""
+    actions = []
+    if installed:
+        actions.append({'action': 'installed packages', 'target': ' '.join(info['requirements']),
+                        'reason': 'the eventlet worker needs them on Python %s (pip ran as %s, the owner of the venv)'
+                        % (info.get('python_version'), info.get('run_as'))})
+    if removed:
+        actions.append({'action': 'removed packages', 'target': ' '.join(info.get('remove') or []),
+                        'reason': 'gevent/uvloop conflict with eventlet and nothing needs them (pip ran as %s)'
+                        % info.get('run_as')})
+    eventlet = dict(plan['eventlet'], attempted=True, pins=list(info.get('requirements') or []))
+    return _next(plan, eventlet=eventlet, actions=plan['actions'] + actions, stage='eventlet')
+
+
+def keep_verified(plan, verified):
+    """The last verification that passed (a skipped or failed one - check mode, a rescue - keeps the one before)."""
+    if verified and not verified.get('skipped') and not verified.get('failed'):
+        return _next(plan, verified=verified)
+    return plan
+
+
+def pass_why(plan, purpose):
+    if purpose == 'fallback':
+        return 'eventlet failed (%s): back to the stable sync command' % truncate(plan['eventlet']['reason'])
+    return WHY[purpose]
+
+
+def record_pass(plan, purpose, service_result, check_mode, window, verified=None):
+    """One pass of gunicorn_service: the files it wrote, its restart or start; how long verify must watch."""
+    plan = keep_verified(plan, verified)
+    worker_class = service_result.get('worker_class')
+    why = '%s (-k %s)' % (pass_why(plan, purpose), worker_class)
+    actions = [{'action': ('would write' if check_mode else 'wrote') + ' service file', 'target': path, 'reason': why}
+               for path in service_result.get('changed_files') or []]
+    target = '%s (%s)' % (service_result.get('name'), service_result.get('manager'))
+    if service_result.get('restarted'):
+        actions.append({'action': ('would restart' if check_mode else 'restarted') + ' service', 'target': target,
+                        'reason': 'its configuration changed: ' + '; '.join(service_result.get('restart_actions') or [])})
+    elif service_result.get('started'):
+        actions.append({'action': ('would start' if check_mode else 'started') + ' service', 'target': target,
+                        'reason': 'it was not running'})
+    actions = plan['actions'] + actions
+    # Nothing restarted and the diagnosis just watched a stable 200: one answer proves it still serves.
+    busy = (service_result.get('restarted') or service_result.get('started') or actions
+            or plan['before'].get('verdict') == 'down')
+    log_file = plan['inputs'].get('log_file') or (service_result.get('log_files') or [''])[0]
+    return _next(plan, actions=actions, service_result=service_result, verify_window=to_int(window) if busy else 0,
+                 after_log=log_file, passes=plan['passes'] + [purpose])
+
+
+def failure_reason(failed_result, failed_task):
+    """`why` (verify's reason) or `msg` of the failed task, and where."""
+    failed_result = failed_result or {}
+    why = failed_result.get('why') or failed_result.get('msg') or 'unknown'
+    return '%s (at: %s)' % (why, failed_task or '?')
+
+
+def eventlet_failed(plan, failed_result, failed_task):
+    """Eventlet did not come up: why (with verify's evidence), and the record the next run remembers."""
+    failed_result = failed_result or {}
+    reason = '%s' % (failed_result.get('why') or failed_result.get('msg') or 'unknown')
+    evidence = failed_result.get('evidence') or []
+    if evidence:
+        reason += ' [%s]' % ' | '.join('%s' % line for line in evidence)
+    eventlet = dict(plan['eventlet'], attempted=True, ok=False, reason=reason, failed_task=failed_task or '')
+    inputs = plan['inputs']
+    memory = {'fingerprint': inputs.get('fingerprint'), 'at': inputs.get('stamp'), 'reason': reason,
+              'python': inputs.get('python'), 'pins': eventlet.get('pins', [])}
+    return _next(plan, eventlet=eventlet, memory=memory, stage='fallback')
+
+
+def record_failure(plan, failed_result, failed_task):
+    """A step failed. In the sync fallback after eventlet failed: nothing to roll back (eventlet's files are
+    gone already); else the service pass is rolled back."""
+    reason = failure_reason(failed_result, failed_task)
+    if plan.get('stage') == 'fallback':
+        failure = ('eventlet failed (%s) and the sync fallback failed too: %s; backups of the service files are in %s/backup'
+                   % (truncate(plan['eventlet']['reason']), reason, plan['inputs']['service_dir']))
+        return _next(plan, failure=failure, stage='failed', roll_back=False)
+    return _next(plan, failure=reason, stage='failed', roll_back=True)
+
+
+def record_rollback_failure(plan, failed_result, failed_task):
+    """The rollback failed too: the report still says both, and where the backups are."""
+    msg = (failed_result or {}).get('msg') or 'unknown'
+    failure = '%s; the rollback failed too: %s (at: %s) - see the backups in %s/backup' % (
+        plan['failure'], msg, failed_task or '?', plan['inputs']['service_dir'])
+    return _next(plan, failure=failure)
+
+
+def rollback_text(rollback, rolled_back, healthz_path, before):
+    """How the service was left after a rollback ('' when nothing was rolled back)."""
+    if not rollback.get('done'):
+        return ''
+    if rollback.get('state') == 'stopped':
+        state = 'is stopped, as it was found'
+    elif rolled_back.get('master'):
+        state = 'runs again on its old files and answers %s' % healthz_path
+    else:
+        state = 'was restarted on its old files but does not answer %s (before this run: %s)' % (
+            healthz_path, before.get('verdict'))
+    return '; rolled back: restored %s, removed %s; the service %s' % (
+        ', '.join(rollback.get('restored') or []) or 'nothing', ', '.join(rollback.get('removed') or []) or 'nothing',
+        state)
+
+
+def outcome(plan, check_mode, after_report, rollback, rolled_back, healthz_path):
+    """-> (result, summary, after diagnosis, fail message or None)."""
+    before, eventlet = plan['before'], plan['eventlet']
+    if plan['unfixable']:
+        summary = 'not stabilized, nothing changed: %s cannot be fixed by configuration' % ', '.join(
+            c['id'] for c in plan['unfixable'])
+        remedies = ' '.join('%s: %s - fix: %s' % (c['id'], (c.get('evidence') or [''])[0], c.get('remedy'))
+                            for c in plan['unfixable'])
+        return 'not_fixable', summary, before, '%s. %s' % (summary, remedies)
+    if plan['failure']:
+        summary = 'not stabilized: %s%s' % (plan['failure'], rollback_text(rollback, rolled_back, healthz_path, before))
+        after = dict(UNKNOWN_AFTER, port=before.get('port'))
+        return ('rolled_back' if rollback.get('done') else 'failed'), summary, after, summary
+    after = after_report if (not check_mode and plan['actions'] and after_report) else before
+    if check_mode:
+        result, summary = 'check_mode', 'check mode, nothing changed: %d action(s) would be taken' % len(plan['actions'])
+    elif eventlet['ok'] is False:
+        result, summary = 'sync_fallback', 'running on sync; eventlet failed because %s' % eventlet['reason']
+    else:
+        verified, service_result = plan['verified'], plan['service_result']
+        result, summary = 'stabilized', 'stable: %s answers 200 on port %s, master %s (-k %s, %s)' % (
+            healthz_path, plan['port'], verified.get('master', '?'), verified.get('worker_class', '?'),
+            service_result.get('manager', '?'))
+    strict = eventlet['ok'] is False and not plan['inputs'].get('allow_sync_fallback')
+    return result, summary, after, summary + ' (doctor_allow_sync_fallback is false)' if strict else None
+
+
+def brief(report):
+    """The part of a diagnosis the stabilize report keeps."""
+    return {'verdict': report.get('verdict'), 'failed_layer': report.get('failed_layer'),
+            'causes': [c.get('id') for c in report.get('causes') or []], 'port': report.get('port')}
+
+
+def summarize(plan, host, check_mode, after_report=None, verified=None, rollback=None, rolled_back=None,
+              healthz_path='/healthz'):
+    """The run's end: its result, summary and the stabilize report's record; `fail` when the run must fail."""
+    plan = keep_verified(plan, verified)
+    rollback, rolled_back = rollback or {}, rolled_back or {}
+    eventlet = plan['eventlet']
+    if eventlet.get('attempted') and eventlet.get('ok') is None and not plan['failure']:
+        eventlet = dict(eventlet, ok=True, reason=None)
+    plan = _next(plan, eventlet=eventlet)
+    result, summary, after, fail = outcome(plan, check_mode, after_report or {}, rollback, rolled_back, healthz_path)
+    record = {'host': host, 'result': result, 'summary': summary, 'check_mode': bool(check_mode),
+              'run': plan['inputs'].get('stamp'), 'before': brief(plan['before']), 'after': brief(after),
+              'port': plan.get('port') if not plan['unfixable'] else None, 'service': plan['service_result'],
+              'verified': plan['verified'], 'eventlet': eventlet, 'actions': plan['actions'], 'rollback': rollback}
+    lines = [summary] + ['%s: %s: %s' % (a.get('action'), a.get('target'), a.get('reason')) for a in plan['actions']]
+    return _next(plan, result=result, summary=summary, record=record, lines=lines, fail=fail, stage='done')

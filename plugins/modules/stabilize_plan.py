@@ -1,0 +1,151 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: stabilize_plan
+short_description: Decide what the stabilize role does, step by step
+version_added: 0.2.0
+description:
+  - Runs on the controller (an action plugin). The stabilize role's decisions - the service manager, the port,
+    the worker class, the runner's environment, what an earlier eventlet failure means, how long verify must watch,
+    the actions taken, the rollback and the summary - are made here; the role's tasks carry them out.
+  - Each step takes the plan an earlier step returned (O(plan)) and the results of the tasks that ran since, and
+    returns the next plan.
+  - O(step=decide) is the only step that reaches the host. It runs M(sre.gunicorn_doctor.service_info) with
+    O(service_info) (not when the diagnosis found a cause configuration cannot fix) and, when eventlet is wanted,
+    reads O(memory_file), the record of an earlier run's eventlet failure.
+  - O(step=summary) returns the result, the summary, the lines to print (redacted) and the record
+    M(sre.gunicorn_doctor.report) writes as C(HOST.stabilize.json) (redacted).
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
+options:
+  step:
+    description:
+      - C(decide) - the first plan, from O(inputs), O(before), O(service_info) and O(memory_file).
+      - C(changes) - record the clean-up (O(strays), O(logs)) and the environment (O(port_fixed), O(hub_fixed)).
+      - C(pins) - record the eventlet pins (O(pins), O(installed), O(removed)); the eventlet attempt begins.
+      - C(pass) - record a service pass (O(service_result), O(purpose)) and decide the verify window (O(window)).
+      - C(eventlet_failed), C(failed), C(rollback_failed) - record a failure (O(failed_result), O(failed_task)).
+      - C(summary) - the result, the summary and the report's record.
+    type: str
+    required: true
+    choices: [decide, changes, pins, pass, eventlet_failed, failed, rollback_failed, summary]
+  plan:
+    description: The plan the previous step returned. Required for every step but C(decide).
+    type: dict
+  inputs:
+    description:
+      - The role's inputs, without the C(doctor_) prefix (worker_class, port, env_file, log_file, chdir, python,
+        service_dir, extra_logs, eventlet_hub, eventlet_retry, allow_sync_fallback, fingerprint).
+    type: dict
+  before:
+    description: The diagnosis report before any change (C(doctor_report.report)).
+    type: dict
+  service_info:
+    description: The arguments of M(sre.gunicorn_doctor.service_info); empty values are left out.
+    type: dict
+  memory_file:
+    description: The record of an earlier run's eventlet failure on the host.
+    type: path
+  strays:
+    description: The result of M(sre.gunicorn_doctor.stop_strays).
+    type: dict
+  logs:
+    description: The result of M(sre.gunicorn_doctor.archive_logs).
+    type: dict
+  port_fixed:
+    description: Whether C(PORT) was set in the env file.
+    type: bool
+  hub_fixed:
+    description: The env files where C(EVENTLET_HUB=select) was replaced.
+    type: list
+    elements: path
+  pins:
+    description: The result of M(sre.gunicorn_doctor.eventlet_pins_info).
+    type: dict
+  installed:
+    description: Whether the pins were installed.
+    type: bool
+  removed:
+    description: Whether gevent/uvloop were removed.
+    type: bool
+  purpose:
+    description: Why the pass runs - the first command (C(sync), C(eventlet)), the switch to eventlet, the fallback.
+    type: str
+    choices: [sync, eventlet, switch, fallback]
+  service_result:
+    description: The gunicorn_service role's C(gunicorn_service_result) of the pass.
+    type: dict
+  window:
+    description: The verify window when something changed (C(doctor_stability_window)); 0 when nothing did.
+    type: int
+  verified:
+    description: The last result of M(sre.gunicorn_doctor.verify); a skipped or failed one is not kept.
+    type: dict
+  failed_result:
+    description: The failed task's result (C(ansible_failed_result)).
+    type: dict
+  failed_task:
+    description: The failed task's name.
+    type: str
+  after:
+    description: The diagnosis report after the changes.
+    type: dict
+  rollback:
+    description: The gunicorn_service role's C(gunicorn_service_rollback).
+    type: dict
+  rolled_back:
+    description: The result of M(sre.gunicorn_doctor.verify) after the rollback.
+    type: dict
+  healthz_path:
+    description: Health endpoint, for the summary.
+    type: str
+    default: /healthz
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  check_mode:
+    support: full
+    details: Nothing changes; the summary says what would be done.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+'''
+
+EXAMPLES = r'''
+- name: Decide
+  sre.gunicorn_doctor.stabilize_plan:
+    step: decide
+    before: "{{ doctor_report.report }}"
+    inputs: {worker_class: auto, port: "", env_file: /srv/app/.env, chdir: /srv/app, service_dir: /var/lib/gunicorn-doctor/app}
+    service_info: {app: "app:app", chdir: /srv/app, name: app}
+  register: stabilize
+
+- name: Sum up
+  sre.gunicorn_doctor.stabilize_plan:
+    step: summary
+    plan: "{{ stabilize.plan }}"
+  register: stabilize
+'''
+
+RETURN = r'''
+plan:
+  description:
+    - The plan. Among its keys - C(want), C(base) (the worker classes wanted and started with), C(port), C(env),
+      C(unfixable), C(actions), C(eventlet), C(verify_window); after C(summary) also C(result), C(summary),
+      C(lines), C(record) and C(fail) (the message the run fails with, or null).
+  returned: success
+  type: dict
+'''

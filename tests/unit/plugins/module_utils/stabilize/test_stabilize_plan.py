@@ -1,0 +1,206 @@
+"""Stabilize's plan: every decision the role used to make in Jinja, as the role relies on it."""
+
+import jinja2
+import pytest
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import plan as stabilize
+
+INPUTS = {'worker_class': 'auto', 'port': '', 'env_file': '/srv/app/.env', 'log_file': '', 'chdir': '/srv/app',
+          'python': '/srv/venv/bin/python', 'service_dir': '/var/lib/gd/app', 'extra_logs': [],
+          'eventlet_hub': 'selects', 'eventlet_retry': False, 'allow_sync_fallback': True, 'fingerprint': 'f1',
+          'stamp': '20260101T000000Z'}
+BEFORE = {'verdict': 'down', 'failed_layer': 'port', 'port': 8123, 'causes': [{'id': 'wrong_port', 'severity': 'fail'}]}
+SERVICE = {'manager': 'standalone', 'why': 'nothing else runs it', 'running': True, 'pid': 4242, 'started': 1700000000.5,
+           'worker_class': 'sync', 'env_file_port': '8123', 'run_as': None}
+PASS = {'name': 'app', 'manager': 'standalone', 'worker_class': 'sync', 'changed_files': ['/var/lib/gd/app/run.sh'],
+        'restarted': True, 'started': False, 'restart_actions': ['stopped master 1', 'started master 2'],
+        'log_files': ['/var/lib/gd/app/run/gunicorn.log']}
+
+
+def decided(inputs=None, before=None, service=None, memory=None):
+    return stabilize.decide(dict(INPUTS, **(inputs or {})), dict(BEFORE, **(before or {})),
+                            dict(SERVICE, **(service or {})), memory or {})
+
+
+# --- decide ---------------------------------------------------------------------------------------------
+
+def test_port_comes_from_doctor_port_then_the_env_file_then_the_diagnosis():
+    assert decided({'port': 9000})['port'] == 9000
+    assert decided({'port': '9001'})['port'] == 9001
+    assert decided(service={'env_file_port': '8124'})['port'] == 8124
+    for unusable in ('0', '70000', 'abc', None):
+        assert decided(service={'env_file_port': unusable})['port'] == 8123
+
+
+def test_env_file_port_is_rewritten_only_when_it_differs_or_is_unusable():
+    assert decided()['fix_env_port'] is False
+    assert decided({'port': 9000})['fix_env_port'] is True
+    assert decided(service={'env_file_port': 'abc'})['fix_env_port'] is True
+    assert decided(service={'env_file_port': None})['fix_env_port'] is False
+    assert decided({'env_file': '', 'port': 9000})['fix_env_port'] is False
+
+
+def test_worker_class_follows_the_input_else_the_running_service():
+    assert decided()['want'] == 'sync'
+    assert decided(service={'worker_class': 'eventlet'})['want'] == 'eventlet'
+    assert decided({'worker_class': 'sync'}, service={'worker_class': 'eventlet'})['want'] == 'sync'
+    assert decided({'worker_class': 'gthread'})['want'] == 'sync'
+
+
+def test_eventlet_starts_on_sync_unless_the_service_already_serves_on_eventlet():
+    plan = decided({'worker_class': 'eventlet'})
+    assert (plan['base'], plan['try_eventlet']) == ('sync', True)
+    serving = decided({'worker_class': 'eventlet'}, before={'verdict': 'healthy'}, service={'worker_class': 'eventlet'})
+    assert (serving['base'], serving['try_eventlet']) == ('eventlet', False)
+    down = decided({'worker_class': 'eventlet'}, service={'worker_class': 'eventlet'})
+    assert down['base'] == 'sync'
+
+
+def test_runner_environment_holds_port_and_for_eventlet_the_hub():
+    assert decided()['env'] == {'PORT': '8123'}
+    assert decided({'worker_class': 'eventlet', 'eventlet_hub': 'poll'})['env'] == {
+        'PORT': '8123', 'EVENTLET_NO_GREENDNS': 'yes', 'EVENTLET_HUB': 'poll'}
+
+
+def test_an_earlier_eventlet_failure_with_the_same_pins_is_not_tried_again():
+    memory = {'fingerprint': 'f1', 'at': '20250101T000000Z', 'reason': 'greenlet fails to build'}
+    plan = decided({'worker_class': 'eventlet'}, memory=memory)
+    assert plan['remembered'] and not plan['try_eventlet'] and plan['eventlet']['ok'] is False
+    assert 'greenlet fails to build' in plan['eventlet']['reason'] and 'doctor_eventlet_retry=true' in plan['message']
+    assert decided({'worker_class': 'eventlet', 'eventlet_retry': True}, memory=memory)['try_eventlet']
+    assert decided({'worker_class': 'eventlet', 'fingerprint': 'f2'}, memory=memory)['try_eventlet']
+
+
+def test_the_service_user_keeps_pids_and_old_logs():
+    run_as = {'user': 'www-data', 'group': 'www-data', 'uid': 33, 'source': 'the running master'}
+    plan = decided({'log_file': '/var/log/app.log', 'extra_logs': ['/tmp/x.log']}, service={'run_as': run_as})
+    assert (plan['user'], plan['group'], plan['uid'], plan['keep_pids']) == ('www-data', 'www-data', '33', [4242])
+    assert 'runs as www-data:www-data (the running master)' in plan['message']
+    assert plan['log_paths'][0] == '/var/log/app.log' and plan['log_paths'][-2:] == ['/srv/app/nohup.out', '/tmp/x.log']
+    assert plan['log_patterns'][0] == '/var/log/app.log.*'
+    assert decided()['uid'] == '0' and decided(service={'pid': None})['keep_pids'] == []
+
+
+def test_an_unfixable_cause_stops_the_plan_before_the_service_is_looked_at():
+    before = dict(BEFORE, causes=[{'id': 'boot_exception', 'severity': 'fail', 'evidence': ['ImportError: x'],
+                                   'remedy': 'install x'}, {'id': 'disk_full', 'severity': 'warn'}])
+    plan = stabilize.decide(INPUTS, before)
+    assert [c['id'] for c in plan['unfixable']] == ['boot_exception'] and 'port' not in plan
+    done = stabilize.summarize(plan, 'web1', False)
+    assert done['result'] == 'not_fixable' and done['record']['actions'] == [] and done['record']['port'] is None
+    assert done['fail'] == ('not stabilized, nothing changed: boot_exception cannot be fixed by configuration. '
+                            'boot_exception: ImportError: x - fix: install x')
+
+
+# --- the passes -----------------------------------------------------------------------------------------
+
+def test_a_pass_records_its_files_and_restart_and_verify_watches_only_after_a_change():
+    plan = stabilize.record_pass(decided(), 'sync', PASS, False, 15)
+    assert [a['action'] for a in plan['actions']] == ['wrote service file', 'restarted service']
+    assert plan['actions'][0]['reason'] == 'the runbook starts with one canonical sync command (-k sync)'
+    assert plan['verify_window'] == 15 and plan['after_log'] == '/var/lib/gd/app/run/gunicorn.log'
+    quiet = dict(PASS, changed_files=[], restarted=False)
+    assert stabilize.record_pass(decided(before={'verdict': 'healthy'}), 'sync', quiet, False, 15)['verify_window'] == 0
+    assert stabilize.record_pass(decided(), 'sync', quiet, False, '15')['verify_window'] == 15  # before: down
+    check = stabilize.record_pass(decided(), 'sync', PASS, True, 15)
+    assert [a['action'] for a in check['actions']] == ['would write service file', 'would restart service']
+
+
+def test_changes_are_recorded_in_order_and_force_a_restart():
+    plan = stabilize.record_changes(decided({'port': 9000}), {'actions': [{'action': 'stopped process'}]},
+                                    {'actions': [{'action': 'archived logs'}]}, True, ['/srv/app/.env'])
+    assert [a['action'] for a in plan['actions']] == ['stopped process', 'archived logs', 'set PORT in the env file',
+                                                      'replaced EVENTLET_HUB=select']
+    assert plan['actions'][2]['reason'] == "it held '8123'; the platform expects 9000" and plan['force_restart']
+    assert stabilize.record_changes(decided(), {}, {}, False, [])['force_restart'] is False
+
+
+# --- the end of the run ---------------------------------------------------------------------------------
+
+def test_a_stable_run_is_summed_up_with_the_verified_master():
+    plan = stabilize.record_pass(decided(), 'sync', PASS, False, 15)
+    done = stabilize.summarize(plan, 'web1', False, after_report={'verdict': 'healthy', 'port': 8123, 'causes': []},
+                               verified={'master': 77, 'worker_class': 'sync'})
+    assert done['summary'] == 'stable: /healthz answers 200 on port 8123, master 77 (-k sync, standalone)'
+    assert done['record']['after']['verdict'] == 'healthy' and done['record']['before']['causes'] == ['wrong_port']
+    assert done['fail'] is None and done['lines'][1].startswith('wrote service file: /var/lib/gd/app/run.sh: ')
+
+
+def test_check_mode_says_how_many_actions_would_be_taken():
+    done = stabilize.summarize(stabilize.record_pass(decided(), 'sync', PASS, True, 15), 'web1', True,
+                               verified={'skipped': True})
+    assert done['summary'] == 'check mode, nothing changed: 2 action(s) would be taken'
+    assert done['record']['after']['verdict'] == 'down' and done['record']['verified'] == {}
+
+
+def test_eventlet_that_fails_falls_back_and_is_remembered():
+    plan = stabilize.record_pins(decided({'worker_class': 'eventlet'}), {'requirements': ['eventlet==0.40.3']},
+                                 True, False)
+    plan = stabilize.eventlet_failed(plan, {'msg': 'verify failed', 'why': 'worker died',
+                                            'evidence': ['Traceback', 'ImportError']}, 'Await /healthz 200')
+    assert plan['eventlet']['reason'] == 'worker died [Traceback | ImportError]'
+    assert plan['memory'] == {'fingerprint': 'f1', 'at': '20260101T000000Z', 'reason': plan['eventlet']['reason'],
+                              'python': '/srv/venv/bin/python', 'pins': ['eventlet==0.40.3']}
+    plan = stabilize.record_pass(plan, 'fallback', PASS, False, 15)
+    assert plan['actions'][1]['reason'].startswith('eventlet failed (worker died [Traceback | ImportError]): back to')
+    done = stabilize.summarize(plan, 'web1', False)
+    assert done['result'] == 'sync_fallback' and done['fail'] is None
+    assert done['summary'] == 'running on sync; eventlet failed because worker died [Traceback | ImportError]'
+    strict = stabilize.summarize(dict(plan, inputs=dict(INPUTS, allow_sync_fallback=False)), 'web1', False)
+    assert strict['fail'] == strict['summary'] + ' (doctor_allow_sync_fallback is false)'
+
+
+def test_eventlet_that_runs_is_ok():
+    plan = stabilize.record_pins(decided({'worker_class': 'eventlet'}), {'requirements': ['eventlet==0.40.3']},
+                                 False, False)
+    done = stabilize.summarize(stabilize.record_pass(plan, 'switch', PASS, False, 15), 'web1', False)
+    assert done['eventlet']['ok'] is True and done['result'] == 'stabilized'
+
+
+ROLLBACK = {'done': True, 'restored': ['/etc/supervisor/conf.d/app.conf'], 'removed': [], 'state': 'restarted'}
+
+
+@pytest.mark.parametrize('rollback, rolled_back, says', [
+    (ROLLBACK, {'master': 5}, 'runs again on its old files and answers /healthz'),
+    (ROLLBACK, {'failed': True}, 'was restarted on its old files but does not answer /healthz (before this run: down)'),
+    (dict(ROLLBACK, state='stopped', restored=[], removed=['/a', '/b']), {}, 'is stopped, as it was found'),
+])
+def test_a_failed_run_is_rolled_back_and_says_how_the_service_was_left(rollback, rolled_back, says):
+    plan = stabilize.record_failure(decided(), {'msg': 'verify failed', 'why': 'SystemExit at import'}, 'Await /healthz')
+    assert plan['roll_back']
+    done = stabilize.summarize(plan, 'web1', False, rollback=rollback, rolled_back=rolled_back)
+    assert done['result'] == 'rolled_back' and done['fail'] == done['summary']
+    assert done['summary'].startswith('not stabilized: SystemExit at import (at: Await /healthz); rolled back: restored ')
+    assert done['summary'].endswith('; the service ' + says) and done['record']['after']['verdict'] == 'unknown'
+
+
+def test_a_failure_before_any_service_pass_fails_without_rollback():
+    done = stabilize.summarize(stabilize.record_failure(decided(), {'msg': 'port 8123 is held by not this app'},
+                                                        'Stop the strays'), 'web1', False)
+    assert done['result'] == 'failed' and done['summary'] == (
+        'not stabilized: port 8123 is held by not this app (at: Stop the strays)')
+
+
+def test_a_failed_rollback_and_a_failed_fallback_name_both_reasons():
+    plan = stabilize.record_failure(decided(), {'msg': 'boom'}, 'Verify')
+    plan = stabilize.record_rollback_failure(plan, {'msg': 'copy failed'}, 'Put back')
+    assert plan['failure'] == ('boom (at: Verify); the rollback failed too: copy failed (at: Put back) - see the '
+                               'backups in /var/lib/gd/app/backup')
+    plan = stabilize.eventlet_failed(decided({'worker_class': 'eventlet'}), {'msg': 'x' * 400}, 'Switch')
+    plan = stabilize.record_failure(plan, {'msg': 'sync died'}, 'Verify')
+    assert not plan['roll_back'] and plan['failure'].startswith(
+        'eventlet failed (%s...) and the sync fallback' % ('x' * 297))
+    assert plan['failure'].endswith('failed too: sync died (at: Verify); backups of the service files are in '
+                                    '/var/lib/gd/app/backup')
+
+
+# --- Jinja's filters, as the role used them ------------------------------------------------------------
+
+@pytest.mark.parametrize('text', ['short', 'word ' * 61, 'word ' * 70, 'x' * 400, 'a b ' * 100])
+def test_truncate_is_jinjas(text):
+    assert stabilize.truncate(text) == jinja2.Environment().from_string('{{ t | truncate(300) }}').render(t=text)
+
+
+@pytest.mark.parametrize('value', ['8000', 8000, '8000.0', 'abc', '', None, 7.9])
+def test_to_int_is_jinjas(value):
+    assert stabilize.to_int(value) == int(jinja2.Environment().from_string('{{ v | int }}').render(v=value))
