@@ -149,7 +149,7 @@ def test_audit_through_ansible_runner_and_the_rerun_of_its_failed_hosts(collecti
     web2_port = free_port()
     web2_app = make_app(tmp_path / "web2")           # deployed, ran once, not running now: down (not_listening)
     (tmp_path / "web2" / "gunicorn.log").write_text("")
-    reports = tmp_path / "shared" / "doctor-reports"   # doctor_report_dir on a path that outlives the job
+    reports = tmp_path / "mounted" / "doctor-reports"   # doctor_report_dir on a path that outlives the job
     hosts = {"web1": local_host(web1.app_dir, tmp_path / "web1" / "gunicorn.log", port),
              "web2": local_host(web2_app, tmp_path / "web2" / "gunicorn.log", web2_port)}
     pdd = private_data_dir(tmp_path, collection, hosts, survey(reports))
