@@ -93,8 +93,11 @@ class ActionModule(ActionBase):
             known=list(task_vars.get('ansible_all_ipv4_addresses') or []) +
             list(task_vars.get('ansible_all_ipv6_addresses') or []))
         inputs = facts.get('inputs') or {}
+        voice = facts.get('voice') or {}
+        # The path of the TwiML's <Stream url> wins over doctor_ws_path: it is where Twilio really connects.
+        twiml_path = voice['paths']['ws'] if (voice.get('stream') or {}).get('from_twiml') else None
         return external.collect(url, source, healthz_path=args.get('healthz_path') or inputs.get('healthz_path') or '/healthz',
-                                ws_path=args.get('ws_path') or ((facts.get('voice') or {}).get('paths') or {}).get('ws')
+                                ws_path=twiml_path or args.get('ws_path') or (voice.get('paths') or {}).get('ws')
                                 or '/ws/twilio-media', target=target, **options)
 
     def _external_options(self, url, source):

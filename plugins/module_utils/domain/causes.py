@@ -200,16 +200,17 @@ CAUSES = {
         'PEM private_key, client_email; values never read out) or the JSON in the variable '
         "doctor_gcp_credentials_env names; unset counts when the app's source uses Google Cloud off Google Cloud."),
     'twiml_invalid': _cause(
-        'voice', 'fail', '5.1', None, 'The TwiML webhook does not return <Response><Connect><Stream url="wss://'
-        'PUBLIC_HOST/ws-path"/></Connect></Response> that Twilio can follow. twilio_error is the table\'s 31922 '
-        '(not wss://) or what this instance shows: 31923 malformed URL, 31920 wrong path, 11200 failing webhook, '
-        '12100 not XML.',
-        'Make POST {path} return text/xml <Response><Connect><Stream url="{expected_url}"/></Connect></Response>: '
-        '{fix}',
+        'voice', 'fail', '5.1', None, 'The TwiML webhook does not return a <Response> whose <Start><Stream> '
+        '(one-way) or <Connect><Stream> (two-way) Twilio can follow. twilio_error is the table\'s 31922 (not wss://) '
+        'or what this instance shows: 31923 malformed URL, 31920 wrong path, 31941 a track the verb does not take, '
+        '11200 failing webhook, 12100 not XML.',
+        'Make POST {path} return text/xml <Response> with {expected_twiml}: {fix}',
         twilio_error=31922,
         evidence="POST <incoming call path> on 127.0.0.1:$PORT with Twilio's form fields, the public Host and "
         'X-Forwarded-Proto (signed when doctor_twilio_auth_token is set): anything but 200 XML with '
-        '<Connect><Stream url> to an absolute wss:// URL on the public host and the WebSocket path.'),
+        '<Start><Stream url> or <Connect><Stream url> to an absolute wss:// URL on the public host, by Twilio\'s '
+        '<Stream> rules: a track the verb takes, a verb after <Start> (else the call hangs up), none after <Connect> '
+        '(a warning: they run only once the app closes the stream), <Parameter> with name and value.'),
     'twiml_double_slash': _cause(
         'voice', 'fail', '5.1', None, 'The stream URL has // in its path (a base URL with a trailing / joined '
         'with "/ws/..."): the path no longer matches the WebSocket route.',

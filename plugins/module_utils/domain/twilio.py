@@ -20,9 +20,9 @@ import re
 import xml.etree.ElementTree as ET
 
 try:
-    from urllib.parse import urlsplit
+    from urllib.parse import urljoin, urlsplit
 except ImportError:  # pragma: no cover - Python 2 is not a target
-    urlsplit = None
+    urljoin = urlsplit = None
 
 SUBPROTOCOL = 'audio.twilio.com'
 WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'   # RFC 6455, section 1.3
@@ -30,6 +30,8 @@ SAMPLE_RATE = 8000
 FRAME_MS = 20
 FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000        # 160: 20 ms of 8 kHz mono mu-law, one byte a sample
 SERVER_EVENTS = ('media', 'mark', 'clear')          # all a bidirectional stream's server may send
+STREAM_VERBS = ('Start', 'Connect')                 # <Start><Stream>: one-way fork; <Connect><Stream>: two-way
+TRACKS = {'Start': ('inbound_track', 'outbound_track', 'both_tracks'), 'Connect': ('inbound_track',)}
 # What other frame sizes mean, for the evidence (20 ms at a rate and sample width).
 SIZE_HINTS = {
     320: '320 bytes = 20 ms of 16-bit PCM at 8 kHz (not mu-law)',
@@ -128,8 +130,10 @@ def expected_stream_url(base, ws_path):
 
 
 def parse_twiml(body):
-    """TwiML text -> dict(ok, error, verb, streams: [{url, parameters: [names], has_status_callback}]).
-    `verb` is the parent of the first <Stream>: Connect (bidirectional) or Start (listen only)."""
+    """TwiML text -> dict(ok, error, verb, verbs, streams: [{verb, url, track, name, parameters: [names],
+    parameter_values, bad_parameters, has_status_callback, verbs_after}]).
+    `verb` is the parent of the first <Stream>: Connect (bidirectional) or Start (one-way fork); `verbs_after`
+    are the verbs of <Response> after that parent, in order."""
     result = {'ok': False, 'error': None, 'root': None, 'verb': None, 'streams': [], 'verbs': []}
     try:
         root = ET.fromstring(body)
@@ -141,35 +145,102 @@ def parse_twiml(body):
     if root.tag != 'Response':
         result['error'] = 'the root element is <%s>, not <Response>' % root.tag
         return result
-    for verb in ('Connect', 'Start'):
-        for parent in root.findall(verb):
-            for stream in parent.findall('Stream'):
-                result['streams'].append({
-                    'verb': verb, 'url': stream.get('url'),
-                    'parameters': [p.get('name') for p in stream.findall('Parameter')],
-                    'parameter_values': dict((p.get('name'), p.get('value')) for p in stream.findall('Parameter')),
-                    'has_status_callback': stream.get('statusCallback') is not None,
-                })
+    children = list(root)
+    for index, parent in enumerate(children):
+        if parent.tag not in STREAM_VERBS:
+            continue
+        for stream in parent.findall('Stream'):
+            result['streams'].append(_stream_of(parent.tag, stream, [c.tag for c in children[index + 1:]]))
     if not result['streams']:
-        result['error'] = 'no <Connect><Stream url="..."/></Connect> in <Response> (verbs: %s)' % (
-            ', '.join('<%s>' % v for v in result['verbs']) or 'none')
+        result['error'] = 'no <Start><Stream url="..."/></Start> or <Connect><Stream url="..."/></Connect> in ' \
+            '<Response> (verbs: %s)' % (', '.join('<%s>' % v for v in result['verbs']) or 'none')
         return result
     result['verb'] = result['streams'][0]['verb']
     result['ok'] = True
     return result
 
 
+def _stream_of(verb, stream, verbs_after):
+    parameters = stream.findall('Parameter')
+    return {
+        'verb': verb, 'url': stream.get('url'), 'track': stream.get('track'), 'name': stream.get('name'),
+        'parameters': [p.get('name') for p in parameters],
+        'parameter_values': dict((p.get('name'), p.get('value')) for p in parameters),
+        'bad_parameters': len([p for p in parameters if not p.get('name') or p.get('value') is None]),
+        'has_status_callback': stream.get('statusCallback') is not None,
+        'verbs_after': verbs_after,
+    }
+
+
+def check_stream_twiml(stream):
+    """Problems of a parsed <Stream> by Twilio's <Stream> rules, apart from its url -> list of dicts(kind,
+    detail, severity, twilio_error). kinds: track (31941), start_last (the call hangs up: nothing follows
+    <Start>), after_connect (verbs Twilio runs only once the app closes the stream), parameter."""
+    problems = []
+    verb, track = stream['verb'], stream.get('track')
+    allowed = TRACKS[verb]
+    if track is not None and track not in allowed:
+        problems.append({'kind': 'track', 'severity': 'fail', 'twilio_error': 31941, 'detail': (
+            '<%s><Stream track="%s">: %s' % (verb, track, 'a <Connect> (two-way) stream takes only inbound_track'
+                                             if verb == 'Connect' else 'track must be one of ' + ', '.join(allowed)))})
+    after = stream.get('verbs_after') or []
+    if verb == 'Start' and not after:
+        problems.append({'kind': 'start_last', 'severity': 'fail', 'twilio_error': None, 'detail': (
+            'nothing follows <Start>: Twilio starts the stream, goes on to the next verb and, with none left, '
+            'hangs up at once')})
+    if verb == 'Connect' and after:
+        problems.append({'kind': 'after_connect', 'severity': 'warn', 'twilio_error': None, 'detail': (
+            '%s after <Connect> never run%s while the stream is up: Twilio goes on only when the app closes the '
+            'WebSocket' % (', '.join('<%s>' % v for v in after), '' if len(after) > 1 else 's'))})
+    if stream.get('bad_parameters'):
+        problems.append({'kind': 'parameter', 'severity': 'warn', 'twilio_error': None, 'detail': (
+            '%d <Parameter> element(s) without both name and value: they do not reach start.customParameters'
+            % stream['bad_parameters'])})
+    return problems
+
+
+def stream_tracks(stream):
+    """The tracks a stream's start message announces (and its media frames carry), from its track attribute."""
+    track = (stream or {}).get('track') or 'inbound_track'
+    if stream and stream.get('verb') == 'Start' and track in TRACKS['Start']:
+        return {'inbound_track': ['inbound'], 'outbound_track': ['outbound'],
+                'both_tracks': ['inbound', 'outbound']}[track]
+    return ['inbound']
+
+
+def local_stream_path(url, base, webhook_path):
+    """Where the app serves a <Stream url> on this host -> dict(path, host, same_app) or None without a url.
+
+    On the public base URL's host, its path less the public prefix (a proxy strips it), // collapsed; with
+    no public base URL known, its path as it is; a relative url is the webhook's own host. Another host:
+    same_app False (the path is given, but nothing says this app serves it)."""
+    if not url or re.search(r'\s', url):
+        return None
+    if '://' not in url:
+        joined = re.sub('/+', '/', urljoin(webhook_path, url.split('?')[0]))
+        return {'path': joined, 'host': None, 'same_app': True}
+    parts = urlsplit(url)
+    path = re.sub('/+', '/', parts.path) or '/'
+    same = base is None or parts.netloc.lower() == base['netloc'] or _same_host(parts, base)
+    if same and base and base['prefix'] and (path + '/').startswith(base['prefix'] + '/'):
+        path = path[len(base['prefix']):] or '/'
+    return {'path': path, 'host': parts.netloc, 'same_app': same}
+
+
 def check_stream_url(url, base, ws_path):
     """Problems of a <Stream url> for Twilio -> list of dicts(kind, detail), most serious first.
 
-    kinds: missing, malformed (31923), scheme (31922: not wss), double_slash (31923), host (points
+    kinds: missing, malformed (31923), relative, scheme (31922: not wss), double_slash (31923), host (points
     elsewhere than the public base URL), path (not the public prefix + ws_path), query (Twilio drops it).
     `base` is split_base_url(...) or None when the public URL is unknown (then host and path prefix are
     not checked)."""
     if not url:
         return [{'kind': 'missing', 'detail': '<Stream> has no url attribute'}]
-    if re.search(r'\s', url) or '://' not in url:
-        return [{'kind': 'malformed', 'detail': '%r is not an absolute URL' % url}]
+    if re.search(r'\s', url):
+        return [{'kind': 'malformed', 'detail': '%r is not a URL: it holds white space' % url}]
+    if '://' not in url:
+        return [{'kind': 'relative', 'detail': '%r is relative: it resolves against the https:// URL of the webhook, '
+                 'and wss:// is the only scheme Twilio streams to' % url}]
     parts = urlsplit(url)
     problems = []
     if not parts.hostname:
@@ -209,21 +280,21 @@ def connected_message():
     return {'event': 'connected', 'protocol': 'Call', 'version': '1.0.0'}
 
 
-def start_message(stream_sid, call_sid, account_sid, custom_parameters=None):
+def start_message(stream_sid, call_sid, account_sid, custom_parameters=None, tracks=('inbound',)):
     return {
         'event': 'start', 'sequenceNumber': '1', 'streamSid': stream_sid,
         'start': {
-            'accountSid': account_sid, 'streamSid': stream_sid, 'callSid': call_sid, 'tracks': ['inbound'],
+            'accountSid': account_sid, 'streamSid': stream_sid, 'callSid': call_sid, 'tracks': list(tracks),
             'customParameters': custom_parameters or {},
             'mediaFormat': {'encoding': 'audio/x-mulaw', 'sampleRate': SAMPLE_RATE, 'channels': 1},
         },
     }
 
 
-def media_message(stream_sid, sequence, chunk, payload):
+def media_message(stream_sid, sequence, chunk, payload, track='inbound'):
     return {
         'event': 'media', 'sequenceNumber': str(sequence), 'streamSid': stream_sid,
-        'media': {'track': 'inbound', 'chunk': str(chunk), 'timestamp': str((chunk - 1) * FRAME_MS),
+        'media': {'track': track, 'chunk': str(chunk), 'timestamp': str((chunk - 1) * FRAME_MS),
                   'payload': base64.b64encode(payload).decode('ascii')},
     }
 

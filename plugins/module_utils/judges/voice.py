@@ -13,26 +13,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import twiml
 
-TABLE = object()   # "the Twilio error of the cause table"
-# Problems of the stream URL (twilio.check_stream_url kinds) -> cause id, Twilio error, severity.
-URL_KINDS = {
-    'missing': ('twiml_invalid', 31923, 'fail'),
-    'malformed': ('twiml_invalid', 31923, 'fail'),
-    'scheme': ('twiml_invalid', 31922, 'fail'),
-    'double_slash': ('twiml_double_slash', 31923, 'fail'),
-    'path': ('twiml_invalid', 31920, 'fail'),
-    'host': ('twiml_invalid', None, 'fail'),
-    'query': ('twiml_invalid', None, 'warn'),
-}
+_cause = twiml.cause
+
 HANDSHAKE_CHECK = ('curl -i -N --max-time 3 -H "Connection: Upgrade" -H "Upgrade: websocket" -H "Sec-WebSocket-Version: 13" '
                    '-H "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" -H "Sec-WebSocket-Protocol: audio.twilio.com" '
                    'http://127.0.0.1:{port}{path}')
-
-
-def _cause(layer, cause_id, evidence, twilio_error=TABLE, severity=None, **values):
-    refs = None if twilio_error is TABLE else {'twilio_error': twilio_error}
-    layer.cause(cause_id, evidence, severity=severity, refs=refs, **values)
 
 
 def judge(facts, layer):
@@ -50,7 +37,7 @@ def judge(facts, layer):
         for name in ('TwiML webhook', 'status callback', 'WebSocket handshake', 'media round trip'):
             layer.check(name, 'skip', voice['http_skipped'])
     else:
-        _judge_twiml(voice, layer)
+        twiml.judge_twiml(voice, layer)
         _judge_status_callback(voice, layer)
         _judge_websocket(voice, layer)
     _judge_gcp(voice, layer)
@@ -73,154 +60,6 @@ def _judge_base(voice, layer):
                                                              ('; note: ' + '; '.join(notes)) if notes else ''))
 
 
-def _request_text(r, path):
-    text = '%s %s (Host: %s' % (r['method'], r['url'], r['host_header'])
-    if r.get('forwarded_proto'):
-        text += ', X-Forwarded-Proto: %s' % r['forwarded_proto']
-    if r.get('signed_url'):
-        text += ', X-Twilio-Signature over %s' % r['signed_url']
-    return text + ')'
-
-
-def _answer_text(r):
-    if r.get('error'):
-        return r['error']
-    text = '%s %s' % (r['status'], r.get('reason') or '')
-    if r.get('body_bytes'):
-        text += ', %d bytes: %r' % (r['body_bytes'], (r.get('body_head') or '')[:160])
-    else:
-        text += ', empty body'
-    return text
-
-
-def _expected_url(voice):
-    base = voice.get('public_base')
-    return twilio.expected_stream_url(base, voice['paths']['ws']) if base else 'wss://PUBLIC_HOST%s' % voice['paths']['ws']
-
-
-def _curl(voice, path, fields='CallSid=CA00000000000000000000000000000000'):
-    return 'curl -sS -i -X POST -d %s %s%s' % (fields, voice['local_base'], path)
-
-
-# --- TwiML ----------------------------------------------------------------------------------------------
-def _judge_twiml(voice, layer):
-    twiml = voice['twiml']
-    path = voice['paths']['incoming_call']
-    request = _request_text(twiml, path)
-    values = {'path': path, 'expected_url': _expected_url(voice)}
-    if twiml.get('error') or twiml['status'] not in (200, 401, 403):
-        answer = _answer_text(twiml)
-        layer.check('TwiML webhook', 'fail', '%s -> %s' % (request, answer))
-        fix = ('it answered %s: read the traceback in the gunicorn log around this POST and reproduce it with: %s'
-               % (answer[:80], _curl(voice, path))) if twiml['status'] else \
-            'it did not answer (%s): see the process and boot layers' % twiml['error']
-        _cause(layer, 'twiml_invalid', ['%s -> %s' % (request, answer),
-                                        'a real call fails before any stream: Twilio error 11200 (HTTP retrieval failure)'],
-               twilio_error=11200, fix=fix, **values)
-        return
-    if twiml['status'] in (401, 403):
-        answer = _answer_text(twiml)
-        if not twiml.get('signed_url'):
-            layer.check('TwiML webhook', 'skip', '%s -> %s: the app wants a Twilio signature; set '
-                        'doctor_twilio_auth_token (kept out of every output) to check its TwiML' % (request, answer))
-            return
-        layer.check('TwiML webhook', 'fail', '%s -> %s' % (request, answer))
-        fix = ('the app rejects the X-Twilio-Signature Twilio computes over %s. If it validates against request.url, '
-               'behind a TLS proxy it sees http://...: wrap the app in werkzeug ProxyFix(app.wsgi_app, x_proto=1, '
-               'x_host=1) or validate against PUBLIC_BASE_URL + path; and check that doctor_twilio_auth_token is '
-               "the account's current auth token" % twiml['signed_url'])
-        _cause(layer, 'twiml_invalid', ['%s -> %s' % (request, answer),
-                                        'a real, signed call is refused the same way: Twilio error 11200'],
-               twilio_error=11200, fix=fix, **values)
-        return
-    parsed = twiml.get('parsed') or {}
-    if not parsed.get('ok'):
-        error = parsed.get('error') or 'no TwiML'
-        layer.check('TwiML webhook', 'fail', '%s -> 200, %s' % (request, error))
-        not_xml = error.startswith('not XML')
-        _cause(layer, 'twiml_invalid', ['%s -> 200 %s: %s' % (request, twiml.get('content_type'), error),
-                                        'body: %r' % (twiml.get('body_head') or '')[:200]],
-               twilio_error=12100 if not_xml else None,
-               fix='return the XML document itself (mimetype text/xml), not %s' % (
-                   'HTML or JSON' if not_xml else 'other verbs only'), **values)
-        return
-    stream = parsed['streams'][0]
-    url = stream['url']
-    if stream['verb'] != 'Connect':
-        layer.check('TwiML webhook', 'fail', '%s -> <%s><Stream url=%r>: a one-way stream' % (request, stream['verb'], url))
-        _cause(layer, 'twiml_invalid', ['%s -> <Response><%s><Stream url="%s">' % (request, stream['verb'], url),
-                                        '<Start><Stream> only forks the caller\'s audio: what the app sends back is '
-                                        'never played (bidirectional streams need <Connect><Stream>)'],
-               twilio_error=None, fix='use <Connect> instead of <Start> around <Stream>', **values)
-        return
-    _judge_stream_url(voice, layer, request, parsed, values)
-
-
-def _judge_stream_url(voice, layer, request, parsed, values):
-    """The <Connect><Stream url> of a valid TwiML answer against the public base URL and the WebSocket path."""
-    url = parsed['streams'][0]['url']
-    stream = parsed['streams'][0]
-    problems = twilio.check_stream_url(url, voice.get('public_base'), voice['paths']['ws'])
-    extra = []
-    if stream['parameters']:
-        extra.append('custom parameters %s' % ', '.join(str(n) for n in stream['parameters']))
-    if len(parsed['streams']) > 1:
-        extra.append('note: %d <Stream> elements, only the first was checked' % len(parsed['streams']))
-    detail = '%s -> 200, <Connect><Stream url="%s">%s' % (request, url, ''.join('; ' + e for e in extra))
-    if not problems:
-        match = 'matches %s + %s' % (voice['public_base']['clean'], voice['paths']['ws']) if voice.get('public_base') else \
-            'host not checked: no public base URL known'
-        layer.check('TwiML webhook', 'pass', '%s (%s)' % (detail, match))
-        return
-    worst = 'fail' if any(URL_KINDS[p['kind']][2] == 'fail' for p in problems) else 'warn'
-    layer.check('TwiML webhook', worst, '%s: %s' % (detail, '; '.join(p['detail'] for p in problems)))
-    by_cause = {}
-    for p in problems:
-        by_cause.setdefault(URL_KINDS[p['kind']][0], []).append(p)
-    for cause_id in ('twiml_double_slash', 'twiml_invalid'):
-        found = by_cause.get(cause_id)
-        if not found:
-            continue
-        severity = 'fail' if any(URL_KINDS[p['kind']][2] == 'fail' for p in found) else 'warn'
-        code = next((URL_KINDS[p['kind']][1] for p in found if URL_KINDS[p['kind']][2] == severity), None)
-        evidence = ['%s returned <Stream url="%s">' % (request, url)] + [p['detail'] for p in found]
-        if code:
-            evidence.append('a real call shows Twilio error %d' % code)
-        if cause_id == 'twiml_double_slash':
-            _cause(layer, cause_id, evidence, twilio_error=code, fix=_double_slash_fix(voice, layer.values.get('env_where')), stream_url=url.split('?')[0],
-                   **values)
-        else:
-            _cause(layer, cause_id, evidence, twilio_error=code, severity=severity,
-                   fix='; '.join(_url_fix(voice, p) for p in found), **values)
-
-
-def _double_slash_fix(voice, where):
-    ws_path = voice['paths']['ws']
-    raw = voice.get('env_public_base_url') or voice.get('public_base_url')
-    join = "base.rstrip('/') + '%s'" % ws_path
-    if raw and raw.endswith('/'):
-        return ('Strip the trailing / of PUBLIC_BASE_URL (now %s; set %s in %s), and build the URL in the code as %s '
-                'so a trailing / can never double it again.' % (raw, raw.rstrip('/'), where, join))
-    return 'The code that builds the TwiML doubles the /: build the URL as %s.' % join
-
-
-def _url_fix(voice, problem):
-    kind = problem['kind']
-    if kind == 'scheme':
-        return ('build the URL with wss:// (https -> wss; PUBLIC_BASE_URL must be an https:// URL, Twilio never '
-                'connects to ws://)')
-    if kind == 'host':
-        return ('build the URL from PUBLIC_BASE_URL (%s), not from the request\'s Host header or a hard-coded host'
-                % voice['public_base']['clean'])
-    if kind == 'path':
-        return ('point it at the path the WebSocket is served on, or set doctor_ws_path to the path the app really '
-                'serves')
-    if kind == 'query':
-        return ('move the query string into <Parameter name="..." value="..."/> elements inside <Stream>; the app '
-                'reads them from start.customParameters')
-    return 'emit an absolute wss:// URL with a host'
-
-
 # --- status callback ------------------------------------------------------------------------------------
 def _judge_status_callback(voice, layer):
     s = voice['status_callback']
@@ -228,8 +67,8 @@ def _judge_status_callback(voice, layer):
         layer.check('status callback', 'skip', s['skipped'])
         return
     path = voice['paths']['stream_status']
-    request = _request_text(s, path)
-    answer = _answer_text(s)
+    request = twiml.request_text(s)
+    answer = twiml.answer_text(s)
     if s['status'] == 204 and not s.get('body_bytes'):
         layer.check('status callback', 'pass', '%s -> %s' % (request, answer))
         return
@@ -258,13 +97,14 @@ def _judge_websocket(voice, layer):
             layer.check('WebSocket handshake', 'skip', websocket['skipped'])
         layer.check('media round trip', 'skip', 'no handshake')
         return
-    request = 'GET %s (Host: %s, Upgrade: websocket, Sec-WebSocket-Protocol: audio.twilio.com)' % (websocket['url'], websocket['host_header'])
+    request = 'GET %s (Host: %s, Upgrade: websocket, Sec-WebSocket-Protocol: audio.twilio.com%s)' % (
+        websocket['url'], websocket['host_header'], _path_source(voice))
     headers = websocket.get('headers') or {}
     if websocket.get('status') is None:
         timeout = 'within' in (websocket.get('error') or '')
         layer.check('WebSocket handshake', 'fail', '%s -> %s' % (request, websocket.get('error') or websocket.get('raw_error')))
         _cause(layer, 'ws_handshake_failed', ['%s -> %s' % (request, websocket.get('error') or websocket.get('raw_error'))],
-               twilio_error=31901 if timeout else TABLE,
+               twilio_error=31901 if timeout else twiml.TABLE,
                fix='The endpoint does not answer the upgrade at all: see the layers above.', **values)
         layer.check('media round trip', 'skip', 'no handshake')
         return
@@ -311,6 +151,18 @@ def _judge_websocket(voice, layer):
     _judge_round_trip(voice, websocket, layer, twilio_reaches=subprotocol == twilio.SUBPROTOCOL)
 
 
+def _path_source(voice):
+    """Where the WebSocket path came from, when the TwiML said something about it."""
+    stream = voice.get('stream') or {}
+    if stream.get('other_host') and not stream.get('from_twiml'):
+        return '; the TwiML streams to %s, not to this app: this is doctor_ws_path' % stream['other_host']
+    if stream.get('other_host'):
+        return '; the path of the TwiML\'s <Stream url>, on %s: a name of this host' % stream['other_host']
+    if stream.get('from_twiml'):
+        return '; the path of the TwiML\'s <Stream url>'
+    return ''
+
+
 def _sync_note(voice, websocket):
     worker = voice.get('worker') or {}
     if (worker.get('worker_class') or 'sync') != 'sync':
@@ -327,14 +179,11 @@ def _judge_round_trip(voice, websocket, layer, twilio_reaches):
     if round_trip is None:
         layer.check('media round trip', 'skip', 'no call was made')
         return
-    pace = round_trip.get('pace') or 1
-    paced = '%g ms' % round_trip.get('frame_interval_ms', twilio.FRAME_MS) + ('' if pace == 1 else ', %gx real time' % pace)
-    stream = 'a %d ms call (connected, start audio/x-mulaw 8000 Hz mono, %d x 160-byte media paced at %s, max ' \
-             'lag %s ms, mark, stop)' % (round_trip.get('stop_at_ms') or 0, round_trip['sent_media'], paced, round_trip['max_send_lag_ms'])
-    events = ', '.join('%s %d' % (k, n) for k, n in sorted(round_trip['events'].items())) or 'nothing'
-    sizes = ', '.join('%s bytes x %d' % (k, n) for k, n in sorted(round_trip['media_sizes'].items(), key=lambda i: int(i[0])))
-    back = 'back while the call was open: %s%s' % (events, ' (media sizes: %s)' % sizes if sizes else '')
+    stream, back = _call_text(round_trip)
     unreached = '' if twilio_reaches else ' (a real call would not get this far: the subprotocol is missing)'
+    if round_trip.get('one_way'):
+        _judge_one_way(voice, websocket, layer, stream, back, unreached)
+        return
     problems = round_trip.get('problems') or []
     if round_trip.get('receive_error'):
         problems = problems + [{'kind': 'frame', 'detail': 'the client gave up on a frame: %s' % round_trip['receive_error'],
@@ -381,6 +230,50 @@ def _judge_round_trip(voice, websocket, layer, twilio_reaches):
     layer.check('media round trip', 'pass', '%s; %s; %s%s%s' % (
         stream, back, '; '.join(notes), _sync_note(voice, websocket), unreached))
     _judge_media_tx(voice, round_trip, layer)
+
+
+def _call_text(round_trip):
+    """-> (what the doctor sent as Twilio, what came back while the call was open), for the evidence."""
+    pace = round_trip.get('pace') or 1
+    paced = '%g ms' % round_trip.get('frame_interval_ms', twilio.FRAME_MS) + ('' if pace == 1 else ', %gx real time' % pace)
+    tracks = round_trip.get('tracks') or ['inbound']
+    if round_trip.get('one_way'):
+        shape = 'a one-way'
+        start = 'start tracks %s audio/x-mulaw 8000 Hz mono' % '+'.join(tracks)
+        tail = 'stop'
+    else:
+        shape, start, tail = 'a', 'start audio/x-mulaw 8000 Hz mono', 'mark, stop'
+    stream = '%s %d ms call (connected, %s, %d x 160-byte media paced at %s, max lag %s ms, %s)' % (
+        shape, round_trip.get('stop_at_ms') or 0, start, round_trip['sent_media'], paced, round_trip['max_send_lag_ms'],
+        tail)
+    events = ', '.join('%s %d' % (k, n) for k, n in sorted(round_trip['events'].items())) or 'nothing'
+    sizes = ', '.join('%s bytes x %d' % (k, n) for k, n in sorted(round_trip['media_sizes'].items(), key=lambda i: int(i[0])))
+    return stream, 'back while the call was open: %s%s' % (events, ' (media sizes: %s)' % sizes if sizes else '')
+
+
+def _judge_one_way(voice, websocket, layer, stream, back, unreached):
+    """A <Start> stream: Twilio only sends; the app reads. Nothing need come back, and what does is never played."""
+    round_trip = websocket['round_trip']
+    closed = round_trip.get('closed_by_app')
+    if round_trip.get('stopped_reading'):
+        layer.check('media round trip', 'warn', '%s; the doctor stopped reading: %s; %s%s' % (
+            stream, round_trip['stopped_reading'], back, unreached))
+        return
+    if closed and closed.get('before_stop'):
+        reason = ', %r' % closed['reason'] if closed.get('reason') else ''
+        layer.check('media round trip', 'warn', '%s; the app closed the stream %s ms into the call (close code %s%s) '
+                    'before Twilio\'s stop: the rest of the call is not heard; %s%s' % (
+                        stream, closed['at_ms'], closed['code'], reason, back, unreached))
+        return
+    received = round_trip.get('received') or 0
+    if received:
+        note = ('note: the app sent %d frame(s) on a one-way stream: Twilio plays none of them, and its error 31924 '
+                'page asks a <Start> stream\'s server to send nothing back' % received)
+    else:
+        note = 'nothing came back, as a one-way stream expects: the app listens'
+    layer.check('media round trip', 'pass', '%s; %s; %s%s%s' % (stream, back, note, _sync_note(voice, websocket),
+                                                               unreached))
+    layer.check('MEDIA_TX in the log', 'skip', 'a one-way <Start> stream plays no audio from the app')
 
 
 def _media_fix(problems):

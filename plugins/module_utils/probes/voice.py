@@ -135,10 +135,13 @@ def _probe_http(facts, p, env, port, base, pace, within=None):
 
     log_file = p.get('log_file')
     log_mark = _log_size(log_file)
-    facts['websocket'] = probe_websocket(port, p['ws_path'], host, stream_sid, call_sid, account_sid, custom, pace,
-                                         within)
+    stream = stream_target(twiml.get('parsed'), base, p, port)
+    facts['stream'] = stream
+    facts['paths']['ws'] = stream['path']
+    facts['websocket'] = probe_websocket(port, stream['path'], host, stream_sid, call_sid, account_sid, custom, pace,
+                                         within, stream=stream)
     round_trip = facts['websocket'].get('round_trip')
-    if round_trip is not None:
+    if round_trip is not None and not round_trip.get('one_way'):   # a one-way stream plays no audio from the app
         facts['media_tx'] = media_tx_lines(log_file, log_mark, stream_sid, (round_trip.get('events') or {}).get('media', 0))
 
 
@@ -183,6 +186,37 @@ def _http_skip_reason(context):
             % (context['port'], ', '.join(errors)))
 
 
+def stream_target(parsed, base, p, port):
+    """The TwiML's first <Stream> and where this app serves it -> dict(verb, tracks, path, from_twiml, other_host).
+
+    The path is the <Stream url>'s on this app (twilio.local_stream_path): on the public host, relative, or on
+    another name of this host (loopback, its hostname, at the app's port or the wss default); otherwise, and
+    without a usable <Stream>, doctor_ws_path."""
+    streams = (parsed or {}).get('streams') or []
+    out = {'verb': None, 'tracks': ['inbound'], 'path': p['ws_path'], 'from_twiml': False, 'other_host': None}
+    if not streams:
+        return out
+    stream = streams[0]
+    out.update(verb=stream['verb'], tracks=twilio.stream_tracks(stream))
+    local = twilio.local_stream_path(stream['url'], base, p['incoming_call_path'])
+    if local is None:
+        return out
+    if not local['same_app']:
+        out['other_host'] = local['host']
+        if not _this_host(local['host'], port):
+            return out
+    out.update(path=local['path'], from_twiml=True)
+    return out
+
+
+def _this_host(netloc, port):
+    """Whether a URL's host:port reaches this app on this machine (a loopback address or the hostname)."""
+    host, _, number = netloc.rpartition(':') if netloc.rpartition(':')[2].isdigit() else (netloc, '', '')
+    host = host.strip('[]').lower()
+    names = ('127.0.0.1', 'localhost', '::1', '0.0.0.0', socket.gethostname().lower())
+    return host in names and number in ('', '443', str(port))
+
+
 # --- webhooks -----------------------------------------------------------------------------------------
 def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TIMEOUT, within=None):
     """POST `fields` to http://127.0.0.1:port/path as Twilio would, all of it within `timeout` s -> facts of the
@@ -219,9 +253,10 @@ def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TI
 
 
 # --- the media stream ---------------------------------------------------------------------------------
-def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters, pace=1.0, within=None):
-    """Handshake like Twilio (Sec-WebSocket-Protocol: audio.twilio.com), then a one-second call (`pace`:
-    see media_round_trip). The handshake has WS_TIMEOUT s in all, the call call_seconds(); what the app may
+def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters, pace=1.0, within=None,
+                    stream=None):
+    """Handshake like Twilio (Sec-WebSocket-Protocol: audio.twilio.com), then a one-second call (`pace` and
+    `stream`: see media_round_trip). The handshake has WS_TIMEOUT s in all, the call call_seconds(); what the app may
     send is capped (HEADER_MAX for the handshake answer, CALL_BYTES_MAX and CALL_FRAMES_MAX for the call)."""
     url = 'ws://127.0.0.1:%d%s' % (port, path)
     out = {'url': url, 'host_header': host, 'skipped': None, 'library': None, 'status': None, 'reason': None,
@@ -274,7 +309,8 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
         out['headers'] = _ws_headers(headers)
         out['accept_valid'] = headers.get('sec-websocket-accept') == twilio.ws_accept(key)
         out['subprotocol'] = headers.get('sec-websocket-protocol')
-        out['round_trip'] = media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, pace=pace)
+        out['round_trip'] = media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, pace=pace,
+                                             stream=stream)
     finally:
         try:
             ws.close(timeout=CLOSE_TIMEOUT)
@@ -365,12 +401,18 @@ class _Receiver(threading.Thread):
             self.arrived.notify_all()
 
 
-def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, frames=CALL_FRAMES, pace=1.0):
+def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, frames=CALL_FRAMES, pace=1.0,
+                     stream=None):
     """connected, start, `frames` x 20 ms media paced by the monotonic clock, mark, stop -> facts of what
     the app sent back while the call was open.
 
-    pace 1 sends a frame every 20 ms, as Twilio does; pace N every 20/N ms: the same audio and the same
-    checks, the call N times shorter (an audit of many hosts need not wait a second on each)."""
+    `stream` (stream_target) shapes the call: a one-way <Start> stream gets what Twilio sends it (start with
+    its tracks, a media frame per track every 20 ms, stop: no mark, nothing is awaited back); a <Connect>
+    stream the two-way call above. pace 1 sends a frame every 20 ms, as Twilio does; pace N every 20/N ms:
+    the same audio and the same checks, the call N times shorter (an audit of many hosts need not wait a
+    second on each)."""
+    one_way = bool(stream and stream.get('verb') == 'Start')
+    tracks = list((stream or {}).get('tracks') or ['inbound'])
     audio = twilio.tone_frames(frames)
     frame_s = twilio.FRAME_MS / 1000.0 / pace
     t0 = time.monotonic()
@@ -381,7 +423,7 @@ def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, f
     stop_at = media_start = None
     try:
         ws.send(json.dumps(twilio.connected_message()))
-        ws.send(json.dumps(twilio.start_message(stream_sid, call_sid, account_sid, custom_parameters)))
+        ws.send(json.dumps(twilio.start_message(stream_sid, call_sid, account_sid, custom_parameters, tracks)))
         media_start = time.monotonic()
         for i in range(frames):
             due = media_start + i * frame_s
@@ -391,15 +433,17 @@ def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, f
                     receiver.arrived.wait_for(lambda: receiver.closed is not None, wait)
                 if receiver.closed is not None:
                     break
-            seq += 1
-            ws.send(json.dumps(twilio.media_message(stream_sid, seq, i + 1, audio[i])))
+            for track in tracks:
+                seq += 1
+                ws.send(json.dumps(twilio.media_message(stream_sid, seq, i + 1, audio[i], track)))
+                sent += 1
             max_lag = max(max_lag, time.monotonic() - due)
-            sent += 1
         media_end = time.monotonic()
         if receiver.closed is None:
-            seq += 1
-            ws.send(json.dumps(twilio.mark_message(stream_sid, seq, 'sre-gunicorn-doctor')))
-            _await_replies(receiver, media_end, media_start + frames * twilio.FRAME_MS / 1000.0)
+            if not one_way:
+                seq += 1
+                ws.send(json.dumps(twilio.mark_message(stream_sid, seq, 'sre-gunicorn-doctor')))
+            _await_replies(receiver, media_end, media_end if one_way else media_start + frames * twilio.FRAME_MS / 1000.0)
             seq += 1
             stop_at = time.monotonic() - t0
             ws.send(json.dumps(twilio.stop_message(stream_sid, seq, call_sid, account_sid)))
@@ -408,9 +452,9 @@ def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, f
     finally:
         receiver.done.set()
         receiver.join(RECV_POLL * 4 + 1)
-    summary = _summarize(receiver, stream_sid, sent, frames, media_start - t0 if media_start else None, max_lag, stop_at,
-                         error)
-    summary.update(pace=pace, frame_interval_ms=round(frame_s * 1000, 2))
+    summary = _summarize(receiver, stream_sid, sent, frames * len(tracks), media_start - t0 if media_start else None,
+                         max_lag, stop_at, error)
+    summary.update(pace=pace, frame_interval_ms=round(frame_s * 1000, 2), one_way=one_way, tracks=tracks)
     return summary
 
 

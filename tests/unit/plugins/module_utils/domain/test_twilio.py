@@ -86,7 +86,10 @@ def test_parse_twiml_connect_stream_with_parameters():
 @pytest.mark.parametrize("body, error", [
     ("<html><body>Hello</body></html>", "the root element is <html>, not <Response>"),
     ('{"twiml": "no"}', "not XML"),
-    ("<Response><Say>hi</Say></Response>", 'no <Connect><Stream url="..."/></Connect> in <Response> (verbs: <Say>)'),
+    ("<Response><Say>hi</Say></Response>", 'no <Start><Stream url="..."/></Start> or <Connect><Stream url="..."/>'
+     '</Connect> in <Response> (verbs: <Say>)'),
+    # <Stream> only counts where Twilio reads it: directly inside <Start> or <Connect>.
+    ('<Response><Dial><Stream url="wss://h/ws"/></Dial></Response>', "(verbs: <Dial>)"),
     ("<Response/>", "(verbs: none)"),
 ])
 def test_parse_twiml_errors(body, error):
@@ -95,12 +98,84 @@ def test_parse_twiml_errors(body, error):
     assert error in parsed["error"]
 
 
-def test_parse_twiml_start_stream_is_one_way():
-    parsed = twilio.parse_twiml('<Response><Start><Stream url="wss://h/ws"/></Start><Pause length="60"/></Response>')
-    assert parsed["ok"] and parsed["verb"] == "Start"
-
-
 BASE = twilio.split_base_url("https://voice.example.com")
+
+
+def test_parse_twiml_start_stream_is_one_way():
+    parsed = twilio.parse_twiml('<Response><Start><Stream url="wss://h/ws" track="both_tracks" name="rec"/></Start>'
+                                '<Say>hello</Say><Pause length="60"/></Response>')
+    assert parsed["ok"] and parsed["verb"] == "Start"
+    stream = parsed["streams"][0]
+    assert stream["track"] == "both_tracks" and stream["name"] == "rec"
+    assert stream["verbs_after"] == ["Say", "Pause"]
+    assert twilio.check_stream_twiml(stream) == []
+    assert twilio.stream_tracks(stream) == ["inbound", "outbound"]
+
+
+def stream_of(twiml):
+    return twilio.parse_twiml(twiml)["streams"][0]
+
+
+@pytest.mark.parametrize("twiml, kinds, severities, words", [
+    # Twilio's own examples: a fork then the call goes on; a two-way stream alone.
+    ('<Response><Start><Stream url="wss://h/a"/></Start><Say>hi</Say></Response>', [], [], ""),
+    ('<Response><Connect><Stream url="wss://h/a"/></Connect></Response>', [], [], ""),
+    ('<Response><Start><Stream url="wss://h/a" track="outbound_track"/></Start><Dial>+15555550100</Dial></Response>',
+     [], [], ""),
+    ('<Response><Connect><Stream url="wss://h/a" track="inbound_track"/></Connect></Response>', [], [], ""),
+    # Nothing after <Start>: Twilio hangs up as soon as the stream starts.
+    ('<Response><Start><Stream url="wss://h/a"/></Start></Response>', ["start_last"], ["fail"], "hangs up"),
+    # Verbs after <Connect> wait until the app closes the stream.
+    ('<Response><Connect><Stream url="wss://h/a"/></Connect><Say>bye</Say><Hangup/></Response>', ["after_connect"],
+     ["warn"], "<Say>, <Hangup> after <Connect> never run while"),
+    ('<Response><Connect><Stream url="wss://h/a"/></Connect><Say>bye</Say></Response>', ["after_connect"], ["warn"],
+     "<Say> after <Connect> never runs"),
+    # track: 31941 when the verb does not take it.
+    ('<Response><Connect><Stream url="wss://h/a" track="both_tracks"/></Connect></Response>', ["track"], ["fail"],
+     "takes only inbound_track"),
+    ('<Response><Start><Stream url="wss://h/a" track="inbound"/></Start><Say>x</Say></Response>', ["track"], ["fail"],
+     "one of inbound_track, outbound_track, both_tracks"),
+    ('<Response><Start><Stream url="wss://h/a"><Parameter name="agent"/><Parameter name="a" value="1"/></Stream>'
+     '</Start><Pause/></Response>', ["parameter"], ["warn"], "1 <Parameter> element(s) without both"),
+])
+def test_check_stream_twiml(twiml, kinds, severities, words):
+    problems = twilio.check_stream_twiml(stream_of(twiml))
+    assert [p["kind"] for p in problems] == kinds
+    assert [p["severity"] for p in problems] == severities
+    assert all(p["twilio_error"] == (31941 if p["kind"] == "track" else None) for p in problems)
+    assert words in " ".join(p["detail"] for p in problems)
+
+
+@pytest.mark.parametrize("url, base, expected", [
+    ("wss://voice.example.com/media/in", BASE, {"path": "/media/in", "host": "voice.example.com", "same_app": True}),
+    ("wss://voice.example.com:443/media/in", BASE, {"path": "/media/in", "host": "voice.example.com:443",
+                                                    "same_app": True}),
+    # The public prefix is the proxy's: the app serves what follows it. // collapses to the route it meant.
+    ("wss://example.com/voice/media/in", twilio.split_base_url("https://example.com/voice/"),
+     {"path": "/media/in", "host": "example.com", "same_app": True}),
+    ("wss://example.com/voiceover/in", twilio.split_base_url("https://example.com/voice"),
+     {"path": "/voiceover/in", "host": "example.com", "same_app": True}),
+    ("wss://voice.example.com//ws/twilio-media", BASE, {"path": "/ws/twilio-media", "host": "voice.example.com",
+                                                        "same_app": True}),
+    ("wss://media.example.net/in", BASE, {"path": "/in", "host": "media.example.net", "same_app": False}),
+    ("wss://anywhere.example.net/in", None, {"path": "/in", "host": "anywhere.example.net", "same_app": True}),
+    # Relative: the webhook's own host.
+    ("/media/in", BASE, {"path": "/media/in", "host": None, "same_app": True}),
+    ("media/in", BASE, {"path": "/media/in", "host": None, "same_app": True}),
+    (None, BASE, None),
+    ("wss://h/a b", BASE, None),
+])
+def test_local_stream_path(url, base, expected):
+    assert twilio.local_stream_path(url, base, "/incoming_call") == expected
+
+
+def test_stream_tracks():
+    assert twilio.stream_tracks({"verb": "Connect", "track": None}) == ["inbound"]
+    assert twilio.stream_tracks({"verb": "Start", "track": None}) == ["inbound"]
+    assert twilio.stream_tracks({"verb": "Start", "track": "outbound_track"}) == ["outbound"]
+    assert twilio.stream_tracks({"verb": "Start", "track": "bogus"}) == ["inbound"]
+    assert twilio.stream_tracks(None) == ["inbound"]
+
 
 
 @pytest.mark.parametrize("url, base, kinds", [
@@ -114,7 +189,9 @@ BASE = twilio.split_base_url("https://voice.example.com")
     ("wss://voice.example.com/ws/media", BASE, ["path"]),
     ("wss://voice.example.com/ws/twilio-media?agent=42", BASE, ["query"]),
     ("wss://voice.example.com:8o/ws/twilio-media", BASE, ["malformed", "host"]),
-    ("/ws/twilio-media", BASE, ["malformed"]),
+    ("/ws/twilio-media", BASE, ["relative"]),
+    ("ws/twilio-media", BASE, ["relative"]),
+    ("wss://voice.example.com/ws /twilio-media", BASE, ["malformed"]),
     ("wss:///ws/twilio-media", BASE, ["malformed", "host"]),
     (None, BASE, ["missing"]),
     ("wss://anything.example.net/ws/twilio-media", None, []),
@@ -138,6 +215,10 @@ def test_messages_follow_the_media_streams_format():
     assert twilio.connected_message() == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
     assert twilio.stop_message("MZ1", 9, "CA1", "AC1")["stop"]["callSid"] == "CA1"
     assert twilio.mark_message("MZ1", 8, "m")["mark"] == {"name": "m"}
+    # A one-way stream of both tracks announces both and sends each track's frames.
+    both = twilio.start_message("MZ1", "CA1", "AC1", {}, ["inbound", "outbound"])
+    assert both["start"]["tracks"] == ["inbound", "outbound"]
+    assert twilio.media_message("MZ1", 4, 2, b"\xff" * 160, "outbound")["media"]["track"] == "outbound"
 
 
 @pytest.mark.parametrize("sample, byte", [(0, 0xFF), (-1, 0x7E), (32767, 0x80), (-32768, 0x00), (1000, 0xCE)])

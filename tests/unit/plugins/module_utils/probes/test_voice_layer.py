@@ -40,8 +40,8 @@ def request(path, status, reason, body="", content_type="text/html; charset=utf-
             "content_type": content_type, "body_bytes": len(body), "body_head": body[:600], "error": None, "ms": 2.0}
 
 
-def twiml(url=URL, verb="Connect", parameters=()):
-    body = '<Response><%s><Stream url="%s"/></%s></Response>' % (verb, url, verb)
+def twiml(url=URL, verb="Connect", parameters=(), after="", attrs=""):
+    body = '<Response><%s><Stream url="%s"%s/></%s>%s</Response>' % (verb, url, attrs, verb, after)
     t = request("/incoming_call", 200, "OK", body, "text/xml; charset=utf-8")
     parsed = twilio.parse_twiml(body)
     for s in parsed["streams"]:
@@ -181,7 +181,7 @@ def test_double_slash_names_the_trailing_slash():
     v["twiml"] = twiml("wss://voice.example.com//ws/twilio-media")
     found = only(judge(v), "twiml_double_slash")
     assert found["twilio_error"] == 31923
-    assert 'returned <Stream url="wss://voice.example.com//ws/twilio-media">' in found["evidence"][0]
+    assert 'returned <Connect><Stream url="wss://voice.example.com//ws/twilio-media">' in found["evidence"][0]
     assert found["remedy"].startswith("Strip the trailing / of PUBLIC_BASE_URL (now https://voice.example.com/; set "
                                       "https://voice.example.com in /etc/agentlocator/agentlocator.env)")
     assert "must read wss://voice.example.com/ws/twilio-media (now wss://voice.example.com//ws/twilio-media)" in \
@@ -230,11 +230,83 @@ def test_html_instead_of_twiml_is_12100():
     assert found["twilio_error"] == 12100 and "not XML" in found["evidence"][0]
 
 
-def test_start_stream_is_one_way():
+def one_way(v, received=0, events=None):
+    """The facts of a <Start> stream whose call went as Twilio's would: connected, start, media, stop."""
+    v["twiml"] = twiml(verb="Start", after="<Say>Recording.</Say><Dial>+15555550100</Dial>")
+    v["stream"] = {"verb": "Start", "tracks": ["inbound"], "path": "/ws/twilio-media", "from_twiml": True,
+                   "other_host": None}
+    rt = round_trip(media=0)
+    rt.update(one_way=True, tracks=["inbound"], received=received, events=events or {}, media_sizes={},
+              mark_echoed=False)
+    v["websocket"]["round_trip"] = rt
+    v["media_tx"] = None
+    return v
+
+
+def test_start_stream_followed_by_verbs_is_healthy():
+    layer = judge(one_way(voice_facts()))
+    assert layer.causes == [] and layer.result()["status"] == "pass"
+    found = checks(layer)
+    assert '<Start><Stream url="%s">, a one-way fork of the call audio, then <Say>, <Dial>' % URL in \
+        found["TwiML webhook"]["detail"]
+    assert found["TwiML webhook"]["status"] == "pass"
+    rt = found["media round trip"]
+    assert rt["status"] == "pass" and "a one-way 984 ms call (connected, start tracks inbound" in rt["detail"]
+    assert "mark" not in rt["detail"] and "nothing came back, as a one-way stream expects" in rt["detail"]
+    assert "the path of the TwiML's <Stream url>" in found["WebSocket handshake"]["detail"]
+    assert found["MEDIA_TX in the log"]["status"] == "skip"
+
+
+def test_start_stream_with_replies_is_a_note_not_a_fault():
+    layer = judge(one_way(voice_facts(), received=51, events={"media": 50, "mark": 1}))
+    assert layer.causes == []
+    detail = checks(layer)["media round trip"]["detail"]
+    assert "the app sent 51 frame(s) on a one-way stream: Twilio plays none of them" in detail and "31924" in detail
+
+
+def test_start_stream_the_app_closes_early_warns():
+    v = one_way(voice_facts())
+    v["websocket"]["round_trip"]["closed_by_app"] = {"at_ms": 120, "code": 1000, "reason": "", "before_stop": True}
+    found = checks(judge(v))["media round trip"]
+    assert found["status"] == "warn" and "closed the stream 120 ms into the call" in found["detail"]
+
+
+@pytest.mark.parametrize("kwargs, severity, code, words, fix", [
+    # A <Start> with nothing after it: Twilio hangs up at once.
+    (dict(verb="Start"), "fail", None, "hangs up at once", "put the call's next verb after </Start>"),
+    (dict(verb="Start", url="ws://voice.example.com/ws/twilio-media", after="<Pause/>"), "fail", 31922,
+     "uses ws://, Twilio only connects to wss://", "build the URL with wss://"),
+    (dict(verb="Start", url="/ws/twilio-media", after="<Pause/>"), "fail", None, "'/ws/twilio-media' is relative",
+     "write the absolute URL, wss://voice.example.com/ws/twilio-media"),
+    (dict(verb="Start", attrs=' track="inbound"', after="<Pause/>"), "fail", 31941,
+     "track must be one of inbound_track, outbound_track, both_tracks", "use inbound_track, outbound_track or both"),
+    (dict(attrs=' track="both_tracks"'), "fail", 31941, "takes only inbound_track", "drop track"),
+    # Verbs after <Connect> wait for the app to close the stream: a warning.
+    (dict(after="<Say>Goodbye</Say>"), "warn", None, "<Say> after <Connect> never runs while the stream is up",
+     "move those verbs before <Connect>"),
+])
+def test_stream_twiml_rules(kwargs, severity, code, words, fix):
     v = voice_facts()
-    v["twiml"] = twiml(verb="Start")
+    v["twiml"] = twiml(**kwargs)
     found = only(judge(v), "twiml_invalid")
-    assert "<Start><Stream> only forks" in found["evidence"][1] and "use <Connect> instead" in found["remedy"]
+    assert found["severity"] == severity and found["twilio_error"] == code, found
+    assert any(words in e for e in found["evidence"]), found["evidence"]
+    assert fix in found["remedy"]
+    verb = kwargs.get("verb", "Connect")
+    assert found["remedy"].startswith("Make POST /incoming_call return text/xml <Response> with <%s><Stream "
+                                      'url="wss://voice.example.com/ws/twilio-media"/></%s>' % (verb, verb))
+    assert checks(judge(v))["TwiML webhook"]["status"] == severity
+
+
+def test_stream_on_another_host_says_so():
+    v = voice_facts()
+    v["twiml"] = twiml("wss://media.example.net/ws/twilio-media")
+    v["stream"] = {"verb": "Connect", "tracks": ["inbound"], "path": "/ws/twilio-media", "from_twiml": False,
+                   "other_host": "media.example.net"}
+    layer = judge(v)
+    assert "the TwiML streams to media.example.net, not to this app: this is doctor_ws_path" in \
+        checks(layer)["WebSocket handshake"]["detail"]
+    assert "not at the public base URL's host" in only(layer, "twiml_invalid")["evidence"][1]
 
 
 def test_signature_refused():
@@ -501,6 +573,67 @@ def test_a_faster_pace_still_hears_an_app_that_talks_late(late_talker):
     # Heard and checked although the 50 frames went out in a quarter of a second: what Twilio rejects (31924).
     assert rt["sent_media"] == 50 and set(rt["media_sizes"]) == {"320"}, rt
     assert rt["problems"] and {p["kind"] for p in rt["problems"]} == {"payload"}, rt
+
+
+@pytest.fixture
+def listener():
+    """A listen-only app (a transcriber): its WebSocket at /media/in records what arrives and sends nothing."""
+    from flask import Flask
+    from flask_sock import Sock
+    app = Flask("listener")
+    app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": ["audio.twilio.com"]}
+    sock = Sock(app)
+    heard = []
+
+    @sock.route("/media/in")
+    def media(ws):
+        while True:
+            message = json.loads(ws.receive(timeout=5))
+            heard.append(message)
+            if message["event"] == "stop":
+                return
+
+    for port in serving(app):
+        yield port, heard
+
+
+def test_a_one_way_stream_gets_what_twilio_sends_it(listener):
+    port, heard = listener
+    stream = {"verb": "Start", "tracks": ["inbound", "outbound"]}
+    out = voice.probe_websocket(port, "/media/in", "voice.example.com", SID, "CA1", "AC1", {"agent": "7"}, pace=4,
+                                stream=stream)
+    rt = out["round_trip"]
+    assert out["status"] == 101 and rt["one_way"] is True and rt["tracks"] == ["inbound", "outbound"]
+    assert rt["received"] == 0 and rt["problems"] == [] and rt["stop_at_ms"] is not None
+    events = [m["event"] for m in heard]
+    # connected, start, a frame per track every 20 ms, stop: no mark (Twilio sends marks only on two-way streams).
+    assert events == ["connected", "start"] + ["media"] * 100 + ["stop"], events
+    assert heard[1]["start"]["tracks"] == ["inbound", "outbound"] and heard[1]["start"]["customParameters"] == {"agent": "7"}
+    assert [m["media"]["track"] for m in heard[2:6]] == ["inbound", "outbound", "inbound", "outbound"]
+    assert [m["media"]["chunk"] for m in heard[2:6]] == ["1", "1", "2", "2"]
+    assert [int(m["sequenceNumber"]) for m in heard[1:]] == list(range(1, 103))
+    assert rt["sent_media"] == 100 and rt["planned_media"] == 100
+
+
+@pytest.mark.parametrize("twiml_body, base, path, from_twiml, other_host", [
+    ('<Response><Start><Stream url="wss://voice.example.com/media/in"/></Start><Pause/></Response>',
+     "https://voice.example.com", "/media/in", True, None),
+    ('<Response><Start><Stream url="wss://example.com/voice/media/in"/></Start><Pause/></Response>',
+     "https://example.com/voice", "/media/in", True, None),
+    ('<Response><Start><Stream url="/media/in"/></Start><Pause/></Response>', "https://voice.example.com",
+     "/media/in", True, None),
+    # Another host: nothing says this app serves it, the configured path is probed.
+    ('<Response><Connect><Stream url="wss://media.example.net/in"/></Connect></Response>', "https://voice.example.com",
+     "/ws/twilio-media", False, "media.example.net"),
+    # ... unless it is this host under another name (the request's Host fell through to the TwiML).
+    ('<Response><Connect><Stream url="wss://127.0.0.1:8123/media/in"/></Connect></Response>',
+     "https://voice.example.com", "/media/in", True, "127.0.0.1:8123"),
+    ('<Response><Say>no stream</Say></Response>', "https://voice.example.com", "/ws/twilio-media", False, None),
+])
+def test_stream_target(twiml_body, base, path, from_twiml, other_host):
+    p = {"ws_path": "/ws/twilio-media", "incoming_call_path": "/incoming_call"}
+    target = voice.stream_target(twilio.parse_twiml(twiml_body), twilio.split_base_url(base), p, PORT)
+    assert (target["path"], target["from_twiml"], target["other_host"]) == (path, from_twiml, other_host)
 
 
 @pytest.mark.parametrize("pace", [0, -1, 0.5, 21, 1e6, True, "fast", float("inf")])
