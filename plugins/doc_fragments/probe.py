@@ -103,7 +103,8 @@ options:
     type: str
     default: /stream_status
   ws_path:
-    description: The Twilio media-stream WebSocket (variable C(doctor_ws_path)).
+    description: The Twilio media-stream WebSocket when the TwiML's C(<Stream url>) names no path on this app (variable
+      C(doctor_ws_path)); otherwise that URL's path is probed.
     type: str
     default: /ws/twilio-media
   twilio_auth_token:
