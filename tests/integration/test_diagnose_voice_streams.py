@@ -9,6 +9,8 @@ test_diagnose_voice (same PUBLIC_BASE_URL on a closed loopback port, same genera
 import pytest
 
 from doctor_run import cause, layer
+from gunicorn_service import free_port
+from test_diagnose_external import pki, proxies  # noqa: F401 (fixtures)
 from test_diagnose_voice import checks, clean_env, pem_key, run, voice_causes, voice_service  # noqa: F401 (fixtures)
 
 MEDIA_PATH = "/media/in"
@@ -64,6 +66,22 @@ def test_start_stream_at_its_own_path_is_healthy(services, tmp_path, port, pem_k
     log = (tmp_path / "gunicorn.log").read_text()
     assert "track=inbound" in log and "track=outbound" in log
     assert "media stream start" in log and "media stream stop" in log
+
+
+def test_start_stream_behind_nginx_is_healthy_inside_and_out(services, proxies, pki, tmp_path, port, pem_key):
+    """The whole path a real call takes: nginx terminating TLS on the public URL, the TwiML naming
+    wss://PUBLIC/media/in; the external layer's wss check goes to that path too, not to doctor_ws_path."""
+    proxy_port = free_port()
+    public = "https://127.0.0.1:%d" % proxy_port
+    service = voice_service(services, tmp_path, port, edit=start_stream(), pem=pem_key, base=public)
+    proxies(port, port=proxy_port)
+    report = run(tmp_path, service, doctor_ca_bundle=pki["ca"])[0]
+
+    assert report["verdict"] == "healthy", report["causes"]
+    wss = next(c for c in layer(report, "external")["checks"] if c["name"] == "wss handshake")
+    assert wss["status"] == "pass" and wss["detail"].startswith(
+        "wss://127.0.0.1:%d%s -> 101" % (proxy_port, MEDIA_PATH)), wss
+    assert checks(report)["media round trip"]["status"] == "pass"
 
 
 @pytest.mark.parametrize("url_edit, code, words", [
