@@ -271,6 +271,26 @@ def test_start_stream_the_app_closes_early_warns():
     assert found["status"] == "warn" and "closed the stream 120 ms into the call" in found["detail"]
 
 
+def test_start_stream_the_app_floods_warns():
+    v = one_way(voice_facts(), received=1000, events={"media": 1000})
+    v["websocket"]["round_trip"]["stopped_reading"] = "the app sent 1000 frames during the one-second call"
+    found = checks(judge(v))["media round trip"]
+    assert found["status"] == "warn" and "the doctor stopped reading: the app sent 1000 frames" in found["detail"]
+
+
+def test_stream_on_another_name_of_this_host_is_probed_there():
+    v = voice_facts()
+    v["twiml"] = twiml("wss://127.0.0.1:8123/media/in")
+    v["paths"]["ws"] = "/media/in"
+    v["stream"] = {"verb": "Connect", "tracks": ["inbound"], "path": "/media/in", "from_twiml": True,
+                   "other_host": "127.0.0.1:8123"}
+    layer = judge(v)
+    assert "the path of the TwiML's <Stream url>, on 127.0.0.1:8123: a name of this host" in \
+        checks(layer)["WebSocket handshake"]["detail"]
+    # Twilio cannot reach 127.0.0.1: the URL's host is still wrong.
+    assert "build the URL from PUBLIC_BASE_URL" in only(layer, "twiml_invalid")["remedy"]
+
+
 @pytest.mark.parametrize("kwargs, severity, code, words, fix", [
     # A <Start> with nothing after it: Twilio hangs up at once.
     (dict(verb="Start"), "fail", None, "hangs up at once", "put the call's next verb after </Start>"),
