@@ -8,10 +8,17 @@ test_diagnose_voice (same PUBLIC_BASE_URL on a closed loopback port, same genera
 
 import pytest
 
+import test_diagnose_external
+import test_diagnose_voice
 from doctor_run import cause, layer
 from gunicorn_service import free_port
-from test_diagnose_external import pki, proxies  # noqa: F401 (fixtures)
-from test_diagnose_voice import checks, clean_env, pem_key, run, voice_causes, voice_service  # noqa: F401 (fixtures)
+from test_diagnose_voice import checks, run, voice_causes, voice_service
+
+# The fixtures of the modules whose services these tests reuse: pytest finds them by these names.
+clean_env = test_diagnose_voice.clean_env
+pem_key = test_diagnose_voice.pem_key
+pki = test_diagnose_external.pki
+proxies = test_diagnose_external.proxies
 
 MEDIA_PATH = "/media/in"
 
