@@ -84,6 +84,18 @@ def _judge_status_callback(voice, layer):
 
 
 # --- WebSocket ------------------------------------------------------------------------------------------
+def _path_source(voice):
+    """Where the WebSocket path came from, when the TwiML said something about it."""
+    stream = voice.get('stream') or {}
+    if stream.get('other_host') and not stream.get('from_twiml'):
+        return '; the TwiML streams to %s, not to this app: this is doctor_ws_path' % stream['other_host']
+    if stream.get('other_host'):
+        return '; the path of the TwiML\'s <Stream url>, on %s: a name of this host' % stream['other_host']
+    if stream.get('from_twiml'):
+        return '; the path of the TwiML\'s <Stream url>'
+    return ''
+
+
 def _judge_websocket(voice, layer):
     websocket = voice['websocket']
     ws_path = voice['paths']['ws']
@@ -149,18 +161,6 @@ def _judge_websocket(voice, layer):
         layer.check('WebSocket handshake', 'pass', '%s -> 101, Sec-WebSocket-Accept valid for our key, '
                     'Sec-WebSocket-Protocol audio.twilio.com echoed (%s)' % (request, websocket.get('library')))
     _judge_round_trip(voice, websocket, layer, twilio_reaches=subprotocol == twilio.SUBPROTOCOL)
-
-
-def _path_source(voice):
-    """Where the WebSocket path came from, when the TwiML said something about it."""
-    stream = voice.get('stream') or {}
-    if stream.get('other_host') and not stream.get('from_twiml'):
-        return '; the TwiML streams to %s, not to this app: this is doctor_ws_path' % stream['other_host']
-    if stream.get('other_host'):
-        return '; the path of the TwiML\'s <Stream url>, on %s: a name of this host' % stream['other_host']
-    if stream.get('from_twiml'):
-        return '; the path of the TwiML\'s <Stream url>'
-    return ''
 
 
 def _sync_note(voice, websocket):
