@@ -768,7 +768,8 @@ def html_page(audit):
                u''.join(u'<span><span class="badge v-%s">%d %s</span></span>' % (esc(v), n, esc(v))
                         for v, n in summary['by_verdict'].items()),
                summary['hosts'], esc(audit.get('generated_at') or 'now'))]
-    out += _html_hosts(audit, anchors) + _html_groups(summary, anchors)
+    # The counts first: at 100 hosts they are the one-screen answer; the hosts, worst first, follow.
+    out += _html_groups(summary, anchors) + _html_hosts(audit, anchors)
     out.append(u'<section id="drift"><h2>Since the previous audit</h2><ul>%s</ul></section>' % u''.join(
         u'<li>%s</li>' % esc(line) for line in drift_lines(audit)))
     out += _html_ladders(audit, anchors)
