@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -254,6 +255,8 @@ def test_a_hundred_host_page_reads_worst_first_with_counts_per_cause_in_headless
     """The fleet page at 100 hosts, from this audit's real reports (each host's repeated under new names until
     there are 100, 88 of them healthy), as a user reads it in a browser: the counts per cause and per first
     failing layer, then the hosts worst first, the healthy ones in one row."""
+    if str(ROOT / ".collections") not in sys.path:     # the collection's own name, as in test_diagnose_external
+        sys.path.insert(0, str(ROOT / ".collections"))
     from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import fleet as fleet_view
     reports = first[1]
     real = json.loads((reports / "audit.json").read_text())["reports"]
