@@ -1,19 +1,28 @@
-"""Time audit.yml against the hand-written baseline on the same SSH hosts, 1 host and N hosts, in one run.
+"""Time audit.yml, the hand-written baseline and Ansible's floor on the same SSH hosts, 15, 50 and 100 hosts, in one run.
 
-    sudo .venv/bin/python benchmarks/audit_bench.py [--hosts 20] [--runs 3] [--forks N]
+    sudo .venv/bin/python benchmarks/audit_bench.py [--sizes 15,50,100] [--runs 2] [--forks N]
 
-Builds N hosts as network namespaces on this machine (tests/integration/netns_hosts.py: each with
-its own sshd and its own healthy gunicorn service of the demo app), waits until every service is
-older than the stability window (a settled healthy fleet: one /healthz sample per host), then runs
-benchmarks/runbook_baseline.yml and playbooks/audit.yml alternately over SSH (pipelining on, as
-ansible.cfg sets it; --forks for both, default N), --runs times each, first against one host, then
-against all N. Every run starts cold: the ssh ControlPersist masters of the previous run are stopped
-first, as they would be for a scheduled audit. Prints the medians and audit / baseline per size.
+Builds the largest fleet as network namespaces on this machine (tests/integration/netns_hosts.py: each
+host with its own sshd and its own gunicorn service of the demo app), a realistic mix: most hosts
+healthy, some broken one way each (not running, bound to loopback only, /healthz 500, wrong port, the
+app not deployed where the inventory says), one unreachable (sshd stopped). It waits until every
+service is older than the stability window, then for each size (the first N hosts) runs, --runs times
+and alternately: benchmarks/floor.yml (one ping task: the least any Ansible play costs),
+benchmarks/runbook_baseline.yml (the runbook's checks by hand) and playbooks/audit.yml, all over SSH
+with pipelining (ansible.cfg) and --forks (default: the size). Every run starts cold: the ssh
+ControlPersist masters of the run before are stopped first, as for a scheduled audit.
+
+Per run it measures the wall time, the controller's CPU seconds (user + system of ansible-playbook and
+every process it waited for: os.wait4's rusage) and its peak memory (the largest max RSS among them).
+Every audit's findings are checked against the mix (verdict, failed layer, cause or error kind per host)
+and, from the second audit of a size on, its drift must be empty (nothing changed). Prints a Markdown
+table of the medians (per host, and audit / baseline, audit / floor) and the goals at the largest size.
 Needs root (namespaces); every process it starts is stopped by PID, the namespaces are deleted.
 """
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -27,85 +36,186 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import netns_hosts  # noqa: E402
 from doctor_run import PYTHON, ansible_env, make_app  # noqa: E402
+from test_audit import APP, failing_healthz  # noqa: E402
 
 WINDOW = 15      # doctor_stability_window's default
 PORT = 8000
+PLAYBOOKS = (("floor", ROOT / "benchmarks" / "floor.yml"),
+             ("baseline", ROOT / "benchmarks" / "runbook_baseline.yml"),
+             ("audit", ROOT / "playbooks" / "audit.yml"))
+
+# kind of host -> (verdict, failed layer, the fail cause id or the error kind) the audit must find
+EXPECTED = {
+    "healthy": ("healthy", None, None),
+    "not_listening": ("down", "listen", "not_listening"),            # deployed, nothing runs it
+    "bind_loopback_only": ("degraded", "listen", "bind_loopback_only"),
+    "healthz_error": ("down", "healthz", "healthz_error"),           # /healthz raises: 500
+    "wrong_port": ("down", "listen", "wrong_port"),                  # PORT=8123, -b 0.0.0.0:5000
+    "not_deployed": ("down", None, "not_deployed"),                  # doctor_chdir does not exist
+    "unreachable": ("unreachable", None, "unreachable"),             # sshd stopped
+}
+WRONG = []       # (size, run) of the audits whose findings were not the mix's
+BROKEN = ("not_listening", "bind_loopback_only", "healthz_error", "wrong_port", "not_deployed")
 
 
-def playbook_run(playbook, inventory, limit, forks, fleet, extra=()):
+def kind_of(index):
+    """The mix, by 1-based host index: h08 unreachable; each broken kind once among the first 15 (every
+    third host), then every tenth host broken, the kinds in turn. 100 hosts: 85 healthy, 14 broken, 1 unreachable."""
+    if index == 8:
+        return "unreachable"
+    if index <= 15 and index % 3 == 0:
+        return BROKEN[index // 3 - 1]
+    if index > 15 and index % 10 == 0:
+        return BROKEN[(index // 10) % len(BROKEN)]
+    return "healthy"
+
+
+def set_up(fleet, name, kind):
+    """Break host `name` the way `kind` says; -> its inventory variables."""
+    host = fleet[name]
+    app_dir = make_app(host.dir, failing_healthz if kind == "healthz_error" else None)
+    port = 8123 if kind == "wrong_port" else PORT
+    (host.dir / "service.env").write_text("PORT=%d\n" % port)
+    log = host.dir / "app.log"
+    if kind in ("not_listening", "unreachable"):
+        log.write_text("")
+    else:
+        bind = {"bind_loopback_only": "127.0.0.1:%d" % PORT, "wrong_port": "0.0.0.0:5000"}.get(kind, "0.0.0.0:%d" % port)
+        host.start_gunicorn(app_dir, bind, env={"PORT": str(port)}, log=log, wait=False)
+    if kind == "unreachable":
+        host.stop_sshd()
+    chdir = host.dir / "not-deployed" if kind == "not_deployed" else app_dir
+    return dict(fleet.connection_vars(name, PYTHON), doctor_app=APP, doctor_chdir=str(chdir), doctor_python=PYTHON,
+                doctor_port=PORT, doctor_env_file=str(host.dir / "service.env"), doctor_log_file=str(log))
+
+
+def findings(audit, expected):
+    """host -> (verdict, failed layer, the expected cause when it is among the fail causes or is the error
+    kind, else what was found instead), as the audit found them."""
+    found = {}
+    for host, report in audit["reports"].items():
+        fails = [c["id"] for c in report["causes"] if c["severity"] == "fail"]
+        kind = (report.get("error") or {}).get("kind")
+        cause = (expected.get(host) or (None,) * 3)[2]
+        found[host] = (report["verdict"], report["failed_layer"], cause if cause in fails or cause == kind else (fails, kind))
+    return found
+
+
+def check_audit(report_dir, kinds, names, first):
+    """Exit when the audit's findings are not the mix's, or (after the first audit) its drift is not empty."""
+    audit = json.loads((report_dir / "audit.json").read_text())
+    expected = dict((name, EXPECTED[kinds[name]]) for name in names)
+    found = findings(audit, expected)
+    wrong = dict((h, (found.get(h), expected[h])) for h in expected if found.get(h) != expected[h])
+    problems = []
+    if wrong or len(found) != len(expected):
+        problems.append("%d finding(s) wrong (found, expected): %s" % (len(wrong), wrong))
+    drift = audit["drift"]
+    if not first and any(drift[k] for k in ("new", "fixed", "changed", "added", "removed")):
+        problems.append("drift between two audits of an unchanged fleet: %s" % drift)
+    for problem in problems:      # said, and the timing still reported: a wrong finding under load is a result too
+        print("AUDIT WRONG: %s" % problem, flush=True)
+    return not problems
+
+
+def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=()):
+    """-> (wall seconds, controller CPU seconds, peak max RSS in MB) of one ansible-playbook run."""
     fleet.stop_ssh_masters()
-    started = time.time()
-    done = subprocess.run([str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inventory), "--limit", limit,
-                           "-f", str(forks), str(playbook)] + list(extra), cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, check=False, timeout=900)
-    seconds = time.time() - started
-    if done.returncode:
-        sys.exit("%s failed:\n%s" % (playbook.name, done.stdout[-4000:]))
-    return seconds
+    argv = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inventory), "--limit", limit, "-f", str(forks),
+            str(playbook)] + list(extra)
+    with open(log, "w") as out:
+        started = time.time()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=ansible_env(), stdout=out, stderr=subprocess.STDOUT)
+        dummy, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.time() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    text = Path(log).read_text()
+    if "PLAY RECAP" not in text:      # the baseline and the floor fail on the unreachable host: that is expected
+        sys.exit("%s did not run to its recap:\n%s" % (playbook.name, text[-4000:]))
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+
+
+def time_size(size, names, kinds, inventory, args, fleet, work):
+    """Every playbook --runs times on the first `size` hosts; -> label -> list of (wall, cpu, rss)."""
+    limit = ",".join(names[:size])
+    forks = min(args.forks or size, size)
+    report_dir = work / ("reports-%d" % size)
+    extra = ["-e", "doctor_report_dir=%s" % report_dir, "-e", "doctor_audit_fail_on_down=false"]
+    times = dict((label, []) for label, dummy in PLAYBOOKS)
+    for run in range(args.runs):
+        for label, playbook in PLAYBOOKS:
+            log = work / ("%s-%d-%d.log" % (label, size, run))
+            times[label].append(playbook_run(playbook, inventory, limit, forks, fleet, log,
+                                             extra if label == "audit" else ()))
+            if label == "audit" and not check_audit(report_dir, kinds, names[:size], run == 0):
+                WRONG.append((size, run + 1))
+            print("%3d hosts  %-8s run %d: %6.2f s wall, %6.2f s CPU, %5.0f MB max RSS  (load %.2f)"
+                  % ((size, label, run + 1) + times[label][-1] + (os.getloadavg()[0],)), flush=True)
+    return times
+
+
+def table(results):
+    """The Markdown table of the medians."""
+    lines = ["| hosts | playbook | wall s | wall / host | controller CPU s | CPU / host | peak RSS MB | "
+             "vs baseline | vs floor |", "|---|---|---|---|---|---|---|---|---|"]
+    for size, times in results:
+        med = dict((label, [statistics.median(run[i] for run in runs) for i in range(3)]) for label, runs in times.items())
+        for label, dummy in PLAYBOOKS:
+            wall, cpu, rss = med[label]
+            lines.append("| %d | %s | %.1f | %.0f ms | %.1f | %.0f ms | %.0f | %.2fx | %.2fx |" % (
+                size, label, wall, 1000 * wall / size, cpu, 1000 * cpu / size, rss,
+                wall / med["baseline"][0], wall / med["floor"][0]))
+    return lines
+
+
+def goals(results):
+    """The goals at the largest size: audit <= 0.2x the baseline, <= 2x the floor, CPU per host flat."""
+    def med(times, label, i):
+        return statistics.median(run[i] for run in times[label])
+    (small, first), (big, last) = results[0], results[-1]
+    audit, baseline, floor = (med(last, label, 0) for label in ("audit", "baseline", "floor"))
+    growth = (med(last, "audit", 1) / big) / (med(first, "audit", 1) / small)
+    return ["at %d hosts: audit / baseline %.2f (goal <= 0.2), audit / floor %.2f (goal <= 2); audit CPU per host "
+            "at %d hosts / at %d hosts: %.2f (goal <= 1: flat)" % (big, audit / baseline, audit / floor, big, small, growth)]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=20, help="the fleet size N (default 20)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each playbook per size (default 3)")
-    parser.add_argument("--forks", type=int, default=0, help="ansible forks for both playbooks (default N)")
-    parser.add_argument("--with-diagnose", action="store_true",
-                        help="time diagnose.yml too (what audit.yml adds to the per-host diagnosis)")
-    parser.add_argument("--sizes", default="", help="comma-separated fleet sizes to time (default: 1,N)")
-    parser.add_argument("-e", dest="extra_vars", action="append", default=[],
-                        help="extra variables for audit.yml only, e.g. -e doctor_voice_checks=false")
+    parser.add_argument("--sizes", default="15,50,100", help="comma-separated fleet sizes (default 15,50,100)")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each playbook per size (default 2)")
+    parser.add_argument("--forks", type=int, default=0, help="ansible forks (default: the size)")
+    parser.add_argument("--keep", action="store_true", help="keep the reports and logs (printed: the work directory)")
     args = parser.parse_args()
     why = netns_hosts.usable()
     if why:
         sys.exit("audit_bench: %s" % why)
     netns_hosts.ensure_packages()
-    forks = args.forks or args.hosts
+    sizes = sorted(set(int(n) for n in args.sizes.split(",") if n))
     work = Path(tempfile.mkdtemp(prefix="doctor-audit-bench-"))
-    names = ["h%02d" % i for i in range(1, args.hosts + 1)]
+    names = ["h%03d" % i for i in range(1, sizes[-1] + 1)]
+    kinds = dict((name, kind_of(i)) for i, name in enumerate(names, start=1))
+    print("load before: %.2f %.2f %.2f on %d CPUs" % (os.getloadavg() + (os.cpu_count(),)), flush=True)
     with netns_hosts.Fleet(work / "fleet", names) as fleet:
-        print("starting %d hosts (sshd + gunicorn each)..." % len(names), flush=True)
-        hosts = {}
-        for name in names:
-            host = fleet[name]
-            app_dir = make_app(host.dir)
-            (host.dir / "service.env").write_text("PORT=%d\n" % PORT)
-            host.start_gunicorn(app_dir, "0.0.0.0:%d" % PORT, env={"PORT": str(PORT)}, log=host.dir / "app.log",
-                                wait=False)
-            hosts[name] = dict(fleet.connection_vars(name, PYTHON), doctor_app="AgentLocator.main:app",
-                               doctor_chdir=str(app_dir), doctor_python=PYTHON, doctor_port=PORT,
-                               doctor_env_file=str(host.dir / "service.env"), doctor_log_file=str(host.dir / "app.log"))
-        inventory = work / "inventory.json"
-        inventory.write_text(json.dumps({"all": {"vars": {"doctor_report_dir": str(work / "reports")},
-                                                 "hosts": hosts}}))
+        hosts = dict((name, set_up(fleet, name, kinds[name])) for name in names)
+        print("%d hosts up (sshd + gunicorn each); waiting until every service is older than the %d s stability "
+              "window..." % (len(names), WINDOW), flush=True)
         settled = time.time() + WINDOW + 1
-        print("waiting until every service is older than the %d s stability window..." % WINDOW, flush=True)
+        inventory = work / "inventory.json"
+        inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
         time.sleep(max(0, settled - time.time()))
-
-        playbooks = [("baseline", ROOT / "benchmarks" / "runbook_baseline.yml"), ("audit", ROOT / "playbooks" / "audit.yml")]
-        if args.with_diagnose:
-            playbooks.append(("diagnose", ROOT / "playbooks" / "diagnose.yml"))
-        results = []
-        sizes = [int(n) for n in args.sizes.split(",") if n] or [1, len(names)]
-        extra = [arg for pair in args.extra_vars for arg in ("-e", pair)]
-        for size in sorted(set(min(n, len(names)) for n in sizes)):
-            limit = ",".join(names[:size])
-            times = dict((label, []) for label, dummy in playbooks)
-            for dummy in range(args.runs):
-                for label, playbook in playbooks:
-                    times[label].append(playbook_run(playbook, inventory, limit, min(forks, size), fleet,
-                                                     extra if label != "baseline" else ()))
-            medians = dict((label, statistics.median(t)) for label, t in times.items())
-            results.append((size, medians, times))
-            for label, dummy in playbooks:
-                runs = ", ".join("%.2f" % t for t in times[label])
-                print("%2d host(s)  %-8s median %6.2f s  (runs: %s)" % (size, label, medians[label], runs), flush=True)
-            print("%2d host(s)  audit / baseline = %.2f (target <= 0.5)" % (size, medians["audit"] / medians["baseline"]),
-                  flush=True)
-        audit = json.loads((work / "reports" / "audit.json").read_text())
-        print("last audit: %s" % ", ".join("%d %s" % (n, v) for v, n in audit["summary"]["by_verdict"].items()))
-        print("summary: " + "; ".join("%d host(s): audit %.2f s, baseline %.2f s, ratio %.2f" % (
-            size, m["audit"], m["baseline"], m["audit"] / m["baseline"]) for size, m, dummy in results))
-    shutil.rmtree(str(work), ignore_errors=True)
+        results = [(size, time_size(size, names, kinds, inventory, args, fleet, work)) for size in sizes]
+    print("load after: %.2f %.2f %.2f" % os.getloadavg())
+    for size in sizes:
+        mix = [kinds[n] for n in names[:size]]
+        print("%d hosts: %d healthy, %d broken, %d unreachable" % (
+            size, mix.count("healthy"), len(mix) - mix.count("healthy") - mix.count("unreachable"), mix.count("unreachable")))
+    print("\n".join(table(results) + goals(results)))
+    print("audit findings: %s" % ("all right in every run" if not WRONG else "WRONG in (hosts, run) %s" % WRONG))
+    if args.keep:
+        shutil.rmtree(str(work / "fleet"), ignore_errors=True)
+        print("reports and logs kept in %s" % work)
+    else:
+        shutil.rmtree(str(work), ignore_errors=True)
     return 0
 
 

@@ -28,7 +28,7 @@ def host_report(host, host_vars):
     if isinstance(registered, Mapping) and isinstance(registered.get('report'), Mapping):
         return plain(registered['report']), False
     error = host_vars.get('__doctor_audit_error') if host_vars is not None else None
-    error = plain(error) if isinstance(error, Mapping) else {}
+    error = plain(error) if isinstance(error, Mapping) else _unreachable_probe(host_vars)
     message = error.get('msg') or ''
     if error.get('kind') == 'unreachable':
         return fleet.unreachable_report(host, _strip_prefix(message)), True
@@ -40,6 +40,15 @@ def host_report(host, host_vars):
     if not message:
         message = 'no diagnosis was recorded for this host (it failed before the probe ran)'
     return fleet.not_probed_report(host, _strip_prefix(message)), True
+
+
+def _unreachable_probe(host_vars):
+    """{kind: unreachable, msg} when the probe task found the host unreachable (audit.yml ignores that, so
+    the host's result is the registered __doctor_probe, not a rescue), else {}."""
+    probe = host_vars.get('__doctor_probe') if host_vars is not None else None
+    if isinstance(probe, Mapping) and probe.get('unreachable'):
+        return {'kind': 'unreachable', 'msg': plain(probe.get('msg')) or 'unreachable'}
+    return {}
 
 
 def _strip_prefix(message):

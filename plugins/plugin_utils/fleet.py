@@ -207,9 +207,13 @@ def _verdict_index(verdict):
 
 
 def worst_first(reports):
-    """Down, unreachable, degraded, healthy; within a verdict the lowest failing rung first, then by host."""
+    """Down, unreachable, degraded, healthy; within a verdict the lowest failing rung first; there, hosts grouped
+    by their top cause (or why there is no diagnosis), the cause that hits the most hosts first, then by host."""
+    hit = dict()
+    for report in reports:
+        hit[cause_label(report)] = hit.get(cause_label(report), 0) + 1
     return sorted(reports, key=lambda r: (_verdict_index(r['verdict']), _layer_index(r.get('failed_layer')),
-                                          -len(r.get('causes') or []), str(r['host'])))
+                                          -hit[cause_label(r)], cause_label(r), str(r['host'])))
 
 
 def row(report):
@@ -262,7 +266,37 @@ def summarize(reports):
         'down': sorted(r['host'] for r in reports if r['verdict'] == 'down'),
         'unreachable': sorted(r['host'] for r in reports if r['verdict'] == 'unreachable'),
         'not_diagnosed': not_diagnosed,
+        'by_error_kind': _count_by_kind(not_diagnosed),
     }
+
+
+def _count_by_kind(not_diagnosed):
+    """error kind -> hosts without a diagnosis for that reason, the most hosts first."""
+    counts = dict()
+    for kind in not_diagnosed.values():
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict((kind, counts[kind]) for kind in sorted(counts, key=lambda k: (-counts[k], k)))
+
+
+def hosts_by_error_kind(summary):
+    """error kind -> its hosts, in the order of summary['by_error_kind'] (the most hosts first)."""
+    groups = dict((kind, []) for kind in summary.get('by_error_kind') or {})
+    for host, kind in sorted(summary['not_diagnosed'].items()):
+        groups.setdefault(kind, []).append(host)
+    return groups
+
+
+HEALTHY_ROWS = 10     # more healthy hosts than this: one row (count and names) instead of a row each
+
+
+def table_parts(audit):
+    """The fleet table as shown: the hosts with a problem, worst first, and the healthy ones - their rows when
+    there are few, else None and their names (at 100 hosts the problems stay on the first screen)."""
+    problems = [e for e in audit['table'] if e['verdict'] != 'healthy']
+    healthy = [e for e in audit['table'] if e['verdict'] == 'healthy']
+    if len(healthy) <= HEALTHY_ROWS:
+        return problems + healthy, None
+    return problems, [e['host'] for e in healthy]
 
 
 def _state(report):
@@ -399,6 +433,16 @@ def drift_summary(audit):
 
 
 CONSOLE_HOSTS = 50
+HOST_WIDTH = 40       # console only: a longer host name is cut there (audit.md/html keep it whole)
+
+
+def _columns(entries):
+    """The console table's rows as cells, and each column's width: the widest cell it holds (so a long label such
+    as `UNREACHABLE (CONNECTION LOST) (EARLIER AUDIT)` widens its column instead of pushing the row out of line)."""
+    rows = [(one_line(e['host'], HOST_WIDTH), e['label'].upper(), e['failed_layer'] or '-',
+             e['top_cause'] or e['error'] or '-', one_line(e['evidence'], 110)) for e in entries]
+    widths = [max([minimum] + [len(r[i]) for r in rows]) for i, minimum in enumerate((8, 7, 5, 9))]
+    return rows, widths
 
 
 def console_lines(audit, paths=None, limit=CONSOLE_HOSTS, rerun=None):
@@ -406,12 +450,14 @@ def console_lines(audit, paths=None, limit=CONSOLE_HOSTS, rerun=None):
     of thousands is read in audit.md/html), the drift, the files and `rerun`, the command that audits
     only the failed hosts again."""
     lines = ['fleet: %s' % headline(audit)] + carried_lines(audit)
-    for entry in audit['table'][:limit]:
-        lines.append('  %-16s %-22s %-9s %-22s %s' % (
-            entry['host'], entry['label'].upper(), entry['failed_layer'] or '-', entry['top_cause'] or entry['error'] or '-',
-            one_line(entry['evidence'], 110)))
-    if len(audit['table']) > limit:
-        lines.append('  ... %d more host(s), the worst are above: see audit.md' % (len(audit['table']) - limit))
+    shown, healthy = table_parts(audit)
+    rows, widths = _columns(shown[:limit])
+    for cells in rows:
+        lines.append(('  ' + '  '.join('%%-%ds' % w for w in widths) + '  %s') % cells)
+    if len(shown) > limit:
+        lines.append('  ... %d more host(s), the worst are above: see audit.md' % (len(shown) - limit))
+    if healthy:
+        lines.append('  %d healthy: %s' % (len(healthy), one_line(', '.join(healthy), 150)))
     lines.append('  since the previous audit: %s' % drift_summary(audit))
     for path in paths or []:
         lines.append('  %s' % path)
@@ -419,6 +465,22 @@ def console_lines(audit, paths=None, limit=CONSOLE_HOSTS, rerun=None):
         failing = len(audit['summary']['down']) + len(audit['summary']['unreachable'])
         lines.append('  rerun only the %d failed host(s) (with the same -e options, if any): %s' % (failing, rerun))
     return lines
+
+
+def progress_line(done, seconds, host, report=None, unreachable=None, failed=None):
+    """The audit_progress callback's line for one host whose diagnosis finished: how many are done, the seconds
+    since the play started, the host, its verdict and, for a problem, the failing layer and top cause, or why
+    there is no diagnosis (the fleet report, written once at the end, has the final word)."""
+    if report is not None:
+        verdict = verdict_label(report).upper()
+        why = ' '.join(x for x in (report.get('failed_layer') or '', cause_label(report)) if x)
+    elif unreachable is not None:
+        verdict, why = 'UNREACHABLE', unreachable
+    else:
+        verdict, why = 'NOT DIAGNOSED', failed
+    why = re.sub(r'^(?:Task failed: )?(?:Module failed: )?', '', str(why or ''))
+    return ('[%4d done %6.1f s] %-16s %-13s %s' % (done, seconds, one_line(host, HOST_WIDTH), verdict,
+                                                  one_line(why, 110))).rstrip()
 
 
 def carried_lines(audit):
@@ -443,10 +505,13 @@ def markdown(audit):
     out.append('Generated %s. Hosts worst first; each host\'s full report is `HOST.json` and `HOST.md` beside '
                'this file.' % (audit.get('generated_at') or 'now'))
     out += ['', '| host | verdict | failed layer | top cause | evidence |', '|---|---|---|---|---|']
-    for entry in audit['table']:
+    shown, healthy = table_parts(audit)
+    for entry in shown:
         out.append('| %s | %s | %s | %s | %s |' % (
             md_cell(entry['host']), md_cell(entry['label'].upper()), md_cell(entry['failed_layer'] or '-'),
             md_cell(entry['top_cause'] or entry['error'] or '-'), md_cell(entry['evidence'] or '-')))
+    if healthy:
+        out.append('| %d hosts | HEALTHY | - | - | %s |' % (len(healthy), md_cell(', '.join(healthy))))
     summary = audit['summary']
     out += ['', '## Causes by hosts hit', '']
     if summary['causes']:
@@ -460,8 +525,9 @@ def markdown(audit):
         out += ['', '## First failing layer', '', '| layer | hosts |', '|---|---|']
         out += ['| %s | %d |' % (layer, n) for layer, n in summary['by_failed_layer'].items()]
     if summary['not_diagnosed']:
-        out += ['', '## Not diagnosed', '']
-        out += ['- %s: %s' % (md_cell(h), md_cell(kind)) for h, kind in summary['not_diagnosed'].items()]
+        out += ['', '## Not diagnosed, by what happened', '', '| what happened | hosts | which |', '|---|---|---|']
+        out += ['| %s | %d | %s |' % (md_cell(kind), len(hosts), md_cell(', '.join(hosts)))
+                for kind, hosts in hosts_by_error_kind(summary).items()]
     out += ['', '## Since the previous audit', '']
     previous = (audit.get('drift') or {}).get('previous_generated_at')
     if previous:
@@ -595,6 +661,11 @@ ul{margin:2px 0;padding-left:18px}
 .remedy{margin:4px 0 0}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 footer{color:#6b7785;font-size:12px;max-width:1200px;margin:20px auto;padding:0 20px}
+td.n{text-align:right;font-variant-numeric:tabular-nums;width:4em}
+td.names{font-size:12.5px;line-height:1.7}
+table.layers{width:auto;min-width:280px}
+details>summary{cursor:pointer;list-style-position:outside}details>summary h3{display:inline;margin:0}
+tr.nodiag td{background:#f7f3fa}
 """
 
 
@@ -620,6 +691,71 @@ def _html_causes(report):
     return u''.join(parts) or u'<p>No cause found.</p>'
 
 
+def _html_hosts(audit, anchors):
+    """The fleet table: the hosts with a problem worst first, grouped by cause; the healthy ones in one row at scale."""
+    out = [u'<section id="fleet"><h2>Hosts, worst first</h2><table><tr><th>host</th><th>verdict</th>'
+           u'<th>failed layer</th><th>top cause</th><th>evidence</th></tr>']
+    shown, healthy = table_parts(audit)
+    for entry in shown:
+        out.append(u'<tr class="v-%s"><td><a href="#%s">%s</a></td><td><span class="badge">%s</span></td><td>%s</td>'
+                   u'<td><code>%s</code></td><td class="ev">%s</td></tr>' % (
+                       esc(entry['verdict']), anchors.get(entry['host'], ''), esc(entry['host']), esc(entry['label'].upper()),
+                       esc(entry['failed_layer'] or '-'), esc(entry['top_cause'] or entry['error'] or '-'),
+                       esc(entry['evidence'] or '-')))
+    if healthy:
+        out.append(u'<tr class="v-healthy all-healthy"><td>%d hosts</td><td><span class="badge">HEALTHY</span></td>'
+                   u'<td>-</td><td>-</td><td class="names">%s</td></tr>' % (len(healthy), u', '.join(
+                       u'<a href="#%s">%s</a>' % (anchors.get(h, ''), esc(h)) for h in healthy)))
+    out.append(u'</table></section>')
+    return out
+
+
+def _html_links(hosts, anchors):
+    return u', '.join(u'<a href="#%s">%s</a>' % (anchors.get(h, ''), esc(h)) for h in hosts)
+
+
+def _html_groups(summary, anchors):
+    """Counts per cause (and per reason a host has no diagnosis) and per first failing layer."""
+    out = [u'<section id="causes"><h2>Causes by hosts hit</h2>']
+    groups = hosts_by_error_kind(summary)
+    if summary['causes'] or groups:
+        out.append(u'<table><tr><th>cause</th><th>layer</th><th>severity</th><th>hosts</th><th>which</th></tr>')
+        for entry in summary['causes']:
+            out.append(u'<tr><td><code>%s</code></td><td>%s</td><td>%s</td><td class="n">%d</td><td>%s</td></tr>' % (
+                esc(entry['id']), esc(entry['layer']), esc(entry['severity']), len(entry['hosts']),
+                _html_links(entry['hosts'], anchors)))
+        for kind, hosts in groups.items():
+            out.append(u'<tr class="nodiag"><td><code>%s</code></td><td>-</td><td>no diagnosis</td><td class="n">%d</td>'
+                       u'<td>%s</td></tr>' % (esc(kind), len(hosts), _html_links(hosts, anchors)))
+        out.append(u'</table>')
+    else:
+        out.append(u'<p>No cause found on any host.</p>')
+    if summary['by_failed_layer']:
+        out.append(u'<h2>First failing layer</h2><table class="layers"><tr><th>layer</th><th>hosts</th></tr>%s</table>'
+                   % u''.join(u'<tr><td>%s</td><td class="n">%d</td></tr>' % (esc(layer), n)
+                              for layer, n in summary['by_failed_layer'].items()))
+    out.append(u'</section>')
+    return out
+
+
+def _html_ladders(audit, anchors):
+    """Each host's ladder, worst first; a healthy host's folded (no script: <details>)."""
+    out = [u'<section id="hosts"><h2>Each host\'s ladder</h2>']
+    for entry in audit['table']:
+        report = audit['reports'][entry['host']]
+        title = u'%s <span class="badge v-%s">%s</span>' % (esc(entry['host']), esc(entry['verdict']), esc(entry['label'].upper()))
+        if report.get('failed_layer'):
+            title += u' first failing layer: %s' % esc(report['failed_layer'])
+        body = _html_ladder(report) + _html_causes(report)
+        if entry['verdict'] == 'healthy':
+            out.append(u'<article id="%s"><details><summary><h3>%s</h3></summary>%s</details></article>' % (
+                anchors.get(entry['host'], ''), title, body))
+        else:
+            out.append(u'<article id="%s"><h3>%s</h3>%s</article>' % (anchors.get(entry['host'], ''), title, body))
+    out.append(u'</section>')
+    return out
+
+
 def html_page(audit):
     """One static page: no script, no external asset (a CSP forbids both), everything escaped."""
     summary = audit['summary']
@@ -632,35 +768,11 @@ def html_page(audit):
                u''.join(u'<span><span class="badge v-%s">%d %s</span></span>' % (esc(v), n, esc(v))
                         for v, n in summary['by_verdict'].items()),
                summary['hosts'], esc(audit.get('generated_at') or 'now'))]
-    out.append(u'<section id="fleet"><h2>Hosts, worst first</h2><table><tr><th>host</th><th>verdict</th>'
-               u'<th>failed layer</th><th>top cause</th><th>evidence</th></tr>')
-    for entry in audit['table']:
-        out.append(u'<tr class="v-%s"><td><a href="#%s">%s</a></td><td><span class="badge">%s</span></td><td>%s</td>'
-                   u'<td><code>%s</code></td><td class="ev">%s</td></tr>' % (
-                       esc(entry['verdict']), anchors.get(entry['host'], ''), esc(entry['host']), esc(entry['label'].upper()),
-                       esc(entry['failed_layer'] or '-'), esc(entry['top_cause'] or entry['error'] or '-'),
-                       esc(entry['evidence'] or '-')))
-    out.append(u'</table></section>')
-    out.append(u'<section id="causes"><h2>Causes by hosts hit</h2>')
-    if summary['causes']:
-        out.append(u'<table><tr><th>cause</th><th>layer</th><th>severity</th><th>hosts</th><th>which</th></tr>')
-        for entry in summary['causes']:
-            out.append(u'<tr><td><code>%s</code></td><td>%s</td><td>%s</td><td>%d</td><td>%s</td></tr>' % (
-                esc(entry['id']), esc(entry['layer']), esc(entry['severity']), len(entry['hosts']),
-                u', '.join(u'<a href="#%s">%s</a>' % (anchors.get(h, ''), esc(h)) for h in entry['hosts'])))
-        out.append(u'</table>')
-    else:
-        out.append(u'<p>No cause found on any host.</p>')
-    out.append(u'</section><section id="drift"><h2>Since the previous audit</h2><ul>%s</ul></section>' % u''.join(
+    # The counts first: at 100 hosts they are the one-screen answer; the hosts, worst first, follow.
+    out += _html_groups(summary, anchors) + _html_hosts(audit, anchors)
+    out.append(u'<section id="drift"><h2>Since the previous audit</h2><ul>%s</ul></section>' % u''.join(
         u'<li>%s</li>' % esc(line) for line in drift_lines(audit)))
-    out.append(u'<section id="hosts"><h2>Each host\'s ladder</h2>')
-    for entry in audit['table']:
-        report = audit['reports'][entry['host']]
-        title = u'%s <span class="badge v-%s">%s</span>' % (esc(entry['host']), esc(entry['verdict']), esc(entry['label'].upper()))
-        if report.get('failed_layer'):
-            title += u' first failing layer: %s' % esc(report['failed_layer'])
-        out.append(u'<article id="%s"><h3>%s</h3>%s%s</article>' % (
-            anchors.get(entry['host'], ''), title, _html_ladder(report), _html_causes(report)))
-    out.append(u'</section></main><footer>sre.gunicorn_doctor audit.yml: the runbook\'s ladder on every host '
+    out += _html_ladders(audit, anchors)
+    out.append(u'</main><footer>sre.gunicorn_doctor audit.yml: the runbook\'s ladder on every host '
                u'(port, process, listen, healthz, boot, system, eventlet, voice, external).</footer></body></html>')
     return u'\n'.join(out) + u'\n'

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -201,7 +202,7 @@ def test_html_page_in_headless_chromium(first):
     dom = chromium_text(reports / "audit.html", reports.parent)
     cells = page_cells(dom)
     assert "Fleet audit" in cells
-    table = cells[cells.index("Hosts, worst first"):cells.index("Causes by hosts hit")]
+    table = cells[cells.index("Hosts, worst first"):cells.index("Since the previous audit")]
     rows = {}
     for host in GROUND_TRUTH:
         at = table.index(host)
@@ -248,3 +249,33 @@ def test_only_the_fleet_write_waits_for_every_host():
     assert len(plays) == 2
     assert plays[0]["strategy"] in ("free", "ansible.builtin.free") and plays[0]["gather_facts"] is False
     assert all(task.get("run_once") is True and task.get("delegate_to") == "localhost" for task in plays[1]["tasks"])
+
+
+def test_a_hundred_host_page_reads_worst_first_with_counts_per_cause_in_headless_chromium(first):
+    """The fleet page at 100 hosts, from this audit's real reports (each host's repeated under new names until
+    there are 100, 88 of them healthy), as a user reads it in a browser: the counts per cause and per first
+    failing layer, then the hosts worst first, the healthy ones in one row."""
+    if str(ROOT / ".collections") not in sys.path:     # the collection's own name, as in test_diagnose_external
+        sys.path.insert(0, str(ROOT / ".collections"))
+    from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import fleet as fleet_view
+    reports = first[1]
+    real = json.loads((reports / "audit.json").read_text())["reports"]
+    hundred = []
+    for i in range(1, 101):
+        source = real["web1" if i > 14 else "web%d" % ((i - 1) % 7 + 1)]
+        hundred.append(dict(source, host="h%03d" % i))
+    audit = fleet_view.build_audit(hundred)
+    page = reports.parent / "audit100" / "audit.html"
+    page.parent.mkdir(exist_ok=True)
+    page.write_text(fleet_view.html_page(audit))
+    cells = page_cells(chromium_text(page, page.parent))
+    causes = cells[cells.index("Causes by hosts hit"):cells.index("Hosts, worst first")]
+    # each cause with its count, the hosts without a diagnosis by what happened, the layers counted
+    assert causes[causes.index("not_listening") + 3] == "2" and causes[causes.index("wrong_port") + 3] == "2"
+    assert causes[causes.index("unreachable") + 3] == "2" and causes[causes.index("not_deployed") + 3] == "2"
+    layers = causes[causes.index("First failing layer"):]
+    assert layers[layers.index("listen") + 1] == "6" and layers[layers.index("healthz") + 1] == "2"
+    hosts = cells[cells.index("Hosts, worst first"):cells.index("Since the previous audit")]
+    assert hosts[hosts.index("evidence") + 1:][:2] == ["h002", "DOWN"]        # the worst host first
+    assert "88 hosts" in hosts and hosts[hosts.index("88 hosts") + 1] == "HEALTHY"
+    assert hosts.index("88 hosts") > hosts.index("DEGRADED")                   # the healthy ones last

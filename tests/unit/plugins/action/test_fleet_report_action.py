@@ -30,6 +30,17 @@ def test_unreachable_host():
     jsonschema.validate(found, SCHEMA)
 
 
+def test_unreachable_host_from_the_registered_probe_alone():
+    """audit.yml records nothing more for an unreachable host (a task per host less): its probe's result says it."""
+    host_vars = {"__doctor_probe": {"unreachable": True, "changed": False,
+                                    "msg": "Task failed: Failed to connect to the host via ssh: Connection refused"},
+                 "doctor_report": {"skipped": True, "false_condition": "__doctor_probe is reachable"}}
+    found, synthesized = host_report("web6", host_vars)
+    assert synthesized and found["verdict"] == "unreachable" and found["error"]["kind"] == "unreachable"
+    assert found["error"]["message"] == "Failed to connect to the host via ssh: Connection refused"
+    jsonschema.validate(found, SCHEMA)
+
+
 def test_probe_stopped_on_its_input():
     host_vars = {"__doctor_audit_error": {"kind": "failed", "stderr": "",
                                           "msg": "doctor_chdir='/srv/x' is not a directory on this host: set it to ..."}}

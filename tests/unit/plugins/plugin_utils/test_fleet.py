@@ -101,8 +101,9 @@ def test_evidence_line_is_one_bounded_line():
 
 def test_worst_first(fleet_reports):
     order = [r["host"] for r in fleet.worst_first(fleet_reports)]
-    # down (lowest failing rung first, unprobed last among the down), unreachable, degraded, healthy
-    assert order == ["web5", "web2", "web8", "web4", "web7", "web6", "web3", "web1"]
+    # down (lowest failing rung first, unprobed last among the down), unreachable, degraded, healthy; on a rung,
+    # hosts grouped by their top cause, the cause that hits the most hosts first (not_listening: 2, wrong_port: 1)
+    assert order == ["web2", "web8", "web5", "web4", "web7", "web6", "web3", "web1"]
 
 
 # --- summary ---------------------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def test_build_audit_is_json_and_keeps_every_report(fleet_reports):
     audit = fleet.build_audit(fleet_reports, generated_at="2026-11-25T12:00:00Z", report_dir="/r")
     again = json.loads(json.dumps(audit))
     assert sorted(again["reports"]) == sorted(r["host"] for r in fleet_reports)
-    assert [row["host"] for row in again["table"]][:2] == ["web5", "web2"]
+    assert [row["host"] for row in again["table"]][:3] == ["web2", "web8", "web5"]
     assert again["drift"] is None
     for found in again["reports"].values():
         jsonschema.validate(found, SCHEMA)
@@ -181,8 +182,8 @@ def test_markdown_table_worst_first_and_causes_ranked(fleet_reports):
     now = [report("web3") if r["host"] == "web3" else r for r in fleet_reports]
     text = fleet.markdown(fleet.build_audit(now, previous, generated_at="2026-11-25T12:00:00Z"))
     rows = [line for line in text.splitlines() if line.startswith("| web")]
-    assert [r.split("|")[1].strip() for r in rows] == ["web5", "web2", "web8", "web4", "web7", "web6", "web1", "web3"]
-    assert rows[0] == "| web5 | DOWN | listen | wrong_port | wrong_port seen |"
+    assert [r.split("|")[1].strip() for r in rows] == ["web2", "web8", "web5", "web4", "web7", "web6", "web1", "web3"]
+    assert rows[2] == "| web5 | DOWN | listen | wrong_port | wrong_port seen |"
     assert "| web7 | DOWN (NOT DEPLOYED) | - | not_deployed | doctor_chdir='/srv/app' is not a directory" in text
     cause_rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert cause_rows[0].startswith("| `not_listening` | listen | fail | 2 | web2, web8 |")
@@ -415,3 +416,79 @@ def test_rerun_command_is_one_line_a_shell_runs_as_is():
     lines = fleet.console_lines(fleet.build_audit([report("a", "down", [cause("not_listening", "listen")])]),
                                 rerun=command)
     assert lines[-1] == "  rerun only the 1 failed host(s) (with the same -e options, if any): " + command
+
+
+# --- 100 hosts: the summary stays one page, the console stays in columns, progress per host ---------------------
+def hundred_hosts():
+    """A fleet of 100 as audit_bench makes it: most healthy, some broken one way each, one unreachable."""
+    broken = [("not_listening", "listen"), ("bind_loopback_only", "listen"), ("healthz_error", "healthz"),
+              ("wrong_port", "listen")]
+    reports = []
+    for i in range(1, 101):
+        host = "h%03d" % i
+        if i == 8:
+            reports.append(fleet.unreachable_report(host, REFUSED))
+        elif i % 10 == 0:
+            reports.append(fleet.not_probed_report(host, "doctor_chdir='/srv/app' is not a directory on this host"))
+        elif i % 7 == 0:
+            cause_id, layer = broken[(i // 7) % len(broken)]
+            reports.append(report(host, "degraded" if cause_id == "bind_loopback_only" else "down", [cause(cause_id, layer)]))
+        else:
+            reports.append(report(host))
+    return reports
+
+
+def test_a_hundred_hosts_are_grouped_by_cause_worst_first():
+    audit = fleet.build_audit(hundred_hosts())
+    shown, healthy = fleet.table_parts(audit)
+    assert len(healthy) == 100 - len(shown) > fleet.HEALTHY_ROWS and healthy == sorted(healthy)
+    keys = [(e["verdict"], e["failed_layer"], e["top_cause"] or e["error"]) for e in shown]
+    assert keys[0][0] == "down" and keys[-1][0] == "degraded"
+    # each group of one cause is contiguous: a cause never comes back after another one
+    groups = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert len(groups) == len(set(groups))
+    summary = audit["summary"]
+    assert summary["by_error_kind"] == {"not_deployed": 10, "unreachable": 1}
+    assert sum(summary["by_failed_layer"].values()) == sum(1 for k in keys if k[1])
+    text = fleet.markdown(audit)
+    assert "| %d hosts | HEALTHY | - | - | h001, h002, h003," % len(healthy) in text
+    assert "| not_deployed | 10 | h010, h020," in text and "| unreachable | 1 | h008 |" in text
+    assert len([line for line in text.splitlines() if re.match(r"\| h\d{3} \|", line)]) == len(shown)
+    page = fleet.html_page(audit)
+    assert page.count("<article ") == 100 and page.count("<details>") == len(healthy)
+    assert re.search(r'<td><code>not_deployed</code></td><td>-</td><td>no diagnosis</td><td class="n">10</td>', page)
+    assert re.search(r'<tr><td>listen</td><td class="n">%d</td></tr>' % summary["by_failed_layer"]["listen"], page)
+    lines = fleet.console_lines(audit)
+    assert len(lines) < len(shown) + 6 and lines[len(shown) + 1].startswith("  %d healthy: h001, h002" % len(healthy))
+
+
+def test_console_columns_stay_in_line_with_the_longest_labels():
+    """UNREACHABLE (CONNECTION LOST) and (earlier audit) are longer than the label column once was: the columns
+    after them still start at one offset on every line."""
+    lost = fleet.unreachable_report("web10", CUT_QUIET)
+    carried = dict(fleet.not_probed_report("a-much-longer-host-name.example.com", "No module named 'psutil'"),
+                   carried_from="2026-11-24T12:00:00Z")
+    reports = [lost, carried, report("web2", "down", [cause("not_listening", "listen")]), report("web1")]
+    audit = fleet.build_audit(reports)
+    labels = dict((e["host"], e["label"].upper()) for e in audit["table"])
+    assert labels["web10"] == "UNREACHABLE (CONNECTION LOST)"
+    assert labels[carried["host"]] == "DOWN (PSUTIL MISSING) (EARLIER AUDIT)"
+    rows = [line for line in fleet.console_lines(audit) if line.startswith("  ") and line.split()[0] in labels]
+    assert len(rows) == 4
+    starts = set()
+    for line in rows:
+        host = line.split()[0]
+        after_label = line.index(labels[host], len(host) + 2) + len(labels[host])
+        assert line[after_label:after_label + 2] == "  "           # never glued to the next column
+        starts.add(len(line) - len(line[after_label:].lstrip(" ")))
+    assert len(starts) == 1, rows
+
+
+def test_progress_line_says_the_verdict_of_each_finished_host():
+    down = report("web2", "down", [cause("not_listening", "listen")])
+    assert fleet.progress_line(3, 12.04, "web2", report=down) == "[   3 done   12.0 s] web2             DOWN          listen not_listening"
+    assert fleet.progress_line(1, 0.5, "web1", report=report("web1")).endswith("web1             HEALTHY")
+    line = fleet.progress_line(4, 2.9, "web6", unreachable="Task failed: " + REFUSED)
+    assert "web6             UNREACHABLE   Data could not be sent" in line and "\n" not in line and "\r" not in line
+    line = fleet.progress_line(5, 3.0, "web7", failed="Task failed: Module failed: doctor_chdir='/x' is not a directory")
+    assert line.endswith("web7             NOT DIAGNOSED doctor_chdir='/x' is not a directory")

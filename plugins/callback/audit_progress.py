@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One line per host as its diagnosis finishes, with the verdict: an audit of 100 hosts shows its progress."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+name: audit_progress
+type: notification
+short_description: One line per host as its diagnosis finishes, with its verdict
+description:
+  - While C(audit.yml) (or C(diagnose.yml)) runs, prints a line for each host the moment its report is judged,
+    its probe finds it unreachable, or its diagnosis stops; how many hosts are done and the seconds since the
+    play started, then the host, its verdict, the first failing layer and the top cause (or why there is no
+    diagnosis).
+  - A callback rather than a task per host, so the line costs the controller no extra task (no worker process
+    per host) at any fleet size, and hosts that finish early are shown early (strategy free).
+  - Enable it with C(callbacks_enabled = sre.gunicorn_doctor.audit_progress) in C(ansible.cfg) (this
+    collection's own does), or C(ANSIBLE_CALLBACKS_ENABLED) in an AWX/Automation Platform job template's
+    environment. It prints beside any stdout callback.
+requirements:
+  - enabled in callbacks_enabled
+'''
+
+import time
+
+from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.fleet import progress_line
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = 'notification'
+    CALLBACK_NAME = 'sre.gunicorn_doctor.audit_progress'
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super(CallbackModule, self).__init__(*args, **kwargs)
+        self._started = time.monotonic()
+        self._done = set()
+
+    def _finished(self, host, report=None, unreachable=None, failed=None):
+        if host in self._done:
+            return
+        self._done.add(host)
+        self._display.display(progress_line(len(self._done), time.monotonic() - self._started, host, report=report,
+                                            unreachable=unreachable, failed=failed))
+
+    def v2_runner_on_ok(self, result):
+        report = result._result.get('report')
+        if isinstance(report, dict) and 'verdict' in report and 'layers' in report:   # the report action's
+            self._finished(result._host.get_name(), report=report)
+
+    def v2_runner_on_unreachable(self, result):
+        self._finished(result._host.get_name(), unreachable=result._result.get('msg') or 'unreachable')
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        # Only the diagnosis' own failures (its argument check, probe or report): not the audit's last task,
+        # which fails the play on purpose when a host is down.
+        role = getattr(result._task, '_role', None)
+        if not ignore_errors and role is not None and role.get_name().endswith('diagnose'):
+            self._finished(result._host.get_name(), failed=result._result.get('msg') or 'failed')
