@@ -118,7 +118,8 @@ def runner_fix(runner, found, master, restarters, port):
         text = ('supervisord program %s (%s): autorestart=%s, startsecs=%s - supervisord starts the master again each '
                 'time it exits%s; remove what stops it (the timeline), and set startsecs= above its boot time so a '
                 'master that keeps dying ends FATAL instead of looping' % (
-                    runner['name'], runner['source'], s.get('autorestart', '?'), s.get('startsecs', '?'), every))
+                    runner['name'], runner['source'], s.get('autorestart', 'not read'), s.get('startsecs', 'not read'),
+                    every))
     elif runner['kind'] == 'platform':
         text = '%s (pid %s: %s) restarts it%s: fix its health check or restart policy' % (
             runner['name'], runner['pid'], (runner['command'] or '')[:100], every)
@@ -136,7 +137,8 @@ def _systemd_fix(runner, every):
     where = 'systemd unit %s (%s)' % (name, runner['source'] or 'unit file not found')
     if s.get('WatchdogSec') and s['WatchdogSec'] not in ('0', 'infinity'):
         text = ('%s: WatchdogSec=%s, Restart=%s - gunicorn never sends WATCHDOG=1, so systemd kills the master every %s '
-                'and restarts it: remove WatchdogSec=' % (where, s['WatchdogSec'], s.get('Restart', 'no'), s['WatchdogSec']))
+                'and restarts it: remove WatchdogSec=' % (where, s['WatchdogSec'], s.get('Restart', 'no'),
+                                                     s['WatchdogSec'] + (' s' if s['WatchdogSec'].isdigit() else '')))
     elif s.get('RuntimeMaxSec') and s['RuntimeMaxSec'] != 'infinity':
         text = '%s: RuntimeMaxSec=%s stops the master after that long and Restart=%s starts it again: remove ' \
                'RuntimeMaxSec=' % (where, s['RuntimeMaxSec'], s.get('Restart', 'no'))
