@@ -25,6 +25,7 @@ import os
 import re
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
@@ -106,7 +107,7 @@ def runner_of_master(psutil, master, unit_dirs):
     ({kind, pid, name, command, source, settings, found}) or None when the chain names none that restarts."""
     runner, pid = master['runner'], master['pid']
     found = 'the parent chain of master %d' % pid
-    if runner['kind'] in ('shell_loop', 'shell'):
+    if runner['kind'] == 'shell_loop':   # a plain shell that started it once (a terminal, a script) restarts nothing
         return _runner('shell_loop', runner['pid'], _name(psutil, runner['pid']), runner['detail'], found=found)
     if runner['kind'] == 'platform':
         return _runner('platform', runner['pid'], _name(psutil, runner['pid']), runner['detail'], found=found)
@@ -146,17 +147,19 @@ def _runner(kind, pid, name, command, source=None, settings=None, found=''):
 
 
 # --- 2. - 4. without a master to start from ---------------------------------------------------------------------
-def shell_loops(psutil, app):
-    """Shell loops whose own command line runs the app (`while true; do gunicorn APP ...; done`)."""
+def shell_loops(psutil, app, chdir):
+    """Shell loops whose own command line runs the app (`while true; do gunicorn APP ...; done`) in its directory (they
+    run in it, or name it): the same app spec in another checkout is another app."""
     found = []
     for proc in psutil.process_iter():
         try:
             if proc.name() not in process.SHELLS:
                 continue
             cmd = ' '.join(proc.cmdline())
+            here = chdir in cmd or is_within(proc.cwd(), chdir)
         except Exception:  # gone or not ours to read
             continue
-        if app in cmd and re.search(r'\b(while|until|for)\b', cmd):
+        if here and app in cmd and re.search(r'\b(while|until|for)\b', cmd):
             found.append(_runner('shell_loop', proc.pid, proc.name(), cmd, found='its command runs %s' % app))
     return found[:KEPT]
 
@@ -218,7 +221,7 @@ def collect(psutil, app, chdir, masters, port, healthz_path, unit_dir=None, conf
         if runner and not any(r['kind'] == runner['kind'] and r['pid'] == runner['pid'] for r in runners):
             runners.append(runner)
     chained = set(r['pid'] for r in runners)
-    runners += [r for r in shell_loops(psutil, app) if r['pid'] not in chained]
+    runners += [r for r in shell_loops(psutil, app, chdir) if r['pid'] not in chained]
     sources = set(r['source'] for r in runners if r['source'])
     runners += [r for r in configured_runners(app, chdir, unit_dirs, conf_globs) if r['source'] not in sources]
     runners += cron_lines(app, chdir, crontabs)

@@ -17,8 +17,8 @@ APP = "AgentLocator.main:app"
 def started():
     procs = []
 
-    def start(script):
-        proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(script, cwd=None):
+        proc = subprocess.Popen(["bash", "-c", script], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
         deadline = time.time() + 10
         while "while" not in " ".join(psutil.Process(proc.pid).cmdline()):
@@ -31,12 +31,19 @@ def started():
         proc.wait()
 
 
-def test_a_shell_loop_that_runs_the_app_is_found_without_a_master(started):
-    loop = started('while true; do python3 -c "print(1)" %s >/dev/null; sleep 0.2; done' % APP)
-    other = started("while true; do sleep 0.2; done")   # a loop that runs something else
-    found = restart_runner.shell_loops(psutil, APP)
+def test_a_shell_loop_that_runs_the_app_is_found_without_a_master(started, tmp_path):
+    app_dir, checkout = tmp_path / "app", tmp_path / "other-checkout"
+    app_dir.mkdir()
+    checkout.mkdir()
+    script = 'while true; do python3 -c "print(1)" %s >/dev/null; sleep 0.2; done' % APP
+    loop = started(script, cwd=app_dir)
+    named = started('cd %s; %s' % (app_dir, script))              # names the directory, runs elsewhere
+    elsewhere = started(script, cwd=checkout)                     # the same app spec in another checkout
+    other = started("while true; do sleep 0.2; done", cwd=app_dir)   # a loop that runs something else
+    found = restart_runner.shell_loops(psutil, APP, str(app_dir))
     pids = [r["pid"] for r in found]
-    assert loop.pid in pids and other.pid not in pids
+    assert loop.pid in pids and named.pid in pids
+    assert elsewhere.pid not in pids and other.pid not in pids
     runner = found[pids.index(loop.pid)]
     assert runner["kind"] == "shell_loop" and runner["name"] == "bash" and APP in runner["command"]
 
@@ -110,6 +117,11 @@ def test_a_crontab_line_that_names_the_app(tmp_path):
     assert [r["command"] for r in found] == [
         "* * * * * root cd /srv/app && pgrep -f %s || /srv/venv/bin/gunicorn %s &" % (APP, APP)]
     assert found[0]["kind"] == "cron" and found[0]["source"] == str(crontab)
+
+
+def test_a_plain_shell_that_started_the_master_once_restarts_nothing(tmp_path):
+    master = {"pid": 999999, "age": 3.0, "runner": {"kind": "shell", "pid": 4000, "detail": "bash /dev/fd/3"}}
+    assert restart_runner.runner_of_master(psutil, master, [str(tmp_path)]) is None
 
 
 def test_the_first_runner_is_the_masters_own_and_the_files_follow(tmp_path, started):
