@@ -119,7 +119,7 @@ def runner_fix(runner, found, master, restarters, port):
                 'time it exits%s; remove what stops it (the timeline), and set startsecs= above its boot time so a '
                 'master that keeps dying ends FATAL instead of looping' % (
                     runner['name'], runner['source'], s.get('autorestart', 'not read'), s.get('startsecs', 'not read'),
-                    every))
+                    ' (%s)' % every.strip() if every else ''))
     elif runner['kind'] == 'platform':
         text = '%s (pid %s: %s) restarts it%s: fix its health check or restart policy' % (
             runner['name'], runner['pid'], (runner['command'] or '')[:100], every)
@@ -144,7 +144,7 @@ def _systemd_fix(runner, every):
                'RuntimeMaxSec=' % (where, s['RuntimeMaxSec'], s.get('Restart', 'no'))
     else:
         text = '%s: Restart=%s starts the master again each time it exits%s; remove what stops it (the timeline)' % (
-            where, s.get('Restart', 'no'), every)
+            where, s.get('Restart', 'no'), ' (%s)' % every.strip() if every else '')
     return text + ', then systemctl daemon-reload && systemctl restart %s' % name
 
 

@@ -44,7 +44,7 @@ CASES = [
      "restarted by: supervisord program voice (/etc/supervisor/conf.d/voice.conf): autorestart=true, startretries=3 "
      "(default), startsecs=1, found by x",
      "supervisord program voice (/etc/supervisor/conf.d/voice.conf): autorestart=true, startsecs=1 - supervisord "
-     "starts the master again each time it exits every 3 s"),
+     "starts the master again each time it exits (every 3 s); remove what stops it"),
     (runner("systemd", name="voice.service", source="/etc/systemd/system/voice.service",
             settings={"Restart": "always", "WatchdogSec": "5"}, found="its ExecStart runs AgentLocator.main:app"),
      "restarted by: systemd unit voice.service (/etc/systemd/system/voice.service): Restart=always, WatchdogSec=5, "
