@@ -34,6 +34,13 @@ options:
   log_file:
     description: Gunicorn's error log (variable C(doctor_log_file)).
     type: path
+  systemd_unit_dir:
+    description:
+      - Where the service's systemd unit is (variable C(doctor_systemd_unit_dir)); read before the standard
+        directories to name the runner that restarts the app, with its C(Restart=) and C(WatchdogSec=).
+      - When unset, only the standard directories (C(/etc/systemd/system), C(/run/systemd/system),
+        C(/lib/systemd/system), C(/usr/lib/systemd/system)).
+    type: path
   healthz_path:
     description: Health endpoint (variable C(doctor_healthz_path)).
     type: str

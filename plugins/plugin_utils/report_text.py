@@ -61,6 +61,10 @@ def ladder(report, paths=None):
     evidence and its remedy. A line that had to be shortened ends in MORE; the report has it whole."""
     lines = [_fit(_headline(report), WIDTH)]
     lines += [_layer_line(layer, report['causes']) for layer in report['layers']]
+    history = report.get('restart_history') or {}
+    if history.get('pattern'):
+        who = (history.get('runner') or {}).get('text')
+        lines += _wrap('  restarts: ', history['pattern'] + (' - by %s' % who if who else ''), 4, EVIDENCE_LINES)
     for cause in report['causes']:
         lines += _wrap('  - %s [%s/%s]: ' % (cause['id'], cause['layer'], cause['severity']),
                        cause['evidence'][0] if cause['evidence'] else '', 4, EVIDENCE_LINES)
@@ -82,6 +86,7 @@ def markdown(report):
         checks = '<br>'.join(md_cell('%s: %s%s' % (c['name'], c['status'], (' - ' + c['detail']) if c.get('detail') else ''))
                              for c in layer['checks'])
         out.append('| %s | %s | %s |' % (layer['name'], layer['status'], checks))
+    out += _history_markdown(report.get('restart_history'))
     out += ['', '## Causes', '']
     if not report['causes']:
         out.append('None found.')
@@ -101,3 +106,18 @@ def markdown(report):
             out += ['', '(%s)' % ', '.join(refs)]
         out.append('')
     return '\n'.join(out) + '\n'
+
+
+def _history_markdown(history):
+    """The restart history: its pattern, who restarts the masters, one line per master."""
+    if not history:
+        return []
+    out = ['', '## Restart history', '', md_cell(history['pattern'] or 'No restart in the last 10 minutes of the log.')]
+    runner = history.get('runner')
+    if runner:
+        out += ['', 'Restarted by: %s' % md_cell(runner['text'])]
+    for checker in history.get('health_checkers') or []:
+        out += ['', 'Health check on another port: pid %d asks port %s: %s' % (
+            checker['pid'], md_cell(', '.join(str(p) for p in checker['ports'])), md_cell(checker['command']))]
+    out += [''] + ['- %s' % md_cell(line) for line in history['timeline']]
+    return out

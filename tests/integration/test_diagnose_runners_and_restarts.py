@@ -1,6 +1,8 @@
 """diagnose.yml on services that restart, time out, get killed, or share the host with strays."""
 
 import os
+import re
+import resource
 import signal
 import subprocess
 import threading
@@ -9,10 +11,10 @@ import urllib.request
 
 import psutil
 
-from doctor_run import PYTHON, cause, diagnose, make_app
+from doctor_run import PYTHON, ROOT, ansible_env, cause, diagnose, make_app
 from gunicorn_service import free_port
 from test_diagnose_server_layers import base_vars, healthy_service
-from test_stabilize import healthz, stop_tree, wait_for
+from test_stabilize import healthz, listening_pid, role_playbook, stop_tree, wait_for
 
 
 def test_check_mode_gives_the_same_report(services, tmp_path, port):
@@ -135,3 +137,122 @@ def test_runner_is_nohup(tmp_path, port):
     # gunicorn replaces nohup's SIGHUP disposition; what is left to see is a master whose shell is gone.
     assert any("started by detached" in c["detail"] and "nohup" in c["detail"] for c in process["checks"]), \
         process["checks"]
+
+
+# --- who restarts it: the restart history and the runner behind it (issue 14 point 2) ----------------------------
+def terms_in(log):
+    return log.read_text().count("Handling signal: term") if log.exists() else 0
+
+
+def test_a_bash_loop_restarting_the_master_is_named_with_its_pid_in_the_timeline_and_remedy(tmp_path, port):
+    app_dir = make_app(tmp_path)
+    log = tmp_path / "gunicorn.log"
+    loop = subprocess.Popen(["bash", "-c", 'while true; do "$0" -m gunicorn AgentLocator.main:app -b 0.0.0.0:$1 '
+                             '--no-control-socket --error-logfile "$2" & pid=$!; sleep 2; kill -TERM $pid; wait $pid; '
+                             'done', PYTHON, str(port), str(log)], cwd=app_dir, env=dict(os.environ, PORT=str(port)),
+                            start_new_session=True)
+    try:
+        wait_for(lambda: terms_in(log) >= 3, 40, "three restarts by the loop")
+        report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port))[0]
+    finally:
+        stop_tree(loop.pid)
+    history = report["restart_history"]
+    assert history["pattern"].startswith("restarted "), history
+    assert "x SIGTERM" in history["pattern"]
+    assert history["restarts"] >= 2
+    assert (history["runner"]["kind"], history["runner"]["pid"]) == ("shell_loop", loop.pid)
+    assert any("SIGTERM after" in line and "shut down after" in line for line in history["timeline"])
+    found = cause(report, "periodic_sigterm")
+    assert "restarted by: bash loop pid %d" % loop.pid in "\n".join(found["evidence"])
+    assert any(e.startswith("timeline: ") for e in found["evidence"])
+    assert "bash loop pid %d" % loop.pid in found["remedy"] and "kill %d" % loop.pid in found["remedy"]
+    summary = (tmp_path / "reports" / "target.md").read_text()
+    assert "## Restart history" in summary and "Restarted by: bash loop pid %d" % loop.pid in summary
+
+
+def master_pid_of(log, after):
+    """The pid of the master that logged `Listening at` after the first `after` such lines."""
+    pids = re.findall(r"Listening at: \S+ \((\d+)\)", log.read_text()) if log.exists() else []
+    return int(pids[after]) if len(pids) > after else None
+
+
+def test_supervisord_restarting_a_master_that_dies_is_named_with_autorestart_and_startsecs(tmp_path, port, supervisord):
+    app_dir = make_app(tmp_path)
+    log = tmp_path / "gunicorn.log"
+    program = supervisord["conf_dir"] / "agentlocator.conf"
+    program.write_text("[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d "
+                       "--no-control-socket --error-logfile %s\ndirectory=%s\nenvironment=PORT=\"%d\"\n"
+                       "autorestart=true\nstartsecs=1\nstopasgroup=true\n" % (PYTHON, port, log, app_dir, port))
+    subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    # The master dies twice (what a platform's SIGTERM does); supervisord starts it again each time.
+    for generation in range(3):
+        master = wait_for(lambda: master_pid_of(log, generation), 30, "master %d listening" % (generation + 1))
+        wait_for(lambda: healthz(port) == 200, 30, "master %d answering" % (generation + 1))
+        if generation < 2:
+            os.kill(master, signal.SIGTERM)
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
+    history = report["restart_history"]
+    assert history["pattern"].startswith("restarted 2 times in ") and "2 x SIGTERM" in history["pattern"], history
+    runner = history["runner"]
+    assert (runner["kind"], runner["name"], runner["pid"]) == ("supervisord", "agentlocator", supervisord["pid"])
+    assert runner["source"] == str(program)
+    assert runner["settings"] == {"autorestart": "true", "startsecs": "1", "startretries": "3 (default)"}
+    found = cause(report, "periodic_sigterm")
+    assert "supervisord program agentlocator (%s): autorestart=true, startsecs=1" % program in found["remedy"]
+    assert len([e for e in found["evidence"] if e.startswith("timeline: ")]) == 3
+
+
+def abort_like_a_watchdog(app_dir, log, port, times):
+    """Start the unit's command `times` times and SIGABRT each master after it listened, as systemd's watchdog does
+    to a service that never sends WATCHDOG=1 (WatchdogSignal= defaults to SIGABRT); then start it once more."""
+    argv = [PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "0.0.0.0:%d" % port, "--no-control-socket",
+            "--error-logfile", str(log)]
+    no_core = lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # noqa: E731 - an abort leaves no core file
+    for generation in range(times + 1):
+        proc = subprocess.Popen(argv, cwd=app_dir, env=dict(os.environ, PORT=str(port)), preexec_fn=no_core,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: master_pid_of(log, generation) == proc.pid, 30, "master %d listening" % (generation + 1))
+        wait_for(lambda: healthz(port) == 200, 30, "master %d answering" % (generation + 1))
+        if generation == times:
+            return proc
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=10)
+        # The orphaned worker holds the port until it notices its parent is gone ("Parent changed, shutting down").
+        wait_for(lambda: listening_pid(port) is None, 30, "the orphaned worker of master %d exiting" % proc.pid)
+
+
+def test_a_systemd_unit_with_a_watchdog_is_named_with_its_settings(tmp_path, port):
+    app_dir = make_app(tmp_path)
+    log = tmp_path / "gunicorn.log"
+    units = tmp_path / "units"
+    units.mkdir()
+    role_vars = {
+        "gunicorn_service_app": "AgentLocator.main:app", "gunicorn_service_chdir": str(app_dir),
+        "gunicorn_service_python": PYTHON, "gunicorn_service_name": "agentlocator",
+        "gunicorn_service_dir": str(tmp_path / "svc"), "gunicorn_service_manager": "systemd",
+        "gunicorn_service_systemd_unit_dir": str(units), "gunicorn_service_start": False,
+        "gunicorn_service_env_file": str(tmp_path / "service.env"), "gunicorn_service_environment": {"PORT": str(port)},
+    }
+    done = subprocess.run(role_playbook(tmp_path, "gunicorn_service", role_vars), cwd=ROOT, env=ansible_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-4000:]
+    # What an operator adds to the rendered unit: a watchdog gunicorn never feeds, and Restart=always.
+    (units / "agentlocator.service.d").mkdir()
+    (units / "agentlocator.service.d" / "watchdog.conf").write_text("[Service]\nRestart=always\nWatchdogSec=5\n")
+    master = abort_like_a_watchdog(app_dir, log, port, times=2)
+    try:
+        report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_systemd_unit_dir=str(units)))[0]
+    finally:
+        stop_tree(master.pid)
+    history = report["restart_history"]
+    assert history["pattern"].startswith("restarted 2 times in "), history
+    assert sum("gone without a shutdown line" in line for line in history["timeline"]) == 2
+    runner = history["runner"]
+    assert (runner["kind"], runner["name"]) == ("systemd", "agentlocator.service")
+    assert runner["source"] == str(units / "agentlocator.service")
+    assert runner["settings"]["Restart"] == "always" and runner["settings"]["WatchdogSec"] == "5"
+    found = cause(report, "periodic_sigterm")
+    assert found["evidence"][0].startswith("2 masters of the last 10 min of %s ended: restarted 2 times" % log)
+    assert ("systemd unit agentlocator.service (%s): WatchdogSec=5, Restart=always - gunicorn never sends WATCHDOG=1"
+            % (units / "agentlocator.service")) in found["remedy"]
+    assert "remove WatchdogSec=" in found["remedy"]

@@ -76,10 +76,14 @@ CAUSES = {
     'periodic_sigterm': _cause(
         'process', 'fail', '3.3', 6, 'The master is SIGTERMed again and again: a runner or the platform '
         'health check restarts it.',
-        "Find who sends TERM ({extra}); point the platform's health check at $PORT={port} and "
+        "Stop the restarts where they come from: {extra}. Point the platform's health check at $PORT={port} and "
         '{healthz_path}, and keep one runner.',
-        evidence='The gunicorn log (doctor_log_file) holds two or more "Handling signal: term" lines in its last 10 minutes '
-        "while the current master is younger than that (or none runs); the master's runner is named."),
+        evidence='The gunicorn log (doctor_log_file) holds two or more "Handling signal: term" lines, or two or more masters '
+        'that listened and ended, in its last 10 minutes while the current master is younger than that (or none runs). '
+        'The evidence gives the pattern ("restarted 5 times in 60 s, every 8 s +/- 1"), a timeline of the last masters '
+        'and who restarts them: a shell loop, supervisord program (autorestart=, startsecs=), systemd unit (Restart=, '
+        'WatchdogSec=) or cron, from the masters\' parent chain and the service manager\'s files, and local health '
+        'checks that ask another port.'),
     'healthz_missing': _cause(
         'healthz', 'fail', '1.4', None, 'The health endpoint answers 404.',
         'Add a GET {healthz_path} route returning 200 (or set doctor_healthz_path to the route the app has).',

@@ -136,9 +136,25 @@ def parse_supervisord_programs(conf_text):
         key, value = [p.strip() for p in line.split('=', 1)]
         if key == 'environment':
             current['environment'] = _parse_supervisord_env(value)
-        elif key in ('command', 'directory', 'user'):
+        elif key in ('command', 'directory', 'user') + RESTART_KEYS:
             current[key] = value
     return programs
+
+
+# A supervisord program's restart settings (kept only when the program sets them) and supervisord's defaults.
+RESTART_KEYS = ('autorestart', 'startsecs', 'startretries')
+RESTART_DEFAULTS = {'autorestart': 'unexpected', 'startsecs': '1', 'startretries': '3'}
+
+
+def systemd_settings(unit_text, names):
+    """The values a unit (with its drop-ins appended) gives `names`, e.g. ('Restart', 'WatchdogSec') -> {name:
+    value}; the last assignment wins and an empty one resets it, as systemd reads them."""
+    values = {}
+    for line in _systemd_lines(unit_text or ''):
+        key, sep, value = line.partition('=')
+        if sep and key.strip() in names:
+            values[key.strip()] = value.strip()
+    return dict((k, v) for k, v in values.items() if v)
 
 
 def _join_continuations(conf_text):

@@ -6,6 +6,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import restart_history as history
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
 
 SIGTERM_RECENT = 600        # seconds of log history that count for periodic SIGTERMs
@@ -39,28 +40,129 @@ def judge(facts, layer):
     if not log:
         layer.check('no periodic SIGTERM', 'skip', 'no log to read: set doctor_log_file to see the restart history')
         return
-    terms = [e for e in log['events'] if e['event'] == 'signal_term']
-    newest = max([e['epoch'] for e in log['events'] if e.get('epoch')] or [0])
-    recent = [e for e in terms if e.get('epoch') and newest - e['epoch'] <= SIGTERM_RECENT]
     master = shared.primary_master(facts)
-    young = master is None or master['age'] < SIGTERM_RECENT
-    if len(recent) >= 2 and young:
-        times = [e['epoch'] for e in recent]
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        every = ' (every ~%.0f s)' % (sum(gaps) / len(gaps)) if gaps else ''
-        evidence = ['%d x "Handling signal: term" in the last %d min of %s%s' % (
-            len(recent), SIGTERM_RECENT // 60, log['path'], every)]
-        evidence += [e['line'] for e in recent[-3:]]
-        evidence.append(('the current master %d is %s s old, started by %s: %s' % (
-            master['pid'], shared.age(master['age']), master['runner']['kind'], master['runner']['detail']))
-            if master else 'no master runs right now')
-        who = '%s (%s)' % (master['runner']['kind'], master['runner']['detail'][:120]) if master else 'the runner'
-        layer.check('no periodic SIGTERM', 'fail', evidence[0])
-        layer.cause('periodic_sigterm', evidence, extra=who)
-    else:
-        layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
+    _periodic_sigterm(facts, layer, log, master)
 
     restarts = [e for e in shared.last_run_events(facts) if e['event'] == 'worker_boot']
     if master and len(restarts) > master['settings']['workers']:
         layer.check('worker restarts', 'pass', 'note: %d workers booted since master %d started (%d configured)'
                     % (len(restarts), master['pid'], master['settings']['workers']))
+
+
+def _periodic_sigterm(facts, layer, log, master):
+    """Two or more SIGTERMs, or two or more masters that served and ended, in the last SIGTERM_RECENT s of the log
+    while the current master is younger than that: a runner restarts it. The evidence is the pattern, a short
+    timeline and who restarts it; the remedy names that runner and its setting."""
+    terms = [e for e in log['events'] if e['event'] == 'signal_term']
+    newest = max([e['epoch'] for e in log['events'] if e.get('epoch')] or [0])
+    recent = [e for e in terms if e.get('epoch') and newest - e['epoch'] <= SIGTERM_RECENT]
+    gens = log.get('generations') or []
+    ended = [g for g in gens if g['listening'] and g['end'] in ('shutdown', 'vanished') and g['started']
+             and newest - g['started'] <= SIGTERM_RECENT]
+    young = master is None or master['age'] < SIGTERM_RECENT
+    if not young or (len(recent) < 2 and len(ended) < 2):
+        layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
+        return
+    found = history.pattern(gens, newest=newest, within=SIGTERM_RECENT)
+    how = found['text'] if found else '%d masters ended' % len(ended)
+    if len(recent) >= 2:
+        head = '%d x "Handling signal: term" in the last %d min of %s: %s' % (
+            len(recent), SIGTERM_RECENT // 60, log['path'], how)
+    else:
+        head = '%d masters of the last %d min of %s ended: %s' % (len(ended), SIGTERM_RECENT // 60, log['path'], how)
+    restarters = (facts['process'].get('restarters') or {})
+    runner = (restarters.get('runners') or [None])[0]
+    evidence = [head] + ['timeline: %s' % line for line in history.timeline(gens, 5)]
+    evidence.append('restarted by: %s' % describe_runner(runner) if runner else
+                    'no runner that restarts it was found (no shell loop, supervisord program, systemd unit or cron)')
+    evidence += ['health check on another port: pid %d asks port %s: %s' % (
+        c['pid'], ','.join(str(p) for p in c['ports']), c['command'][:120]) for c in restarters.get('health_checkers') or []]
+    evidence.append(('the current master %d is %s s old, started by %s: %s' % (
+        master['pid'], shared.age(master['age']), master['runner']['kind'], master['runner']['detail']))
+        if master else 'no master runs right now')
+    layer.check('no periodic SIGTERM', 'fail', head)
+    layer.cause('periodic_sigterm', evidence, extra=runner_fix(runner, found, master, restarters, facts['port']['port']))
+
+
+def describe_runner(runner):
+    """'bash loop pid 4100: while true; ...' / 'supervisord program web (/etc/...): autorestart=true, startsecs=1'."""
+    settings = ', '.join('%s=%s' % kv for kv in sorted(runner['settings'].items()))
+    names = {'shell_loop': '%s loop pid %s' % (runner['name'], runner['pid']),
+             'supervisord': 'supervisord program %s' % runner['name'],
+             'systemd': 'systemd unit %s' % runner['name'],
+             'cron': 'cron' + (' pid %s' % runner['pid'] if runner['pid'] else ''),
+             'platform': 'platform runner %s pid %s' % (runner['name'], runner['pid'])}
+    text = names.get(runner['kind'], runner['kind'])
+    if runner['source']:
+        text += ' (%s)' % runner['source']
+    if settings:
+        text += ': %s' % settings
+    if runner['command'] and runner['kind'] in ('shell_loop', 'cron', 'platform'):
+        text += ': %s' % runner['command'][:160]
+    return text + ', found by %s' % runner['found'] if runner['found'] else text
+
+
+def runner_fix(runner, found, master, restarters, port):
+    """The remedy's first part: who restarts the master and which setting to change."""
+    every = ' every %d s' % round(found['period']) if found and found['regular'] else ''
+    if runner is None:
+        text = 'find who sends TERM (%s)' % ('%s (%s)' % (master['runner']['kind'], master['runner']['detail'][:120])
+                                           if master else 'the runner')
+    elif runner['kind'] == 'shell_loop':
+        text = '%s loop pid %s (%s) restarts it%s: stop it (kill %s) and remove what starts it' % (
+            runner['name'], runner['pid'], (runner['command'] or '')[:100], every, runner['pid'])
+    elif runner['kind'] == 'systemd':
+        text = _systemd_fix(runner, every)
+    elif runner['kind'] == 'supervisord':
+        s = runner['settings']
+        text = ('supervisord program %s (%s): autorestart=%s, startsecs=%s - supervisord starts the master again each '
+                'time it exits%s; remove what stops it (the timeline), and set startsecs= above its boot time so a '
+                'master that keeps dying ends FATAL instead of looping' % (
+                    runner['name'], runner['source'], s.get('autorestart', 'not read'), s.get('startsecs', 'not read'),
+                    ' (%s)' % every.strip() if every else ''))
+    elif runner['kind'] == 'platform':
+        text = '%s (pid %s: %s) restarts it%s: fix its health check or restart policy' % (
+            runner['name'], runner['pid'], (runner['command'] or '')[:100], every)
+    else:
+        text = 'cron starts it (%s): remove the crontab line%s' % (
+            runner['command'] or 'pid %s' % runner['pid'], ' in %s' % runner['source'] if runner['source'] else '')
+    for checker in restarters.get('health_checkers') or []:
+        text += '; pid %d (%s) checks port %s, not $PORT=%s: point it at %s' % (
+            checker['pid'], checker['command'][:80], ','.join(str(p) for p in checker['ports']), port, port)
+    return text
+
+
+def _systemd_fix(runner, every):
+    s, name = runner['settings'], runner['name']
+    where = 'systemd unit %s (%s)' % (name, runner['source'] or 'unit file not found')
+    if s.get('WatchdogSec') and s['WatchdogSec'] not in ('0', 'infinity'):
+        text = ('%s: WatchdogSec=%s, Restart=%s - gunicorn never sends WATCHDOG=1, so systemd kills the master every %s '
+                'and restarts it: remove WatchdogSec=' % (where, s['WatchdogSec'], s.get('Restart', 'no'),
+                                                     s['WatchdogSec'] + (' s' if s['WatchdogSec'].isdigit() else '')))
+    elif s.get('RuntimeMaxSec') and s['RuntimeMaxSec'] != 'infinity':
+        text = '%s: RuntimeMaxSec=%s stops the master after that long and Restart=%s starts it again: remove ' \
+               'RuntimeMaxSec=' % (where, s['RuntimeMaxSec'], s.get('Restart', 'no'))
+    else:
+        text = '%s: Restart=%s starts the master again each time it exits%s; remove what stops it (the timeline)' % (
+            where, s.get('Restart', 'no'), ' (%s)' % every.strip() if every else '')
+    return text + ', then systemctl daemon-reload && systemctl restart %s' % name
+
+
+def restart_history(facts):
+    """The report's restart_history: the masters' pattern, a short timeline and who restarts them; None without a
+    log (or a log with no master in it)."""
+    gens = (facts.get('log') or {}).get('generations') or []
+    if not gens:
+        return None
+    restarters = facts['process'].get('restarters') or {}
+    found = history.pattern(gens)
+    runner = (restarters.get('runners') or [None])[0]
+    return {
+        'pattern': found['text'] if found else None,
+        'restarts': found['restarts'] if found else 0,
+        'period': found['period'] if found else None,
+        'jitter': found['jitter'] if found else None,
+        'timeline': history.timeline(gens),
+        'runner': dict(runner, text=describe_runner(runner)) if runner else None,
+        'health_checkers': restarters.get('health_checkers') or [],
+    }

@@ -64,4 +64,5 @@ def judge(facts, host):
         'port': facts['port']['port'],
         'port_source': facts['port']['source'],
         'timings': facts.get('timings', {}),
+        'restart_history': process.restart_history(facts),
     }

@@ -24,7 +24,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
-    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, system, voice)
+    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, voice)
 
 APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
@@ -32,7 +32,7 @@ DEFAULTS = {
     'boot_timeout': 30, 'stability_window': 15, 'preload_boot': 'auto', 'dry_import': True, 'worker_class': 'auto',
     'voice_checks': True, 'voice_pace': 1.0, 'public_base_url': None, 'incoming_call_path': '/incoming_call',
     'stream_status_path': '/stream_status', 'ws_path': '/ws/twilio-media', 'twilio_auth_token': None,
-    'gcp_credentials_env': None,
+    'gcp_credentials_env': None, 'systemd_unit_dir': None,
 }
 PACE_MAX = 20
 # The probe's own bounds: its long waits are the stability window and two boot timeouts (the dry import, then a
@@ -243,6 +243,8 @@ def _first_facts(psutil, p, timings):
     port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
                   procs['masters'], p['app'], p['chdir'])
     runners = app_runner.find_runners(p['app'], p['chdir'])
+    procs['restarters'] = _timed(timings, 'restarters', restart_runner.collect, psutil, p['app'], p['chdir'],
+                                 procs['masters'], port['port'], p['healthz_path'], unit_dir=p['systemd_unit_dir'])
     env = service_environment(procs['masters'], env_file_env, runners)
     ident = app_runner.service_identity(psutil, procs['masters'], runners, p['chdir'])
     wait, reason = wait_decision(procs['masters'], p['stability_window'])

@@ -9,7 +9,7 @@ __metaclass__ = type
 import datetime
 import os
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, restart_history
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 
 TAIL_BYTES = 2 << 20  # the recent past is what matters; old megabytes only slow the probe
@@ -58,14 +58,15 @@ def tail_lines(path, limit=TAIL_BYTES):
 
 
 def collect(path):
-    """-> facts: size, mtime, events (with epoch times), tracebacks; None when no log is configured."""
+    """-> facts: size, mtime, events (with epoch times), tracebacks, the masters' generations (restart_history, from
+    the whole tail: a busy log pushes old masters out of the kept events); None when no log is configured."""
     if not path:
         return None
     text, size = read_tail(path)
     scanned = gunicorn.scan_log(text.splitlines())
-    events = [e for e in scanned['events'] if e['event'] not in COUNTED_ONLY][-EVENTS_KEPT:]
-    for event in events:
+    for event in scanned['events']:
         event['epoch'] = parse_time(event.get('time'))
+    events = [e for e in scanned['events'] if e['event'] not in COUNTED_ONLY][-EVENTS_KEPT:]
     counts = {}
     for event in scanned['events']:
         counts[event['event']] = counts.get(event['event'], 0) + 1
@@ -76,4 +77,5 @@ def collect(path):
         'counts': counts,
         'events': events,
         'tracebacks': scanned['tracebacks'][-3:],
+        'generations': restart_history.generations(scanned['events']),
     }

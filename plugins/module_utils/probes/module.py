@@ -38,6 +38,7 @@ ARGUMENT_SPEC = dict(
     ws_path=dict(type='str', default='/ws/twilio-media'),
     twilio_auth_token=dict(type='str', no_log=True),
     gcp_credentials_env=dict(type='str'),
+    systemd_unit_dir=dict(type='path'),
 )
 
 

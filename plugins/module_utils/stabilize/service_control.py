@@ -23,10 +23,9 @@ import time
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read, service_user
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import stability
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process, restart_runner
 
 POLL = 0.05
-SUPERVISORD_DEFAULT_CONFS = ('/etc/supervisord.conf', '/etc/supervisor/supervisord.conf')
 
 
 class ServiceError(Exception):
@@ -37,16 +36,6 @@ class ServiceError(Exception):
 def systemd_booted():
     """systemd's own test (sd_booted): it runs as the init system."""
     return os.path.isdir('/run/systemd/system')
-
-
-def _arg_after(argv, names):
-    for i, arg in enumerate(argv):
-        for name in names:
-            if arg == name and i + 1 < len(argv):
-                return argv[i + 1]
-            if arg.startswith(name + '='):
-                return arg.split('=', 1)[1]
-    return None
 
 
 def running_supervisords(psutil):
@@ -62,11 +51,7 @@ def running_supervisords(psutil):
         scripts = [a for a in argv[:2] if os.path.basename(a) == 'supervisord']
         if not scripts:
             continue
-        conf = _arg_after(argv, ('-c', '--configuration'))
-        if conf and not os.path.isabs(conf):
-            conf = os.path.join(cwd or '/', conf)
-        if not conf:
-            conf = next((c for c in SUPERVISORD_DEFAULT_CONFS if os.path.isfile(c)), None)
+        conf = restart_runner.supervisord_conf_path(argv, cwd)
         script = scripts[0] if os.path.isabs(scripts[0]) else shutil.which(scripts[0]) or scripts[0]
         sibling = os.path.join(os.path.dirname(script), 'supervisorctl')
         ctl = sibling if os.access(sibling, os.X_OK) else shutil.which('supervisorctl')
@@ -94,21 +79,8 @@ def supervisord_problems(info, program_dir=None):
 
 def supervisord_include_dir(conf_path):
     """The directory of the first `[include] files=` glob of a supervisord config, or None."""
-    text = safe_read.read_text(conf_path, 1 << 20, follow=True).data if conf_path else None
-    if text is None:
-        return None
-    section = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith('['):
-            section = line.strip('[]').strip()
-            continue
-        if section == 'include' and line.startswith('files') and '=' in line:
-            first = line.split('=', 1)[1].split()[0]
-            if not os.path.isabs(first):
-                first = os.path.join(os.path.dirname(conf_path), first)
-            return os.path.dirname(first)
-    return None
+    globs = restart_runner.supervisord_include_globs(conf_path) if conf_path else []
+    return os.path.dirname(globs[0]) if globs else None
 
 
 def detect(psutil, requested, current_runner=None, supervisorctl=None, supervisord_conf=None):

@@ -124,6 +124,15 @@ SUPERVISORD = textwrap.dedent("""\
     """)
 
 
+def test_systemd_settings_last_assignment_wins_and_an_empty_one_resets():
+    unit = "[Service]\nRestart=always\nWatchdogSec=5\nRestartSec=1\n"
+    dropin = "[Service]\nRestartSec=\nWatchdogSec=\\\n  10\n"
+    assert service_env.systemd_settings(unit, ("Restart", "WatchdogSec", "RestartSec")) == \
+        {"Restart": "always", "WatchdogSec": "5", "RestartSec": "1"}
+    assert service_env.systemd_settings(unit + dropin, ("Restart", "WatchdogSec", "RestartSec")) == \
+        {"Restart": "always", "WatchdogSec": "10"}
+
+
 def test_parse_supervisord_programs():
     programs = service_env.parse_supervisord_programs(SUPERVISORD)
     assert programs == {
@@ -132,6 +141,7 @@ def test_parse_supervisord_programs():
             "directory": "/srv/app",
             "environment": {"PORT": "8123", "EVENTLET_HUB": "selects"},
             "user": "www-data",
+            "autorestart": "true",
         },
         "agentlocator-jobs": {
             "command": "/srv/app/.venv/bin/python jobs.py",

@@ -399,7 +399,12 @@ def test_periodic_sigterm_and_flapping_healthz(facts, tmp_path):
     assert report["verdict"] == "down"
     c = cause(report, "periodic_sigterm")
     assert c["evidence"][0].startswith('3 x "Handling signal: term" in the last 10 min of ')
-    assert c["evidence"][0].endswith("(every ~12 s)")
+    assert c["evidence"][0].endswith(": restarted 2 times in 24 s, every 12 s +/- 1 (3 x SIGTERM)")
+    assert c["evidence"][1] == ("timeline: 11:00:00 master 4242 started (sync, http://0.0.0.0:8123), 2 worker boots, "
+                                "SIGTERM after 60 min, shut down after 60 min")
+    assert c["evidence"][2] == ("timeline: 11:59:52 master 5001 started (sync, http://0.0.0.0:8123), 1 worker boot, "
+                                "SIGTERM after 8 s, shut down after 8 s")
+    assert "no runner that restarts it was found (no shell loop, supervisord program, systemd unit or cron)" in c["evidence"]
     assert c["evidence"][-1] == "the current master 5033 is 8.0 s old, started by platform: honcho (honcho start)"
     assert "platform (honcho (honcho start))" in c["remedy"]
     assert "$PORT=8123" in c["remedy"] and "/healthz" in c["remedy"]
