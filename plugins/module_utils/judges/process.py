@@ -6,7 +6,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared, window
 
 SIGTERM_RECENT = 600        # seconds of log history that count for periodic SIGTERMs
 
@@ -35,32 +35,64 @@ def judge(facts, layer):
     else:
         layer.check('no stray processes', 'pass', 'no dev server or python run of the app besides gunicorn')
 
-    log = facts.get('log')
-    if not log:
-        layer.check('no periodic SIGTERM', 'skip', 'no log to read: set doctor_log_file to see the restart history')
-        return
-    terms = [e for e in log['events'] if e['event'] == 'signal_term']
-    newest = max([e['epoch'] for e in log['events'] if e.get('epoch')] or [0])
-    recent = [e for e in terms if e.get('epoch') and newest - e['epoch'] <= SIGTERM_RECENT]
-    master = shared.primary_master(facts)
-    young = master is None or master['age'] < SIGTERM_RECENT
-    if len(recent) >= 2 and young:
-        times = [e['epoch'] for e in recent]
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        every = ' (every ~%.0f s)' % (sum(gaps) / len(gaps)) if gaps else ''
-        evidence = ['%d x "Handling signal: term" in the last %d min of %s%s' % (
-            len(recent), SIGTERM_RECENT // 60, log['path'], every)]
-        evidence += [e['line'] for e in recent[-3:]]
-        evidence.append(('the current master %d is %s s old, started by %s: %s' % (
-            master['pid'], shared.age(master['age']), master['runner']['kind'], master['runner']['detail']))
-            if master else 'no master runs right now')
-        who = '%s (%s)' % (master['runner']['kind'], master['runner']['detail'][:120]) if master else 'the runner'
-        layer.check('no periodic SIGTERM', 'fail', evidence[0])
-        layer.cause('periodic_sigterm', evidence, extra=who)
-    else:
-        layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
+    _judge_window(facts, layer)
+    _judge_periodic_sigterm(facts, layer)
 
     restarts = [e for e in shared.last_run_events(facts) if e['event'] == 'worker_boot']
+    master = shared.primary_master(facts)
     if master and len(restarts) > master['settings']['workers']:
         layer.check('worker restarts', 'pass', 'note: %d workers booted since master %d started (%d configured)'
                     % (len(restarts), master['pid'], master['settings']['workers']))
+
+
+def _judge_window(facts, layer):
+    """What the stability window saw the masters and workers do, whatever /healthz answered meanwhile."""
+    watched = window.seconds(facts)
+    if watched is None:
+        return
+    primary = shared.primary_master(facts)
+    exits = window.master_exits(facts, primary['pid'] if primary else None)
+    changed = [window.describe_exit(m) for m in exits] + window.second_masters(facts, exits)
+    if changed:
+        layer.check('masters through the window', 'fail', '; '.join(changed) + window.ended_early(facts))
+    else:
+        layer.check('masters through the window', 'pass', 'no master exited or started during the %.1f s window'
+                    % watched)
+    restarts = window.worker_restarts(facts)
+    if restarts:
+        layer.check('worker restarts', 'warn', '; '.join(restarts) + window.ended_early(facts))
+
+
+def _judge_periodic_sigterm(facts, layer):
+    """periodic_sigterm: a master replaced during the window (a runner restarted it), or two or more "Handling
+    signal: term" in the recent log of a young master."""
+    master = shared.primary_master(facts)
+    replaced = [window.describe_exit(m) for m in window.master_exits(facts, master['pid'] if master else None)
+                if m['by']]
+    log = facts.get('log')
+    recent = []
+    if log:
+        terms = [e for e in log['events'] if e['event'] == 'signal_term']
+        newest = max([e['epoch'] for e in log['events'] if e.get('epoch')] or [0])
+        recent = [e for e in terms if e.get('epoch') and newest - e['epoch'] <= SIGTERM_RECENT]
+    young = master is None or master['age'] < SIGTERM_RECENT
+    if not replaced and not (len(recent) >= 2 and young):
+        if log:
+            layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
+        else:
+            layer.check('no periodic SIGTERM', 'skip', 'no log to read: set doctor_log_file to see the restart history')
+        return
+    evidence = ['%s during the stability window: a runner restarts it' % r for r in replaced]
+    if recent:
+        times = [e['epoch'] for e in recent]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        every = ' (every ~%.0f s)' % (sum(gaps) / len(gaps)) if gaps else ''
+        evidence.append('%d x "Handling signal: term" in the last %d min of %s%s' % (
+            len(recent), SIGTERM_RECENT // 60, log['path'], every))
+        evidence += [e['line'] for e in recent[-3:]]
+    evidence.append(('the current master %d is %s s old, started by %s: %s' % (
+        master['pid'], shared.age(master['age']), master['runner']['kind'], master['runner']['detail']))
+        if master else 'no master runs right now')
+    who = '%s (%s)' % (master['runner']['kind'], master['runner']['detail'][:120]) if master else 'the runner'
+    layer.check('no periodic SIGTERM', 'fail', evidence[0])
+    layer.cause('periodic_sigterm', evidence, extra=who)
