@@ -33,7 +33,12 @@ def master_exits(facts, primary_pid=None):
     the primary master `primary_pid` or a replacement, not a second master that only came and went)."""
     starts = _changes(facts, 'master', 'started')
     used, found = set(), []
-    for exit_ in _changes(facts, 'master', 'exited'):
+    exited = _changes(facts, 'master', 'exited')
+    gone = set(c['pid'] for c in exited)
+    # A master that handled TERM and was still shutting down when the window ended counts as going.
+    exited += [{'pid': e['pid'], 'at': e['at']} for e in watch_of(facts).get('log_events') or []
+               if e['event'] == 'signal_term' and e.get('pid') not in gone and _was_master(facts, e.get('pid'))]
+    for exit_ in exited:
         new = next((s for s in starts if s['pid'] != exit_['pid'] and s['pid'] not in used), None)
         if new is not None:
             used.add(new['pid'])
@@ -45,6 +50,11 @@ def master_exits(facts, primary_pid=None):
         m['serving'] = m['pid'] == primary_pid or m['pid'] in replacements or \
             (primary_pid is None and m['pid'] not in started)
     return found
+
+
+def _was_master(facts, pid):
+    masters = set(m['pid'] for m in (facts.get('process') or {}).get('masters') or [])
+    return pid in masters | set(c['pid'] for c in _changes(facts, 'master', 'started'))
 
 
 def describe_exit(m):

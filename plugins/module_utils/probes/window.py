@@ -17,11 +17,12 @@ import threading
 import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import alive
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner, process
 
 LOOK_INTERVAL = 0.25       # how often the process table and the log are looked at
-SETTLE = 1.0               # after conclusive evidence: how long the rest of it may take (the replacement, the re-boot)
+SETTLE = 3.0               # after conclusive evidence: the most the rest of it may take (the exit, the replacement, the re-boot)
 EXEC_GRACE = 2.0           # a process younger than this may still exec gunicorn: looked at again
 LOG_READ_MAX = 256 << 10   # new log bytes read per look; more than that and only the newest are read
 LINE_MAX = 8 << 10         # a log line longer than this is cut
@@ -63,7 +64,8 @@ class ProcessWatch(object):
             if key in self.others or proc.pid in self.exclude:
                 continue
             if key in self.known:
-                found[key] = self.known[key]
+                if alive(self.psutil, proc):   # a zombie has exited: it only waits to be reaped
+                    found[key] = self.known[key]
                 continue
             info = process._info(proc)
             if info is not None and info['cmdline'] and gunicorn.is_gunicorn_cmdline(info['cmdline']) and \
@@ -160,8 +162,8 @@ class Window(object):
             if settle_until is None and (self.sampler.failed or self.conclusive()):
                 settle_until = now + SETTLE
                 self.ended = self.conclusive() or 'healthz'
-            if settle_until is not None and (now >= settle_until or not self.pending()):
-                break
+            if settle_until is not None and (now >= settle_until or not self.pending()) and self.sampler.first.is_set():
+                break   # (a first sample still waiting for its answer is waited for: it is bounded by its timeout)
             if done and settle_until is None:
                 break
         self.sampler.stop.set()
@@ -192,6 +194,9 @@ class Window(object):
         if any(count('worker', 'exited', m) > count('worker', 'started', m) for m in alive):
             return True
         if any(e['event'] == 'signal_term' and e['pid'] in alive for e in self.log.events):
+            return True
+        killed = [e for e in self.log.events if e['event'] in ('worker_timeout', 'worker_sigkill')]
+        if len(killed) > len([c for c in changes if c['what'] == 'started' and c['role'] == 'worker']):
             return True
         return self.sampler.failed and not changes and not self.log.events
 
