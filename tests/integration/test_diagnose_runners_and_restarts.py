@@ -164,8 +164,7 @@ def test_restart_loop_that_keeps_healthz_green_is_caught_in_the_window(tmp_path,
     # Caught inside the window, and the window ended with the evidence, not after its 15 s.
     assert float(replaced.group(3)) < 15
     assert report["timings"]["healthz"] < 14, report["timings"]
-    stable = check(report, "healthz", "stable 200")
-    assert stable["status"] == "fail" and "replaced by %d" % new in stable["detail"]
+    assert check(report, "healthz", "stable 200")["status"] == "fail"
     assert report["failed_layer"] == "process"
 
 
@@ -221,11 +220,10 @@ def test_slow_boot_is_named_at_the_services_timeout(services, tmp_path, port):
     services(app_dir, log, bind="0.0.0.0:%d" % port, env={"PORT": str(port), "SLOW_IMPORT": "40"},
              extra_args=["--timeout", "3"], ready=False)
     wait_for(lambda: log.exists() and "Booting worker" in log.read_text(), 20, "the first worker")
-    started = time.time()
     report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_voice_checks=False))[0]
     # The import would take 40 s and doctor_boot_timeout allows 30: the service's own --timeout 3 decides.
     found = cause(report, "slow_boot")
     assert "the worker timeout is 3 s" in found["evidence"][0], found
     assert report["timings"]["dry_import"] < 10, report["timings"]
     assert "preload_boot" not in report["timings"]
-    assert time.time() - started < 20
+    assert report["timings"]["total"] < 15, report["timings"]   # not 2 x doctor_boot_timeout
