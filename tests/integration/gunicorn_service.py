@@ -226,3 +226,25 @@ class GunicornService:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# A runner that restarts the master every `period` seconds while /healthz stays 200: it starts the next master
+# beside the running one (--reuse-port), lets it listen for `overlap` seconds, then SIGTERMs the old one and waits
+# for it. What a "zero-downtime" restart script in a loop, or a platform health check on the wrong port, does.
+RESTART_LOOP = r'''old=""
+while true; do
+  "$0" -m gunicorn AgentLocator.main:app -b 0.0.0.0:$1 --reuse-port --no-control-socket --error-logfile "$2" $5 &
+  new=$!
+  sleep $3
+  if [ -n "$old" ]; then kill -TERM $old; wait $old; fi
+  old=$new
+  sleep $4
+done'''
+
+
+def start_restart_loop(app_dir, port, log_path, python=sys.executable, period=8.0, overlap=1.5, extra_args=""):
+    """Start RESTART_LOOP in its own session -> its Popen (stop it and its masters by PID: stop_tree)."""
+    return subprocess.Popen(["bash", "-c", RESTART_LOOP, python, str(port), str(log_path), str(overlap),
+                             str(period - overlap), extra_args], cwd=str(app_dir), env=dict(os.environ, PORT=str(port)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)

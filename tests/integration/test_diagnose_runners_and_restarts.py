@@ -11,8 +11,8 @@ import urllib.request
 
 import psutil
 
-from doctor_run import PYTHON, ROOT, ansible_env, cause, diagnose, make_app
-from gunicorn_service import free_port
+from doctor_run import PYTHON, ROOT, ansible_env, cause, diagnose, layer, make_app
+from gunicorn_service import free_port, start_restart_loop
 from test_diagnose_server_layers import base_vars, healthy_service
 from test_stabilize import healthz, listening_pid, role_playbook, stop_tree, wait_for
 
@@ -256,3 +256,92 @@ def test_a_systemd_unit_with_a_watchdog_is_named_with_its_settings(tmp_path, por
     assert ("systemd unit agentlocator.service (%s): WatchdogSec=5, Restart=always - gunicorn never sends WATCHDOG=1"
             % (units / "agentlocator.service")) in found["remedy"]
     assert "remove WatchdogSec=" in found["remedy"]
+def check(report, layer_name, name):
+    return next(c for c in layer(report, layer_name)["checks"] if c["name"] == name)
+
+
+def test_restart_loop_that_keeps_healthz_green_is_caught_in_the_window(tmp_path, port):
+    app_dir = make_app(tmp_path)
+    log = tmp_path / "gunicorn.log"
+    # A shell loop that starts a new master beside the old one every 8 s, then SIGTERMs the old: /healthz stays 200.
+    loop = start_restart_loop(app_dir, port, log, PYTHON, period=8.0)
+    try:
+        # Right after one replacement: the next one falls inside the 15 s window.
+        wait_for(lambda: log.exists() and "Shutting down: Master" in log.read_text(), 30, "the loop's first restart")
+        report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port, doctor_stability_window=15,
+                                              doctor_voice_checks=False))[0]
+    finally:
+        stop_tree(loop.pid)
+    found = cause(report, "periodic_sigterm")
+    replaced = re.match(r"master (\d+) replaced by (\d+) at \+([\d.]+) s", found["evidence"][0])
+    assert replaced, found["evidence"]
+    old, new = int(replaced.group(1)), int(replaced.group(2))
+    text = log.read_text()
+    assert "[%d] [INFO] Listening at:" % old in text and "[%d] [INFO] Listening at:" % new in text
+    assert "[%d] [INFO] Handling signal: term" % old in text
+    # Caught inside the window, and the window ended with the evidence, not after its 15 s.
+    assert float(replaced.group(3)) < 15
+    assert report["timings"]["healthz"] < 14, report["timings"]
+    assert check(report, "healthz", "stable 200")["status"] == "fail"
+    assert report["failed_layer"] == "process"
+
+
+def test_young_healthy_service_is_healthy_after_its_window(services, tmp_path, port):
+    service = healthy_service(services, tmp_path, port)
+    started = time.time()
+    # A window longer than ansible-playbook's own start on a loaded machine: the service is still young at the probe.
+    report = diagnose(tmp_path, base_vars(service, tmp_path, doctor_stability_window=25, doctor_voice_checks=False))[0]
+    assert report["verdict"] == "healthy", report["causes"]
+    watched = check(report, "process", "masters through the window")
+    assert watched["status"] == "pass", watched
+    # It was watched until it was 25 s old, and not longer.
+    assert time.time() - started >= 24
+    assert report["timings"]["healthz"] <= 25, report["timings"]
+
+
+def test_worker_timeout_ends_the_window_early(services, tmp_path, port):
+    app_dir = make_app(tmp_path, slow_route)
+    # Two sync workers: /healthz keeps answering from one while the other is stuck in /slow past --timeout 2.
+    service = services(app_dir, tmp_path / "gunicorn.log", bind="0.0.0.0:%d" % port, env={"PORT": str(port)},
+                       workers=2, extra_args=["--timeout", "2"])
+    stop = threading.Event()
+
+    def call_slow():
+        while not stop.is_set():
+            try:
+                urllib.request.urlopen("http://127.0.0.1:%d/slow" % port, timeout=10)
+            except OSError:
+                pass  # the worker is killed mid-request: that is the fault
+
+    caller = threading.Thread(target=call_slow, daemon=True)
+    caller.start()
+    try:
+        report = diagnose(tmp_path, base_vars(service, tmp_path, doctor_stability_window=40,
+                                              doctor_voice_checks=False))[0]
+    finally:
+        stop.set()
+    found = cause(report, "worker_timeout")
+    assert any("WORKER TIMEOUT" in e for e in found["evidence"]), found
+    # A 40 s window, ended by the first timed-out worker (2 s of --timeout, gunicorn's 1 s check, the re-boot).
+    assert report["timings"]["healthz"] < 15, report["timings"]
+    restarts = check(report, "process", "worker restarts")
+    assert restarts["status"] == "warn" and "WORKER TIMEOUT" in restarts["detail"], restarts
+
+
+def slow_import(text):
+    return text.replace("import os\n", "import os\nimport time\ntime.sleep(float(os.environ.get('SLOW_IMPORT', '0')))\n", 1)
+
+
+def test_slow_boot_is_named_at_the_services_timeout(services, tmp_path, port):
+    app_dir = make_app(tmp_path, slow_import)
+    log = tmp_path / "gunicorn.log"
+    services(app_dir, log, bind="0.0.0.0:%d" % port, env={"PORT": str(port), "SLOW_IMPORT": "40"},
+             extra_args=["--timeout", "3"], ready=False)
+    wait_for(lambda: log.exists() and "Booting worker" in log.read_text(), 20, "the first worker")
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_voice_checks=False))[0]
+    # The import would take 40 s and doctor_boot_timeout allows 30: the service's own --timeout 3 decides.
+    found = cause(report, "slow_boot")
+    assert "the worker timeout is 3 s" in found["evidence"][0], found
+    assert report["timings"]["dry_import"] < 10, report["timings"]
+    assert "preload_boot" not in report["timings"]
+    assert report["timings"]["total"] < 15, report["timings"]   # not 2 x doctor_boot_timeout

@@ -78,12 +78,13 @@ CAUSES = {
         'health check restarts it.',
         "Stop the restarts where they come from: {extra}. Point the platform's health check at $PORT={port} and "
         '{healthz_path}, and keep one runner.',
-        evidence='The gunicorn log (doctor_log_file) holds two or more "Handling signal: term" lines, or two or more masters '
-        'that listened and ended, in its last 10 minutes while the current master is younger than that (or none runs). '
-        'The evidence gives the pattern ("restarted 5 times in 60 s, every 8 s +/- 1"), a timeline of the last masters '
-        'and who restarts them: a shell loop, supervisord program (autorestart=, startsecs=), systemd unit (Restart=, '
-        'WatchdogSec=) or cron, from the masters\' parent chain and the service manager\'s files, and local health '
-        'checks that ask another port.'),
+        evidence='A master of the app was replaced by a new one during the stability window (the process table is looked '
+        'at every 0.25 s through the window, whatever /healthz answers), or the gunicorn log (doctor_log_file) holds two '
+        'or more "Handling signal: term" lines, or two or more masters that listened and ended, in its last 10 minutes '
+        'while the current master is younger than that (or none runs). The evidence gives what the window saw, the '
+        'pattern ("restarted 5 times in 60 s, every 8 s +/- 1"), a timeline of the last masters and who restarts them: a '
+        'shell loop, supervisord program (autorestart=, startsecs=), systemd unit (Restart=, WatchdogSec=) or cron, from '
+        'the masters\' parent chain and the service manager\'s files, and local health checks that ask another port.'),
     'healthz_missing': _cause(
         'healthz', 'fail', '1.4', None, 'The health endpoint answers 404.',
         'Add a GET {healthz_path} route returning 200 (or set doctor_healthz_path to the route the app has).',
@@ -101,7 +102,8 @@ CAUSES = {
         'Look at the causes of the process, boot and system layers; the usual reasons are a wrong $PORT '
         '(SIGTERM after ~10 s) or two runners.',
         evidence='Among the healthz samples (every 0.5 s over the stability window) some answer 200 and others do not: an '
-        'error status, a refused connection or no answer within 3 s.'),
+        'error status, a refused connection or no answer within 3 s; or every sample was a 200 but the master that served '
+        'them exited or was replaced during the window (the window ends as soon as that is seen).'),
     'boot_exception': _cause(
         'boot', 'fail', '2.1', None, 'The app raises while it is imported or created: the worker never boots.',
         'Fix the exception shown in the evidence; reproduce it in seconds with: {dry_import_command}',
@@ -113,8 +115,9 @@ CAUSES = {
         'reaches listening (gunicorn does not time out a worker still importing).',
         'Make heavy imports and client set-up lazy (first request, or a background thread) so the import '
         'takes seconds; until then raise --timeout above {extra}.',
-        evidence="The dry import takes half the master's --timeout or more (warn), the whole timeout, or does not finish "
-        'within doctor_boot_timeout; or the spare-port --preload boot never reaches "Listening at".'),
+        evidence="The dry import takes half the master's --timeout or more (warn), or the whole timeout (it is stopped then: "
+        "the service's effective --timeout, not doctor_boot_timeout, bounds it), or does not finish within "
+        'doctor_boot_timeout; or the spare-port --preload boot never reaches "Listening at".'),
     'dev_server_at_import': _cause(
         'boot', 'fail', '3.2', 2, 'A dev server (app.run()) starts when the app is imported, inside the '
         'gunicorn worker.',

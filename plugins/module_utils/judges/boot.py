@@ -10,7 +10,7 @@ __metaclass__ = type
 import re
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared, window
 
 
 def judge(facts, layer):
@@ -61,6 +61,7 @@ def judge(facts, layer):
     if timeouts:
         evidence = ['%d x WORKER TIMEOUT since the master started (timeout %d s)' % (len(timeouts), timeout)]
         evidence += [e['line'] for e in timeouts[-3:]]
+        evidence += ['during the stability window: %s' % r for r in window.worker_restarts(facts)]
         layer.check('no worker timeouts', 'fail', evidence[0])
         layer.cause('worker_timeout', evidence)
     elif facts.get('log'):
@@ -74,6 +75,13 @@ def _judge_dry_import(layer, inputs, boot, master, timeout):
     error = dry.get('error')
     if boot.get('dry_import_off'):
         layer.check('dry import', 'skip', 'turned off (doctor_dry_import=false): the app was not imported')
+    elif dry.get('over_limit'):
+        # Stopped at the service's own --timeout: waiting any longer would prove nothing more.
+        layer.check('dry import', 'fail', 'the import ran %s s and had not returned: stopped at the worker timeout%s'
+                    % (dry['import_seconds'], ran_as))
+        layer.cause('slow_boot', ['importing %s did not finish within %s s: the worker timeout is %s s (%s)' % (
+            inputs['app'], dry['import_seconds'], dry['limit'], dry['limit_source'])],
+            extra='%s s (the import ran longer than that and was stopped)' % dry['limit'])
     elif dry.get('timed_out'):
         layer.check('dry import', 'fail', 'the import did not finish within %s s%s' % (dry['seconds'], ran_as))
         layer.cause('slow_boot', ['importing %s did not finish within %s s (doctor_boot_timeout)' % (

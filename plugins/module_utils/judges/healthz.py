@@ -6,7 +6,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared, window
 
 
 def answers_in_runs(samples, most=4):
@@ -31,6 +31,8 @@ def judge(facts, layer):
     statuses = [s['status'] for s in samples]
     ok = [s for s in samples if s['status'] == 200]
     summary = '%s over %.1f s (%s)' % (answers_in_runs(samples), h['elapsed'], h['wait_reason'])
+    if h.get('booting'):
+        summary += '; before that, while it booted: %s' % answers_in_runs(h['booting'])
     strangers = shared.answered_by_stranger(facts)
     if ok and strangers:
         layer.check('stable 200', 'fail', '%s, but from pid %s (%s), which is not the app' % (
@@ -40,11 +42,19 @@ def judge(facts, layer):
         latency = max(s['latency_ms'] for s in samples)
         layer.check('stable 200', 'pass', '%s; slowest %.0f ms; body %r' % (summary, latency, samples[0]['body'][:80]))
         return
+    exits = [window.describe_exit(m) for m in shared.serving_master_exits(facts)]
+    restarts = window.worker_restarts(facts)
+    if ok and len(ok) == len(samples) and exits:
+        # Every sample was a 200, yet the master went: the window saw it even though HTTP did not (yet).
+        layer.check('stable 200', 'fail', '%s, but %s%s' % (summary, exits[0], window.ended_early(facts)))
+        layer.cause('healthz_flapping', ['%s answered 200, then %s' % (h['url'], exits[0])] + exits[1:] + restarts +
+                    [summary])
+        return
     layer.check('stable 200', 'fail', '%s at %s' % (summary, h['url']))
     if ok and len(ok) < len(samples):
         bad = next(s for s in samples if s['status'] != 200)
         layer.cause('healthz_flapping', ['%s answered 200, then %s after %.1f s' % (
-            h['url'], bad['status'] or bad['error'], bad['at'])] + [summary])
+            h['url'], bad['status'] or bad['error'], bad['at'])] + exits + restarts + [summary])
     elif 404 in statuses:
         layer.cause('healthz_missing', ['GET %s -> 404 body %r' % (h['url'], samples[statuses.index(404)]['body'][:120])])
     elif any(s and s >= 500 for s in statuses):

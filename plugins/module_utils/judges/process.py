@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import restart_history as history
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared, window
 
 SIGTERM_RECENT = 600        # seconds of log history that count for periodic SIGTERMs
 
@@ -36,43 +36,76 @@ def judge(facts, layer):
     else:
         layer.check('no stray processes', 'pass', 'no dev server or python run of the app besides gunicorn')
 
-    log = facts.get('log')
-    if not log:
-        layer.check('no periodic SIGTERM', 'skip', 'no log to read: set doctor_log_file to see the restart history')
-        return
-    master = shared.primary_master(facts)
-    _periodic_sigterm(facts, layer, log, master)
+    _judge_window(facts, layer)
+    _periodic_sigterm(facts, layer, facts.get('log'), shared.primary_master(facts))
 
     restarts = [e for e in shared.last_run_events(facts) if e['event'] == 'worker_boot']
+    master = shared.primary_master(facts)
     if master and len(restarts) > master['settings']['workers']:
         layer.check('worker restarts', 'pass', 'note: %d workers booted since master %d started (%d configured)'
                     % (len(restarts), master['pid'], master['settings']['workers']))
 
 
-def _periodic_sigterm(facts, layer, log, master):
-    """Two or more SIGTERMs, or two or more masters that served and ended, in the last SIGTERM_RECENT s of the log
-    while the current master is younger than that: a runner restarts it. The evidence is the pattern, a short
-    timeline and who restarts it; the remedy names that runner and its setting."""
-    terms = [e for e in log['events'] if e['event'] == 'signal_term']
+def _judge_window(facts, layer):
+    """What the stability window saw the masters and workers do, whatever /healthz answered meanwhile."""
+    watched = window.seconds(facts)
+    if watched is None:
+        return
+    primary = shared.primary_master(facts)
+    exits = window.master_exits(facts, primary['pid'] if primary else None)
+    changed = [window.describe_exit(m) for m in exits] + window.second_masters(facts, exits)
+    if changed:   # a master restarted or a second one is this layer's fault; one that only went is healthz's
+        layer.check('masters through the window', 'fail' if len(changed) > len([m for m in exits if not m['by']]) else
+                    'warn', '; '.join(changed) + window.ended_early(facts))
+    else:
+        layer.check('masters through the window', 'pass', 'no master exited or started during the %.1f s window'
+                    % watched)
+    restarts = window.worker_restarts(facts)
+    if restarts:
+        layer.check('worker restarts', 'warn', '; '.join(restarts) + window.ended_early(facts))
+
+
+def _log_restarts(log):
+    """-> (recent "Handling signal: term" events, the masters that served and ended, the generations, the newest
+    epoch), all within the last SIGTERM_RECENT s of the log."""
+    if not log:
+        return [], [], [], 0
     newest = max([e['epoch'] for e in log['events'] if e.get('epoch')] or [0])
-    recent = [e for e in terms if e.get('epoch') and newest - e['epoch'] <= SIGTERM_RECENT]
+    recent = [e for e in log['events'] if e['event'] == 'signal_term' and e.get('epoch')
+              and newest - e['epoch'] <= SIGTERM_RECENT]
     gens = log.get('generations') or []
     ended = [g for g in gens if g['listening'] and g['end'] in ('shutdown', 'vanished') and g['started']
              and newest - g['started'] <= SIGTERM_RECENT]
+    return recent, ended, gens, newest
+
+
+def _periodic_sigterm(facts, layer, log, master):
+    """A master replaced during the stability window, or two or more SIGTERMs / masters that served and ended in the
+    last SIGTERM_RECENT s of the log while the current master is younger than that: a runner restarts it. The
+    evidence is what the window saw, the pattern, a short timeline and who restarts it; the remedy names that runner
+    and its setting."""
+    replaced = ['%s during the stability window: a runner restarts it' % window.describe_exit(m)
+                for m in window.master_exits(facts, master['pid'] if master else None) if m['by']]
+    recent, ended, gens, newest = _log_restarts(log)
     young = master is None or master['age'] < SIGTERM_RECENT
-    if not young or (len(recent) < 2 and len(ended) < 2):
-        layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
+    if not replaced and (not young or (len(recent) < 2 and len(ended) < 2)):
+        if log:
+            layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
+        else:
+            layer.check('no periodic SIGTERM', 'skip', 'no log to read: set doctor_log_file to see the restart history')
         return
-    found = history.pattern(gens, newest=newest, within=SIGTERM_RECENT)
+    found = history.pattern(gens, newest=newest, within=SIGTERM_RECENT) if gens else None
     how = found['text'] if found else '%d masters ended' % len(ended)
+    evidence = list(replaced)
     if len(recent) >= 2:
-        head = '%d x "Handling signal: term" in the last %d min of %s: %s' % (
-            len(recent), SIGTERM_RECENT // 60, log['path'], how)
-    else:
-        head = '%d masters of the last %d min of %s ended: %s' % (len(ended), SIGTERM_RECENT // 60, log['path'], how)
+        evidence.append('%d x "Handling signal: term" in the last %d min of %s: %s' % (
+            len(recent), SIGTERM_RECENT // 60, log['path'], how))
+    elif len(ended) >= 2:
+        evidence.append('%d masters of the last %d min of %s ended: %s' % (
+            len(ended), SIGTERM_RECENT // 60, log['path'], how))
     restarters = (facts['process'].get('restarters') or {})
     runner = (restarters.get('runners') or [None])[0]
-    evidence = [head] + ['timeline: %s' % line for line in history.timeline(gens, 5)]
+    evidence += ['timeline: %s' % line for line in history.timeline(gens, 5)]
     evidence.append('restarted by: %s' % describe_runner(runner) if runner else
                     'no runner that restarts it was found (no shell loop, supervisord program, systemd unit or cron)')
     evidence += ['health check on another port: pid %d asks port %s: %s' % (
@@ -80,7 +113,7 @@ def _periodic_sigterm(facts, layer, log, master):
     evidence.append(('the current master %d is %s s old, started by %s: %s' % (
         master['pid'], shared.age(master['age']), master['runner']['kind'], master['runner']['detail']))
         if master else 'no master runs right now')
-    layer.check('no periodic SIGTERM', 'fail', head)
+    layer.check('no periodic SIGTERM', 'fail', evidence[0])
     layer.cause('periodic_sigterm', evidence, extra=runner_fix(runner, found, master, restarters, facts['port']['port']))
 
 

@@ -13,6 +13,7 @@ import shlex
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, render_remedy
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import window
 
 RANK = {'skip': 0, 'pass': 1, 'warn': 2, 'fail': 3}
 
@@ -129,5 +130,14 @@ def answered_by_stranger(facts):
 
 
 def healthz_stable(facts):
+    """Every sample a 200 from the app, and no master that served it exited during the window (a restart fast
+    enough to keep /healthz green is still a restart)."""
     samples = (facts.get('healthz') or {}).get('samples')
-    return bool(samples) and all(s['status'] == 200 for s in samples) and not answered_by_stranger(facts)
+    return bool(samples) and all(s['status'] == 200 for s in samples) and not answered_by_stranger(facts) and \
+        not serving_master_exits(facts)
+
+
+def serving_master_exits(facts):
+    """The window's exits of masters that served the service (judges/window.master_exits)."""
+    primary = primary_master(facts)
+    return [m for m in window.master_exits(facts, primary['pid'] if primary else None) if m['serving']]

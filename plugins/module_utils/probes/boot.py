@@ -28,11 +28,20 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import 
 OUTPUT_LINES_KEPT = 40
 
 
-def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, ident=None):
+def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, ident=None, import_limit=None):
     """-> facts of the dry import (see dry_import.SCRIPT), plus `timed_out`, the raw output tail and `run_as`.
-    It runs confined (app_runner): as `ident` (the service's user), with the service's environment `env`."""
+    It runs confined (app_runner): as `ident` (the service's user), with the service's environment `env`.
+
+    `import_limit` (seconds, why): the service's own --timeout. An import still running that long is already a slow
+    boot: it is stopped then (`over_limit`), not after the whole `timeout`."""
     module, variable = gunicorn.split_app_spec(app)
-    run, why = app_runner.open_run(ident, env, timeout, psutil)
+    marks = {}
+
+    def mark(line):
+        if line in (dry_import.IMPORTING, dry_import.IMPORTED):
+            marks.setdefault(line, time.time())
+
+    run, why = app_runner.open_run(ident, env, timeout, psutil, on_line=mark)
     if run is None:
         return _not_started(ident, 'OSError', why)
     with run:
@@ -40,16 +49,31 @@ def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, 
             run.start([python, '-c', dry_import.SCRIPT, module, variable, healthz_path], cwd=chdir)
         except OSError as e:
             return _not_started(run.ident, type(e).__name__, _cannot_start(run, python, e))
-        timed_out = not run.wait_exit(run.deadline)
+        over_limit = _wait_import(run, marks, import_limit[0] if import_limit else None)
+        timed_out = over_limit or run.running()
         run.stop(grace=1.0)  # also what the app started at import and left running
     text = '\n'.join(run.lines)
     result = dry_import.parse_output(text) or {'ok': False}
     result['timed_out'] = timed_out
+    if over_limit:
+        result.update(over_limit=True, limit=import_limit[0], limit_source=import_limit[1],
+                      import_seconds=round(time.time() - marks[dry_import.IMPORTING], 2))
     result['seconds'] = round(time.time() - run.started, 2)
     result['exit_code'] = run.exit_code
-    result['output_tail'] = [line for line in text.splitlines() if not line.startswith(dry_import.MARKER)][-15:]
+    result['output_tail'] = [line for line in text.splitlines() if not line.startswith(dry_import.MARKERS)][-15:]
     result['run_as'] = app_runner.describe(run.ident)
     return result
+
+
+def _wait_import(run, marks, limit):
+    """Until the run exits or its deadline passes -> True when it was stopped early: its import had run for `limit`
+    seconds and not returned."""
+    while run.running() and time.time() < run.deadline:
+        began = marks.get(dry_import.IMPORTING)
+        if limit and began and dry_import.IMPORTED not in marks and time.time() >= began + limit:
+            return True
+        time.sleep(app_runner.POLL)
+    return False
 
 
 def _cannot_start(run, python, error):

@@ -18,6 +18,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 MARKER = '@@SRE.GUNICORN_DOCTOR.DRY_IMPORT@@'
+# Printed when the app's import begins and when it returns: the caller times the import itself against the service's
+# --timeout (the interpreter's own start is not the app's boot).
+IMPORTING, IMPORTED = '@@SRE.GUNICORN_DOCTOR.IMPORTING@@', '@@SRE.GUNICORN_DOCTOR.IMPORTED@@'
+MARKERS = (MARKER, IMPORTING, IMPORTED)
 
 SCRIPT = r'''
 import importlib, json, os, sys, time, traceback
@@ -110,10 +114,14 @@ class DevServerRecorder(object):
 import importlib.util
 sys.meta_path.insert(0, DevServerRecorder())
 TRACE["baseline"] = set(sys.modules)
+sys.stdout.write("\n@@SRE.GUNICORN_DOCTOR.IMPORTING@@\n")
+sys.stdout.flush()
 started = time.time()
 try:
     module = importlib.import_module(module_name)
     result["import_seconds"] = round(time.time() - started, 3)
+    sys.stdout.write("\n@@SRE.GUNICORN_DOCTOR.IMPORTED@@\n")
+    sys.stdout.flush()
     factory = variable.endswith(")")
     name = variable.split("(")[0]
     if not hasattr(module, name):

@@ -386,7 +386,7 @@ def collect(context):
         return facts
     extra = _boot_env(running + next_start)
     result = boot.preload_boot(p['python'], p['chdir'], p['app'], p['healthz_path'], context['env'],
-                               p['boot_timeout'], versions.get('gunicorn'), context.get('psutil'),
+                               context.get('boot_limit') or p['boot_timeout'], versions.get('gunicorn'), context.get('psutil'),
                                worker_class='eventlet', extra_env=extra, ident=context.get('identity'))
     result['env'] = extra
     errors = [l.strip().lstrip('[').rstrip(']') for l in result['output_tail'] if gunicorn.RUN_EXCEPTION.match(l.strip().rstrip(']'))]

@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import socket
+import threading
 import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http
@@ -45,36 +46,82 @@ def sample(port, path, timeout=TIMEOUT, host='127.0.0.1', within=None):
     }
 
 
+class Sampler(object):
+    """/healthz sampled over a window; `facts()` may be read at any time (the window may end while a sample is
+    still waiting for its answer: that one is left out).
+
+    Keeps sampling for `wait_seconds` only when the first answer is 200 and the caller has evidence that the
+    service is young, or briefly when the first answer is a failure. A young service that answers only after a few
+    failures was still booting: it is watched for the whole window from its first 200 (the failures are kept in
+    `booting`).
+    Sampling ends as soon as a 200 service fails (the flap is proven), when `stop` is set (the caller's evidence is
+    conclusive), or early when the probe's deadline `within` would pass during the next sample."""
+
+    def __init__(self, port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None):
+        self.port, self.path, self.timeout, self.within = port, path, timeout, within
+        self.wait_seconds, self.wait_reason, self.young_reason = wait_seconds, wait_reason, wait_reason
+        self.samples, self.booting = [], []
+        self.window = 0.0
+        self.started = None
+        self.first = threading.Event()   # the first answer is in
+        self.stop = threading.Event()    # set by the caller: the window is over
+        self.failed = False              # a 200 service failed: the window ended on its own evidence
+
+    def _sample(self):
+        s = sample(self.port, self.path, self.timeout, within=self.within)
+        s['at'] = round(time.time() - self.started, 2)
+        return s
+
+    def run(self, started=None):
+        """Sample until the window is over (see the class), its times counted from `started` -> the facts."""
+        self.started = started or time.time()
+        first = self._sample()
+        first['at'] = 0.0
+        self.samples.append(first)
+        self.first.set()
+        if first['status'] == 200:
+            self.window = self.wait_seconds
+        else:
+            self.window = min(self.wait_seconds or DOWN_RESAMPLE_WINDOW, DOWN_RESAMPLE_WINDOW)
+            self.wait_reason = 'no 200 at first: re-sampled for %g s to tell down from flapping' % self.window
+        while time.time() + POLL_INTERVAL < self.started + self.window:
+            if self.within is not None and self.within.remaining() < POLL_INTERVAL + self.timeout:
+                self.wait_reason += '; sampling stopped early: %s' % self.within.why
+                break
+            if self.stop.wait(POLL_INTERVAL):
+                break
+            s = self._sample()
+            if self.stop.is_set():
+                break   # answered after the window ended: not part of it
+            self.samples.append(s)
+            if s['status'] == 200 and self.samples[0]['status'] != 200 and self.wait_seconds and not self.booting:
+                self._came_up(s)
+            elif self.samples[0]['status'] == 200 and s['status'] != 200:
+                self.failed = True
+                break
+        return self.facts()
+
+    def _came_up(self, s):
+        """A young service that answers 200 after failures was booting: watch it the whole window from here."""
+        self.booting, self.samples = self.samples[:-1], [s]
+        self.window = max(self.window, self.wait_seconds)
+        self.wait_reason = '%s; it answered 200 only after %g s (still booting)' % (self.young_reason, s['at'])
+
+    def facts(self):
+        samples = list(self.samples)
+        elapsed = round(time.time() - self.started, 2) if self.started else 0.0
+        facts = {
+            'url': 'http://127.0.0.1:%d%s' % (self.port, self.path),
+            'samples': samples,
+            'window_seconds': round(self.window, 1),
+            'wait_reason': self.wait_reason if self.window else 'service old enough: one sample suffices',
+            'elapsed': elapsed,
+        }
+        if self.booting:
+            facts['booting'] = [dict(s) for s in self.booting]
+        return facts
+
+
 def collect(port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None):
-    """Sample /healthz; keep sampling for `wait_seconds` only when the first answer is 200 and the
-    caller has evidence that the service is young, or briefly when the first answer is a failure.
-    Sampling ends as soon as a 200 service fails (the flap is proven), or early when the probe's deadline
-    `within` would pass during the next sample."""
-    started = time.time()
-    samples = []
-    first = sample(port, path, timeout, within=within)
-    first['at'] = 0.0
-    samples.append(first)
-    if first['status'] == 200:
-        window = wait_seconds
-    else:
-        window = min(wait_seconds or DOWN_RESAMPLE_WINDOW, DOWN_RESAMPLE_WINDOW)
-        wait_reason = 'no 200 at first: re-sampled for %g s to tell down from flapping' % window
-    deadline = started + window
-    while time.time() + POLL_INTERVAL < deadline:
-        if within is not None and within.remaining() < POLL_INTERVAL + timeout:
-            wait_reason += '; sampling stopped early: %s' % within.why
-            break
-        time.sleep(POLL_INTERVAL)
-        s = sample(port, path, timeout, within=within)
-        s['at'] = round(time.time() - started, 2)
-        samples.append(s)
-        if first['status'] == 200 and s['status'] != 200:
-            break
-    return {
-        'url': 'http://127.0.0.1:%d%s' % (port, path),
-        'samples': samples,
-        'window_seconds': round(window, 1),
-        'wait_reason': wait_reason if window else 'service old enough: one sample suffices',
-        'elapsed': round(time.time() - started, 2),
-    }
+    """Sample /healthz over the window on its own (see Sampler) -> facts."""
+    return Sampler(port, path, wait_seconds, wait_reason, timeout, within).run()

@@ -21,10 +21,11 @@ import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
-    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, voice)
+    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, voice,
+    window)
 
 APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
@@ -39,6 +40,10 @@ PACE_MAX = 20
 # spare-port boot); this covers the bounded rest (each /healthz sample 3 s, the simulated call with its webhooks,
 # version reads, stopping what it started). roles/diagnose/vars/main.yml computes the task's timeout the same way.
 PROBE_SLACK = 60
+# The spare-port boot's own start (the interpreter, gunicorn) before the app's import begins: added to the service's
+# --timeout to bound the boot (the dry import times the import itself, see boot.run_dry_import).
+BOOT_STARTUP = 3.0
+CONFIG_MAX = 256 << 10   # a gunicorn config file read for its timeout
 TARGET_LAYERS = ('port', 'process', 'listen', 'healthz', 'boot', 'system', 'eventlet', 'voice')
 
 
@@ -108,6 +113,32 @@ def wait_decision(masters, window):
     if age >= window:
         return 0, 'youngest process (%s) is %.0f s old' % (who, age)
     return window - age, '%s is only %.1f s old: watching until it is %d s old' % (who, age, window)
+
+
+def service_timeout(masters, env, chdir):
+    """The service's effective worker --timeout -> (seconds, where it comes from), or (None, why) when it is not known
+    or 0 (no timeout). The running master's settings; with no master, what gunicorn would start with in `chdir` with
+    the service's environment (GUNICORN_CMD_ARGS, ./gunicorn.conf.py, gunicorn's default)."""
+    for m in masters:
+        source = (m.get('settings_sources') or {}).get('timeout') or 'its command line or gunicorn\'s default'
+        return _usable_timeout(m['settings'].get('timeout'), 'master %d: %s' % (m['pid'], source))
+    found = gunicorn_settings.effective(['gunicorn'], env, chdir, _read_config)
+    source = found['sources'].get('timeout')
+    return _usable_timeout(found['settings'].get('timeout'), 'no master runs: %s' % (
+        "gunicorn's default" if source == gunicorn_settings.DEFAULT else source))
+
+
+def _usable_timeout(value, source):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None, '%s sets no usable timeout (%r)' % (source, value)
+    return value, source
+
+
+def _read_config(path):
+    done = safe_read.read_text(path, CONFIG_MAX, follow=True)
+    if done.data is None:
+        raise OSError(done.error)
+    return done.data
 
 
 def _timed(timings, name, func, *args, **kwargs):
@@ -185,18 +216,22 @@ def probe_host(psutil, params, layers=None):
         return task.result(deadline, layer, late) if task is not None else None
 
     t_listen = start('listen', 'listen', listen.collect, psutil, port, procs)
-    t_healthz = start('healthz', 'healthz', healthz.collect, port, p['healthz_path'], context['wait'],
-                      context['wait_reason'], healthz.TIMEOUT, deadline)
+    t_healthz = start('healthz', 'healthz', watch_window, context, deadline)
     ident = context['identity']
+    timeout, timeout_source = context['service_timeout']
     t_dry = start('boot', 'dry_import', boot.run_dry_import, p['python'], p['chdir'], p['app'], p['healthz_path'],
-                  context['env'], p['boot_timeout'], psutil, ident=ident) if p['dry_import'] else None
+                  context['env'], p['boot_timeout'], psutil, ident=ident,
+                  import_limit=(timeout, timeout_source) if timeout and timeout < p['boot_timeout'] else None) \
+        if p['dry_import'] else None
     t_scan = start('boot', 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
     t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
                      [m['pid'] for m in procs['masters']])
     facts['healthz'] = wait(t_healthz, 'healthz')
-    stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if facts['healthz'] else None
-    context.update(healthz=facts['healthz'], stable=stable)
+    if facts['healthz']:   # the lines the log gained during the window count for the judges too
+        facts['log'] = _timed(timings, 'log_again', reread_log, p['log_file'], facts['log'], facts['healthz']['watch'])
+    stable = window_stable(facts['healthz'])
+    context.update(healthz=facts['healthz'], stable=stable, log=facts['log'])
     # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
     t_voice = start('voice', 'voice', voice.collect, context) if p['voice_checks'] else None
     facts['listen'], facts['system'] = wait(t_listen, 'listen'), wait(t_system, 'system')
@@ -205,18 +240,17 @@ def probe_host(psutil, params, layers=None):
         _check_app_spec(p, dry)
     context = dict(context, dry_import=dry)
     boot_wanted = wanted.intersection(NEEDED_BY['boot']) and 'boot' not in late
+    skipped = _preload_skip_reason(p, stable, dry)
     t_preload = None
-    if boot_wanted and (p['preload_boot'] == 'always' or (p['preload_boot'] == 'auto' and not stable)):
+    if boot_wanted and not skipped:
         t_preload = start('boot', 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
-                          p['healthz_path'], context['env'], p['boot_timeout'],
+                          p['healthz_path'], context['env'], context['boot_limit'],
                           (dry or {}).get('versions', {}).get('gunicorn'), psutil, ident=ident)
     t_eventlet = start('eventlet', 'eventlet', eventlet_probe.collect, context)
     if boot_wanted:
         preload, scan = wait(t_preload, 'boot'), wait(t_scan, 'boot')
         if 'boot' not in late:
-            facts['boot'] = {'dry_import': dry, 'preload_boot': preload,
-                             'preload_skipped': None if preload is not None else (
-                                 '/healthz answered a stable 200' if stable else 'doctor_preload_boot=never'),
+            facts['boot'] = {'dry_import': dry, 'preload_boot': preload, 'preload_skipped': skipped,
                              # The user's switches: what the judge reports as turned off, not as passed or failed.
                              'dry_import_off': not p['dry_import'], 'preload_off': p['preload_boot'] == 'never',
                              'run_as': app_runner.describe(ident), 'dev_server_calls': scan}
@@ -230,6 +264,49 @@ def probe_host(psutil, params, layers=None):
     return facts
 
 
+def watch_window(context, deadline):
+    """The stability window (probes/window.py): /healthz sampled while the app's processes and log are watched."""
+    p, started = context['params'], time.time()
+    sampler = healthz.Sampler(context['port'], p['healthz_path'], context['wait'], context['wait_reason'],
+                              healthz.TIMEOUT, deadline)
+    processes = window.ProcessWatch(context['psutil'], p['app'], p['chdir'], context['exclude'],
+                                    context['process']['masters'], started)
+    log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started)
+    return window.Window(sampler, processes, log).run()
+
+
+def window_stable(h):
+    """Every sample a 200 and no master gone without a replacement (None: not sampled): what decides whether the
+    spare-port boots are worth their seconds."""
+    if not h:
+        return None
+    masters = [c['what'] for c in h['watch']['changes'] if c['role'] == 'master']
+    return all(s['status'] == 200 for s in h['samples']) and masters.count('exited') <= masters.count('started')
+
+
+def reread_log(path, log, watch):
+    """The log read again at the window's end when it grew during it (the first read's facts otherwise)."""
+    if not path or not log or not watch['log_bytes_read']:
+        return log
+    try:
+        return dict(log, **logfile.collect(path))
+    except logfile.LogFileError:  # gone or replaced by something unreadable meanwhile: keep what was read
+        return log
+
+
+def _preload_skip_reason(p, stable, dry):
+    """Why the spare-port boot is not run (None: it runs): evidence decides what to pay for."""
+    if p['preload_boot'] == 'never':
+        return 'doctor_preload_boot=never'
+    if p['preload_boot'] == 'always':
+        return None
+    if stable:
+        return '/healthz answered a stable 200'
+    if (dry or {}).get('over_limit'):
+        return 'the dry import already ran past the worker timeout: a spare-port boot would too'
+    return None
+
+
 def _first_facts(psutil, p, timings):
     """The cheap facts everything else needs (the log, the process table, the port, the service environment)
     -> (facts, context shared by the later probes)."""
@@ -239,7 +316,8 @@ def _first_facts(psutil, p, timings):
     except logfile.LogFileError as e:
         raise InputError("doctor_log_file=%r %s: set it to gunicorn's --error-logfile, or leave it unset"
                          % (p['log_file'], e))
-    procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], own_lineage(psutil))
+    exclude = own_lineage(psutil)
+    procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], exclude)
     port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
                   procs['masters'], p['app'], p['chdir'])
     runners = app_runner.find_runners(p['app'], p['chdir'])
@@ -248,6 +326,7 @@ def _first_facts(psutil, p, timings):
     env = service_environment(procs['masters'], env_file_env, runners)
     ident = app_runner.service_identity(psutil, procs['masters'], runners, p['chdir'])
     wait, reason = wait_decision(procs['masters'], p['stability_window'])
+    timeout = service_timeout(procs['masters'], env, p['chdir'])
     facts = {
         'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
                    'log_file': p['log_file'], 'healthz_path': p['healthz_path'],
@@ -262,7 +341,10 @@ def _first_facts(psutil, p, timings):
     # What the later layers share: the inputs, the service's environment and what was seen so far.
     context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
                'port': port['port'], 'log': log, 'healthz': None, 'stable': None, 'dry_import': None,
-               'wait': wait, 'wait_reason': reason, 'identity': ident}
+               'wait': wait, 'wait_reason': reason, 'identity': ident, 'exclude': exclude,
+               'service_timeout': timeout,
+               # The spare-port boots may take the service's own --timeout (plus their start), never more.
+               'boot_limit': min(p['boot_timeout'], timeout[0] + BOOT_STARTUP) if timeout[0] else p['boot_timeout']}
     return facts, context
 
 

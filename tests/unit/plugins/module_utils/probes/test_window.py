@@ -1,0 +1,208 @@
+"""probes/window.py and healthz.Sampler: the stability window watches the app's processes and log besides /healthz.
+
+Real parts: an HTTP server on loopback, real processes whose command line is a gunicorn of the app (a python
+script named gunicorn that only sleeps), a real log file that grows."""
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, healthz, process, window
+
+APP = "AgentLocator.main:app"
+
+
+@pytest.fixture
+def server():
+    """/healthz on loopback; `answers` is the list of statuses still to give (the last one repeats)."""
+    answers = [200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status = answers.pop(0) if len(answers) > 1 else answers[0]
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1], answers
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def fake_gunicorn(chdir, with_worker=False):
+    """A real process that looks like a master of the app (`python <dir>/gunicorn APP` in `chdir`; it only sleeps),
+    with a forked worker when asked."""
+    script = chdir / "bin" / "gunicorn"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text("import os, sys, time\nif 'worker' in sys.argv and os.fork() == 0:\n    time.sleep(60)\n"
+                      "time.sleep(60)\n")
+    argv = [sys.executable, str(script), APP] + (["--name", "worker"] if with_worker else [])
+    return subprocess.Popen(argv, cwd=str(chdir))
+
+
+def stop(*procs):
+    for proc in procs:
+        try:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+        except psutil.NoSuchProcess:
+            pass
+        proc.kill()
+        proc.wait()
+
+
+def test_sampler_ends_when_the_caller_stops_it(server):
+    port, answers = server
+    sampler = healthz.Sampler(port, "/healthz", 30, "young")
+    thread = threading.Thread(target=sampler.run)
+    thread.start()
+    assert sampler.first.wait(5)
+    time.sleep(0.6)
+    started = time.time()
+    sampler.stop.set()
+    thread.join(5)
+    assert time.time() - started < 1.0
+    facts = sampler.facts()
+    assert facts["window_seconds"] == 30 and all(s["status"] == 200 for s in facts["samples"])
+
+
+def test_a_young_service_that_answers_after_booting_is_watched_from_its_first_200(server):
+    port, answers = server
+    answers[:] = [503, 503, 200]
+    facts = healthz.Sampler(port, "/healthz", 2.5, "worker 12 is only 0.5 s old").run()
+    assert [s["status"] for s in facts["booting"]] == [503, 503]
+    assert facts["samples"][0]["status"] == 200 and all(s["status"] == 200 for s in facts["samples"])
+    assert "still booting" in facts["wait_reason"]
+
+
+def test_a_200_service_that_fails_ends_the_sampling(server):
+    port, answers = server
+    answers[:] = [200, 200, 500]
+    sampler = healthz.Sampler(port, "/healthz", 20, "young")
+    facts = sampler.run()
+    assert sampler.failed and [s["status"] for s in facts["samples"]] == [200, 200, 500]
+
+
+def test_process_watch_sees_a_master_replaced_and_its_worker_go(tmp_path):
+    old = fake_gunicorn(tmp_path, with_worker=True)
+    new = None
+    try:
+        deadline = time.time() + 10
+        while not psutil.Process(old.pid).children() and time.time() < deadline:
+            time.sleep(0.05)
+        facts = process.collect(psutil, APP, str(tmp_path))
+        assert [m["pid"] for m in facts["masters"]] == [old.pid] and len(facts["masters"][0]["workers"]) == 1
+        worker = facts["masters"][0]["workers"][0]["pid"]
+        watch = window.ProcessWatch(psutil, APP, str(tmp_path), [os.getpid()], facts["masters"], time.time())
+        watch.look()
+        assert watch.changes == []
+        new = fake_gunicorn(tmp_path)
+        stop(old)
+        watch.look()
+        what = sorted((c["what"], c["role"], c["pid"], c["master"]) for c in watch.changes)
+        assert what == [("exited", "master", old.pid, None), ("exited", "worker", worker, old.pid),
+                        ("started", "master", new.pid, None)]
+        assert watch.masters_alive() == {new.pid}
+    finally:
+        stop(*[p for p in (old, new) if p is not None])
+
+
+def test_log_watch_reads_only_new_whole_lines(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    log.write_text("[2026-12-04 10:00:00 +0000] [10] [INFO] Handling signal: term\n")
+    watch = window.LogWatch(str(log), log.stat().st_size, time.time())
+    watch.look()
+    assert watch.events == []
+    with open(log, "a") as f:
+        f.write("[2026-12-04 10:00:01 +0000] [11] [CRITICAL] WORKER TIMEOUT (pid:12)\n[2026-12-04 10:00:01 +0000] [1")
+    watch.look()
+    assert [(e["event"], e["worker"]) for e in watch.events] == [("worker_timeout", "12")]
+    with open(log, "a") as f:
+        f.write("1] [INFO] Booting worker with pid: 13\n")
+    watch.look()
+    assert [e["event"] for e in watch.events] == ["worker_timeout", "worker_boot"]
+    log.write_text("[2026-12-04 10:00:02 +0000] [20] [INFO] Starting gunicorn 25.3.0\n")   # rotated
+    watch.look()
+    assert watch.events[-1]["event"] == "starting"
+
+
+def test_log_watch_reads_a_burst_bounded(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    log.write_text("")
+    watch = window.LogWatch(str(log), 0, time.time())
+    with open(log, "a") as f:
+        f.write("x" * 100 + "\n" + "noise line\n" * 100000 + "[2026-12-04 10:00:01 +0000] [11] [INFO] Handling signal: term\n")
+    watch.look()
+    assert watch.read_bytes <= window.LOG_READ_MAX
+    assert [e["event"] for e in watch.events] == ["signal_term"]
+
+
+class Processes(object):
+    """What ProcessWatch records, fed by the test: the Window's decisions only depend on it."""
+
+    def __init__(self, started):
+        self.started, self.changes, self.alive = started, [], set([100])
+
+    def look(self):
+        pass
+
+    def masters_alive(self):
+        return self.alive
+
+
+def test_window_ends_at_a_replacement_not_at_its_end(server):
+    port, answers = server
+    started = time.time()
+    processes = Processes(started)
+    log = window.LogWatch(None, 0, started)
+    sampler = healthz.Sampler(port, "/healthz", 30, "young")
+    timer = threading.Timer(1.0, processes.changes.extend, ([
+        {"at": 1.0, "what": "exited", "role": "master", "pid": 100, "master": None},
+        {"at": 1.0, "what": "started", "role": "master", "pid": 200, "master": None}],))
+    timer.start()
+    facts = window.Window(sampler, processes, log).run()
+    assert time.time() - started < 3
+    assert facts["watch"]["ended_by"] == "process"
+    assert all(s["status"] == 200 for s in facts["samples"])
+
+
+def test_window_waits_briefly_for_the_replacement_of_a_master_that_exited(server):
+    port, answers = server
+    started = time.time()
+    processes = Processes(started)
+    sampler = healthz.Sampler(port, "/healthz", 30, "young")
+    processes.changes.append({"at": 0.0, "what": "exited", "role": "master", "pid": 100, "master": None})
+    facts = window.Window(sampler, processes, window.LogWatch(None, 0, started)).run()
+    assert window.SETTLE <= time.time() - started < window.SETTLE + 1.5
+    assert facts["watch"]["ended_by"] == "process"
+
+
+def test_dry_import_stops_at_the_services_timeout(tmp_path):
+    (tmp_path / "slowapp.py").write_text("import time\ntime.sleep(30)\napp = None\n")
+    started = time.time()
+    dry = boot.run_dry_import(sys.executable, str(tmp_path), "slowapp:app", "/healthz", dict(os.environ), 30, psutil,
+                              import_limit=(1, "master 42: command line"))
+    assert time.time() - started < 8
+    assert dry["over_limit"] and dry["timed_out"] and dry["limit"] == 1
+    assert 1 <= dry["import_seconds"] < 3
+    assert not any(line.startswith("@@") for line in dry["output_tail"])
+
+
+def test_dry_import_within_the_services_timeout_is_not_stopped(tmp_path):
+    (tmp_path / "quickapp.py").write_text("import time\ntime.sleep(0.2)\napp = None\n")
+    dry = boot.run_dry_import(sys.executable, str(tmp_path), "quickapp:app", "/healthz", dict(os.environ), 30, psutil,
+                              import_limit=(5, "master 42: command line"))
+    assert not dry.get("over_limit") and not dry["timed_out"] and dry["ok"]
