@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings, service_env
@@ -20,6 +21,7 @@ SHELLS = ('sh', 'bash', 'dash', 'zsh', 'ksh', 'busybox')
 PLATFORM_RUNNERS = ('honcho', 'foreman', 'tini', 'dumb-init', 'docker-init', 's6-supervise', 'runsv',
                     'circusd', 'pm2', 'containerd-shim', 'conmon', 'heroku', 'procfile', 'overmind')
 SIGHUP_BIT = 1 << 0  # bit (signal 1 - 1) of SigIgn: set by nohup
+_APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?$')
 CONFIG_LIMIT = 256 << 10  # a gunicorn config file is a few lines; read no more than this of one
 
 
@@ -289,8 +291,8 @@ def _inputs(info, runner, runners, env_file_env):
         argv = config['command']['argv']
         cwd = cwd or config['command']['directory']
         used.append('the command of %s' % config['source'])
-    else:
-        argv = ['gunicorn'] + ([title[1]] if title[1] else [])
+    else:   # the title's name: the app spec unless -n / proc_name renames it (then it is no app spec)
+        argv = ['gunicorn'] + ([title[1]] if title[1] and _APP_SPEC.match(title[1]) else [])
         used.append('no runner command (no systemd unit or supervisord program runs the app)')
     if not environ:   # setproctitle blanks /proc/PID/environ
         environ = dict(config['env']) if config else {}
@@ -319,8 +321,9 @@ def master_settings(psutil, info, runner, runners=(), env_file_env=None):
         used.append('its listening sockets')
     if settings['bind'] is None:
         settings['bind'] = []
-    if title is not None and not settings.get('app'):
-        settings['app'], sources['app'] = title[1], 'process title'
+    if title is not None and settings.get('app') and sources.get('app') == gunicorn_settings.COMMAND_LINE and \
+            not any(u.startswith('the command of ') for u in used):
+        sources['app'] = 'process title'   # no runner command: the app spec is the title's
     return {'settings': settings, 'settings_sources': sources, 'settings_computed': computed,
             'config_file': found['config_file'], 'settings_from': used, 'settings_problems': found['problems']}
 
