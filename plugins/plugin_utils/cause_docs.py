@@ -31,6 +31,10 @@ HOST_VALUES = (
                   'environment='),
     ('command', 'the canonical gunicorn command, run in the app directory with PORT set'),
     ('healthz_path', 'doctor_healthz_path'),
+    ('env_file', 'doctor_env_file'),
+    ('bind_change', "where and how to bind to $PORT: the config file and line of the master's bind, GUNICORN_CMD_ARGS and "
+                    "where it is set, or the runner's command line (unit ExecStart=, supervisord command=)"),
+    ('timeout_change', "where the master's timeout is set (the same places), with SECONDS for the new value"),
     ('dry_import_command', 'a one-line command that imports the app in its own python and GETs the health path '
                            'through test_client'),
 )

@@ -87,6 +87,7 @@ class GunicornService:
         health_path="/healthz",
         control_socket=False,
         wrapper=(),
+        argv=None,
     ):
         self.app_dir = str(app_dir)
         self.app_spec = app_spec
@@ -102,6 +103,9 @@ class GunicornService:
         # (~/.gunicorn/gunicorn.ctl), which parallel masters would fight over.
         self.control_socket = control_socket
         self.wrapper = list(wrapper)  # an exec-ing prefix such as ["prlimit", "--nofile=256:256"]
+        # gunicorn's arguments as given, instead of the usual ones (settings from a config file or
+        # GUNICORN_CMD_ARGS); `bind` then only says where the service answers.
+        self.argv = None if argv is None else list(argv)
         self.proc = None
         self.children = []  # psutil.Process objects of workers we have seen
 
@@ -121,6 +125,8 @@ class GunicornService:
         return f"{scheme}://{self.host}:{self.port}{path}"
 
     def command(self):
+        if self.argv is not None:
+            return self.wrapper + [self.python, "-m", "gunicorn"] + self.argv
         cmd = self.wrapper + [self.python, "-m", "gunicorn", self.app_spec]
         cmd += ["-k", self.worker_class, "-w", str(self.workers), "-b", self.bind]
         cmd += ["--error-logfile", self.log_path, "--capture-output", "--log-level", "info"]

@@ -41,15 +41,15 @@ CAUSES = {
     'wrong_port': _cause(
         'listen', 'fail', '1.4', 1, "The app listens, but not on the platform's $PORT: the platform's "
         'health check fails and it SIGTERMs the app after ~10 s.',
-        'Bind to $PORT instead of a hard-coded port: replace -b {bound} with -b 0.0.0.0:$PORT (PORT={port}); '
-        'the canonical command is: {command}',
+        'Bind to $PORT instead of a hard-coded port ({bound}): {bind_change} (PORT={port}); '
+        'the canonical command line is: {command}',
         evidence="The master's listening sockets from psutil vs $PORT from doctor_port, the running master's /proc environ, "
         'the env file, the systemd unit or supervisord program: no process of the app listens on $PORT, one '
         'listens on another port (other holders of $PORT are named).'),
     'bind_loopback_only': _cause(
         'listen', 'fail', '1.3', 1, 'The app listens on $PORT on loopback only: nothing outside the host '
         '(proxy, platform health check) can reach it.',
-        'Bind to all interfaces: -b 0.0.0.0:$PORT instead of -b {bound} (the canonical command is: {command})',
+        'Bind to all interfaces instead of {bound}: {bind_change} (the canonical command line is: {command})',
         evidence="The app's sockets on $PORT (psutil, each master's own LISTEN sockets) all have loopback addresses: 127.x, "
         '::1, ::ffff:127.x or localhost.'),
     'not_listening': _cause(
@@ -114,7 +114,7 @@ CAUSES = {
         'boot', 'fail', '2.2', 5, 'Importing the app takes longer than the worker may take to boot: it never '
         'reaches listening (gunicorn does not time out a worker still importing).',
         'Make heavy imports and client set-up lazy (first request, or a background thread) so the import '
-        'takes seconds; until then raise --timeout above {extra}.',
+        'takes seconds; until then raise --timeout above {extra}: {timeout_change}.',
         evidence="The dry import takes half the master's --timeout or more (warn), or the whole timeout (it is stopped then: "
         "the service's effective --timeout, not doctor_boot_timeout, bounds it), or does not finish within "
         'doctor_boot_timeout; or the spare-port --preload boot never reaches "Listening at".'),

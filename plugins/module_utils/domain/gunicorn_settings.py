@@ -261,3 +261,98 @@ def effective(argv, environ, cwd, read_text):
                     computed.pop(key, None)  # a later source overrides what the file computes
     return {'settings': settings, 'sources': sources, 'computed': computed, 'config_file': path,
             'problems': problems}
+
+
+# --- what the settings mean -----------------------------------------------------------------------------------
+TITLE_ROLES = ('master', 'worker')
+
+
+def process_title(argv):
+    """setproctitle's `gunicorn: master [NAME]` (one argument, or split at spaces) -> (role, NAME); else None.
+    NAME is the app spec unless `proc_name` / `-n` sets another."""
+    text = ' '.join(argv or [])
+    if not text.startswith('gunicorn: '):
+        return None
+    role, dummy, rest = text[len('gunicorn: '):].strip().partition(' ')
+    rest = rest.strip()
+    if role not in TITLE_ROLES and not role.startswith('worker'):
+        return None
+    name = rest[1:-1] if rest.startswith('[') and rest.endswith(']') else rest
+    return ('master' if role == 'master' else 'worker'), name or None
+
+
+def socket_bind(address):
+    """A listening socket's address (psutil laddr: (host, port) or a unix path) -> a gunicorn bind spec."""
+    if isinstance(address, str):
+        return 'unix:%s' % address
+    host, port = address[0], address[1]
+    return '[%s]:%d' % (host, port) if ':' in host else '%s:%d' % (host, port)
+
+
+def concurrency(settings):
+    """How many calls (requests, open WebSockets) the master serves at once -> (number or None, the settings that say
+    so, e.g. '-k gthread -w 2 --threads 8 (2 x 8)')."""
+    workers = settings.get('workers')
+    worker_class = settings.get('worker_class') or 'sync'
+    if not isinstance(workers, int):
+        return None, 'workers computed by the config file (not known)'
+    threads = settings.get('threads') or 1
+    if runs_as_gthread(settings):
+        # gunicorn runs a sync worker with --threads > 1 as gthread (gunicorn/config.py worker_class)
+        return workers * threads, '-k %s -w %d --threads %d (%d x %d)' % (worker_class, workers, threads, workers, threads)
+    if worker_class in ('eventlet', 'gevent'):
+        connections = settings.get('worker_connections') or MORE_DEFAULTS['worker_connections']
+        return workers * connections, '-k %s -w %d --worker-connections %d (%d x %d)' % (
+            worker_class, workers, connections, workers, connections)
+    if worker_class == 'sync':
+        return workers, '-k sync -w %d' % workers
+    return None, '-k %s -w %d (its concurrency is not known)' % (worker_class, workers)
+
+
+def _s(number):
+    return '' if number == 1 else 's'
+
+
+def runs_as_gthread(settings):
+    """gunicorn swaps the sync worker for gthread when threads > 1."""
+    return settings.get('worker_class') == 'gthread' or (
+        settings.get('worker_class') == 'sync' and (settings.get('threads') or 1) > 1)
+
+
+OPTIONS = {'bind': '-b', 'timeout': '--timeout', 'workers': '-w', 'worker_class': '-k', 'threads': '--threads',
+           'error_logfile': '--error-logfile'}
+
+
+def where_to_change(key, source, config_value, cli_value, runner=None, env_file=None, old=None):
+    """How a user changes setting `key`, which came from `source` (see effective()), to a new value: a clause
+    for a remedy that names the place: the config file and line, GUNICORN_CMD_ARGS and where it is set, or the
+    runner's command line (unit ExecStart=, supervisord command=). `config_value` is the Python to write in a config
+    file, `cli_value` the option's value; `old` the value now (named in "replace ... with ...")."""
+    source = source or DEFAULT
+    option = OPTIONS.get(key, '--' + key.replace('_', '-'))
+    if source.startswith('config file '):
+        name = [n for n, k in CONFIG_NAMES.items() if k == key]
+        return 'in the %s set `%s = %s`' % (source, name[0] if name else key, config_value)
+    if source == ENV_ARGS:
+        where = env_file or 'the service environment (unit Environment=, supervisord environment=)'
+        return 'in GUNICORN_CMD_ARGS (set in %s) %s' % (where, _replace(option, old, cli_value))
+    if source == COMMAND_LINE:
+        return 'in %s %s' % (runner_command(runner), _replace(option, old, cli_value))
+    return 'in %s add %s %s' % (runner_command(runner), option, cli_value)
+
+
+def _replace(option, old, new):
+    return 'replace %s %s with %s %s' % (option, old, option, new) if old else 'set %s %s' % (option, new)
+
+
+def runner_command(runner):
+    """Where the command line of a master's runner is written."""
+    kind = (runner or {}).get('kind')
+    detail = (runner or {}).get('detail') or ''
+    if kind == 'systemd':
+        return 'ExecStart= of the unit %s (then systemctl daemon-reload and restart)' % detail
+    if kind == 'supervisord':
+        return 'command= of the supervisord program that runs it (then supervisorctl update)'
+    if kind in ('shell', 'shell_loop', 'cron'):
+        return 'the command line of the %s that starts it (%s)' % (kind.replace('_', ' '), detail[:120])
+    return 'the command line that starts gunicorn'

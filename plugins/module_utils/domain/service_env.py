@@ -221,6 +221,36 @@ def runner_file_user(manager, text, name):
     return (m.group(1), m.group(2)) if m else (None, None)
 
 
+def runner_file_command(manager, text, name, env=None):
+    """The command a runner file starts the service with -> {'argv': [...], 'directory': DIR or None}, or None:
+    a systemd unit's last ExecStart= (its `-@:+!` prefixes dropped, $VAR and ${VAR} expanded from `env` as
+    systemd does) and WorkingDirectory=, or a supervisord program's command= and directory=."""
+    if not text:
+        return None
+    if manager == 'systemd':
+        command, directory = None, None
+        for line in _systemd_lines(text):
+            m = re.match(r'^(ExecStart|WorkingDirectory)\s*=\s*(.*)$', line)
+            if m and m.group(1) == 'ExecStart':
+                command = m.group(2).strip().lstrip('-@:+!') or None   # an empty ExecStart= resets
+            elif m:
+                directory = m.group(2).strip().lstrip('-') or None
+        if not command:
+            return None
+        command = re.sub(r'\$\{(\w+)\}|\$(\w+)', lambda v: (env or {}).get(v.group(1) or v.group(2), ''), command)
+    elif manager == 'supervisord':
+        program = parse_supervisord_programs(text).get(name) or {}
+        command, directory = program.get('command'), program.get('directory') or None
+        if not command:
+            return None
+    else:
+        return None
+    try:
+        return {'argv': shlex.split(command), 'directory': directory}
+    except ValueError:
+        return None
+
+
 def _unescape_percent(env, manager_only, what, problems):
     kept = {}
     for key, value in env.items():

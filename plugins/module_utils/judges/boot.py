@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared, window
 
 
@@ -18,7 +18,7 @@ def judge(facts, layer):
     boot = facts['boot']
     dry = boot['dry_import'] or {}
     master = shared.primary_master(facts)
-    timeout = master['settings']['timeout'] if master else gunicorn.DEFAULTS['timeout']
+    timeout = shared.setting(master, 'timeout', gunicorn.DEFAULTS['timeout'])
     events = shared.last_run_events(facts)
 
     _judge_dry_import(layer, inputs, boot, master, timeout)
@@ -59,7 +59,8 @@ def judge(facts, layer):
             layer.cause('boot_exception', evidence)
     timeouts = [e for e in events if e['event'] == 'worker_timeout']
     if timeouts:
-        evidence = ['%d x WORKER TIMEOUT since the master started (timeout %d s)' % (len(timeouts), timeout)]
+        evidence = ['%d x WORKER TIMEOUT since the master started (timeout %d s, %s)' % (
+            len(timeouts), timeout, timeout_source(master))]
         evidence += [e['line'] for e in timeouts[-3:]]
         evidence += ['during the stability window: %s' % r for r in window.worker_restarts(facts)]
         layer.check('no worker timeouts', 'fail', evidence[0])
@@ -100,17 +101,35 @@ def _judge_dry_import(layer, inputs, boot, master, timeout):
         seconds = dry.get('import_seconds', 0)
         detail = 'imported in %.2f s; %d routes; GET %s via test_client -> %s%s' % (
             seconds, len(dry.get('routes', [])), inputs['healthz_path'], dry.get('healthz_status'), ran_as)
+        above = int(seconds) + 10
+        values = {'extra': '%d s' % above, 'timeout_change': change_timeout(layer, master, above)}
         if seconds >= timeout:
             layer.check('dry import', 'fail', detail)
             layer.cause('slow_boot', ['importing %s takes %.1f s, the worker timeout is %d s (%s)' % (
-                inputs['app'], seconds, timeout, 'master %d' % master['pid'] if master else 'gunicorn default')],
-                extra='%d s' % (int(seconds) + 10))
+                inputs['app'], seconds, timeout, timeout_source(master))], **values)
         elif seconds >= timeout / 2.0:
             layer.check('dry import', 'warn', detail)
-            layer.cause('slow_boot', ['importing %s takes %.1f s, half of the worker timeout %d s or more' % (
-                inputs['app'], seconds, timeout)], severity='warn', extra='%d s' % (int(seconds) + 10))
+            layer.cause('slow_boot', ['importing %s takes %.1f s, half of the worker timeout %d s (%s) or more' % (
+                inputs['app'], seconds, timeout, timeout_source(master))], severity='warn', **values)
         else:
             layer.check('dry import', 'pass', detail)
+
+
+def timeout_source(master):
+    """'master 42, from config file /srv/app/gunicorn.conf.py:4' - where the timeout a verdict used came from."""
+    if not master:
+        return "gunicorn's default: no master runs"
+    computed = (master.get('settings_computed') or {}).get('timeout')
+    if computed and master['settings'].get('timeout') is None:
+        return "gunicorn's default used: master %d's config file computes it (%s)" % (master['pid'], computed)
+    return 'master %d, from %s' % (master['pid'], shared.source_of(master, 'timeout'))
+
+
+def change_timeout(layer, master, seconds):
+    """Where to raise the timeout to `seconds`: the place its value comes from."""
+    return gunicorn_settings.where_to_change('timeout', shared.source_of(master, 'timeout'), str(seconds),
+                                             str(seconds), runner=master['runner'] if master else None,
+                                             env_file=layer.values.get('env_file'))
 
 
 def _judge_preload_boot(layer, inputs, boot):

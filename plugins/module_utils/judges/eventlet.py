@@ -13,7 +13,7 @@ __metaclass__ = type
 
 import shlex
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat, gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat, gunicorn, gunicorn_settings
 
 
 def _shell_quote(value):
@@ -88,14 +88,17 @@ def _describe_settings(ev, sync):
     s = ev.get('settings')
     if not s:
         return 'no gunicorn master runs'
-    if sync:
-        detail = ('-w %d: at most %d concurrent call%s (each open media stream holds a whole sync worker); --timeout %d s: '
+    calls, how = gunicorn_settings.concurrency(s)
+    if gunicorn_settings.runs_as_gthread(s):
+        detail = ('%s: at most %s concurrent call%s (each open media stream holds a thread); --timeout %s s bounds the '
+                  'worker heartbeat' % (how, calls, '' if calls == 1 else 's', s['timeout']))
+    elif sync:
+        detail = ('%s: at most %s concurrent call%s (each open media stream holds a whole sync worker); --timeout %s s: '
                   'a call longer than that is killed mid-stream (WORKER TIMEOUT)' % (
-                      s['workers'], s['workers'], '' if s['workers'] == 1 else 's', s['timeout']))
+                      how, calls, '' if calls == 1 else 's', s['timeout']))
     else:
-        detail = ('-k %s -w %d --timeout %d: green threads, one worker serves many calls; --timeout bounds the '
-                  'worker heartbeat, so a WORKER TIMEOUT means code blocked the hub' % (
-                      s['worker_class'], s['workers'], s['timeout']))
+        detail = ('%s: green threads, at most %s concurrent calls; --timeout %s bounds the worker heartbeat, so a '
+                  'WORKER TIMEOUT means code blocked the hub' % (how, calls, s['timeout']))
     if ev.get('worker_timeouts'):
         detail += '; %d x WORKER TIMEOUT in the current run (reported as worker_timeout in the boot layer)' % ev['worker_timeouts']
     return detail

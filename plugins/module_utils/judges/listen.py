@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.net import is_loopback
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
 
 
@@ -14,6 +15,15 @@ def _prefer_masters(sockets):
     """Workers inherit the master's listening socket: name the master once, not each worker."""
     masters = set((s['address'], s['port']) for s in sockets if s['app_role'] == 'master')
     return [s for s in sockets if s['app_role'] == 'master' or (s['address'], s['port']) not in masters]
+
+
+def _bind_source(facts):
+    """Where the primary master's bind comes from, as evidence."""
+    master = shared.primary_master(facts)
+    if not master:
+        return []
+    return ['master %d binds %s, from %s' % (master['pid'], ','.join(master['settings']['bind'] or []) or '?',
+                                              shared.source_of(master, 'bind'))]
 
 
 def judge(facts, layer):
@@ -26,8 +36,8 @@ def judge(facts, layer):
         where = ', '.join('%s:%d by %s %s' % (s['address'], s['port'], s['app_role'], s['pid']) for s in mine)
         if all(is_loopback(s['address']) for s in mine):
             layer.check('listening on $PORT', 'fail', 'loopback only: ' + where)
-            layer.cause('bind_loopback_only', ['only %s: the platform and proxies cannot reach it' % where],
-                        bound='%s:%d' % (mine[0]['address'], port))
+            layer.cause('bind_loopback_only', ['only %s: the platform and proxies cannot reach it' % where] +
+                        _bind_source(facts), bound=gunicorn_settings.socket_bind((mine[0]['address'], port)))
         else:
             layer.check('listening on $PORT', 'pass', where)
         return
@@ -40,7 +50,8 @@ def judge(facts, layer):
         layer.check('listening on $PORT', 'fail', 'nothing of the app listens on %d; %s' % (port, where))
         s = app_elsewhere[0]
         layer.cause('wrong_port', ['nothing of the app listens on %d (PORT from %s); %s' % (
-            port, facts['port']['source'], where)] + holders, bound='%s:%d' % (s['address'], s['port']))
+            port, facts['port']['source'], where)] + _bind_source(facts) + holders,
+            bound=gunicorn_settings.socket_bind((s['address'], s['port'])))
         return
     evidence = ['nothing of the app listens on %d (PORT from %s)' % (port, facts['port']['source'])] + holders
     masters = shared.masters_of(facts)

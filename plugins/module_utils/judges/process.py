@@ -18,6 +18,7 @@ def judge(facts, layer):
         layer.check('gunicorn master', 'warn', 'no gunicorn master of %s runs' % facts['inputs']['app'])
     for m in masters:
         layer.check('gunicorn master %d' % m['pid'], 'pass', shared.describe_master(m))
+        _judge_settings(m, layer)
     if len(masters) > 1:
         layer.check('one runner', 'fail', '%d masters of %s' % (len(masters), facts['inputs']['app']))
         primary = shared.primary_master(facts)
@@ -36,14 +37,26 @@ def judge(facts, layer):
     else:
         layer.check('no stray processes', 'pass', 'no dev server or python run of the app besides gunicorn')
 
+    master = shared.primary_master(facts)
     _judge_window(facts, layer)
-    _periodic_sigterm(facts, layer, facts.get('log'), shared.primary_master(facts))
+    _periodic_sigterm(facts, layer, facts.get('log'), master)
 
     restarts = [e for e in shared.last_run_events(facts) if e['event'] == 'worker_boot']
-    master = shared.primary_master(facts)
-    if master and len(restarts) > master['settings']['workers']:
+    workers = shared.setting(master, 'workers', 1)
+    if master and len(restarts) > workers:
         layer.check('worker restarts', 'pass', 'note: %d workers booted since master %d started (%d configured)'
-                    % (len(restarts), master['pid'], master['settings']['workers']))
+                    % (len(restarts), master['pid'], workers))
+
+
+def _judge_settings(master, layer):
+    """The master's effective settings with their sources, what they were read from, and what could not be read
+    (a config file that does not parse is a warning: gunicorn would refuse it at the next start)."""
+    detail = 'note: %s; read from %s' % (shared.describe_sources(master), '; '.join(master.get('settings_from') or []))
+    problems = master.get('settings_problems') or []
+    if problems:
+        layer.check('gunicorn settings of master %d' % master['pid'], 'warn', '; '.join(problems) + '; ' + detail[6:])
+    else:
+        layer.check('gunicorn settings of master %d' % master['pid'], 'pass', detail)
 
 
 def _judge_window(facts, layer):

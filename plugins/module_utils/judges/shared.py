@@ -11,7 +11,7 @@ __metaclass__ = type
 
 import shlex
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, render_remedy
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import window
 
@@ -91,8 +91,74 @@ def describe_master(m):
     s = m['settings']
     return 'master %d (%s, %s worker%s, timeout %s, bind %s%s), %s s old, started by %s: %s' % (
         m['pid'], s['worker_class'], s['workers'], '' if s['workers'] == 1 else 's', s['timeout'],
-        ','.join(s['bind']), ', preload' if s['preload'] else '', age(m['age']), m['runner']['kind'],
-        m['runner']['detail'])
+        ','.join(s['bind'] or []) or 'unknown', ', preload' if s['preload'] else '', age(m['age']),
+        m['runner']['kind'], m['runner']['detail'])
+
+
+# The settings the verdict uses, in the order a report lists them.
+REPORTED_SETTINGS = ('app', 'bind', 'workers', 'worker_class', 'threads', 'worker_connections', 'timeout',
+                     'graceful_timeout', 'keepalive', 'preload', 'chdir', 'daemon', 'pidfile', 'error_logfile',
+                     'access_logfile', 'loglevel', 'capture_output', 'user', 'group', 'raw_env')
+
+
+def source_of(master, key):
+    """Where a master's setting came from: 'command line', 'GUNICORN_CMD_ARGS', 'config file PATH:LINE',
+    'listening sockets', 'default' (see probes/process.master_settings)."""
+    return (master.get('settings_sources') or {}).get(key, gunicorn_settings.DEFAULT) if master else \
+        gunicorn_settings.DEFAULT
+
+
+def setting(master, key, fallback=None):
+    """A master's effective setting; `fallback` when there is no master or the config file computes it."""
+    value = master['settings'].get(key) if master else None
+    return fallback if value is None else value
+
+
+def settings_report(master):
+    """The primary master's effective settings for the report: each {value, source} (+ computed: the config
+    file's expression when only running the file could tell); raw_env shows names only."""
+    if not master:
+        return None
+    values = {}
+    computed = master.get('settings_computed') or {}
+    for key in REPORTED_SETTINGS:
+        value = master['settings'].get(key)
+        if key == 'raw_env' and value:
+            value = [item.split('=', 1)[0] + '=...' for item in value]
+        values[key] = {'value': value, 'source': source_of(master, key)}
+        if key in computed:
+            values[key]['computed'] = computed[key]
+    concurrency = gunicorn_settings.concurrency(master['settings'])
+    return {'pid': master['pid'], 'config_file': master.get('config_file'),
+            'read_from': list(master.get('settings_from') or []), 'problems': list(master.get('settings_problems') or []),
+            'concurrency': {'calls': concurrency[0], 'detail': concurrency[1]}, 'values': values}
+
+
+def describe_sources(master):
+    """'bind 0.0.0.0:8000 (config file /srv/app/gunicorn.conf.py:3), timeout 60 (GUNICORN_CMD_ARGS), ...': the
+    settings that do not come from gunicorn's defaults, each with its source."""
+    parts = []
+    computed = master.get('settings_computed') or {}
+    for key in REPORTED_SETTINGS:
+        source = source_of(master, key)
+        if source == gunicorn_settings.DEFAULT or key == 'raw_env':
+            continue
+        value = master['settings'].get(key)
+        shown = ','.join(value) if isinstance(value, list) else value
+        if key in computed and value is None:
+            shown = 'computed: %s' % computed[key]
+        parts.append('%s %s (%s)' % (key, shown, source))
+    return ', '.join(parts) or 'all gunicorn defaults'
+
+
+def change(facts, key, config_value, cli_value):
+    """Where to change a setting of the primary master, for a remedy (gunicorn_settings.where_to_change)."""
+    master = primary_master(facts)
+    old = setting(master, key)
+    return gunicorn_settings.where_to_change(key, source_of(master, key), config_value, cli_value,
+                                             runner=master['runner'] if master else None,
+                                             env_file=facts['inputs'].get('env_file'),
+                                             old=','.join(old) if isinstance(old, list) else old)
 
 
 def age(seconds):
@@ -104,18 +170,22 @@ def host_values(facts):
     inputs = facts['inputs']
     port = facts['port']['port']
     master = primary_master(facts)
-    settings = master['settings'] if master else {}
     command = gunicorn.format_command(
         shlex.quote(inputs['python']) if ' ' in inputs['python'] else inputs['python'], inputs['app'], '$PORT',
-        worker_class=settings.get('worker_class', 'sync'), workers=settings.get('workers', 1))
+        worker_class=setting(master, 'worker_class', 'sync'), workers=setting(master, 'workers', 1))
     env_where = inputs.get('env_file') or 'the service environment (unit Environment=, supervisord environment=)'
     return {
         'port': port,
         'source': facts['port']['source'],
         'raw': facts['port'].get('raw') or '',
         'env_where': env_where,
+        'env_file': inputs.get('env_file'),
         'command': 'cd %s && PORT=%d %s' % (inputs['chdir'], port, command),
         'healthz_path': inputs['healthz_path'],
+        'bind_change': change(facts, 'bind', '"0.0.0.0:" + os.environ["PORT"]',
+                              '0.0.0.0:%d' % port if source_of(master, 'bind') == gunicorn_settings.ENV_ARGS
+                              else '0.0.0.0:$PORT'),
+        'timeout_change': change(facts, 'timeout', 'SECONDS', 'SECONDS'),
         'dry_import_command': 'cd %s && %s -c "import %s as m; a = m.%s; print(a.url_map); '
                               'print(a.test_client().get(\'%s\').status_code)"' % (
                                   inputs['chdir'], inputs['python'], gunicorn.split_app_spec(inputs['app'])[0],

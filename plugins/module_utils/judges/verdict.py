@@ -14,7 +14,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import (
     boot, eventlet, external, healthz, listen, port, process, system, voice)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.shared import (
-    RANK, Layer, healthz_stable, host_values)
+    RANK, Layer, healthz_stable, host_values, primary_master, settings_report)
 
 JUDGES = (
     ('port', port.judge), ('process', process.judge), ('listen', listen.judge), ('healthz', healthz.judge),
@@ -65,4 +65,8 @@ def judge(facts, host):
         'port_source': facts['port']['source'],
         'timings': facts.get('timings', {}),
         'restart_history': process.restart_history(facts),
+        # The primary master's effective settings, each with its source (docs/contract.md); null when none runs.
+        'settings': settings_report(primary_master(facts)) if 'process' in facts else None,
+        'log_file': (facts.get('log') or {}).get('path'),
+        'log_file_source': (facts.get('log') or {}).get('source'),
     }

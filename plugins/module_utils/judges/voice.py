@@ -12,7 +12,7 @@ the Twilio error a real call shows: the cause table's code, or a more exact one 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import twilio
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings, twilio
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import twiml
 
 _cause = twiml.cause
@@ -164,14 +164,22 @@ def _judge_websocket(voice, layer):
 
 
 def _sync_note(voice, websocket):
-    worker = voice.get('worker') or {}
-    if (worker.get('worker_class') or 'sync') != 'sync':
+    """The capacity note: how many calls the workers hold at once (gunicorn_settings.concurrency), for the worker
+    classes where each call holds a worker or a thread."""
+    worker = dict(voice.get('worker') or {})
+    worker.setdefault('worker_class', 'sync')
+    threaded = gunicorn_settings.runs_as_gthread(worker)
+    if worker['worker_class'] != 'sync' and not threaded:
         return ''
-    workers = worker.get('workers') or 1
-    note = '; note: under -k sync the call held one of %d worker(s) for %s s' % (workers, websocket.get('held_seconds', '?'))
-    if workers == 1:
+    calls, how = gunicorn_settings.concurrency(dict(worker, workers=worker.get('workers') or 1))
+    held = websocket.get('held_seconds', '?')
+    if threaded:
+        note = '; note: under %s the call held one of %d threads for %s s' % (how, calls, held)
+    else:
+        note = '; note: under -k sync the call held one of %d worker(s) for %s s' % (calls, held)
+    if calls == 1:
         note += ' (the only one: /healthz and every other request waited meanwhile)'
-    return note + ', and at most %d call(s) can be up at once' % workers
+    return note + ', and at most %d call(s) can be up at once' % calls
 
 
 def _judge_round_trip(voice, websocket, layer, twilio_reaches):

@@ -130,7 +130,8 @@ def _user_name(uid):
 
 def find_runners(app, chdir, unit_dirs=None, conf_globs=None):
     """The systemd units and supervisord programs that run `app` in `chdir`
-    -> [{'source', 'field', 'user', 'group', 'env'}]; user/group None where the runner sets none."""
+    -> [{'source', 'field', 'user', 'group', 'env', 'manager', 'command'}]; user/group None where the runner sets
+    none; command: {'argv', 'directory'} of its ExecStart= / command= (service_env.runner_file_command) or None."""
     runners = []
     unit_args = {'unit_dirs': unit_dirs} if unit_dirs else {}
     for path, env in service_env.find_unit_environments(app, chdir=chdir, **unit_args):
@@ -138,12 +139,16 @@ def find_runners(app, chdir, unit_dirs=None, conf_globs=None):
         user, group = service_env.runner_file_user('systemd', text, None)
         if user == 'dynamic' and not _known_user(user):
             user = 'nobody'  # DynamicUser=yes: an unprivileged user allocated at start; nobody is the closest here
-        runners.append({'source': path, 'field': 'User=', 'user': user, 'group': group, 'env': env})
+        runners.append({'source': path, 'field': 'User=', 'user': user, 'group': group, 'env': env,
+                        'manager': 'systemd', 'command': service_env.runner_file_command('systemd', text, None, env)})
     conf_args = {'conf_globs': conf_globs} if conf_globs else {}
     for where, env in service_env.find_supervisord_environments(app, chdir=chdir, **conf_args):
         path, dummy, program = where.partition(' [program:')
-        user = service_env.runner_file_user('supervisord', service_env.read_text(path), program.rstrip(']'))[0]
-        runners.append({'source': where, 'field': 'user=', 'user': user, 'group': None, 'env': env})
+        text = service_env.read_text(path)
+        user = service_env.runner_file_user('supervisord', text, program.rstrip(']'))[0]
+        runners.append({'source': where, 'field': 'user=', 'user': user, 'group': None, 'env': env,
+                        'manager': 'supervisord',
+                        'command': service_env.runner_file_command('supervisord', text, program.rstrip(']'))})
     return runners
 
 

@@ -109,18 +109,11 @@ def _eventlet_env(env):
 def worker_class_sources(params, masters, master_envs, run_lines, runners):
     """Every place that says which worker class the service runs or will run."""
     sources = []
-    for m in masters:
-        cwd = m.get('cwd') or params['chdir']
-        config = m['settings'].get('config') or 'gunicorn.conf.py'   # gunicorn reads ./gunicorn.conf.py by default
-        config = config if os.path.isabs(config) else os.path.join(cwd, config)
-        wc, where = m['settings']['worker_class'], 'command line'
-        from_env = worker_class_in((master_envs.get(m['pid']) or {}).get('GUNICORN_CMD_ARGS'))
-        from_config = config_worker_class(config)
-        if wc == 'sync' and from_env:
-            wc, where = from_env, 'GUNICORN_CMD_ARGS'
-        elif wc == 'sync' and from_config:
-            wc, where = from_config, config
-        sources.append({'source': 'master %d (%s)' % (m['pid'], where), 'worker_class': wc})
+    for m in masters:   # its effective worker class (process.master_settings): argv, GUNICORN_CMD_ARGS, config
+        wc = m['settings']['worker_class']
+        if wc:   # None: its config file computes it; the log's "Using worker" line still tells
+            where = (m.get('settings_sources') or {}).get('worker_class') or 'command line'
+            sources.append({'source': 'master %d (%s)' % (m['pid'], where), 'worker_class': wc})
     for line in run_lines:
         m = re.search(r'\] Using worker: (\S+)$', line) or _CLASS_URI.match(line)
         if m:
@@ -335,7 +328,8 @@ def collect(context):
     if master:
         s = master['settings']
         settings = {'pid': master['pid'], 'worker_class': s['worker_class'], 'workers': s['workers'],
-                    'timeout': s['timeout'], 'preload': s['preload']}
+                    'timeout': s['timeout'], 'preload': s['preload'], 'threads': s.get('threads'),
+                    'worker_connections': s.get('worker_connections')}
     facts = {'applies': applies, 'worker_class_sources': sources, 'settings': settings,
              'worker_timeouts': log['worker_timeouts'], 'runners': [r['source'] for r in runners]}
     if not applies:

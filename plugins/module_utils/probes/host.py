@@ -311,16 +311,14 @@ def _first_facts(psutil, p, timings):
     """The cheap facts everything else needs (the log, the process table, the port, the service environment)
     -> (facts, context shared by the later probes)."""
     env_file_env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else None
-    try:
-        log = _timed(timings, 'log', logfile.collect, p['log_file'])
-    except logfile.LogFileError as e:
-        raise InputError("doctor_log_file=%r %s: set it to gunicorn's --error-logfile, or leave it unset"
-                         % (p['log_file'], e))
     exclude = own_lineage(psutil)
-    procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], exclude)
+    runners = app_runner.find_runners(p['app'], p['chdir'])
+    given_log = p['log_file']
+    procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], exclude,
+                   runners=runners, env_file_env=env_file_env)
+    log = _timed(timings, 'log', _collect_log, p, procs['masters'])
     port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
                   procs['masters'], p['app'], p['chdir'])
-    runners = app_runner.find_runners(p['app'], p['chdir'])
     procs['restarters'] = _timed(timings, 'restarters', restart_runner.collect, psutil, p['app'], p['chdir'],
                                  procs['masters'], port['port'], p['healthz_path'], unit_dir=p['systemd_unit_dir'])
     env = service_environment(procs['masters'], env_file_env, runners)
@@ -329,7 +327,7 @@ def _first_facts(psutil, p, timings):
     timeout = service_timeout(procs['masters'], env, p['chdir'])
     facts = {
         'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
-                   'log_file': p['log_file'], 'healthz_path': p['healthz_path'],
+                   'log_file': given_log, 'healthz_path': p['healthz_path'],
                    'stability_window': p['stability_window'], 'worker_class': p['worker_class'],
                    'voice_checks': p['voice_checks'], 'voice_pace': p['voice_pace']},
         'port': port,
@@ -346,6 +344,42 @@ def _first_facts(psutil, p, timings):
                # The spare-port boots may take the service's own --timeout (plus their start), never more.
                'boot_limit': min(p['boot_timeout'], timeout[0] + BOOT_STARTUP) if timeout[0] else p['boot_timeout']}
     return facts, context
+
+
+def effective_error_log(masters):
+    """The error log the running masters write to, from their effective settings (--error-logfile, errorlog in the
+    config file, GUNICORN_CMD_ARGS) -> (path, why); (None, why) when it is stderr or unknown."""
+    for m in masters:
+        path = m['settings'].get('error_logfile')
+        source = (m.get('settings_sources') or {}).get('error_logfile', 'default')
+        if path and path != '-':
+            base = m['settings'].get('chdir') or m.get('cwd') or '/'
+            return os.path.join(base, path), 'errorlog of master %d (%s)' % (m['pid'], source)
+        if 'error_logfile' in (m.get('settings_computed') or {}):
+            return None, 'master %d computes its errorlog in its config file' % m['pid']
+        return None, 'master %d logs to stderr (errorlog "-", %s)' % (m['pid'], source)
+    return None, 'no master runs'
+
+
+def _collect_log(p, masters):
+    """The log the user named (doctor_log_file: unreadable is an input error), else the one the master's effective
+    errorlog names (unreadable is a note). p['log_file'] is set to it, for the later probes."""
+    if p['log_file']:
+        try:
+            log = logfile.collect(p['log_file'])
+        except logfile.LogFileError as e:
+            raise InputError("doctor_log_file=%r %s: set it to gunicorn's --error-logfile, or leave it unset"
+                             % (p['log_file'], e))
+        return dict(log, source='doctor_log_file')
+    path, why = effective_error_log(masters)
+    if path is None:
+        return None
+    try:
+        log = logfile.collect(path)
+    except logfile.LogFileError:
+        return None
+    p['log_file'] = path
+    return dict(log, source=why)
 
 
 def _check_app_spec(p, dry):

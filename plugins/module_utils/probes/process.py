@@ -10,9 +10,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings, service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within
 
@@ -20,6 +21,8 @@ SHELLS = ('sh', 'bash', 'dash', 'zsh', 'ksh', 'busybox')
 PLATFORM_RUNNERS = ('honcho', 'foreman', 'tini', 'dumb-init', 'docker-init', 's6-supervise', 'runsv',
                     'circusd', 'pm2', 'containerd-shim', 'conmon', 'heroku', 'procfile', 'overmind')
 SIGHUP_BIT = 1 << 0  # bit (signal 1 - 1) of SigIgn: set by nohup
+_APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?$')
+CONFIG_LIMIT = 256 << 10  # a gunicorn config file is a few lines; read no more than this of one
 
 
 def app_module_names(app):
@@ -35,13 +38,21 @@ def _info(proc):
                 'pid': proc.pid,
                 'ppid': proc.ppid(),
                 'name': proc.name(),
-                'cmdline': proc.cmdline(),
+                'cmdline': _without_title_padding(proc.cmdline()),
                 'cwd': _safe(proc.cwd),
                 'create_time': proc.create_time(),
                 'username': _safe(proc.username),
             }
     except Exception:  # vanished or not ours to read: psutil.NoSuchProcess / AccessDenied / ZombieProcess
         return None
+
+
+def _without_title_padding(argv):
+    """setproctitle pads a title with NULs, which psutil returns as empty arguments: drop them."""
+    if argv and argv[0].startswith('gunicorn:'):
+        while argv and not argv[-1]:
+            argv = argv[:-1]
+    return argv
 
 
 def _safe(call):
@@ -57,10 +68,14 @@ def belongs_to_app(info, app, chdir):
     The app spec alone is not proof: two checkouts of one app (staging and production, blue and
     green) share it. The directory it runs in must be the app's too, when we may read it.
     """
-    settings = gunicorn.parse_cmdline(info['cmdline'])
+    title = gunicorn_settings.process_title(info['cmdline'])
+    settings = gunicorn.parse_cmdline(info['cmdline']) if title is None else {'app': title[1]}
     in_dir = is_within(settings.get('chdir') or info['cwd'], chdir)
     if settings.get('app') == app and (in_dir or info['cwd'] is None):
-        return 'app spec %s in its command line, running in %s' % (app, info['cwd'] or 'an unreadable cwd')
+        return 'app spec %s in its %s, running in %s' % (
+            app, 'command line' if title is None else 'process title', info['cwd'] or 'an unreadable cwd')
+    if title is not None and in_dir:
+        return 'gunicorn titled "%s" running in %s' % (' '.join(info['cmdline']), chdir)
     if settings.get('app') is None and in_dir:
         return 'gunicorn with no app spec running in %s' % chdir
     return ''
@@ -221,8 +236,104 @@ def _daemon_runner(settings):
     return None
 
 
-def collect(psutil, app, chdir, exclude_pids=(), now=None):
-    """Scan the process table once -> facts about the app's gunicorn processes and strays."""
+# --- the settings a master runs with ------------------------------------------------------------------------
+def read_config_file(path):
+    """A gunicorn config file's text, bounded; never run. Raises OSError when it cannot be read."""
+    done = safe_read.read_text(path, CONFIG_LIMIT, follow=True)
+    if done.data is None:
+        raise OSError(done.error)
+    if done.truncated:
+        raise ValueError('it is larger than %d KiB' % (CONFIG_LIMIT >> 10))
+    return done.data
+
+
+def _runner_config(runners, runner):
+    """The unit or program (app_runner.find_runners) that runs this master: the one its runner names, else the
+    only one of the kind, else the first with a command."""
+    kind = (runner or {}).get('kind')
+    with_command = [r for r in runners or () if r.get('command')]
+    named = [r for r in with_command if kind == 'systemd' and os.path.basename(r['source']) == runner.get('detail')]
+    same_kind = [r for r in with_command if r.get('manager') == kind]
+    for found in (named, same_kind, with_command):
+        if found:
+            return found[0]
+    return None
+
+
+def _own_sockets(psutil, pid):
+    """The bind specs of the sockets a master listens on (inet and unix)."""
+    try:
+        proc = psutil.Process(pid)
+        conns = getattr(proc, 'net_connections', getattr(proc, 'connections', None))(kind='all')
+    except Exception:  # vanished, or not ours to read
+        return []
+    binds = []
+    for conn in conns:
+        listening = conn.status == psutil.CONN_LISTEN or (isinstance(conn.laddr, str) and conn.laddr and
+                                                           conn.status == psutil.CONN_NONE)
+        if listening and conn.laddr and conn.type == 1:   # SOCK_STREAM
+            binds.append(gunicorn_settings.socket_bind(conn.laddr))
+    return sorted(set(binds))
+
+
+def _inputs(info, runner, runners, env_file_env):
+    """What the master's settings are computed from -> (argv, environ, cwd, [what was used])."""
+    pid, argv, cwd = info['pid'], info['cmdline'], info['cwd']
+    environ = service_env.read_proc_environ(pid)
+    title = gunicorn_settings.process_title(argv)
+    if title is None:
+        used = ['its command line']
+        used.append('/proc/%d/environ' % pid if environ is not None else 'not its environment (unreadable)')
+        return argv, environ or {}, cwd, used
+    used = ['its process title "%s" (setproctitle hides the command line)' % ' '.join(argv)]
+    config = _runner_config(runners, runner)
+    if config:
+        argv = config['command']['argv']
+        cwd = cwd or config['command']['directory']
+        used.append('the command of %s' % config['source'])
+    else:   # the title's name: the app spec unless -n / proc_name renames it (then it is no app spec)
+        argv = ['gunicorn'] + ([title[1]] if title[1] and _APP_SPEC.match(title[1]) else [])
+        used.append('no runner command (no systemd unit or supervisord program runs the app)')
+    if not environ:   # setproctitle blanks /proc/PID/environ
+        environ = dict(config['env']) if config else {}
+        environ.update(env_file_env or {})
+        sources = ([config['source']] if config else []) + (['doctor_env_file'] if env_file_env else [])
+        used.append('the environment of %s' % (' and '.join(sources) or 'nothing (no runner, no doctor_env_file)'))
+    return argv, environ, cwd, used
+
+
+def master_settings(psutil, info, runner, runners=(), env_file_env=None):
+    """The settings a master runs with, each with its source (gunicorn_settings.effective) -> facts:
+    settings {key: value} (None: computed by the config file and not known), settings_sources {key: source},
+    settings_computed {key: expression}, config_file, settings_from [what was read], settings_problems."""
+    argv, environ, cwd, used = _inputs(info, runner, runners, env_file_env)
+    found = gunicorn_settings.effective(argv, environ, cwd, read_config_file)
+    settings, sources, computed = found['settings'], found['sources'], found['computed']
+    if found['config_file'] and not any(found['config_file'] in p for p in found['problems']):
+        used.append('the config file %s (read, never run)' % found['config_file'])
+    title = gunicorn_settings.process_title(info['cmdline'])
+    # Reading sockets parses /proc/net/* (~0.1 s per master): only when argv is hidden or the config computes the bind.
+    sockets = _own_sockets(psutil, info['pid']) if title is not None or settings['bind'] is None else []
+    if sockets:
+        # What it listens on is the truth when the config computes the bind, or argv is hidden.
+        why = computed.pop('bind', None)
+        settings['bind'], sources['bind'] = sockets, 'listening sockets' + (' (the config computes it: %s)' % why
+                                                                             if why else '')
+        used.append('its listening sockets')
+    if settings['bind'] is None:
+        settings['bind'] = []
+    if title is not None and settings.get('app') and sources.get('app') == gunicorn_settings.COMMAND_LINE and \
+            not any(u.startswith('the command of ') for u in used):
+        sources['app'] = 'process title'   # no runner command: the app spec is the title's
+    return {'settings': settings, 'settings_sources': sources, 'settings_computed': computed,
+            'config_file': found['config_file'], 'settings_from': used, 'settings_problems': found['problems']}
+
+
+def collect(psutil, app, chdir, exclude_pids=(), now=None, runners=(), env_file_env=None):
+    """Scan the process table once -> facts about the app's gunicorn processes and strays.
+
+    `runners` (app_runner.find_runners) and `env_file_env` stand in for the command line and the environment a
+    setproctitle'd master hides."""
     now = now or time.time()
     exclude = set(exclude_pids) | set([1])
     gunicorns, strays = {}, []
@@ -249,10 +360,13 @@ def collect(psutil, app, chdir, exclude_pids=(), now=None):
     for pid, info in sorted(gunicorns.items()):
         if info['ppid'] in gunicorns:
             continue  # a worker; attached to its master below
-        settings = gunicorn.parse_cmdline(info['cmdline'])
         workers = [{'pid': w['pid'], 'age': round(now - w['create_time'], 1), 'create_time': w['create_time']}
                    for w in gunicorns.values() if w['ppid'] == pid]
-        masters.append({
+        runner = identify_runner(psutil, pid)
+        effective = master_settings(psutil, info, runner, runners, env_file_env)
+        settings = effective.pop('settings')
+        runner = _daemon_runner(settings) or runner
+        masters.append(dict(effective, **{
             'pid': pid,
             'ppid': info['ppid'],
             'cmdline': ' '.join(info['cmdline']),
@@ -262,9 +376,9 @@ def collect(psutil, app, chdir, exclude_pids=(), now=None):
             'create_time': info['create_time'],
             'settings': settings,
             'workers': sorted(workers, key=lambda w: w['pid']),
-            'runner': _daemon_runner(settings) or identify_runner(psutil, pid),
+            'runner': runner,
             'reason': info['reason'],
-        })
+        }))
     # A gunicorn of this app whose parent is not one of them and which runs no workers while
     # configured for some is a worker orphaned by a dead master.
     for master in list(masters):

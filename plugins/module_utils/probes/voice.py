@@ -169,7 +169,7 @@ def _worker(master):
         return None
     s = master.get('settings') or {}
     return {'pid': master['pid'], 'worker_class': s.get('worker_class'), 'workers': s.get('workers'),
-            'timeout': s.get('timeout')}
+            'timeout': s.get('timeout'), 'threads': s.get('threads'), 'worker_connections': s.get('worker_connections')}
 
 
 def _http_skip_reason(context):

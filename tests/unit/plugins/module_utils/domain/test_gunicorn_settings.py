@@ -7,6 +7,7 @@ config file and environment, and the same case goes through effective() without 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,10 +28,31 @@ def read(path):
         return f.read()
 
 
+# The versions we support (23 to 27): the test venv's gunicorn, and the oldest and newest from venvs.py.
+ORACLE_VERSIONS = ('test venv', '23.0.0', '27.0.1')
+ORACLE = {'python': sys.executable}
+
+
+@pytest.fixture(autouse=True, params=ORACLE_VERSIONS)
+def oracle(request):
+    """Every case is checked against each supported gunicorn's own --print-config."""
+    if request.param == 'test venv':
+        ORACLE['python'] = sys.executable
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[4] / 'integration'))
+        import venvs
+        try:
+            ORACLE['python'] = venvs.venv('gunicorn==%s' % request.param)
+        except Exception as e:   # no package index here: the test venv's gunicorn still checks every case
+            pytest.skip('gunicorn %s cannot be installed: %s' % (request.param, str(e)[:200]))
+    yield request.param
+    ORACLE['python'] = sys.executable
+
+
 def gunicorn_says(cwd, argv, environ):
     env = {'PATH': os.environ['PATH']}
     env.update(environ)
-    done = subprocess.run([sys.executable, '-m', 'gunicorn', '--print-config'] + argv, cwd=str(cwd), env=env,
+    done = subprocess.run([ORACLE['python'], '-m', 'gunicorn', '--print-config'] + argv, cwd=str(cwd), env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     printed = {}
@@ -126,3 +148,36 @@ def test_a_config_file_that_is_not_python_is_a_problem_not_a_crash(tmp_path):
 def test_gunicorn_cmd_args_that_do_not_split(tmp_path, text):
     ours = effective(['gunicorn', 'a:app'], {'GUNICORN_CMD_ARGS': text}, str(tmp_path), read)
     assert bool(ours['problems']) == bool(text)
+
+
+# --- what the settings mean -----------------------------------------------------------------------------------
+@pytest.mark.parametrize('argv, expected', [
+    (['gunicorn: master [AgentLocator.main:app]'], ('master', 'AgentLocator.main:app')),
+    (['gunicorn:', 'worker', '[AgentLocator.main:app]'], ('worker', 'AgentLocator.main:app')),   # psutil split it
+    (['gunicorn: master [voice-prod]'], ('master', 'voice-prod')),                                # -n voice-prod
+    (['gunicorn', 'a:app'], None),
+    (['/venv/bin/python', '-m', 'gunicorn', 'a:app'], None),
+    (['gunicorn: arbiter'], None),
+])
+def test_process_title(argv, expected):
+    assert gunicorn_settings.process_title(argv) == expected
+
+
+def test_socket_bind():
+    assert gunicorn_settings.socket_bind(('0.0.0.0', 8123)) == '0.0.0.0:8123'
+    assert gunicorn_settings.socket_bind(('::', 8123)) == '[::]:8123'
+    assert gunicorn_settings.socket_bind('/run/app/app.sock') == 'unix:/run/app/app.sock'
+
+
+def test_where_to_change_names_the_place_the_setting_comes_from():
+    where = gunicorn_settings.where_to_change
+    assert where('bind', 'config file /srv/app/gunicorn.conf.py:3', '"0.0.0.0:" + os.environ["PORT"]', '0.0.0.0:$PORT') \
+        == 'in the config file /srv/app/gunicorn.conf.py:3 set `bind = "0.0.0.0:" + os.environ["PORT"]`'
+    assert where('timeout', 'config file /c.py:9', '90', '90') == 'in the config file /c.py:9 set `timeout = 90`'
+    assert where('bind', 'GUNICORN_CMD_ARGS', 'x', '0.0.0.0:8123', env_file='/etc/app.env', old='0.0.0.0:5000') == \
+        'in GUNICORN_CMD_ARGS (set in /etc/app.env) replace -b 0.0.0.0:5000 with -b 0.0.0.0:8123'
+    assert where('bind', 'command line', 'x', '0.0.0.0:$PORT', runner={'kind': 'systemd', 'detail': 'app.service'},
+                 old='127.0.0.1:8123') == ('in ExecStart= of the unit app.service (then systemctl daemon-reload and '
+                                           'restart) replace -b 127.0.0.1:8123 with -b 0.0.0.0:$PORT')
+    assert where('timeout', 'default', 'x', '60', runner={'kind': 'supervisord', 'detail': 'supervisord -c x'}) == \
+        'in command= of the supervisord program that runs it (then supervisorctl update) add --timeout 60'

@@ -338,3 +338,16 @@ def test_runner_file_user_of_each_manager():
     assert service_env.runner_file_user("standalone", script, "agentlocator") == ("33", "33")
     assert service_env.runner_file_user("standalone", "exec python -m gunicorn x:app\n", "x") == (None, None)
     assert service_env.runner_file_user("systemd", None, "x") == (None, None)
+
+
+def test_runner_file_command_of_a_unit_and_a_program():
+    unit = ('[Service]\nWorkingDirectory=/srv/app\nEnvironment=PORT=8123\n'
+            'ExecStart=-/srv/app/.venv/bin/gunicorn -c /srv/app/gunicorn.conf.py \\\n  -b 0.0.0.0:${PORT} app:app\n')
+    assert service_env.runner_file_command('systemd', unit, None, {'PORT': '8123'}) == {
+        'argv': ['/srv/app/.venv/bin/gunicorn', '-c', '/srv/app/gunicorn.conf.py', '-b', '0.0.0.0:8123', 'app:app'],
+        'directory': '/srv/app'}
+    program = '[program:voice]\ncommand=/srv/app/.venv/bin/gunicorn "app:create_app()" -k gthread\ndirectory=/srv/app\n'
+    assert service_env.runner_file_command('supervisord', program, 'voice') == {
+        'argv': ['/srv/app/.venv/bin/gunicorn', 'app:create_app()', '-k', 'gthread'], 'directory': '/srv/app'}
+    assert service_env.runner_file_command('supervisord', program, 'other') is None
+    assert service_env.runner_file_command('systemd', '[Service]\nExecStart=\n', None) is None

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import verdict
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS, render_remedy
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import logfile
@@ -93,9 +93,12 @@ def master_fact(pid=MASTER, age=3600.0, bind="0.0.0.0:%d" % PORT, workers=2, tim
                 runner=None):
     argv = [PYTHON, "-m", "gunicorn", APP, "-k", worker_class, "-w", str(workers), "-b", bind,
             "--timeout", str(timeout), "--error-logfile", "/var/log/agentlocator/gunicorn.log"]
+    found = gunicorn_settings.effective(argv, {}, CHDIR, None)   # no config file in CHDIR: nothing is read
     return {
         "pid": pid, "ppid": 1, "cmdline": " ".join(argv), "cwd": CHDIR, "username": "app", "age": age,
-        "settings": gunicorn.parse_cmdline(argv),
+        "settings": found["settings"], "settings_sources": found["sources"], "settings_computed": found["computed"],
+        "config_file": found["config_file"], "settings_from": ["its command line", "/proc/%d/environ" % pid],
+        "settings_problems": found["problems"],
         "workers": [{"pid": pid + 8 + i, "age": age - 0.5} for i in range(workers)],
         "runner": runner or {"kind": "systemd", "detail": "agentlocator.service", "pid": 1},
         "reason": "app spec %s in its command line, running in %s" % (APP, CHDIR),
@@ -485,8 +488,10 @@ def test_bind_loopback_only(facts):
     assert report["verdict"] == "degraded"     # /healthz answers on loopback, where the doctor asks
     assert report["failed_layer"] == "listen"
     c = cause(report, "bind_loopback_only")
-    assert c["evidence"] == ["only 127.0.0.1:8123 by master 4242: the platform and proxies cannot reach it"]
-    assert "-b 0.0.0.0:$PORT instead of -b 127.0.0.1:8123" in c["remedy"]
+    assert c["evidence"] == ["only 127.0.0.1:8123 by master 4242: the platform and proxies cannot reach it",
+                             "master 4242 binds 127.0.0.1:8123, from command line"]
+    assert ("instead of 127.0.0.1:8123: in ExecStart= of the unit agentlocator.service (then systemctl daemon-reload "
+            "and restart) replace -b 127.0.0.1:8123 with -b 0.0.0.0:$PORT") in c["remedy"]
     assert CANONICAL in c["remedy"]
 
 
@@ -756,7 +761,7 @@ def test_worker_timeout(facts, tmp_path):
     assert report["failed_layer"] == "boot"
     assert report["verdict"] == "degraded"
     c = cause(report, "worker_timeout")
-    assert c["evidence"][0] == "2 x WORKER TIMEOUT since the master started (timeout 30 s)"
+    assert c["evidence"][0] == "2 x WORKER TIMEOUT since the master started (timeout 30 s, master 4242, from command line)"
     assert c["evidence"][1].endswith("[CRITICAL] WORKER TIMEOUT (pid:4250)")
 
 
@@ -886,8 +891,7 @@ def test_cause_table_is_the_contracts_id_list():
 def test_render_remedy_fills_host_values_and_tolerates_missing_ones():
     assert render_remedy("fd_limit_low", {"extra": "256"}).endswith("now: 256.")
     assert render_remedy("wrong_port", {"port": 8123}) == (
-        "Bind to $PORT instead of a hard-coded port: replace -b ? with -b 0.0.0.0:$PORT (PORT=8123); "
-        "the canonical command is: ?")
+        "Bind to $PORT instead of a hard-coded port (?): ? (PORT=8123); the canonical command line is: ?")
 
 
 def test_stable_ids_match_the_contract():
@@ -933,3 +937,75 @@ def test_a_source_file_that_does_not_parse_is_named_not_taken_for_a_dev_server(f
     assert check(report, "boot", "no dev server at import")["detail"] == (
         "no app.run()/socketio.run() reachable at import; not parsed: AgentLocator/old_draft.py:3 "
         "(SyntaxError: invalid syntax)")
+
+
+# --- effective settings: sources in the report, remedies at the place to change (issue 13 points 1, 4, 6) --------------
+def master_from_config(tmp_path, config, argv_tail=(), environ=None, runner=None):
+    """A master whose settings come from a real config file in its cwd, read by gunicorn_settings."""
+    (tmp_path / "gunicorn.conf.py").write_text(config)
+    argv = [PYTHON, "-m", "gunicorn", APP] + list(argv_tail)
+    found = gunicorn_settings.effective(argv, environ or {}, str(tmp_path), lambda p: Path(p).read_text())
+    m = master_fact(runner=runner)
+    m.update(cwd=str(tmp_path), cmdline=" ".join(argv), settings=found["settings"], settings_sources=found["sources"],
+             settings_computed=found["computed"], config_file=found["config_file"], settings_problems=found["problems"])
+    return m
+
+
+def test_wrong_port_from_a_config_file_names_the_file_and_line(facts, tmp_path):
+    facts["process"]["masters"] = [master_from_config(tmp_path, 'workers = 2\nbind = "0.0.0.0:5000"\n')]
+    set_sockets(facts, [sock("0.0.0.0", 5000, MASTER, "master")])
+    set_healthz(facts, ["Connection refused"] * 4)
+    facts["boot"]["preload_boot"] = preload()
+    report = diagnose(facts)
+    c = cause(report, "wrong_port")
+    where = "config file %s:2" % (tmp_path / "gunicorn.conf.py")
+    assert "master 4242 binds 0.0.0.0:5000, from %s" % where in c["evidence"]
+    assert 'in the %s set `bind = "0.0.0.0:" + os.environ["PORT"]`' % where in c["remedy"]
+    assert "replace -b" not in c["remedy"]
+    assert report["settings"]["values"]["bind"] == {"value": ["0.0.0.0:5000"], "source": where}
+    assert report["settings"]["values"]["timeout"] == {"value": 30, "source": "default"}
+
+
+def test_wrong_port_from_gunicorn_cmd_args_names_the_variable_and_the_env_file(facts, tmp_path):
+    m = master_from_config(tmp_path, "", environ={"GUNICORN_CMD_ARGS": "-b 0.0.0.0:5000 --timeout 90"})
+    facts["process"]["masters"] = [m]
+    set_sockets(facts, [sock("0.0.0.0", 5000, MASTER, "master")])
+    set_healthz(facts, ["Connection refused"] * 4)
+    facts["boot"]["preload_boot"] = preload()
+    c = cause(diagnose(facts), "wrong_port")
+    assert ("in GUNICORN_CMD_ARGS (set in %s) replace -b 0.0.0.0:5000 with -b 0.0.0.0:8123" % facts["inputs"]["env_file"]
+            ) in c["remedy"]
+
+
+def test_slow_boot_uses_the_effective_timeout_and_points_at_its_line(facts, tmp_path):
+    facts["process"]["masters"] = [master_from_config(tmp_path, "import os\ntimeout = int(os.environ.get('T', '90'))\n")]
+    facts["boot"]["dry_import"]["import_seconds"] = 40.0   # over the default 30, under half of 90: no cause
+    assert "slow_boot" not in ids(diagnose(facts))
+    facts["boot"]["dry_import"]["import_seconds"] = 95.0
+    c = cause(diagnose(facts), "slow_boot")
+    where = "config file %s:2" % (tmp_path / "gunicorn.conf.py")
+    assert "the worker timeout is 90 s (master 4242, from %s)" % where in c["evidence"][0]
+    assert "in the %s set `timeout = 105`" % where in c["remedy"]
+
+
+def test_a_computed_setting_is_shown_with_its_expression(facts, tmp_path):
+    m = master_from_config(tmp_path, "import multiprocessing\nworkers = multiprocessing.cpu_count() * 2\n")
+    facts["process"]["masters"] = [m]
+    report = diagnose(facts)
+    assert report["verdict"] == "healthy"
+    workers = report["settings"]["values"]["workers"]
+    assert workers["value"] is None and "multiprocessing.cpu_count() * 2" in workers["computed"]
+    assert report["settings"]["concurrency"]["calls"] is None
+    assert "workers computed: multiprocessing.cpu_count() * 2" in check(report, "process", "gunicorn settings of master 4242")["detail"]
+
+
+@pytest.mark.parametrize("tail, calls, shown", [
+    (["-k", "gthread", "--threads", "8"], 8, "-k gthread -w 1 --threads 8 (1 x 8)"),
+    (["-k", "sync", "-w", "3", "--threads", "4"], 12, "-k sync -w 3 --threads 4 (3 x 4)"),
+    (["-k", "eventlet", "-w", "2", "--worker-connections", "50"], 100, "-k eventlet -w 2 --worker-connections 50 (2 x 50)"),
+    (["-w", "3"], 3, "-k sync -w 3"),
+])
+def test_concurrency_follows_the_worker_class(facts, tmp_path, tail, calls, shown):
+    facts["process"]["masters"] = [master_from_config(tmp_path, "", argv_tail=tail)]
+    report = diagnose(facts)
+    assert report["settings"]["concurrency"] == {"calls": calls, "detail": shown}
