@@ -1,0 +1,81 @@
+"""stabilize.yml beside other runners: with several real supervisords it writes its program only into the app's own
+(or refuses and says what to set), never into another app's; and it stops the runner behind a restart loop (a bash
+keep-alive loop, a second supervisord program of the app) so that nothing starts a second master afterwards - but
+never a shell that runs anything besides the app. Every process a test starts is stopped by its PID.
+"""
+
+import re
+import subprocess
+
+import psutil
+
+from doctor_run import PYTHON, make_app
+from gunicorn_service import free_port
+from test_stabilize import (alive, assert_idempotent, listening_pid, recap, serves, stabilize, stabilize_report,
+                            stable_200, tree_digest, wait_for)
+# The fixture, used by name.
+from test_stabilize import host  # noqa: F401  pylint: disable=unused-import
+
+
+def program_pid(sup, name):
+    status = subprocess.run(sup["ctl"] + ["status", name], stdout=subprocess.PIPE, text=True, check=False).stdout
+    m = re.search(r"RUNNING\s+pid (\d+)", status)
+    return int(m.group(1)) if m else None
+
+
+def foreign_supervisord(host, supervisords):
+    """A supervisord running another checkout's program of the same name and app spec (another app)."""
+    sup = supervisords("foreign-supervisor")
+    other_dir = make_app(host.tmp / "other-checkout")
+    other_port = free_port()
+    (sup["conf_dir"] / "agentlocator.conf").write_text(
+        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b 127.0.0.1:%d --no-control-socket\n"
+        "directory=%s\nautorestart=true\nstopasgroup=true\n" % (PYTHON, other_port, other_dir))
+    subprocess.run(sup["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    wait_for(lambda: program_pid(sup, "agentlocator") and listening_pid(other_port), 20, "the foreign program")
+    return sup
+
+
+# --- which supervisord -----------------------------------------------------------------------------------
+def test_the_program_goes_into_the_apps_supervisord_never_into_another_apps(host, tmp_path, supervisords):
+    foreign = foreign_supervisord(host, supervisords)
+    ours = supervisords("our-supervisor")
+    # The app's own supervisord has its program, stopped: no master of the app runs.
+    (ours["conf_dir"] / "agentlocator.conf").write_text(
+        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d\ndirectory=%s\n"
+        "autostart=false\n" % (PYTHON, free_port(), host.app_dir))
+    subprocess.run(ours["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    foreign_before, foreign_master = tree_digest(foreign["conf_dir"]), program_pid(foreign, "agentlocator")
+
+    out = stabilize(tmp_path, host.vars())
+
+    assert recap(out)["failed"] == 0
+    stable_200(host.port)
+    master = program_pid(ours, "agentlocator")
+    assert master and serves(master, host.port) and psutil.Process(master).parent().pid == ours["pid"]
+    assert tree_digest(foreign["conf_dir"]) == foreign_before, "stabilize wrote into another app's supervisord"
+    assert program_pid(foreign, "agentlocator") == foreign_master, "the other app's program was restarted or stopped"
+    assert stabilize_report(tmp_path)["service"]["manager"] == "supervisord"
+
+
+def test_several_supervisords_and_none_the_apps_is_refused_with_what_to_set(host, tmp_path, supervisords):
+    foreign = foreign_supervisord(host, supervisords)
+    empty = supervisords("empty-supervisor")
+    foreign_before, empty_before = tree_digest(foreign["conf_dir"]), tree_digest(empty["conf_dir"])
+    foreign_master = program_pid(foreign, "agentlocator")
+
+    refused = stabilize(tmp_path, host.vars(), check=False)
+
+    assert recap(refused)["failed"] == 1
+    assert "supervisords run" in refused and "doctor_supervisord_conf" in refused
+    assert tree_digest(foreign["conf_dir"]) == foreign_before and tree_digest(empty["conf_dir"]) == empty_before
+    assert program_pid(foreign, "agentlocator") == foreign_master
+    assert not listening_pid(host.port)
+
+    # What the error says to set works: the program goes into the supervisord named, and only there.
+    out = stabilize(tmp_path, host.vars(doctor_supervisord_conf=str(empty["conf"])))
+    assert recap(out)["failed"] == 0
+    master = program_pid(empty, "agentlocator")
+    assert master and serves(master, host.port)
+    assert tree_digest(foreign["conf_dir"]) == foreign_before
+    assert program_pid(foreign, "agentlocator") == foreign_master and alive(foreign_master)
