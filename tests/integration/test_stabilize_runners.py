@@ -79,3 +79,77 @@ def test_several_supervisords_and_none_the_apps_is_refused_with_what_to_set(host
     assert master and serves(master, host.port)
     assert tree_digest(foreign["conf_dir"]) == foreign_before
     assert program_pid(foreign, "agentlocator") == foreign_master and alive(foreign_master)
+
+
+# --- the runner behind a restart loop ----------------------------------------------------------------------
+def keepalive_loop(host, port, extra=""):
+    """A bash keep-alive loop in a script file (its command line names neither the app nor a loop), started
+    with nohup like a hand-made runner: it starts the app's master again a second after it exits."""
+    script = host.tmp / ("keepalive-%d.sh" % port)
+    script.write_text("%swhile true; do %s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d --no-control-socket; "
+                      "sleep 1; done\n" % (extra, PYTHON, port))
+    pid = host.spawn(["nohup", "bash", str(script)], host.app_dir, out=host.tmp / ("keepalive-%d.out" % port))
+    wait_for(lambda: listening_pid(port), 20, "the loop's master")
+    return pid
+
+
+def app_masters(app_dir):
+    found = []
+    for proc in psutil.process_iter(["pid", "cwd", "cmdline", "status"]):
+        argv = proc.info["cmdline"] or []
+        if proc.info["cwd"] == str(app_dir) and "gunicorn" in " ".join(argv[:3]) and \
+                proc.info["status"] != psutil.STATUS_ZOMBIE:
+            try:
+                if "gunicorn" not in " ".join(proc.parent().cmdline()[:3]):
+                    found.append(proc.info["pid"])
+            except psutil.Error:
+                continue
+    return found
+
+
+def assert_one_master_stays(host, seconds=3.0):
+    """Longer than the loop's restart delay: nothing starts a second master."""
+    stable_200(host.port, seconds)
+    assert app_masters(host.app_dir) == [host.service_pid()]
+
+
+def test_a_keepalive_loop_on_the_services_port_is_stopped_and_nothing_restarts(host, tmp_path):
+    loop = keepalive_loop(host, host.port)
+    loop_master = listening_pid(host.port)
+
+    out = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+
+    assert recap(out)["failed"] == 0
+    assert not alive(loop) and not alive(loop_master)
+    assert_one_master_stays(host)
+    stopped = [a for a in stabilize_report(tmp_path)["actions"] if a["target"].startswith("%d " % loop)]
+    assert stopped and "shell loop" in stopped[0]["reason"]
+    assert_idempotent(stabilize(tmp_path, host.vars(doctor_service_manager="standalone")))
+
+
+def test_a_keepalive_loop_on_another_port_beside_the_service_is_stopped(host, tmp_path):
+    first = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+    assert recap(first)["failed"] == 0
+    service = host.service_pid()
+    loop = keepalive_loop(host, free_port())
+
+    out = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+
+    assert recap(out)["failed"] == 0 and recap(out)["changed"] > 0
+    assert not alive(loop)
+    assert host.service_pid() == service and serves(service, host.port)
+    assert_one_master_stays(host)
+    assert_idempotent(stabilize(tmp_path, host.vars(doctor_service_manager="standalone")))
+
+
+def test_a_loop_that_also_runs_another_program_is_never_stopped_and_is_named(host, tmp_path):
+    # The loop also keeps a program that is not the app (a sleeping helper): not the app's runner alone.
+    loop = keepalive_loop(host, free_port(), extra="sleep 600 &\n")
+    helper = next(c.pid for c in psutil.Process(loop).children() if c.name() == "sleep")
+    masters = app_masters(host.app_dir)
+
+    refused = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"), check=False)
+
+    assert recap(refused)["failed"] == 1
+    assert str(loop) in refused and "also runs" in refused
+    assert alive(loop) and alive(helper) and app_masters(host.app_dir) == masters
