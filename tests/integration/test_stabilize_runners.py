@@ -153,3 +153,29 @@ def test_a_loop_that_also_runs_another_program_is_never_stopped_and_is_named(hos
     assert recap(refused)["failed"] == 1
     assert str(loop) in refused and "also runs" in refused
     assert alive(loop) and alive(helper) and app_masters(host.app_dir) == masters
+
+
+def test_a_second_supervisord_program_of_the_app_is_disabled_and_the_managed_one_kept(host, tmp_path, supervisord):
+    program = "[program:%s]\ncommand=%s -m gunicorn AgentLocator.main:app -b 0.0.0.0:%d --no-control-socket\n" \
+              "directory=%s\nautorestart=true\nstopasgroup=true\n"
+    second_port = free_port()
+    (supervisord["conf_dir"] / "agentlocator.conf").write_text(program % ("agentlocator", PYTHON, host.port, host.app_dir))
+    second_file = supervisord["conf_dir"] / "agentlocator-old.conf"
+    second_file.write_text(program % ("agentlocator-old", PYTHON, second_port, host.app_dir))
+    subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    wait_for(lambda: listening_pid(host.port) and listening_pid(second_port), 20, "both programs")
+    second_master = program_pid(supervisord, "agentlocator-old")
+
+    out = stabilize(tmp_path, host.vars())
+
+    assert recap(out)["failed"] == 0
+    assert not second_file.exists() and (supervisord["conf_dir"] / "agentlocator-old.conf.disabled-by-gunicorn-doctor").exists()
+    assert not alive(second_master) and program_pid(supervisord, "agentlocator-old") is None
+    master = program_pid(supervisord, "agentlocator")
+    assert master and serves(master, host.port)
+    stable_200(host.port, 3.0)
+    assert not listening_pid(second_port) and app_masters(host.app_dir) == [master]
+    disabled = [a for a in stabilize_report(tmp_path)["actions"] if a["action"] == "disabled supervisord program"]
+    assert disabled and disabled[0]["target"].startswith("agentlocator-old (")
+    assert_idempotent(stabilize(tmp_path, host.vars()))
+    assert program_pid(supervisord, "agentlocator") == master

@@ -116,7 +116,7 @@ MAX_PROGRAM_FILES = 256   # [include] files read per supervisord config
 MAX_CONF_BYTES = 1 << 20
 
 
-def _sections(text):
+def config_sections(text):
     """A supervisord config's text -> [(section, {key: value})] (ini-like, `;` comments, no interpolation)."""
     found = []
     for raw in (text or '').splitlines():
@@ -136,7 +136,7 @@ def supervisord_programs(conf_path):
     files) -> [dict(name, command, directory, file)]."""
     text = safe_read.read_text(conf_path, MAX_CONF_BYTES, follow=True).data if conf_path else None
     files = [(conf_path, text)]
-    for section, values in _sections(text):
+    for section, values in config_sections(text):
         if section == 'include' and values.get('files'):
             for pattern in values['files'].split():
                 pattern = pattern if os.path.isabs(pattern) else os.path.join(os.path.dirname(conf_path), pattern)
@@ -144,7 +144,7 @@ def supervisord_programs(conf_path):
                     files.append((path, safe_read.read_text(path, MAX_CONF_BYTES, follow=True).data))
     programs = []
     for path, body in files[:MAX_PROGRAM_FILES + 1]:
-        for section, values in _sections(body):
+        for section, values in config_sections(body):
             if section.startswith('program:'):
                 programs.append({'name': section.split(':', 1)[1], 'command': values.get('command', ''),
                                  'directory': values.get('directory'), 'file': path})
