@@ -163,7 +163,8 @@ def test_a_second_supervisord_program_of_the_app_is_disabled_and_the_managed_one
     second_file = supervisord["conf_dir"] / "agentlocator-old.conf"
     second_file.write_text(program % ("agentlocator-old", PYTHON, second_port, host.app_dir))
     subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
-    wait_for(lambda: listening_pid(host.port) and listening_pid(second_port), 20, "both programs")
+    wait_for(lambda: program_pid(supervisord, "agentlocator") and program_pid(supervisord, "agentlocator-old"), 20,
+             "both programs RUNNING")
     second_master = program_pid(supervisord, "agentlocator-old")
 
     out = stabilize(tmp_path, host.vars())
