@@ -269,7 +269,11 @@ def main():
     masters = process.collect(psutil, p['app'], p['chdir'], processes.own_lineage(psutil))['masters']
     oldest = max(masters, key=lambda m: m['age']) if masters else None
     runner = oldest['runner'] if oldest else None
-    found = service_control.detect(psutil, p['manager'], runner, p['supervisorctl'], p['supervisord_conf'])
+    try:
+        found = service_control.detect(psutil, p['manager'], runner, p['supervisorctl'], p['supervisord_conf'],
+                                       app=p['app'], chdir=p['chdir'])
+    except service_control.ServiceError as e:
+        module.fail_json(msg=str(e), changed=False)
     result = dict(found, changed=False, current_runner=runner['kind'] if runner else None, running=False, pid=None,
                   state='UNKNOWN', worker_class=oldest['settings']['worker_class'] if oldest else None)
     env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else {}

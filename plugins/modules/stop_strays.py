@@ -59,6 +59,19 @@ options:
       - The service's user, a name or a numeric uid; runs of the app by another user are not stopped.
       - Default - the user of the master in I(keep_pids), else the owner of I(chdir).
     type: str
+  program:
+    description:
+      - The supervisord program stabilize manages (with I(supervisorctl) and I(supervisord_conf)). A master of the app
+        that this supervisord runs under another program is a second runner - its program's file (holding that
+        program alone, provably running I(app) in I(chdir)) is renamed to C(FILE.disabled-by-gunicorn-doctor) and
+        C(supervisorctl update) stops it. Without it such a master stops the module before anything is signalled.
+    type: str
+  supervisorctl:
+    description: supervisorctl of the supervisord that runs I(program).
+    type: path
+  supervisord_conf:
+    description: Config of the supervisord that runs I(program) (C(supervisorctl -c)).
+    type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
@@ -101,6 +114,11 @@ conflicts:
   returned: always
   type: list
   elements: dict
+disabled_programs:
+  description: Second supervisord programs of the app whose entries were disabled (I(program)) - pid, program, file, reason.
+  returned: always
+  type: list
+  elements: dict
 actions:
   description: One record per chosen process for a report - action, target (pid and command), reason (and outcome).
   returned: always
@@ -118,7 +136,7 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import strays
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import second_programs, service_control, strays
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
@@ -128,6 +146,26 @@ def actions(entries, check_mode):
              'target': '%d (%s)' % (e['pid'], (e.get('cmdline') or '')[:160]),
              'reason': e['reason'] + ('; %s (%s)' % (e['outcome'], '+'.join(e['signals']) or 'no signal')
                                       if e.get('outcome') else '')} for e in entries]
+
+
+def second_programs_of(module, psutil, found):
+    """Masters a second program of the managed supervisord runs: taken out of the conflicts, to be disabled."""
+    p = module.params
+    if not (p['program'] and p['supervisorctl'] and p['supervisord_conf']) or not found['conflicts']:
+        return [], None
+
+    def ctl(*args):
+        rc, out, err = module.run_command([p['supervisorctl'], '-c', p['supervisord_conf']] + list(args))
+        return rc, (out or '') + (err or '')
+    chosen, found['conflicts'] = second_programs.choose(found['conflicts'], p['app'], p['chdir'],
+                                                        p['supervisord_conf'], p['program'], ctl)
+    return chosen, ctl
+
+
+def program_actions(chosen, check_mode):
+    return [{'action': 'would disable supervisord program' if check_mode else 'disabled supervisord program',
+             'target': '%s (%s)' % (e['program'], e['file']), 'reason': '%s; its master %d (%s)' % (
+                 e['reason'], e['pid'], (e.get('cmdline') or '')[:120])} for e in chosen]
 
 
 def user_uid(module, user):
@@ -152,6 +190,9 @@ def main():
             keep_pids=dict(type='list', elements='int', default=[]),
             grace=dict(type='float', default=10),
             user=dict(type='str'),
+            program=dict(type='str'),
+            supervisorctl=dict(type='path'),
+            supervisord_conf=dict(type='path'),
         ),
         supports_check_mode=True,
     )
@@ -159,24 +200,33 @@ def main():
     p = module.params
     uid = user_uid(module, p['user'])
     found = strays.choose(psutil, p['app'], p['chdir'], p['port'], p['keep_pids'], uid=uid)
+    programs, ctl = second_programs_of(module, psutil, found)
     result = dict(changed=False, stopped=found['stop'], skipped=found['skipped'], conflicts=found['conflicts'],
-                  uid=found['uid'], summary=[strays.describe(e) for e in found['stop']],
-                  actions=actions(found['stop'], module.check_mode))
+                  uid=found['uid'], summary=[strays.describe(e) for e in programs + found['stop']],
+                  disabled_programs=programs,
+                  actions=program_actions(programs, module.check_mode) + actions(found['stop'], module.check_mode))
     if found['conflicts']:
         # Command lines of the host's processes (a database URL, a token): redacted before they leave it.
         module.fail_json(**redact(dict(result, msg='not stopping anything: ' + '; '.join(
             strays.describe(c) for c in found['conflicts']))))
-    if not found['stop'] or module.check_mode:
-        result['changed'] = bool(found['stop'])
+    if not (found['stop'] or programs) or module.check_mode:
+        result['changed'] = bool(found['stop'] or programs)
         module.exit_json(**redact(result))
+    try:
+        survivors = second_programs.disable(psutil, programs, ctl, p['grace'])
+    except (OSError, service_control.ServiceError) as e:
+        module.fail_json(**redact(dict(result, msg='disabling the second supervisord program failed: %s' % e)))
+    if survivors:
+        module.fail_json(**redact(dict(result, changed=True, msg='the masters of the disabled programs are still '
+                                                                 'alive: %s' % ', '.join(map(str, survivors)))))
     stopped, survivors = strays.stop(psutil, found['stop'], p['grace'])
     # A master killed after its grace period leaves the workers it had just forked: one more sweep.
     late = strays.choose(psutil, p['app'], p['chdir'], None, p['keep_pids'], uid=found['uid'])['stop']
     if late and not survivors:
         more, survivors = strays.stop(psutil, late, p['grace'])
         stopped += more
-    result.update(changed=True, stopped=stopped, actions=actions(stopped, False),
-                  summary=[strays.describe(e) for e in stopped])
+    result.update(changed=True, stopped=stopped, actions=program_actions(programs, False) + actions(stopped, False),
+                  summary=[strays.describe(e) for e in programs + stopped])
     if survivors:
         module.fail_json(**redact(dict(result, msg='processes %s survived KILL' % ', '.join(str(s) for s in survivors))))
     module.exit_json(**redact(result))

@@ -38,10 +38,8 @@ def port():
     return free_port()
 
 
-@pytest.fixture
-def supervisord(tmp_path):
-    """A real supervisord from the venv, its config, socket and programs in tmp_path; stopped by PID."""
-    base = tmp_path / "supervisor"
+def start_supervisord(base):
+    """A real supervisord from the venv, its config, socket and programs in `base` -> (Popen, its dict)."""
     (base / "conf.d").mkdir(parents=True)
     conf = base / "supervisord.conf"
     conf.write_text("""[supervisord]
@@ -64,10 +62,37 @@ files = conf.d/*.conf
     proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ctl = [str(VENV_BIN / "supervisorctl"), "-c", str(conf)]
-    wait_for(lambda: subprocess.run(ctl + ["pid"], stdout=subprocess.PIPE, check=False).stdout.strip().isdigit(),
-             20, "supervisord")
     try:
-        yield {"conf": conf, "conf_dir": base / "conf.d", "ctl": ctl, "pid": proc.pid}
+        wait_for(lambda: subprocess.run(ctl + ["pid"], stdout=subprocess.PIPE, check=False).stdout.strip().isdigit(),
+                 20, "supervisord")
+    except BaseException:
+        stop_tree(proc.pid, grace=15)
+        raise
+    return proc, {"conf": conf, "conf_dir": base / "conf.d", "ctl": ctl, "pid": proc.pid}
+
+
+@pytest.fixture
+def supervisord(tmp_path):
+    """A real supervisord from the venv, its config, socket and programs in tmp_path; stopped by PID."""
+    proc, info = start_supervisord(tmp_path / "supervisor")
+    try:
+        yield info
     finally:
+        stop_tree(proc.pid, grace=15)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def supervisords(tmp_path):
+    """Start more real supervisords, each in its own directory under tmp_path: start(name) -> dict; stopped by PID."""
+    started = []
+
+    def start(name):
+        proc, info = start_supervisord(tmp_path / name)
+        started.append(proc)
+        return info
+
+    yield start
+    for proc in reversed(started):
         stop_tree(proc.pid, grace=15)
         proc.wait(timeout=10)

@@ -12,6 +12,7 @@ to be the app's (`probes.process.belongs_to_app`) before it is signalled.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import glob
 import os
 import re
 import shutil
@@ -83,23 +84,105 @@ def supervisord_include_dir(conf_path):
     return os.path.dirname(globs[0]) if globs else None
 
 
-def detect(psutil, requested, current_runner=None, supervisorctl=None, supervisord_conf=None):
+MAX_PROGRAM_FILES = 256   # [include] files read per supervisord config
+MAX_CONF_BYTES = 1 << 20
+
+
+def config_sections(text):
+    """A supervisord config's text -> [(section, {key: value})] (ini-like, `;` comments, no interpolation)."""
+    found = []
+    for raw in (text or '').splitlines():
+        line = raw.strip()
+        if not line or line[0] in ';#':
+            continue
+        if line.startswith('[') and line.endswith(']'):
+            found.append((line[1:-1].strip(), {}))
+        elif found and '=' in line:
+            key, value = line.split('=', 1)
+            found[-1][1][key.strip()] = value.strip()
+    return found
+
+
+def supervisord_programs(conf_path):
+    """The programs of a supervisord config and its [include] files (bounded reads, at most MAX_PROGRAM_FILES
+    files) -> [dict(name, command, directory, file)]."""
+    text = safe_read.read_text(conf_path, MAX_CONF_BYTES, follow=True).data if conf_path else None
+    files = [(conf_path, text)]
+    for section, values in config_sections(text):
+        if section == 'include' and values.get('files'):
+            for pattern in values['files'].split():
+                pattern = pattern if os.path.isabs(pattern) else os.path.join(os.path.dirname(conf_path), pattern)
+                for path in sorted(glob.glob(pattern))[:MAX_PROGRAM_FILES]:
+                    files.append((path, safe_read.read_text(path, MAX_CONF_BYTES, follow=True).data))
+    programs = []
+    for path, body in files[:MAX_PROGRAM_FILES + 1]:
+        for section, values in config_sections(body):
+            if section.startswith('program:'):
+                programs.append({'name': section.split(':', 1)[1], 'command': values.get('command', ''),
+                                 'directory': values.get('directory'), 'file': path})
+    return programs
+
+
+def program_runs_app(program, app, chdir):
+    """A supervisord program runs this app in this directory: its `directory=` is the app directory (or its
+    command names it) and its command - or the script it runs, read bounded - names the app spec."""
+    where = program.get('directory') or ''
+    command = program.get('command') or ''
+    real = os.path.realpath(chdir)
+    if not (where and os.path.realpath(where) == real) and real not in command and chdir not in command:
+        return False
+    if app in command:
+        return True
+    first = command.split()[0].strip('\'"') if command.split() else ''
+    if first and not os.path.isabs(first) and where:
+        first = os.path.join(where, first)
+    script = safe_read.read_text(first, 64 << 10, follow=True).data if first else None
+    return bool(script) and app in script
+
+
+def choose_supervisord(sups, app, chdir, runner_pid=None):
+    """Which running supervisord is the app's -> (sup or None, error or None). The one that runs the app now;
+    else the one with a program that runs this app in this directory; else the only one that runs. Several
+    and none provably the app's: none, and an error that says what to set - a program written into another
+    app's supervisord would run beside (and be managed with) that app."""
+    if not sups:
+        return None, None
+    now = next((s for s in sups if runner_pid and s['pid'] == runner_pid), None)
+    if now:
+        return now, None
+    if app and chdir:
+        owning = [s for s in sups if any(program_runs_app(prog, app, chdir) for prog in supervisord_programs(s['conf']))]
+        if len(owning) == 1:
+            return owning[0], None
+    else:
+        owning = []
+    if len(sups) == 1:
+        return sups[0], None
+    which = ', '.join('pid %s (%s)' % (s['pid'], s['conf'] or 'no config found') for s in (owning or sups))
+    return None, ('%d supervisords run (%s) and %s: set doctor_supervisord_conf (gunicorn_service_supervisord_conf) '
+                  'to the config of the one that should run %s, or doctor_service_manager=standalone' % (
+                      len(sups), which, 'each has a program of %s in %s' % (app, chdir) if owning else
+                      'none has a program that runs %s in %s' % (app, chdir), app))
+
+
+def detect(psutil, requested, current_runner=None, supervisorctl=None, supervisord_conf=None, app=None, chdir=None):
     """Resolve `auto` to the manager the host has. -> dict(manager, why, supervisorctl, supervisord_conf,
     supervisord_conf_dir, systemd_booted).
 
     Order: the runner that runs the app now, when it is one of the three; else systemd when it is the
-    init system; else a running supervisord whose config includes a directory; else standalone.
+    init system; else a running supervisord whose config includes a directory (see choose_supervisord);
+    else standalone. Raises ServiceError when supervisord would be the manager but several run and none
+    is provably the app's.
     """
     booted = systemd_booted()
     sups = running_supervisords(psutil)
-    sup = None
+    sup, ambiguous = None, None
     if supervisord_conf:
         sup = next((s for s in sups if s['conf'] and os.path.realpath(s['conf']) == os.path.realpath(supervisord_conf)),
                    {'pid': None, 'conf': supervisord_conf, 'supervisorctl': None})
-    elif sups:
-        # The one that runs the app, when one does (another may run on the same host).
+    else:
         runner_pid = (current_runner or {}).get('pid') if (current_runner or {}).get('kind') == 'supervisord' else None
-        sup = next((s for s in sups if s['pid'] == runner_pid), sups[0])
+        sup, ambiguous = choose_supervisord(sups, app, chdir, runner_pid)
     info = {
         'systemd_booted': booted,
         'supervisord_pid': sup['pid'] if sup else None,
@@ -110,6 +193,8 @@ def detect(psutil, requested, current_runner=None, supervisorctl=None, superviso
         'supervisord_exe': (sup or {}).get('exe'),
         'supervisord_script': (sup or {}).get('script'),
     }
+    if ambiguous and (requested == 'supervisord' or (requested == 'auto' and not booted)):
+        raise ServiceError(ambiguous)
     if requested != 'auto':
         return dict(info, manager=requested, why='doctor_service_manager=%s' % requested)
     kind = (current_runner or {}).get('kind')

@@ -22,7 +22,7 @@ import os
 import signal
 import time
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within, own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 
@@ -119,6 +119,7 @@ def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None
     facts = process.collect(psutil, app, chdir, exclude_pids=protected)
     stop, skipped, conflicts = [], [], []
     listeners = _listeners_on(psutil, port) if port else {}
+    master_pids = set(m['pid'] for m in facts['masters'])
 
     def consider(entry, reason):
         why_not = _protected_reason(psutil, entry['pid'], protected | keep) or \
@@ -142,11 +143,12 @@ def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None
                                   'stopping it would only make %s start it again' % (
                                       runner['kind'], runner.get('detail'), runner['kind'])))
             continue
-        if runner.get('kind') == 'shell_loop' and runner.get('pid'):
-            loop = _loop_entry(psutil, runner['pid'], app, chdir)
-            if loop and loop['pid'] not in set(e['pid'] for e in stop):
-                consider(loop, 'shell loop that starts the app again and again (runbook 3.3, two runners): %s' % (
-                    loop['cmdline'][:160]))
+        loop, refused = runner_loop(psutil, master['pid'], app, chdir, master_pids)
+        if refused and refused['pid'] not in set(c['pid'] for c in conflicts):
+            conflicts.append(refused)
+        if loop and loop['pid'] not in set(e['pid'] for e in stop):
+            consider(loop, 'shell loop that starts the app\'s master again whenever it exits (its runner; runbook '
+                     '3.3, two runners): %s' % loop['cmdline'][:160])
         master_stops = consider(entry, '%s; started by %s' % (master['reason'], runner.get('kind', 'unknown')))
         for worker in master['workers']:
             worker = {'pid': worker['pid'], 'cmdline': 'gunicorn worker', 'cwd': master['cwd'], 'kind': 'gunicorn_worker',
@@ -182,19 +184,48 @@ def _port_conflicts(psutil, port, listeners, stop, skipped, settled):
     return found
 
 
-def _loop_entry(psutil, pid, app, chdir):
-    """The shell loop that runs the app (its command names the app spec or module, it runs in the app's
-    directory) as a stop entry, or None."""
+LOOP_WORDS = ('while ', 'until ', 'for ')
+
+
+def _shell_script(argv, cwd):
+    """The text of the script a shell runs (`bash loop.sh`, `sh -e /srv/run.sh`; bounded read), or ''
+    for an inline command (`bash -c '...'`) or an interactive shell."""
+    args = argv[1:]
+    if '-c' in args or any(a.startswith('-') and 'c' in a and not a.startswith('--') for a in args):
+        return ''
+    path = next((a for a in args if not a.startswith('-')), None)
+    if not path:
+        return ''
+    path = path if os.path.isabs(path) else os.path.join(cwd or '/', path)
+    return safe_read.read_text(path, 64 << 10, follow=True).data or ''
+
+
+def runner_loop(psutil, master_pid, app, chdir, master_pids):
+    """The shell loop that restarts this master of the app -> (stop entry, None) when it is proven the app's
+    runner: a shell whose command or script names the app and loops (`while true; do gunicorn ...; done`,
+    under nohup or cron), that runs in the app directory (or names it) and whose children are all masters
+    of the app (`master_pids`). A loop of the app that also runs anything else -> (None, conflict entry):
+    it is never stopped. No such loop (PID 1, an interactive shell, a process manager) -> (None, None)."""
     try:
-        proc = psutil.Process(pid)
-        cmd = ' '.join(proc.cmdline())
-        cwd = proc.cwd()
+        parent = psutil.Process(master_pid).parent()
+        if parent is None or parent.pid == 1 or parent.name() not in process.SHELLS:
+            return None, None
+        argv, cwd, created = parent.cmdline(), parent.cwd(), parent.create_time()
+        children = parent.children()
     except Exception:  # gone, or not ours to read
-        return None
+        return None, None
+    text = ' '.join(argv) + '\n' + _shell_script(argv, cwd)
     names = [app] + sorted(process.app_module_names(app))
-    if not any(name in cmd for name in names) or not is_within(cwd, chdir) or not processes.alive(psutil, proc):
-        return None
-    return {'pid': pid, 'cmdline': cmd, 'cwd': cwd, 'kind': 'runner_loop', 'create_time': proc.create_time()}
+    in_app_dir = is_within(cwd, chdir) or chdir in text or os.path.realpath(chdir) in text
+    if not any(n in text for n in names) or not any(w in text for w in LOOP_WORDS) or not in_app_dir:
+        return None, None
+    entry = {'pid': parent.pid, 'cmdline': ' '.join(argv), 'cwd': cwd, 'kind': 'runner_loop', 'create_time': created}
+    others = [c for c in children if c.pid not in master_pids]
+    if others:
+        return None, dict(entry, reason='shell loop that restarts the app\'s master %d also runs %s: stabilize never '
+                          'stops a shell that runs anything besides the app; stop that loop yourself' % (
+                              master_pid, ', '.join('%d (%s)' % (c.pid, _cmdline(psutil, c.pid)[:60]) for c in others)))
+    return entry, None
 
 
 def is_process_manager(psutil, runner):

@@ -307,3 +307,44 @@ def strays_collections():
 ])
 def test_python_target_is_what_the_interpreter_runs(argv, expected):
     assert process.python_target(argv)[:2] == expected
+
+
+def wait_child(proc):
+    deadline = time.time() + 10
+    while not [c for c in psutil.Process(proc.pid).children() if "gunicorn" in " ".join(c.cmdline())]:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    master = next(c for c in psutil.Process(proc.pid).children() if "gunicorn" in " ".join(c.cmdline()))
+    settle(master)
+    return master
+
+
+def test_a_loop_in_a_script_file_is_proven_by_the_scripts_text(tmp_path, procs):
+    app = checkout(tmp_path / "app")
+    (app / "keepalive.sh").write_text('while true; do "%s" -m gunicorn %s -b 127.0.0.1:1; sleep 1; done\n' % (
+        sys.executable, APP))
+    loop = procs(["bash", "keepalive.sh"], app)
+    master = wait_child(loop)
+    chosen = {e["pid"]: e for e in strays.choose(psutil, APP, str(app))["stop"]}
+    assert loop.pid in chosen and master.pid in chosen and "shell loop" in chosen[loop.pid]["reason"]
+
+
+def test_a_loop_that_also_runs_something_else_is_never_stopped_but_named(tmp_path, procs):
+    app = checkout(tmp_path / "app")
+    loop = procs(["bash", "-c", 'sleep 120 & while true; do "$0" -m gunicorn AgentLocator.main:app -b 127.0.0.1:1; '
+                  'sleep 1; done', sys.executable], app)
+    wait_child(loop)
+    found = strays.choose(psutil, APP, str(app))
+    assert loop.pid not in [e["pid"] for e in found["stop"]]
+    conflict = next(c for c in found["conflicts"] if c["pid"] == loop.pid)
+    assert "also runs" in conflict["reason"] and "sleep 120" in conflict["reason"]
+
+
+def test_a_shell_that_does_not_loop_or_name_the_app_is_no_runner(tmp_path, procs):
+    app = checkout(tmp_path / "app")
+    # An interactive-like shell that started the app once: the master is a stray, the shell is left alone.
+    once = procs(["bash", "-c", '"$0" -m gunicorn AgentLocator.main:app -b 127.0.0.1:1; echo done', sys.executable], app)
+    master = wait_child(once)
+    found = strays.choose(psutil, APP, str(app))
+    chosen = [e["pid"] for e in found["stop"]]
+    assert master.pid in chosen and once.pid not in chosen and not found["conflicts"]
