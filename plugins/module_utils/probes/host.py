@@ -149,7 +149,7 @@ class Task(object):
 
 # What each expensive probe is needed for (the single-layer modules ask for one layer).
 NEEDED_BY = {
-    'listen': ('listen', 'boot'),
+    'listen': ('listen', 'healthz', 'boot'),
     'healthz': ('healthz', 'boot', 'eventlet', 'voice'),
     'boot': ('boot', 'eventlet'),
     'system': ('system',),
@@ -184,9 +184,7 @@ def probe_host(psutil, params, layers=None):
     def wait(task, layer):
         return task.result(deadline, layer, late) if task is not None else None
 
-    t_listen = start('listen', 'listen', listen.collect, psutil, port, procs)
-    t_healthz = start('healthz', 'healthz', healthz.collect, port, p['healthz_path'], context['wait'],
-                      context['wait_reason'], healthz.TIMEOUT, deadline)
+    t_listen = start('listen', 'listen', listen.collect, psutil, port, procs, facts['log'])
     ident = context['identity']
     t_dry = start('boot', 'dry_import', boot.run_dry_import, p['python'], p['chdir'], p['app'], p['healthz_path'],
                   context['env'], p['boot_timeout'], psutil, ident=ident) if p['dry_import'] else None
@@ -194,12 +192,16 @@ def probe_host(psutil, params, layers=None):
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
     t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
                      [m['pid'] for m in procs['masters']])
+    # Before /healthz: an app bound to a unix socket behind a front door on $PORT is sampled over its socket too.
+    facts['listen'] = wait(t_listen, 'listen')
+    t_healthz = start('healthz', 'healthz', healthz.collect, port, p['healthz_path'], context['wait'],
+                      context['wait_reason'], healthz.TIMEOUT, deadline, listen.backend_socket(facts['listen']))
     facts['healthz'] = wait(t_healthz, 'healthz')
     stable = all(s['status'] == 200 for s in facts['healthz']['samples']) if facts['healthz'] else None
     context.update(healthz=facts['healthz'], stable=stable)
     # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
     t_voice = start('voice', 'voice', voice.collect, context) if p['voice_checks'] else None
-    facts['listen'], facts['system'] = wait(t_listen, 'listen'), wait(t_system, 'system')
+    facts['system'] = wait(t_system, 'system')
     dry = wait(t_dry, 'boot')
     if dry is not None:
         _check_app_spec(p, dry)

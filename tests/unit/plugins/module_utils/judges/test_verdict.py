@@ -27,7 +27,7 @@ SCHEMA = json.loads((DOCS / "report.schema.json").read_text())
 LADDER = ["port", "process", "listen", "healthz", "boot", "system", "eventlet", "voice", "external"]
 # The contract's "Stable cause ids" (ids may be added; none is renamed or removed).
 STABLE_IDS = """
-port_unset, port_invalid, wrong_port, bind_loopback_only, not_listening,
+port_unset, port_invalid, wrong_port, bind_loopback_only, not_listening, proxy_backend_down, front_door_down,
 multiple_runners, periodic_sigterm, stray_processes,
 healthz_missing, healthz_error, healthz_flapping,
 boot_exception, slow_boot, dev_server_at_import, worker_timeout,
