@@ -313,11 +313,12 @@ def scan_log(lines):
 
 
 def format_command(python, app, port_expr, worker_class='sync', workers=1, timeout=60,
-                   keepalive=30, extra=None, bind=None):
+                   keepalive=30, extra=None, bind=None, config=None):
     """The runbook's one canonical command line (section 1.3 / 4.2), as a shell string. `bind`: the service's own
-    bind when it is not $PORT (a unix socket behind a reverse proxy that holds $PORT keeps its socket)."""
-    argv = [python, '-m', 'gunicorn', app, '-k', worker_class, '-w', str(workers),
-            '-b', bind or '0.0.0.0:%s' % port_expr, '--timeout', str(timeout), '--keep-alive', str(keepalive),
+    bind when it is not $PORT (a unix socket behind a reverse proxy that holds $PORT keeps its socket); `config`:
+    the config file it keeps (-c FILE; the command line overrides only what it sets)."""
+    argv = [python, '-m', 'gunicorn', app, '-k', worker_class, '-w', str(workers)] + (['-c', config] if config else [])
+    argv += ['-b', bind or '0.0.0.0:%s' % port_expr, '--timeout', str(timeout), '--keep-alive', str(keepalive),
             '--log-level', 'debug', '--capture-output', '--access-logfile', '-', '--error-logfile', '-']
     argv.extend(extra or [])
     return ' '.join(a if a.startswith('0.0.0.0:$') else shlex.quote(a) for a in argv)
