@@ -125,7 +125,7 @@ def _override(overrides, current, key, now, why):
         overrides.append({'setting': key, 'was': settings.get(key), 'source': source, 'now': now, 'why': why})
 
 
-def runner_shape(current, want, workers=1, timeout=0):
+def runner_shape(current, want, workers=1, timeout=0, port=None):
     """What the canonical command keeps of the running service and what it overrides (issue 13 point 7).
 
     current: service_info's current_settings (None: nothing runs, the plain canonical command). -> dict(config:
@@ -153,7 +153,7 @@ def runner_shape(current, want, workers=1, timeout=0):
     if sockets:
         shape.update(bind=sockets[0], behind_proxy=True)
     else:
-        _override(shape['overrides'], current, 'bind', ['0.0.0.0:$PORT'], 'the platform routes to $PORT')
+        _override(shape['overrides'], current, 'bind', ['0.0.0.0:%s' % port], 'the platform routes to $PORT')
     runbook_timeout, keepalive = RUNBOOK_TIMEOUTS.get(want, (60, 30))
     _override(shape['overrides'], current, 'worker_class', want, 'the worker class stabilize runs')
     _override(shape['overrides'], current, 'workers', to_int(workers) or 1, 'doctor_workers')
@@ -228,7 +228,7 @@ def decide(inputs, before, service=None, memory=None):
         log_paths=paths, log_patterns=patterns)
     plan['try_eventlet'] = want == 'eventlet' and plan['base'] == 'sync' and not remembered
     plan['shape'] = runner_shape(service.get('current_settings'), plan['base'], inputs.get('workers'),
-                                 inputs.get('timeout'))
+                                 inputs.get('timeout'), port)
     plan['refused'] = plan['shape']['refused']
     plan['message'] = say_plan(plan)
     return plan

@@ -237,7 +237,8 @@ def test_a_config_file_is_kept_and_each_setting_the_command_line_overrides_is_li
     overridden = dict((o['setting'], (o['was'], o['now'], o['source'])) for o in shape['overrides'])
     assert overridden['workers'] == (3, 1, 'config file /srv/app/gunicorn.conf.py:3')
     assert overridden['timeout'][:2] == (90, 60) and overridden['loglevel'][:2] == ('info', 'debug')
-    assert 'bind' in overridden and 'worker_class' not in overridden   # sync by default, as wanted
+    # bind follows PORT (8123, the plan's port) and sync is gunicorn's default: neither is overridden.
+    assert 'bind' not in overridden and 'worker_class' not in overridden
     assert 'keeps -c /srv/app/gunicorn.conf.py' in plan['message'] and 'overrides workers (config file' in plan['message']
     record = stabilize.summarize(plan, 'web1', False)
     assert record['record']['shape'] == shape
@@ -246,11 +247,13 @@ def test_a_config_file_is_kept_and_each_setting_the_command_line_overrides_is_li
 
 
 def test_gunicorn_cmd_args_are_overridden_only_where_they_differ():
-    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--workers 1 --timeout 45 -b 0.0.0.0:8123'}, '/srv/app', {})
+    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--workers 1 --timeout 45 -b 0.0.0.0:8000'}, '/srv/app', {})
     shape = decided(service={'current_settings': current})['shape']
     assert shape['cmd_args'] is True and shape['config'] is None
-    assert [(o['setting'], o['source']) for o in shape['overrides']] == [('bind', 'GUNICORN_CMD_ARGS'),
-                                                                       ('timeout', 'GUNICORN_CMD_ARGS')]
+    assert [(o['setting'], o['source'], o['was']) for o in shape['overrides']] == [
+        ('bind', 'GUNICORN_CMD_ARGS', ['0.0.0.0:8000']), ('timeout', 'GUNICORN_CMD_ARGS', 45)]
+    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '-b 0.0.0.0:8123 --timeout 60'}, '/srv/app', {})
+    assert decided(service={'current_settings': current})['shape']['overrides'] == []
 
 
 def test_a_unix_socket_bind_behind_a_proxy_is_kept():
