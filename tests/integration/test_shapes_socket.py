@@ -9,7 +9,7 @@ import socket
 import psutil
 import pytest
 
-from doctor_run import cause, cause_ids, diagnose, layer, make_app
+from doctor_run import PYTHON, cause, cause_ids, diagnose, layer, make_app
 from test_stabilize import wait_for
 from tls_proxy import NginxUnixProxy
 
@@ -119,3 +119,71 @@ def test_the_backend_killed_behind_nginx_is_named_and_port_stays_with_the_proxy(
     for c in report["causes"]:
         assert "0.0.0.0:$PORT" not in c["remedy"] and "0.0.0.0:%d" % port not in c["remedy"], c
     assert "not the app" not in out
+
+
+# --- stabilize keeps the shape (issue 13 point 7) ---------------------------------------------------------------
+from test_stabilize import Host, assert_idempotent, recap, stabilize, stabilize_report, stable_200  # noqa: E402
+from gunicorn_service import free_port  # noqa: E402
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = Host(tmp_path)
+    try:
+        yield h
+    finally:
+        h.cleanup()
+
+
+def test_stabilize_keeps_the_config_file_and_lists_what_it_overrode(host, tmp_path):
+    """A service started by hand with -c gunicorn.conf.py whose bind is hard-coded to another port: the canonical
+    command keeps -c, overrides the bind (and the workers, the timeout) and the report lists each override."""
+    wrong = free_port()
+    conf = host.app_dir / "gunicorn.conf.py"
+    conf.write_text('bind = "0.0.0.0:%d"\nworkers = 2\ntimeout = 90\n' % wrong)
+    host.spawn([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-c", "gunicorn.conf.py", "--no-control-socket"],
+               host.app_dir, env={"PORT": str(host.port)})
+    wait_for(lambda: status_through(wrong) == 200, 30, "the config-file service")
+
+    stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+    stable_200(host.port)
+    cmdline = psutil.Process(host.service_pid()).cmdline()
+    assert cmdline[cmdline.index("-c") + 1] == str(conf) and "0.0.0.0:%d" % host.port in cmdline
+    assert conf.read_text().startswith('bind = "0.0.0.0:%d"' % wrong)     # the user's file is untouched
+    report = stabilize_report(tmp_path)
+    assert report["result"] == "stabilized" and report["shape"]["config"] == str(conf)
+    overridden = {o["setting"]: o for o in report["shape"]["overrides"]}
+    assert set(overridden) == {"bind", "workers", "timeout"}
+    assert overridden["workers"]["source"] == "config file %s:2" % conf and overridden["workers"]["now"] == 1
+
+    again = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+    assert_idempotent(again)
+
+
+def test_stabilize_keeps_the_socket_behind_nginx_and_verifies_through_it(host, tmp_path):
+    sock = tmp_path / "run-app" / "app.sock"
+    sock.parent.mkdir()
+    host.spawn([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "unix:%s" % sock, "--no-control-socket"],
+               host.app_dir, env={"PORT": str(host.port)})
+    wait_for(lambda: status_over(sock) == 200, 30, "the socket service")
+    proxy = NginxUnixProxy(tmp_path / "nginx", host.port, sock)
+    try:
+        proxy.start()
+        wait_for(lambda: status_through(host.port) == 200, 15, "/healthz through nginx")
+
+        out = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+        assert recap(out)["failed"] == 0
+        master = host.service_pid()
+        assert "unix:%s" % sock in psutil.Process(master).cmdline()
+        assert "0.0.0.0:" not in " ".join(psutil.Process(master).cmdline())
+        assert status_over(sock) == 200 and status_through(host.port) == 200
+        assert proxy.proc.poll() is None                                  # nginx keeps $PORT
+        report = stabilize_report(tmp_path)
+        assert report["result"] == "stabilized" and report["verified"]["listen"] == "unix:%s" % sock
+        assert report["shape"]["behind_proxy"] and report["shape"]["bind"] == "unix:%s" % sock
+
+        again = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+        assert_idempotent(again)
+        assert host.service_pid() == master
+    finally:
+        proxy.stop()

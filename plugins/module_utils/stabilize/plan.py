@@ -142,7 +142,8 @@ def runner_shape(current, want, workers=1, timeout=0, port=None):
     elif 'bind' in computed:
         shape['refused'] = ('%s computes bind in a way that cannot be known without running it: set it literally (or '
                             'from PORT) so stabilize can tell which bind to keep' % current.get('config_file'))
-    elif settings.get('daemon'):
+    elif settings.get('daemon') and current['sources'].get('daemon') not in ('command line', 'default'):
+        # A --daemon on the command line goes with the command stabilize replaces (its standalone runner's own).
         shape['refused'] = ('daemon = True is set by %s: gunicorn has no option to turn it off on the command line, '
                             'and a daemonized master escapes its runner - remove it there' % current['sources'].get('daemon'))
     if shape['refused']:

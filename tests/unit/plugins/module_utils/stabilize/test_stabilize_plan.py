@@ -277,6 +277,11 @@ def test_a_shape_that_cannot_be_kept_is_refused_and_nothing_changes(conf, says):
     assert done['fail'].startswith('not stabilized, nothing changed') and says in done['fail']
 
 
+def test_a_daemon_flag_of_the_command_being_replaced_is_no_refusal():
+    current = current_of(GUNICORN + ['--daemon', '--pid', '/var/lib/gd/app/run/gunicorn.pid'], {}, '/srv/app', {})
+    assert decided(service={'current_settings': current})['refused'] is None
+
+
 def test_an_unreadable_config_file_is_refused():
     current = current_of(GUNICORN + ['-c', '/etc/app/gunicorn.conf.py'], {}, '/srv/app', {})
     assert 'cannot all be read' in decided(service={'current_settings': current})['refused']
