@@ -59,16 +59,8 @@ def judge_behind_door(facts, layer, h, summary):
         summary, h['url'], shared.describe_door(door) if door else 'on $PORT'))
     layer.check('stable 200 over the socket', 'pass' if back_ok else 'fail', '%s at %s' % (
         back_summary, h['backend']['url']))
-    if back_ok and not door_ok and door and shared.door_serves_app(facts):
-        bad = next(s for s in h['samples'] if s['status'] != 200)
-        layer.cause('proxy_backend_down', [
-            'GET %s through the front door %s -> %s body %r' % (h['url'], shared.describe_door(door),
-                                                                  bad['status'] or bad['error'], bad['body'][:120]),
-            'GET %s -> %s' % (h['backend']['url'], back_summary)],
-            proxy=shared.describe_door(door), socket=h['backend']['socket'],
-            extra='The app answers on its socket but the front door does not reach it: check its upstream '
-            '(proxy_pass / server unix:%s) and its error log.' % h['backend']['socket'])
-    elif not back_ok and any(p['app'] for p in shared.unix_shape(facts)):
+    # A front door that fails while the socket answers is named by the listen layer (proxy_backend_down).
+    if not back_ok and any(p['app'] for p in shared.unix_shape(facts)):
         # The app accepts on its socket but does not answer well there: its own causes (the listen layer names
         # a socket nothing accepts on).
         _app_causes(facts, layer, back, h['backend']['url'], back_summary)

@@ -94,7 +94,8 @@ def judge_unix(facts, layer):
     if accepting and door:
         layer.check('listening on $PORT', 'pass', 'the front door %s holds $PORT; %s' % (
             shared.describe_door(door), '; '.join(states)))
-        _check_door_config(facts, door, accepting, layer)
+        if _check_door_config(facts, door, accepting, layer):
+            _check_door_answers(facts, door, accepting[0]['path'], layer)
         return
     if accepting:
         layer.check('listening on $PORT', 'fail', 'nothing listens on %d; %s' % (port, '; '.join(states)))
@@ -116,17 +117,36 @@ def judge_unix(facts, layer):
         extra='Nothing of the app accepts on unix:%s, so the front door has no backend (it answers 502).' % paths[0]['path'])
 
 
+def _check_door_answers(facts, door, path, layer):
+    """The socket answers /healthz but the front door does not: the proxy does not reach the app."""
+    h = facts.get('healthz') or {}
+    back = (h.get('backend') or {}).get('samples') or []
+    bad = [s for s in h.get('samples') or [] if s['status'] != 200]
+    if not back or not bad or any(s['status'] != 200 for s in back):
+        return
+    layer.cause('proxy_backend_down', [
+        'GET %s through the front door %s -> %s body %r' % (h['url'], shared.describe_door(door),
+                                                              bad[0]['status'] or bad[0]['error'], bad[0]['body'][:120]),
+        'GET %s -> 200' % h['backend']['url']], proxy=shared.describe_door(door), socket=path,
+        extra='The app answers on its socket but the front door does not reach it: check its upstream '
+        '(proxy_pass / server unix:%s) and its error log.' % path)
+
+
 def _check_door_config(facts, door, accepting, layer):
-    """Whether the front door's config forwards to the socket the app accepts on (a note when unreadable)."""
+    """Whether the front door's config forwards to the socket the app accepts on (a note when unreadable).
+    -> False when it forwards elsewhere (then that is the cause)."""
     if not door.get('config'):
         layer.check('front door forwards to the socket', 'pass', 'note: %s has no config file we know of: '
                     'the sampling through it tells' % door['name'])
+        return True
     elif door.get('config_error') or not door.get('config_files'):
         layer.check('front door forwards to the socket', 'pass', 'note: its config could not be read (%s): the '
                     'sampling through it tells' % (door.get('config_error') or door['config']))
+        return True
     elif shared.door_serves_app(facts):
         layer.check('front door forwards to the socket', 'pass', '%s (%d file%s read) forwards to unix:%s' % (
             door['config'], door['config_files'], '' if door['config_files'] == 1 else 's', accepting[0]['path']))
+        return True
     else:
         detail = '%s names %s, not the app\'s socket unix:%s' % (
             door['config'], ', '.join('unix:' + p for p in door['unix_upstreams']) or 'no unix socket',
@@ -135,3 +155,4 @@ def _check_door_config(facts, door, accepting, layer):
         layer.cause('proxy_backend_down', [detail] + _answers(facts), proxy=shared.describe_door(door),
                     socket=accepting[0]['path'], extra='The front door forwards elsewhere: point its upstream '
                     '(proxy_pass / server) at unix:%s and reload it.' % accepting[0]['path'])
+        return False
