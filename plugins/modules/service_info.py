@@ -144,6 +144,10 @@ env_file_port:
   description: The raw C(PORT) value of I(env_file), or null when it has none.
   returned: always
   type: str
+env_file_cmd_args:
+  description: Whether I(env_file) sets C(GUNICORN_CMD_ARGS) (the runner then keeps it).
+  returned: always
+  type: bool
 supervisorctl:
   description: supervisorctl found for the running supervisord.
   returned: always
@@ -313,6 +317,7 @@ def main():
                   state='UNKNOWN', worker_class=oldest['settings']['worker_class'] if oldest else None)
     env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else {}
     result['env_file_port'] = env.get('PORT')
+    result['env_file_cmd_args'] = 'GUNICORN_CMD_ARGS' in env
     manager = found['manager']
     if manager == 'supervisord' and not found['supervisorctl']:
         module.fail_json(msg='supervisord is the service manager but no supervisorctl was found: set doctor_supervisorctl',

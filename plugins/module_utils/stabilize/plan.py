@@ -125,7 +125,23 @@ def _override(overrides, current, key, now, why):
         overrides.append({'setting': key, 'was': settings.get(key), 'source': source, 'now': now, 'why': why})
 
 
-def runner_shape(current, want, workers=1, timeout=0, port=None):
+# Runners whose environment stabilize keeps when it takes them over (carry_env). Its own standalone runner gives
+# the master only runner.env and the env file (env_file_cmd_args).
+KEEPS_ENVIRONMENT = ('systemd', 'supervisord')
+
+
+def dropped_cmd_args(current, service):
+    """Why GUNICORN_CMD_ARGS would be lost: set in a master started by hand (no runner whose environment stabilize
+    keeps) and not in the env file the new runner reads. None when it is kept (or not set)."""
+    if not current.get('cmd_args') or service.get('env_file_cmd_args') or \
+            service.get('current_runner') in KEEPS_ENVIRONMENT:
+        return None
+    return ('GUNICORN_CMD_ARGS is set in the environment of the running master (started by %s), which the new runner '
+            'does not inherit: put it in doctor_env_file (the runner reads it) or its settings in a config file'
+            % (service.get('current_runner') or 'an unknown runner'))
+
+
+def runner_shape(current, want, workers=1, timeout=0, port=None, service=None):
     """What the canonical command keeps of the running service and what it overrides (issue 13 point 7).
 
     current: service_info's current_settings (None: nothing runs, the plain canonical command). -> dict(config:
@@ -142,6 +158,8 @@ def runner_shape(current, want, workers=1, timeout=0, port=None):
     elif 'bind' in computed:
         shape['refused'] = ('%s computes bind in a way that cannot be known without running it: set it literally (or '
                             'from PORT) so stabilize can tell which bind to keep' % current.get('config_file'))
+    elif dropped_cmd_args(current, service or {}):
+        shape['refused'] = dropped_cmd_args(current, service or {})
     elif settings.get('daemon') and current['sources'].get('daemon') not in ('command line', 'default'):
         # A --daemon on the command line goes with the command stabilize replaces (its standalone runner's own).
         shape['refused'] = ('daemon = True is set by %s: gunicorn has no option to turn it off on the command line, '
@@ -229,7 +247,7 @@ def decide(inputs, before, service=None, memory=None):
         log_paths=paths, log_patterns=patterns)
     plan['try_eventlet'] = want == 'eventlet' and plan['base'] == 'sync' and not remembered
     plan['shape'] = runner_shape(service.get('current_settings'), plan['base'], inputs.get('workers'),
-                                 inputs.get('timeout'), port)
+                                 inputs.get('timeout'), port, service)
     plan['refused'] = plan['shape']['refused']
     plan['message'] = say_plan(plan)
     return plan

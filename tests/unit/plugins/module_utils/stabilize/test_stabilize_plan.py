@@ -248,12 +248,13 @@ def test_a_config_file_is_kept_and_each_setting_the_command_line_overrides_is_li
 
 def test_gunicorn_cmd_args_are_overridden_only_where_they_differ():
     current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--workers 1 --timeout 45 -b 0.0.0.0:8000'}, '/srv/app', {})
-    shape = decided(service={'current_settings': current})['shape']
+    # A unit's Environment=GUNICORN_CMD_ARGS=...: the takeover carries it.
+    shape = decided(service={'current_settings': current, 'current_runner': 'systemd'})['shape']
     assert shape['cmd_args'] is True and shape['config'] is None
     assert [(o['setting'], o['source'], o['was']) for o in shape['overrides']] == [
         ('bind', 'GUNICORN_CMD_ARGS', ['0.0.0.0:8000']), ('timeout', 'GUNICORN_CMD_ARGS', 45)]
     current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '-b 0.0.0.0:8123 --timeout 60'}, '/srv/app', {})
-    assert decided(service={'current_settings': current})['shape']['overrides'] == []
+    assert decided(service={'current_settings': current, 'env_file_cmd_args': True})['shape']['overrides'] == []
 
 
 def test_a_unix_socket_bind_behind_a_proxy_is_kept():
@@ -275,6 +276,17 @@ def test_a_shape_that_cannot_be_kept_is_refused_and_nothing_changes(conf, says):
     done = stabilize.summarize(plan, 'web1', False)
     assert done['result'] == 'refused' and done['record']['actions'] == []
     assert done['fail'].startswith('not stabilized, nothing changed') and says in done['fail']
+
+
+def test_gunicorn_cmd_args_the_new_runner_would_not_inherit_are_refused_not_dropped():
+    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--threads 4'}, '/srv/app', {})
+    by_hand = decided(service={'current_settings': current, 'current_runner': 'shell'})
+    assert 'GUNICORN_CMD_ARGS is set in the environment of the running master (started by shell)' in by_hand['refused']
+    assert decided(service={'current_settings': current, 'current_runner': 'shell',
+                            'env_file_cmd_args': True})['refused'] is None
+    assert decided(service={'current_settings': current, 'current_runner': 'systemd'})['refused'] is None
+    assert 'started by standalone' in decided(service={'current_settings': current,
+                                                       'current_runner': 'standalone'})['refused']
 
 
 def test_a_daemon_flag_of_the_command_being_replaced_is_no_refusal():
