@@ -132,10 +132,22 @@ current_runner:
   description: Kind of runner of the app's oldest master (C(supervisord), C(systemd), C(standalone), C(detached), ...), or null.
   returned: always
   type: str
+current_settings:
+  description:
+    - The effective settings of the master the service runs, for those stabilize's command keeps or overrides
+      (C(settings), each with its C(sources) - C(command line), C(GUNICORN_CMD_ARGS), C(config file PATH:LINE),
+      C(default)), the C(config_file) gunicorn loads, the settings it C(computed) and cannot know, C(problems),
+      and whether C(GUNICORN_CMD_ARGS) is set (C(cmd_args)). Null when no master runs.
+  returned: always
+  type: dict
 env_file_port:
   description: The raw C(PORT) value of I(env_file), or null when it has none.
   returned: always
   type: str
+env_file_cmd_args:
+  description: Whether I(env_file) sets C(GUNICORN_CMD_ARGS) (the runner then keeps it).
+  returned: always
+  type: bool
 supervisorctl:
   description: supervisorctl found for the running supervisord.
   returned: always
@@ -178,8 +190,8 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, service_user
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read, service_user
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_control
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
@@ -244,6 +256,37 @@ def check_access(module, run_as, p, manager):
                              'doctor_python / doctor_service_user' % (run_as['user'], run_as['source'], what, path))
 
 
+# What stabilize's canonical command must keep or override (plan.runner_shape); raw_env is left out (secrets).
+SHAPE_SETTINGS = ('bind', 'worker_class', 'workers', 'timeout', 'keepalive', 'daemon', 'loglevel', 'capture_output',
+                  'error_logfile', 'access_logfile')
+
+
+def current_settings(psutil, master):
+    """The effective settings of the master the service runs (its argv, GUNICORN_CMD_ARGS, its config file), for
+    the settings stabilize's command touches -> dict(settings, sources, config_file, computed, problems,
+    cmd_args); None when no master runs."""
+    if master is None:
+        return None
+    try:
+        argv = psutil.Process(master['pid']).cmdline()
+    except Exception:  # gone in between
+        return None
+    environ = service_env.read_proc_environ(master['pid']) or {}
+
+    def read(path):
+        found = safe_read.read_text(path, safe_read.SOURCE_MAX, follow=True)
+        if found.data is None:
+            raise OSError(found.error)
+        return found.data
+
+    found = gunicorn_settings.effective(argv, environ, master['cwd'] or '/', read)
+    return {'settings': dict((k, found['settings'].get(k)) for k in SHAPE_SETTINGS),
+            'sources': dict((k, found['sources'].get(k)) for k in SHAPE_SETTINGS),
+            'computed': sorted(k for k in found['computed'] if k in SHAPE_SETTINGS + ('raw_env',)),
+            'config_file': found['config_file'], 'problems': found['problems'],
+            'cmd_args': 'GUNICORN_CMD_ARGS' in environ}
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -278,6 +321,7 @@ def main():
                   state='UNKNOWN', worker_class=oldest['settings']['worker_class'] if oldest else None)
     env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else {}
     result['env_file_port'] = env.get('PORT')
+    result['env_file_cmd_args'] = 'GUNICORN_CMD_ARGS' in env
     manager = found['manager']
     if manager == 'supervisord' and not found['supervisorctl']:
         module.fail_json(msg='supervisord is the service manager but no supervisorctl was found: set doctor_supervisorctl',
@@ -308,6 +352,8 @@ def main():
                 result['worker_class'] = gunicorn.parse_cmdline(psutil.Process(status['pid']).cmdline())['worker_class']
             except Exception:  # gone in between
                 pass
+    current = next((m for m in masters if m['pid'] == status['pid']), None) or oldest
+    result['current_settings'] = current_settings(psutil, current)
     result['run_as'], result['found_user'], result['runner_file'] = decide_user(module, psutil, p, found, status['pid'],
                                                                                 masters)
     module.exit_json(**result)

@@ -56,6 +56,11 @@ options:
   worker_class:
     description: The worker class the master must run, when given.
     type: str
+  socket:
+    description:
+      - The unix socket the app is bound to (C(-b unix:PATH)) behind a reverse proxy that holds I(port) - the
+        master must accept on it, and C(/healthz) must answer 200 both over it and through the proxy on I(port).
+    type: path
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
@@ -84,7 +89,7 @@ workers:
   type: list
   elements: int
 listen:
-  description: Where the master listens on the port.
+  description: Where the master listens on the port, or its unix socket behind the proxy on the port.
   returned: success
   type: str
   sample: 0.0.0.0:8123
@@ -136,6 +141,7 @@ def main():
             timeout=dict(type='float', default=60),
             log_files=dict(type='list', elements='path', default=[]),
             worker_class=dict(type='str'),
+            socket=dict(type='path'),
         ),
         supports_check_mode=True,
     )

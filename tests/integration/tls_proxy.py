@@ -217,3 +217,49 @@ class NginxTLSProxy:
             except psutil.NoSuchProcess:
                 pass
         stop_popen(self.proc, self.children, grace)
+
+
+PLAIN_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user {user} {group};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    upstream app {{ server unix:{socket} fail_timeout=0; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+{upgrade}            proxy_set_header Host $http_host;
+            proxy_connect_timeout 3s;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+
+class NginxUnixProxy(NginxTLSProxy):
+    """nginx on plain http 127.0.0.1:port in front of gunicorn bound to unix:socket (the usual deployment)."""
+
+    def __init__(self, prefix, port, socket_path):
+        NginxTLSProxy.__init__(self, prefix, None, port, None)
+        self.socket_path = str(socket_path)
+
+    def url(self, host="127.0.0.1"):
+        return "http://%s:%d" % (host, self.port)
+
+    def config(self):
+        return PLAIN_CONF.format(prefix=self.prefix, port=self.port, socket=self.socket_path, upgrade=UPGRADE,
+                                 user=pwd.getpwuid(os.geteuid()).pw_name, group=grp.getgrgid(os.getegid()).gr_name)

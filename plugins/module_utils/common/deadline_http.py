@@ -9,7 +9,7 @@ Here every exchange has one Deadline. `BoundedSocket` sets the socket timeout to
 before each read and write and refuses to read more than a byte budget (the status line and headers
 first, then the body or the frames); `request` is one HTTP/1.1 exchange over it (http.client parses);
 `connect` opens the TCP (and TLS) connection within the deadline, for WebSocket clients that take a
-ready socket. `Watchdog` shuts down the sockets of a library that opens its own (requests) when the
+ready socket. `request(..., unix=PATH)` has the same exchange over a unix socket (gunicorn bound to `unix:PATH`). `Watchdog` shuts down the sockets of a library that opens its own (requests) when the
 deadline passes. Nothing here retries; errors are OSError subclasses with a one-line message.
 """
 
@@ -164,27 +164,49 @@ class _Reader(io.RawIOBase):
 
 
 class _Connection(HTTPConnection):
-    """http.client over a BoundedSocket: the connect within the deadline, every read and write within it."""
+    """http.client over a BoundedSocket: the connect within the deadline, every read and write within it.
+    With `unix`, the connection goes to that unix socket (host is then only the Host header)."""
 
-    def __init__(self, host, port, deadline):
+    def __init__(self, host, port, deadline, unix=None):
         HTTPConnection.__init__(self, host, port, timeout=max(deadline.remaining(), 0.001))
         self.deadline = deadline
         self.bounded = None
+        self.unix = unix
 
     def connect(self):
         self.timeout = self.deadline.left('connecting')
-        HTTPConnection.connect(self)
+        if self.unix is None:
+            HTTPConnection.connect(self)
+        else:
+            self.sock = connect_unix(self.unix, self.deadline)
         self.sock = self.bounded = BoundedSocket(self.sock, self.deadline)
 
 
-def request(host, port, method, path, headers=None, body=None, timeout=3.0, body_max=64 << 10, within=None):
+def connect_unix(path, deadline):
+    """A connection to the unix stream socket at `path` within the deadline (a full backlog blocks a connect)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(deadline.left('connecting'))
+        sock.connect(path)
+    except socket.timeout:
+        sock.close()
+        raise OutOfTime('%s (connecting to %s)' % (deadline.why, path))
+    except Exception:
+        sock.close()
+        raise
+    return sock
+
+
+def request(host, port, method, path, headers=None, body=None, timeout=3.0, body_max=64 << 10, within=None,
+            unix=None):
     """One HTTP/1.1 exchange (Connection: close) within `timeout` seconds in all: connect, request, status line,
     at most HEADER_MAX bytes of headers (http.client also stops at 100 header lines), and at most `body_max`
     bytes of body. -> dict(status, reason, headers: {lower-case name: value}, body: bytes, seconds).
+    With `unix` (a socket path) the exchange goes over that unix socket; `host` is then the Host header.
     Raises OutOfTime, TooLarge, socket errors (refused, reset) and http.client.HTTPException (not HTTP)."""
     started = time.monotonic()
     deadline = Deadline(timeout, within)
-    conn = _Connection(host, port, deadline)
+    conn = _Connection(host, port, deadline, unix=unix)
     try:
         conn.request(method, path, body=body, headers=dict({'Connection': 'close'}, **(headers or {})))
         response = conn.getresponse()

@@ -197,6 +197,18 @@ def parse_bind(spec):
     return {'family': family, 'host': host or '0.0.0.0', 'port': int(port)}
 
 
+def binds_of(master):
+    """The binds a running master serves. The one place that says where they come from: today the master's argv
+    (process facts' `settings`, parsed by parse_cmdline; gunicorn's default when the argv has none)."""
+    return list((master.get('settings') or {}).get('bind') or [])
+
+
+def unix_path(spec):
+    """`unix:/run/app/app.sock` -> '/run/app/app.sock'; any other bind (host:port, fd://) -> None."""
+    spec = (spec or '').strip()
+    return spec[5:] if spec.startswith('unix:') and len(spec) > 5 else None
+
+
 def split_app_spec(spec):
     """`AgentLocator.main:app` -> ('AgentLocator.main', 'app'); gunicorn's default variable is `application`."""
     module, dummy, variable = (spec or '').partition(':')
@@ -301,10 +313,12 @@ def scan_log(lines):
 
 
 def format_command(python, app, port_expr, worker_class='sync', workers=1, timeout=60,
-                   keepalive=30, extra=None):
-    """The runbook's one canonical command line (section 1.3 / 4.2), as a shell string."""
-    argv = [python, '-m', 'gunicorn', app, '-k', worker_class, '-w', str(workers),
-            '-b', '0.0.0.0:%s' % port_expr, '--timeout', str(timeout), '--keep-alive', str(keepalive),
+                   keepalive=30, extra=None, bind=None, config=None):
+    """The runbook's one canonical command line (section 1.3 / 4.2), as a shell string. `bind`: the service's own
+    bind when it is not $PORT (a unix socket behind a reverse proxy that holds $PORT keeps its socket); `config`:
+    the config file it keeps (-c FILE; the command line overrides only what it sets)."""
+    argv = [python, '-m', 'gunicorn', app, '-k', worker_class, '-w', str(workers)] + (['-c', config] if config else [])
+    argv += ['-b', bind or '0.0.0.0:%s' % port_expr, '--timeout', str(timeout), '--keep-alive', str(keepalive),
             '--log-level', 'debug', '--capture-output', '--access-logfile', '-', '--error-logfile', '-']
     argv.extend(extra or [])
     return ' '.join(a if a.startswith('0.0.0.0:$') else shlex.quote(a) for a in argv)

@@ -14,6 +14,7 @@ __metaclass__ = type
 import shlex
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import eventlet_compat, gunicorn, gunicorn_settings
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared
 
 
 def _shell_quote(value):
@@ -50,8 +51,10 @@ def _sync_command(facts):
     inputs = facts['inputs']
     ev = facts['eventlet']
     settings = ev.get('settings') or {}
+    sockets = shared.unix_shape(facts)   # behind a front door the app keeps its socket; $PORT is the proxy's
     command = gunicorn.format_command(_shell_quote(inputs['python']), inputs['app'], '$PORT', worker_class='sync',
-                                      workers=settings.get('workers') or 1)
+                                      workers=settings.get('workers') or 1,
+                                      bind='unix:%s' % sockets[0]['path'] if sockets else None)
     return 'cd %s && PORT=%s %s' % (inputs['chdir'], facts['port']['port'], command)
 
 

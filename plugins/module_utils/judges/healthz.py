@@ -28,7 +28,6 @@ def answers_in_runs(samples, most=4):
 def judge(facts, layer):
     h = facts['healthz']
     samples = h['samples']
-    statuses = [s['status'] for s in samples]
     ok = [s for s in samples if s['status'] == 200]
     summary = '%s over %.1f s (%s)' % (answers_in_runs(samples), h['elapsed'], h['wait_reason'])
     if h.get('booting'):
@@ -37,6 +36,9 @@ def judge(facts, layer):
     if ok and strangers:
         layer.check('stable 200', 'fail', '%s, but from pid %s (%s), which is not the app' % (
             summary, strangers[0]['pid'], strangers[0]['name']))
+        return
+    if h.get('backend'):
+        judge_behind_door(facts, layer, h, summary)
         return
     if shared.healthz_stable(facts):
         latency = max(s['latency_ms'] for s in samples)
@@ -51,8 +53,38 @@ def judge(facts, layer):
                     [summary])
         return
     layer.check('stable 200', 'fail', '%s at %s' % (summary, h['url']))
+    _app_causes(facts, layer, samples, h['url'], summary)
+
+
+def judge_behind_door(facts, layer, h, summary):
+    """An app on a unix socket behind a front door on $PORT: healthy when both answer a stable 200. The app's own
+    answers (over its socket) decide the app's causes; a front door that fails while the socket answers names
+    the proxy's dead backend."""
+    door = shared.front_door(facts) or {}
+    back = h['backend']['samples']
+    back_summary = answers_in_runs(back)
+    door_ok = all(s['status'] == 200 for s in h['samples'])
+    back_ok = bool(back) and all(s['status'] == 200 for s in back)
+    layer.check('stable 200', 'pass' if door_ok else 'fail', '%s at %s, through the front door %s' % (
+        summary, h['url'], shared.describe_door(door) if door else 'on $PORT'))
+    layer.check('stable 200 over the socket', 'pass' if back_ok else 'fail', '%s at %s' % (
+        back_summary, h['backend']['url']))
+    # A front door that fails while the socket answers is named by the listen layer (proxy_backend_down).
+    if not back_ok and any(p['app'] for p in shared.unix_shape(facts)):
+        # The app accepts on its socket but does not answer well there: its own causes (the listen layer names
+        # a socket nothing accepts on).
+        _app_causes(facts, layer, back, h['backend']['url'], back_summary)
+
+
+def _app_causes(facts, layer, samples, url, summary):
+    """Why the app's own /healthz answers are not a stable 200: a flap, a 404, a 5xx."""
+    statuses = [s['status'] for s in samples]
+    ok = [s for s in samples if s['status'] == 200]
+    h = {'url': url}
     if ok and len(ok) < len(samples):
         bad = next(s for s in samples if s['status'] != 200)
+        exits = [window.describe_exit(m) for m in shared.serving_master_exits(facts)]
+        restarts = window.worker_restarts(facts)
         layer.cause('healthz_flapping', ['%s answered 200, then %s after %.1f s' % (
             h['url'], bad['status'] or bad['error'], bad['at'])] + exits + restarts + [summary])
     elif 404 in statuses:

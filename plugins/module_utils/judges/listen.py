@@ -41,6 +41,9 @@ def judge(facts, layer):
         else:
             layer.check('listening on $PORT', 'pass', where)
         return
+    if shared.unix_shape(facts):
+        judge_unix(facts, layer)
+        return
     holders = ['port %d is held by pid %s (%s) on %s, not by the app' % (port, s['pid'], s['name'], s['address'])
                for s in others]
     app_elsewhere = [s for s in elsewhere if s['app_role'] == 'master'] or elsewhere
@@ -62,3 +65,105 @@ def judge(facts, layer):
     evidence += tail
     layer.check('listening on $PORT', 'fail', evidence[0])
     layer.cause('not_listening', evidence)
+
+
+def _socket_state(p):
+    """One unix socket of the app, in words a person can check with `ss -lxp` and `ls -l`."""
+    said = ' (bound there per %s)' % ', '.join(p['sources'])
+    if p['app']:
+        return 'unix:%s accepts: %s' % (p['path'], ', '.join('%s %d' % (a['app_role'], a['pid']) for a in p['app']))
+    if p['accepting']:
+        return 'unix:%s accepts, but no process of the app holds it%s' % (p['path'], said)
+    if p['file'] == 'socket':
+        return 'unix:%s is a stale socket file: nothing accepts on it (gunicorn was killed or is gone)%s' % (
+            p['path'], said)
+    if p['file'] == 'missing':
+        return 'unix:%s does not exist: nothing is bound to it%s' % (p['path'], said)
+    return 'unix:%s is %s, not a socket%s' % (p['path'], p['file'], said)
+
+
+def _answers(facts):
+    """What /healthz answered through the front door and over the socket, when it was sampled."""
+    h = facts.get('healthz') or {}
+    lines = []
+    if h.get('samples'):
+        first = h['samples'][0]
+        lines.append('GET %s -> %s' % (h['url'], first['status'] or first['error']))
+    for s in (h.get('backend') or {}).get('samples', [])[:1]:
+        lines.append('GET %s -> %s' % (h['backend']['url'], s['status'] or s['error']))
+    return lines
+
+
+def judge_unix(facts, layer):
+    """An app bound to a unix socket: it listens when one of its processes accepts on the socket; $PORT belongs
+    to the front door (a reverse proxy) that forwards to it."""
+    port = facts['port']['port']
+    door = shared.front_door(facts)
+    paths = shared.unix_shape(facts)
+    accepting = [p for p in paths if p['app']]
+    states = [_socket_state(p) for p in (accepting or paths)]
+    if accepting and door:
+        layer.check('listening on $PORT', 'pass', 'the front door %s holds $PORT; %s' % (
+            shared.describe_door(door), '; '.join(states)))
+        if _check_door_config(facts, door, accepting, layer):
+            _check_door_answers(facts, door, accepting[0]['path'], layer)
+        return
+    if accepting:
+        layer.check('listening on $PORT', 'fail', 'nothing listens on %d; %s' % (port, '; '.join(states)))
+        layer.cause('front_door_down', ['nothing listens on %d (PORT from %s)' % (port, facts['port']['source'])]
+                    + states, socket=accepting[0]['path'])
+        return
+    masters = shared.masters_of(facts)
+    evidence = states + _answers(facts)
+    evidence += ['%s, but it accepts on none of them' % shared.describe_master(m) for m in masters] or \
+        ['no gunicorn master of %s runs' % facts['inputs']['app']]
+    evidence += [e['line'] for e in shared.last_run_events(facts)
+                 if e['event'] in ('worker_failed_boot', 'app_failed_load', 'master_shutdown', 'signal_term')][-3:]
+    layer.check('listening on $PORT', 'fail', 'nothing of the app accepts on its socket: %s' % states[0])
+    if door is None:
+        layer.cause('not_listening', ['nothing listens on %d (PORT from %s)' % (port, facts['port']['source'])] + evidence)
+        return
+    layer.cause('proxy_backend_down', ['the front door %s answers for the app, but the app behind it is down' % (
+        shared.describe_door(door))] + evidence, proxy=shared.describe_door(door), socket=paths[0]['path'],
+        extra='Nothing of the app accepts on unix:%s, so the front door has no backend (it answers 502).' % paths[0]['path'])
+
+
+def _check_door_answers(facts, door, path, layer):
+    """The socket answers /healthz but the front door does not: the proxy does not reach the app."""
+    h = facts.get('healthz') or {}
+    back = (h.get('backend') or {}).get('samples') or []
+    bad = [s for s in h.get('samples') or [] if s['status'] != 200]
+    if not back or not bad or any(s['status'] != 200 for s in back):
+        return
+    layer.cause('proxy_backend_down', [
+        'GET %s through the front door %s -> %s body %r' % (h['url'], shared.describe_door(door),
+                                                              bad[0]['status'] or bad[0]['error'], bad[0]['body'][:120]),
+        'GET %s -> 200' % h['backend']['url']], proxy=shared.describe_door(door), socket=path,
+        extra='The app answers on its socket but the front door does not reach it: check its upstream '
+        '(proxy_pass / server unix:%s) and its error log.' % path)
+
+
+def _check_door_config(facts, door, accepting, layer):
+    """Whether the front door's config forwards to the socket the app accepts on (a note when unreadable).
+    -> False when it forwards elsewhere (then that is the cause)."""
+    if not door.get('config'):
+        layer.check('front door forwards to the socket', 'pass', 'note: %s has no config file we know of: '
+                    'the sampling through it tells' % door['name'])
+        return True
+    elif door.get('config_error') or not door.get('config_files'):
+        layer.check('front door forwards to the socket', 'pass', 'note: its config could not be read (%s): the '
+                    'sampling through it tells' % (door.get('config_error') or door['config']))
+        return True
+    elif shared.door_serves_app(facts):
+        layer.check('front door forwards to the socket', 'pass', '%s (%d file%s read) forwards to unix:%s' % (
+            door['config'], door['config_files'], '' if door['config_files'] == 1 else 's', accepting[0]['path']))
+        return True
+    else:
+        detail = '%s names %s, not the app\'s socket unix:%s' % (
+            door['config'], ', '.join('unix:' + p for p in door['unix_upstreams']) or 'no unix socket',
+            accepting[0]['path'])
+        layer.check('front door forwards to the socket', 'fail', detail)
+        layer.cause('proxy_backend_down', [detail] + _answers(facts), proxy=shared.describe_door(door),
+                    socket=accepting[0]['path'], extra='The front door forwards elsewhere: point its upstream '
+                    '(proxy_pass / server) at unix:%s and reload it.' % accepting[0]['path'])
+        return False

@@ -170,9 +170,11 @@ def host_values(facts):
     inputs = facts['inputs']
     port = facts['port']['port']
     master = primary_master(facts)
+    sockets = unix_shape(facts)
     command = gunicorn.format_command(
         shlex.quote(inputs['python']) if ' ' in inputs['python'] else inputs['python'], inputs['app'], '$PORT',
-        worker_class=setting(master, 'worker_class', 'sync'), workers=setting(master, 'workers', 1))
+        worker_class=setting(master, 'worker_class', 'sync'), workers=setting(master, 'workers', 1),
+        bind='unix:%s' % sockets[0]['path'] if sockets else None)
     env_where = inputs.get('env_file') or 'the service environment (unit Environment=, supervisord environment=)'
     return {
         'port': port,
@@ -193,16 +195,49 @@ def host_values(facts):
     }
 
 
+def unix_shape(facts):
+    """The unix sockets of an app that does not itself listen on $PORT (facts['listen']['unix']): each
+    dict(path, sources, file, accepting, app); [] for an app on a TCP port."""
+    return (facts.get('listen') or {}).get('unix') or []
+
+
+def front_door(facts):
+    """The process that holds $PORT in front of an app on a unix socket (facts['listen']['front_door']), or None."""
+    return (facts.get('listen') or {}).get('front_door')
+
+
+def describe_door(door):
+    return '%s (pid %s) on %s:%d' % (door['name'] or 'a process', door['pid'], door['address'], door['port'])
+
+
+def door_serves_app(facts):
+    """Whether the front door forwards to the app's socket: its readable config names one of the app's sockets;
+    True too when its config could not be read (then the sampling over the socket is the evidence)."""
+    door = front_door(facts)
+    if door is None:
+        return False
+    named = door.get('unix_upstreams') or []
+    if door.get('config') and door.get('config_files') and not door.get('config_error'):
+        return any(p['path'] in named for p in unix_shape(facts))
+    return True
+
+
 def answered_by_stranger(facts):
-    """Listeners on $PORT, when none of them is the app: their 200 is not the app's."""
+    """Listeners on $PORT, when none of them is the app nor its front door: their 200 is not the app's."""
     on_port = (facts.get('listen') or {}).get('on_port', [])
-    return [] if any(s['app_role'] for s in on_port) else on_port
+    if any(s['app_role'] for s in on_port) or (unix_shape(facts) and door_serves_app(facts)):
+        return []
+    return on_port
 
 
 def healthz_stable(facts):
-    """Every sample a 200 from the app, and no master that served it exited during the window (a restart fast
-    enough to keep /healthz green is still a restart)."""
-    samples = (facts.get('healthz') or {}).get('samples')
+    """Every sample a 200 from the app on $PORT (behind a front door: and over the app's own socket), and no master
+    that served it exited during the window (a restart fast enough to keep /healthz green is still a restart)."""
+    h = facts.get('healthz') or {}
+    samples = h.get('samples')
+    backend = (h.get('backend') or {}).get('samples')
+    if h.get('backend') and not (backend and all(s['status'] == 200 for s in backend)):
+        return False
     return bool(samples) and all(s['status'] == 200 for s in samples) and not answered_by_stranger(facts) and \
         not serving_master_exits(facts)
 

@@ -2,7 +2,9 @@
 # Copyright: sre.gunicorn_doctor contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """healthz layer: `curl -m 3 http://127.0.0.1:$PORT/healthz`, sampled over a stability window
-when the evidence says the service is young enough to still die."""
+when the evidence says the service is young enough to still die. An app bound to a unix socket behind a
+front door on $PORT is sampled both ways at each tick: through the front door, and over its socket
+(`curl --unix-socket PATH http://localhost/healthz`)."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -24,13 +26,15 @@ TIMEOUT = 3.0               # one GET in all, as `curl -m 3`: connect, headers a
 BODY_MAX = 4096
 
 
-def sample(port, path, timeout=TIMEOUT, host='127.0.0.1', within=None):
+def sample(port, path, timeout=TIMEOUT, host='127.0.0.1', within=None, unix=None):
     """One GET, all of it within `timeout` s (and before the deadline `within`) -> dict(status, latency_ms, body,
-    error). A peer that trickles its answer or sends too much of it is an error, as curl -m would say."""
+    error). A peer that trickles its answer or sends too much of it is an error, as curl -m would say.
+    With `unix` the GET goes over that unix socket (Host: localhost)."""
     started = time.time()
     try:
-        answer = deadline_http.request(host, port, 'GET', path, headers={'User-Agent': 'sre.gunicorn_doctor'},
-                                       timeout=timeout, body_max=BODY_MAX, within=within)
+        answer = deadline_http.request('localhost' if unix else host, port, 'GET', path,
+                                       headers={'User-Agent': 'sre.gunicorn_doctor'},
+                                       timeout=timeout, body_max=BODY_MAX, within=within, unix=unix)
         status, body, error = answer['status'], answer['body'], None
     except socket.timeout:
         status, body, error = None, b'', 'no answer within %gs' % timeout
@@ -55,10 +59,13 @@ class Sampler(object):
     failures was still booting: it is watched for the whole window from its first 200 (the failures are kept in
     `booting`).
     Sampling ends as soon as a 200 service fails (the flap is proven), when `stop` is set (the caller's evidence is
-    conclusive), or early when the probe's deadline `within` would pass during the next sample."""
+    conclusive), or early when the probe's deadline `within` would pass during the next sample.
+    `backend`: the unix socket of an app behind a front door on $PORT, sampled at each tick too (a tick is good
+    only when both answer 200; the $PORT samples are `samples`, the socket's `backend.samples`)."""
 
-    def __init__(self, port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None):
-        self.port, self.path, self.timeout, self.within = port, path, timeout, within
+    def __init__(self, port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None):
+        self.port, self.path, self.timeout, self.within, self.backend = port, path, timeout, within, backend
+        self.backend_samples = []
         self.wait_seconds, self.wait_reason, self.young_reason = wait_seconds, wait_reason, wait_reason
         self.samples, self.booting = [], []
         self.window = 0.0
@@ -68,8 +75,15 @@ class Sampler(object):
         self.failed = False              # a 200 service failed: the window ended on its own evidence
 
     def _sample(self):
+        """One tick: a sample on $PORT (its 'ok': it, and the backend's when there is one, answered 200)."""
         s = sample(self.port, self.path, self.timeout, within=self.within)
         s['at'] = round(time.time() - self.started, 2)
+        s['ok'] = s['status'] == 200
+        if self.backend is not None:
+            b = sample(None, self.path, self.timeout, within=self.within, unix=self.backend)
+            b['at'] = round(time.time() - self.started, 2)
+            self.backend_samples.append(b)
+            s['ok'] = s['ok'] and b['status'] == 200
         return s
 
     def run(self, started=None):
@@ -77,15 +91,17 @@ class Sampler(object):
         self.started = started or time.time()
         first = self._sample()
         first['at'] = 0.0
+        self.first_ok = first['ok']
         self.samples.append(first)
         self.first.set()
-        if first['status'] == 200:
+        if first.pop('ok'):
             self.window = self.wait_seconds
         else:
             self.window = min(self.wait_seconds or DOWN_RESAMPLE_WINDOW, DOWN_RESAMPLE_WINDOW)
             self.wait_reason = 'no 200 at first: re-sampled for %g s to tell down from flapping' % self.window
         while time.time() + POLL_INTERVAL < self.started + self.window:
-            if self.within is not None and self.within.remaining() < POLL_INTERVAL + self.timeout:
+            if self.within is not None and \
+                    self.within.remaining() < POLL_INTERVAL + self.timeout * (2 if self.backend else 1):
                 self.wait_reason += '; sampling stopped early: %s' % self.within.why
                 break
             if self.stop.wait(POLL_INTERVAL):
@@ -93,10 +109,11 @@ class Sampler(object):
             s = self._sample()
             if self.stop.is_set():
                 break   # answered after the window ended: not part of it
+            ok = s.pop('ok')
             self.samples.append(s)
-            if s['status'] == 200 and self.samples[0]['status'] != 200 and self.wait_seconds and not self.booting:
+            if ok and not self.first_ok and self.wait_seconds and not self.booting:
                 self._came_up(s)
-            elif self.samples[0]['status'] == 200 and s['status'] != 200:
+            elif self.first_ok and not ok:
                 self.failed = True
                 break
         return self.facts()
@@ -117,11 +134,14 @@ class Sampler(object):
             'wait_reason': self.wait_reason if self.window else 'service old enough: one sample suffices',
             'elapsed': elapsed,
         }
+        if self.backend is not None:
+            facts['backend'] = {'socket': self.backend, 'url': 'http://localhost%s over unix:%s' % (
+                self.path, self.backend), 'samples': list(self.backend_samples)}
         if self.booting:
             facts['booting'] = [dict(s) for s in self.booting]
         return facts
 
 
-def collect(port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None):
+def collect(port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None):
     """Sample /healthz over the window on its own (see Sampler) -> facts."""
-    return Sampler(port, path, wait_seconds, wait_reason, timeout, within).run()
+    return Sampler(port, path, wait_seconds, wait_reason, timeout, within, backend).run()

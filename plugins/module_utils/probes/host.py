@@ -180,7 +180,7 @@ class Task(object):
 
 # What each expensive probe is needed for (the single-layer modules ask for one layer).
 NEEDED_BY = {
-    'listen': ('listen', 'boot'),
+    'listen': ('listen', 'healthz', 'boot'),
     'healthz': ('healthz', 'boot', 'eventlet', 'voice'),
     'boot': ('boot', 'eventlet'),
     'system': ('system',),
@@ -215,8 +215,7 @@ def probe_host(psutil, params, layers=None):
     def wait(task, layer):
         return task.result(deadline, layer, late) if task is not None else None
 
-    t_listen = start('listen', 'listen', listen.collect, psutil, port, procs)
-    t_healthz = start('healthz', 'healthz', watch_window, context, deadline)
+    t_listen = start('listen', 'listen', listen.collect, psutil, port, procs, facts['log'])
     ident = context['identity']
     timeout, timeout_source = context['service_timeout']
     t_dry = start('boot', 'dry_import', boot.run_dry_import, p['python'], p['chdir'], p['app'], p['healthz_path'],
@@ -227,6 +226,9 @@ def probe_host(psutil, params, layers=None):
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
     t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
                      [m['pid'] for m in procs['masters']])
+    # Before /healthz: an app bound to a unix socket behind a front door on $PORT is sampled over its socket too.
+    facts['listen'] = wait(t_listen, 'listen')
+    t_healthz = start('healthz', 'healthz', watch_window, context, deadline, listen.backend_socket(facts['listen']))
     facts['healthz'] = wait(t_healthz, 'healthz')
     if facts['healthz']:   # the lines the log gained during the window count for the judges too
         facts['log'] = _timed(timings, 'log_again', reread_log, p['log_file'], facts['log'], facts['healthz']['watch'])
@@ -234,7 +236,7 @@ def probe_host(psutil, params, layers=None):
     context.update(healthz=facts['healthz'], stable=stable, log=facts['log'])
     # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
     t_voice = start('voice', 'voice', voice.collect, context) if p['voice_checks'] else None
-    facts['listen'], facts['system'] = wait(t_listen, 'listen'), wait(t_system, 'system')
+    facts['system'] = wait(t_system, 'system')
     dry = wait(t_dry, 'boot')
     if dry is not None:
         _check_app_spec(p, dry)
@@ -264,11 +266,12 @@ def probe_host(psutil, params, layers=None):
     return facts
 
 
-def watch_window(context, deadline):
-    """The stability window (probes/window.py): /healthz sampled while the app's processes and log are watched."""
+def watch_window(context, deadline, backend=None):
+    """The stability window (probes/window.py): /healthz sampled while the app's processes and log are watched.
+    `backend`: the unix socket of an app behind a front door on $PORT, sampled over it too."""
     p, started = context['params'], time.time()
     sampler = healthz.Sampler(context['port'], p['healthz_path'], context['wait'], context['wait_reason'],
-                              healthz.TIMEOUT, deadline)
+                              healthz.TIMEOUT, deadline, backend)
     processes = window.ProcessWatch(context['psutil'], p['app'], p['chdir'], context['exclude'],
                                     context['process']['masters'], started)
     log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started)

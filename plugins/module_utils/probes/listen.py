@@ -2,12 +2,25 @@
 # Copyright: sre.gunicorn_doctor contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """listen layer: who LISTENs on the expected port, and where the app listens instead
-(the `ss -ltnp` of the runbook, read through psutil)."""
+(the `ss -ltnp` of the runbook, read through psutil); for an app bound to a unix socket, whether one of its
+processes accepts on that socket (`ss -lxp`, read from /proc/net/unix and the processes' fds) and the front
+door that holds $PORT (front_door.py)."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
 import socket
+import stat
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import front_door
+
+UNIX_TABLE = '/proc/net/unix'
+UNIX_TABLE_MAX = 16 << 20
+ACCEPTING = 0x10000     # __SO_ACCEPTCON in the Flags column of /proc/net/unix: the socket listens
+FDS_MAX = 1 << 16       # fds looked at per process
 
 
 def listening_sockets(psutil):
@@ -35,8 +48,8 @@ def listening_sockets(psutil):
     return sorted(sockets, key=lambda s: (s['port'], s['address'], s['pid'] or 0))
 
 
-def collect(psutil, port, process_facts):
-    """-> facts: listeners on `port`, and every socket the app's processes listen on."""
+def app_roles(process_facts):
+    """pid -> what it is to the app: master, worker of M, stray (kind)."""
     roles = {}
     for master in process_facts['masters']:
         roles[master['pid']] = 'master'
@@ -44,6 +57,13 @@ def collect(psutil, port, process_facts):
             roles[worker['pid']] = 'worker of %d' % master['pid']
     for stray in process_facts['strays']:
         roles[stray['pid']] = 'stray (%s)' % stray['kind']
+    return roles
+
+
+def collect(psutil, port, process_facts, log=None):
+    """-> facts: listeners on `port`, every socket the app's processes listen on, and for a unix-socket bind
+    the app's unix sockets and the front door on `port`."""
+    roles = app_roles(process_facts)
     # psutil names one pid per socket; a worker shares its master's listening socket, so ask each
     # master which sockets are its own.
     owned = {}
@@ -65,4 +85,99 @@ def collect(psutil, port, process_facts):
             on_port.append(dict(sock, app_role=role))
         if role is not None:
             app_sockets.append(dict(sock, app_role=role))
-    return {'port': port, 'on_port': on_port, 'app_sockets': app_sockets}
+    facts = {'port': port, 'on_port': on_port, 'app_sockets': app_sockets}
+    paths = expected_unix_paths(process_facts, log)
+    if any(s['app_role'] for s in on_port):
+        return facts
+    door = front_door.find(psutil, port, [s for s in on_port if not s['app_role']])
+    for path in (door or {}).get('unix_upstreams') or []:
+        paths.setdefault(path, []).append('the front door\'s config %s' % door['config'])
+    if paths:
+        facts['unix'] = unix_sockets(paths, roles)
+        facts['front_door'] = door
+    return facts
+
+
+def expected_unix_paths(process_facts, log):
+    """Unix sockets the app is bound to -> {path: [where that is said]}: each master's binds
+    (gunicorn.binds_of), else the last "Listening at: unix:..." of the log."""
+    paths = {}
+    for master in process_facts['masters']:
+        for bind in gunicorn.binds_of(master):
+            if gunicorn.unix_path(bind):
+                paths.setdefault(gunicorn.unix_path(bind), []).append('the bind of master %d' % master['pid'])
+    if not paths and log:
+        said = [e for e in log.get('events') or [] if e['event'] == 'listening' and gunicorn.unix_path(e.get('url'))]
+        if said:
+            paths[gunicorn.unix_path(said[-1]['url'])] = ['the log %s: %s' % (log['path'], said[-1]['line'])]
+    return paths
+
+
+def unix_listeners(table):
+    """The text of /proc/net/unix -> {path: set(inode)} of the sockets bound to a path that accept (listen)."""
+    found = {}
+    for line in table.splitlines()[1:]:
+        fields = line.split(None, 7)
+        if len(fields) < 8 or not fields[7].startswith('/'):
+            continue   # unbound, or abstract (@name)
+        try:
+            flags, inode = int(fields[3], 16), int(fields[6])
+        except ValueError:
+            continue
+        if flags & ACCEPTING:
+            found.setdefault(fields[7], set()).add(inode)
+    return found
+
+
+def socket_inodes(pid):
+    """The inodes of the sockets `pid` holds open (its /proc/PID/fd links `socket:[N]`)."""
+    inodes = set()
+    try:
+        names = os.listdir('/proc/%d/fd' % pid)[:FDS_MAX]
+    except OSError:   # gone, or not ours to read
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink('/proc/%d/fd/%s' % (pid, name))
+        except OSError:
+            continue
+        if target.startswith('socket:[') and target.endswith(']') and target[8:-1].isdigit():
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def file_kind(path):
+    """'socket', 'missing', or what else is there (a socket's file may be gone while it still listens)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return 'missing'
+    if stat.S_ISSOCK(mode):
+        return 'socket'
+    return 'a regular file' if stat.S_ISREG(mode) else safe_read.kind(mode)
+
+
+def unix_sockets(paths, roles):
+    """{path: [sources]} -> [dict(path, sources, file, accepting, app)]: whether anything accepts on each path
+    (a listening socket bound to it) and which of the app's processes hold that socket (master first)."""
+    read = safe_read.read_text(UNIX_TABLE, UNIX_TABLE_MAX)
+    listeners = unix_listeners(read.data or '')
+    held = {}
+    for pid in sorted(roles, key=lambda p: (roles[p] != 'master', p)):
+        for inode in socket_inodes(pid):
+            held.setdefault(inode, []).append({'pid': pid, 'app_role': roles[pid]})
+    found = []
+    for path in sorted(paths):
+        inodes = listeners.get(path, set())
+        app = [h for inode in sorted(inodes) for h in held.get(inode, [])]
+        found.append({'path': path, 'sources': paths[path], 'file': file_kind(path), 'accepting': bool(inodes),
+                      'app': app[:8], 'table_error': read.error})
+    return found
+
+
+def backend_socket(listen_facts):
+    """The unix socket to sample /healthz over: the first the app accepts on, else the first it is bound to (a
+    stale one refuses: that is the evidence); None when the app is not behind a front door on a unix socket."""
+    paths = (listen_facts or {}).get('unix') or []
+    accepted = [p['path'] for p in paths if p['app']]
+    return (accepted or [p['path'] for p in paths] or [None])[0]

@@ -113,6 +113,94 @@ def old_logs(inputs):
     return paths, patterns
 
 
+# Runbook values the canonical command sets (gunicorn_service's vars: sync 60/30, eventlet 120/75).
+RUNBOOK_TIMEOUTS = {'sync': (60, 30), 'eventlet': (120, 75), 'gthread': (60, 30)}
+
+
+def _override(overrides, current, key, now, why):
+    """Note that the canonical command sets `key` to `now` where the service set it otherwise (not by default)."""
+    settings, sources = current['settings'], current['sources']
+    source = sources.get(key) or 'default'
+    if source != 'default' and settings.get(key) != now:
+        overrides.append({'setting': key, 'was': settings.get(key), 'source': source, 'now': now, 'why': why})
+
+
+# Runners whose environment stabilize keeps when it takes them over (carry_env). Its own standalone runner gives
+# the master only runner.env and the env file (env_file_cmd_args).
+KEEPS_ENVIRONMENT = ('systemd', 'supervisord')
+
+
+def dropped_cmd_args(current, service):
+    """Why GUNICORN_CMD_ARGS would be lost: set in a master started by hand (no runner whose environment stabilize
+    keeps) and not in the env file the new runner reads. None when it is kept (or not set)."""
+    if not current.get('cmd_args') or service.get('env_file_cmd_args') or \
+            service.get('current_runner') in KEEPS_ENVIRONMENT:
+        return None
+    return ('GUNICORN_CMD_ARGS is set in the environment of the running master (started by %s), which the new runner '
+            'does not inherit: put it in doctor_env_file (the runner reads it) or its settings in a config file'
+            % (service.get('current_runner') or 'an unknown runner'))
+
+
+def runner_shape(current, want, workers=1, timeout=0, port=None, service=None):
+    """What the canonical command keeps of the running service and what it overrides (issue 13 point 7).
+
+    current: service_info's current_settings (None: nothing runs, the plain canonical command). -> dict(config:
+    the -c FILE kept (None), bind: '0.0.0.0:$PORT' or the unix socket kept, behind_proxy, overrides: each setting
+    the command line overrides with where it was set, refused: why the shape cannot be kept (None))."""
+    shape = {'config': None, 'bind': '0.0.0.0:$PORT', 'behind_proxy': False, 'overrides': [], 'refused': None,
+             'cmd_args': False}
+    if not current:
+        return shape
+    settings = current['settings']
+    computed = set(current.get('computed') or [])
+    if current.get('problems'):
+        shape['refused'] = 'the settings of the running master cannot all be read: %s' % '; '.join(current['problems'])
+    elif 'bind' in computed:
+        shape['refused'] = ('%s computes bind in a way that cannot be known without running it: set it literally (or '
+                            'from PORT) so stabilize can tell which bind to keep' % current.get('config_file'))
+    elif dropped_cmd_args(current, service or {}):
+        shape['refused'] = dropped_cmd_args(current, service or {})
+    elif settings.get('daemon') and current['sources'].get('daemon') not in ('command line', 'default'):
+        # A --daemon on the command line goes with the command stabilize replaces (its standalone runner's own).
+        shape['refused'] = ('daemon = True is set by %s: gunicorn has no option to turn it off on the command line, '
+                            'and a daemonized master escapes its runner - remove it there' % current['sources'].get('daemon'))
+    if shape['refused']:
+        return shape
+    shape['config'] = current.get('config_file')
+    shape['cmd_args'] = bool(current.get('cmd_args'))
+    sockets = [b for b in settings.get('bind') or [] if b.startswith('unix:')]
+    if sockets:
+        shape.update(bind=sockets[0], behind_proxy=True)
+    else:
+        _override(shape['overrides'], current, 'bind', ['0.0.0.0:%s' % port], 'the platform routes to $PORT')
+    runbook_timeout, keepalive = RUNBOOK_TIMEOUTS.get(want, (60, 30))
+    _override(shape['overrides'], current, 'worker_class', want, 'the worker class stabilize runs')
+    _override(shape['overrides'], current, 'workers', to_int(workers) or 1, 'doctor_workers')
+    _override(shape['overrides'], current, 'timeout', to_int(timeout) or runbook_timeout, 'the runbook\'s timeout')
+    _override(shape['overrides'], current, 'keepalive', keepalive, 'the runbook\'s keep-alive')
+    _override(shape['overrides'], current, 'loglevel', 'debug', 'the log the doctor reads')
+    _override(shape['overrides'], current, 'capture_output', True, 'tracebacks reach the log')
+    _override(shape['overrides'], current, 'access_logfile', '-', 'the runbook\'s access log')
+    return shape
+
+
+def shape_actions(shape):
+    """The stabilize report's lines for what the command keeps and each setting it overrides."""
+    actions = []
+    if shape.get('config'):
+        actions.append({'action': 'kept the config file', 'target': shape['config'],
+                        'reason': 'the service loads its settings from it: -c %s stays; only what must change is '
+                        'set on the command line' % shape['config']})
+    if shape.get('behind_proxy'):
+        actions.append({'action': 'kept the socket bind', 'target': shape['bind'],
+                        'reason': 'the app is served on a unix socket behind the proxy that holds $PORT; verified '
+                        'through it'})
+    for o in shape.get('overrides') or []:
+        actions.append({'action': 'overrode a setting', 'target': '%s (%s)' % (o['setting'], o['source']),
+                        'reason': '%r -> %r: %s' % (o['was'], o['now'], o['why'])})
+    return actions
+
+
 def say_plan(plan):
     """One line: what stabilize will do."""
     service, run_as = plan['service'], plan['service'].get('run_as')
@@ -121,6 +209,13 @@ def say_plan(plan):
         service.get('manager'), service.get('why'), who, plan['port'], plan['want'], plan['base'])
     if plan['remembered']:
         line += '; eventlet: %s' % plan['eventlet']['reason']
+    shape = plan.get('shape') or {}
+    if shape.get('refused'):
+        line += '; refused, nothing will change: %s' % shape['refused']
+    else:
+        line += ''.join('; keeps %s' % what for what in (['-c ' + shape['config']] if shape.get('config') else [])
+                        + (['-b ' + shape['bind'] + ' (behind the proxy on $PORT)'] if shape.get('behind_proxy') else []))
+        line += ''.join('; overrides %s (%s)' % (o['setting'], o['source']) for o in shape.get('overrides') or [])
     return line
 
 
@@ -151,6 +246,9 @@ def decide(inputs, before, service=None, memory=None):
         keep_pids=[service['pid']] if service.get('pid') else [], started=service.get('started') or 0,
         log_paths=paths, log_patterns=patterns)
     plan['try_eventlet'] = want == 'eventlet' and plan['base'] == 'sync' and not remembered
+    plan['shape'] = runner_shape(service.get('current_settings'), plan['base'], inputs.get('workers'),
+                                 inputs.get('timeout'), port, service)
+    plan['refused'] = plan['shape']['refused']
     plan['message'] = say_plan(plan)
     return plan
 
@@ -284,6 +382,9 @@ def rollback_text(rollback, rolled_back, healthz_path, before):
 def outcome(plan, check_mode, after_report, rollback, rolled_back, healthz_path):
     """-> (result, summary, after diagnosis, fail message or None)."""
     before, eventlet = plan['before'], plan['eventlet']
+    if plan.get('refused'):
+        summary = 'not stabilized, nothing changed: the service\'s shape cannot be kept: %s' % plan['refused']
+        return 'refused', summary, before, summary
     if plan['unfixable']:
         summary = 'not stabilized, nothing changed: %s cannot be fixed by configuration' % ', '.join(
             c['id'] for c in plan['unfixable'])
@@ -327,6 +428,8 @@ def summarize(plan, host, check_mode, after_report=None, verified=None, rollback
     record = {'host': host, 'result': result, 'summary': summary, 'check_mode': bool(check_mode),
               'run': plan['inputs'].get('stamp'), 'before': brief(plan['before']), 'after': brief(after),
               'port': plan.get('port') if not plan['unfixable'] else None, 'service': plan['service_result'],
-              'verified': plan['verified'], 'eventlet': eventlet, 'actions': plan['actions'], 'rollback': rollback}
-    lines = [summary] + ['%s: %s: %s' % (a.get('action'), a.get('target'), a.get('reason')) for a in plan['actions']]
+              'verified': plan['verified'], 'eventlet': eventlet, 'actions': plan['actions'], 'rollback': rollback,
+              'shape': plan.get('shape')}
+    lines = [summary] + ['%s: %s: %s' % (a.get('action'), a.get('target'), a.get('reason'))
+                         for a in plan['actions'] + shape_actions(plan.get('shape') or {})]
     return _next(plan, result=result, summary=summary, record=record, lines=lines, fail=fail, stage='done')

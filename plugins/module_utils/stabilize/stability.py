@@ -18,7 +18,7 @@ import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, logfile, process
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, listen, logfile, process
 
 POLL = 0.1            # process table and log: cheap, looked at often
 HEALTHZ_EVERY = 0.5   # /healthz during the window
@@ -121,6 +121,30 @@ def _listen_address(psutil, pid, port):
     return None
 
 
+def _socket_address(pid, path):
+    """'unix:PATH' when the master `pid` holds a socket that accepts on `path` (behind a front door), else None."""
+    read = safe_read.read_text(listen.UNIX_TABLE, listen.UNIX_TABLE_MAX)
+    inodes = listen.unix_listeners(read.data or '').get(path, set())
+    return 'unix:%s' % path if inodes & listen.socket_inodes(pid) else None
+
+
+def _address(psutil, pid, p):
+    """Where the master serves: its unix socket (p['socket'], behind the proxy on the port), else the port."""
+    return _socket_address(pid, p['socket']) if p.get('socket') else _listen_address(psutil, pid, p['port'])
+
+
+def sample(p):
+    """One GET of the health path on the port; with a socket, over it too: the failing answer when one fails."""
+    s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
+    if not p.get('socket') or s['status'] != 200:
+        return s
+    return healthz.sample(None, p['healthz_path'], timeout=healthz.TIMEOUT, unix=p['socket'])
+
+
+def _where(p):
+    return '%d (through the front door) and over unix:%s' % (p['port'], p['socket']) if p.get('socket') else '%d' % p['port']
+
+
 def _workers(psutil, pid):
     try:
         return set(c.pid for c in psutil.Process(pid).children() if processes.alive(psutil, c))
@@ -136,7 +160,7 @@ def wait_ready(psutil, p, exclude, deadline, logs):
     no_master_since = time.time()
     while True:
         masters = process.collect(psutil, p['app'], p['chdir'], exclude)['masters']
-        listening = [(m, _listen_address(psutil, m['pid'], p['port'])) for m in masters]
+        listening = [(m, _address(psutil, m['pid'], p)) for m in masters]
         listening = [(m, a) for m, a in listening if a]
         if masters:
             seen_master = True
@@ -156,7 +180,8 @@ def wait_ready(psutil, p, exclude, deadline, logs):
             last = 'no gunicorn master of the app runs' + (' any more (it exited)' if seen_master else '')
         elif not listening:
             elsewhere = list(masters[0]['settings']['bind'])
-            last = 'master %d does not listen on %d (its bind: %s)' % (masters[0]['pid'], p['port'], ', '.join(elsewhere))
+            last = 'master %d does not listen on %s (its bind: %s)' % (
+                masters[0]['pid'], 'unix:' + p['socket'] if p.get('socket') else p['port'], ', '.join(elsewhere))
         else:
             master, address = listening[0]
             workers = _workers(psutil, master['pid']) or set()
@@ -164,13 +189,13 @@ def wait_ready(psutil, p, exclude, deadline, logs):
             if len(workers) < wanted:
                 last = 'master %d has %d of %d workers' % (master['pid'], len(workers), wanted)
             else:
-                s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
+                s = sample(p)
                 if s['status'] == 200:
                     if p.get('worker_class') and master['settings']['worker_class'] != p['worker_class']:
                         raise Unstable('master %d runs -k %s, not -k %s' % (
                             master['pid'], master['settings']['worker_class'], p['worker_class']), kind='wrong_worker')
                     return master, address, s
-                last = 'GET %s on %d: %s' % (p['healthz_path'], p['port'], s['status'] or s['error'])
+                last = 'GET %s on %s: %s' % (p['healthz_path'], _where(p), s['status'] or s['error'])
         if time.time() >= deadline:
             raise Unstable(last, kind='not_ready')
         time.sleep(POLL)
@@ -212,7 +237,7 @@ def watch(psutil, p, exclude=()):
                     if event and event['event'] in UNSTABLE_EVENTS:
                         raise Unstable('%s logged during the window: %s' % (event['event'], line.strip()[:300]))
             if time.time() >= next_sample:
-                s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
+                s = sample(p)
                 samples.append(s)
                 next_sample = time.time() + HEALTHZ_EVERY
                 if s['status'] != 200:

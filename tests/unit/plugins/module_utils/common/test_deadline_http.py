@@ -25,12 +25,12 @@ class Peer:
     """A loopback server in a thread; each connection gets `answer(conn)` after the request head. Closed (and
     its connections with it) at the end of the test."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, unix=None):
         self.answer = answer
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener = socket.socket(socket.AF_UNIX if unix else socket.AF_INET)
+        self.listener.bind(unix or ("127.0.0.1", 0))
         self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
+        self.port = None if unix else self.listener.getsockname()[1]
         self.conns = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -71,8 +71,8 @@ class Peer:
 def peer():
     started = []
 
-    def start(answer):
-        started.append(Peer(answer))
+    def start(answer, unix=None):
+        started.append(Peer(answer, unix))
         return started[-1]
 
     yield start
@@ -150,6 +150,32 @@ def test_a_normal_answer_and_an_outer_deadline(peer):
     spent = deadline_http.Deadline(0, why="the probe ran out of time")
     with pytest.raises(deadline_http.OutOfTime, match="^the probe ran out of time"):
         deadline_http.request("127.0.0.1", port, "GET", "/healthz", within=spent)
+
+
+def test_over_a_unix_socket_the_same_deadline_and_caps_hold(peer, tmp_path):
+    """gunicorn bound to unix:PATH: the exchange goes over the socket, with the one deadline and the caps."""
+    answer = deadline_http.request("localhost", None, "GET", "/healthz", unix=str(peer(ok, str(tmp_path / "ok.sock")).listener.getsockname()))
+    assert (answer["status"], answer["body"]) == (200, b"ok")
+    trickling = str(tmp_path / "trickle.sock")
+    peer(trickle, trickling)
+    error, seconds = timed(deadline_http.request, "localhost", None, "GET", "/healthz", timeout=1.0, unix=trickling)
+    assert isinstance(error, deadline_http.OutOfTime) and seconds < 1.0 + SLACK
+    huge = str(tmp_path / "huge.sock")
+    peer(huge_body, huge)
+    answer = deadline_http.request("localhost", None, "GET", "/", body_max=4096, unix=huge)
+    assert len(answer["body"]) == 4096
+
+
+def test_a_stale_unix_socket_file_is_refused_and_a_missing_one_not_found(tmp_path):
+    """A socket file whose listener is gone (gunicorn SIGKILLed) refuses; no file at all is ENOENT."""
+    stale = str(tmp_path / "stale.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(stale)
+    listener.close()
+    with pytest.raises(ConnectionRefusedError):
+        deadline_http.request("localhost", None, "GET", "/healthz", unix=stale)
+    with pytest.raises(FileNotFoundError):
+        deadline_http.request("localhost", None, "GET", "/healthz", unix=str(tmp_path / "none.sock"))
 
 
 def test_a_caller_poll_shorter_than_the_deadline_stays_a_socket_timeout(peer):

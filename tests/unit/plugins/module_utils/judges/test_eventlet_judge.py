@@ -318,3 +318,14 @@ def test_an_eventlet_boot_the_user_turned_off_is_skipped_not_judged(facts):
     assert eventlet_checks(report)["eventlet boot"] == {
         "name": "eventlet boot", "status": "skip",
         "detail": "turned off (doctor_preload_boot=never): the app was not booted with -k eventlet"}
+
+
+def test_the_sync_fork_keeps_a_unix_socket_behind_a_front_door(facts):
+    """An app on unix:PATH behind a proxy that holds $PORT: the sync command keeps the socket (issue 13 point 3)."""
+    ev = down_with_env_file(facts, eventlet="0.33.3")
+    ev["boot"] = copy.deepcopy(OLD_EVENTLET_BOOT)
+    facts["boot"]["preload_boot"] = preload()
+    facts["listen"]["unix"] = [{"path": "/run/app/app.sock", "sources": ["the bind of master 4242"], "file": "socket",
+                                "accepting": True, "app": [{"pid": 4242, "app_role": "master"}], "table_error": None}]
+    remedy = cause(diagnose(facts), "eventlet_incompatible")["remedy"]
+    assert "-k sync -w 1 -b unix:/run/app/app.sock " in remedy and "0.0.0.0" not in remedy

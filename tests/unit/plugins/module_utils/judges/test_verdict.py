@@ -27,7 +27,7 @@ SCHEMA = json.loads((DOCS / "report.schema.json").read_text())
 LADDER = ["port", "process", "listen", "healthz", "boot", "system", "eventlet", "voice", "external"]
 # The contract's "Stable cause ids" (ids may be added; none is renamed or removed).
 STABLE_IDS = """
-port_unset, port_invalid, wrong_port, bind_loopback_only, not_listening,
+port_unset, port_invalid, wrong_port, bind_loopback_only, not_listening, proxy_backend_down, front_door_down,
 multiple_runners, periodic_sigterm, stray_processes,
 healthz_missing, healthz_error, healthz_flapping,
 boot_exception, slow_boot, dev_server_at_import, worker_timeout,
@@ -1009,3 +1009,62 @@ def test_concurrency_follows_the_worker_class(facts, tmp_path, tail, calls, show
     facts["process"]["masters"] = [master_from_config(tmp_path, "", argv_tail=tail)]
     report = diagnose(facts)
     assert report["settings"]["concurrency"] == {"calls": calls, "detail": shown}
+
+
+# --- a unix socket behind a front door (issue 13 point 3) ---------------------------------------------------
+SOCKET = "/run/app/app.sock"
+
+
+def behind_door(facts, door=True, accepting=True, config_names=(SOCKET,), door_results=(200,), socket_results=(200,)):
+    """Facts of gunicorn -b unix:SOCKET behind nginx on $PORT, as listen.collect and healthz.collect give them."""
+    facts["process"]["masters"][0]["settings"]["bind"] = ["unix:" + SOCKET]
+    set_sockets(facts, [sock("127.0.0.1", PORT, 900, None, name="nginx")] if door else [])
+    facts["listen"]["unix"] = [{"path": SOCKET, "sources": ["the bind of master %d" % MASTER], "file": "socket",
+                                "accepting": accepting, "table_error": None,
+                                "app": [{"pid": MASTER, "app_role": "master"}] if accepting else []}]
+    facts["listen"]["front_door"] = {"pid": 900, "name": "nginx", "address": "127.0.0.1", "port": PORT,
+                                     "config": "/etc/nginx/nginx.conf", "config_files": 3,
+                                     "unix_upstreams": list(config_names), "config_error": None} if door else None
+    set_healthz(facts, list(door_results))
+    back = copy.deepcopy(facts)
+    set_healthz(back, list(socket_results))
+    facts["healthz"]["backend"] = {"socket": SOCKET, "url": "http://localhost/healthz over unix:" + SOCKET,
+                                   "samples": back["healthz"]["samples"]}
+    return facts
+
+
+def test_a_socket_app_behind_its_front_door_is_healthy(facts):
+    report = diagnose(behind_door(facts))
+    assert report["verdict"] == "healthy" and report["causes"] == []
+    assert "nginx (pid 900) on 127.0.0.1:%d" % PORT in check(report, "listen", "listening on $PORT")["detail"]
+    assert check(report, "healthz", "stable 200 over the socket")["status"] == "pass"
+
+
+def test_a_stale_socket_behind_the_front_door_names_the_dead_backend(facts):
+    behind_door(facts, accepting=False, door_results=(502,), socket_results=("[Errno 111] Connection refused",))
+    report = diagnose(facts)
+    assert report["verdict"] == "down" and ids(report) == ["proxy_backend_down"]
+    found = cause(report, "proxy_backend_down")
+    assert any("stale socket file" in e for e in found["evidence"])
+    assert "-b unix:%s" % SOCKET in found["remedy"] and "0.0.0.0" not in found["remedy"]
+
+
+def test_a_front_door_that_forwards_elsewhere_is_named_while_the_socket_answers(facts):
+    report = diagnose(behind_door(facts, config_names=("/run/other.sock",), door_results=(502,)))
+    assert report["verdict"] == "down" and ids(report) == ["proxy_backend_down"]
+    assert "point its upstream" in cause(report, "proxy_backend_down")["remedy"]
+
+
+def test_the_front_door_502_while_the_socket_answers_names_the_proxy(facts):
+    behind_door(facts, door_results=(502,))
+    facts["listen"]["front_door"]["config_error"] = "/etc/nginx/nginx.conf: permission denied"
+    report = diagnose(facts)
+    assert ids(report) == ["proxy_backend_down"] and report["failed_layer"] == "listen"
+    assert "the front door does not reach it" in cause(report, "proxy_backend_down")["remedy"]
+    assert check(report, "healthz", "stable 200 over the socket")["status"] == "pass"
+
+
+def test_a_socket_app_with_nothing_on_its_port_has_its_front_door_down(facts):
+    report = diagnose(behind_door(facts, door=False, door_results=("[Errno 111] Connection refused",)))
+    assert ids(report) == ["front_door_down"] and report["verdict"] == "down"
+    assert "unix:%s" % SOCKET in cause(report, "front_door_down")["remedy"]

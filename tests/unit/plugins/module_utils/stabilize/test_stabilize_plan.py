@@ -204,3 +204,101 @@ def test_truncate_is_jinjas(text):
 @pytest.mark.parametrize('value', ['8000', 8000, '8000.0', 'abc', '', None, 7.9])
 def test_to_int_is_jinjas(value):
     assert stabilize.to_int(value) == int(jinja2.Environment().from_string('{{ v | int }}').render(v=value))
+
+
+# --- the service's shape (issue 13 point 7) ---------------------------------------------------------------
+
+def current_of(argv, environ, cwd, files):
+    """service_info's current_settings of a master started with argv/environ in cwd, the files it may read."""
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings
+    from ansible_collections.sre.gunicorn_doctor.plugins.modules import service_info
+
+    def read(path):
+        if path not in files:
+            raise OSError('no such file')
+        return files[path]
+    found = gunicorn_settings.effective(argv, environ, cwd, read)
+    return {'settings': dict((k, found['settings'].get(k)) for k in service_info.SHAPE_SETTINGS),
+            'sources': dict((k, found['sources'].get(k)) for k in service_info.SHAPE_SETTINGS),
+            'computed': sorted(found['computed']), 'config_file': found['config_file'],
+            'problems': found['problems'], 'cmd_args': 'GUNICORN_CMD_ARGS' in environ}
+
+
+GUNICORN = ['/srv/venv/bin/python', '-m', 'gunicorn', 'AgentLocator.main:app']
+
+
+def test_a_config_file_is_kept_and_each_setting_the_command_line_overrides_is_listed():
+    conf = 'import os\nbind = "0.0.0.0:" + os.environ.get("PORT", "8000")\nworkers = 3\ntimeout = 90\nloglevel = "info"\n'
+    current = current_of(GUNICORN + ['-c', 'gunicorn.conf.py'], {'PORT': '8123'}, '/srv/app',
+                         {'/srv/app/gunicorn.conf.py': conf})
+    plan = decided(service={'current_settings': current})
+    shape = plan['shape']
+    assert (shape['config'], shape['bind'], shape['refused']) == ('/srv/app/gunicorn.conf.py', '0.0.0.0:$PORT', None)
+    overridden = dict((o['setting'], (o['was'], o['now'], o['source'])) for o in shape['overrides'])
+    assert overridden['workers'] == (3, 1, 'config file /srv/app/gunicorn.conf.py:3')
+    assert overridden['timeout'][:2] == (90, 60) and overridden['loglevel'][:2] == ('info', 'debug')
+    # bind follows PORT (8123, the plan's port) and sync is gunicorn's default: neither is overridden.
+    assert 'bind' not in overridden and 'worker_class' not in overridden
+    assert 'keeps -c /srv/app/gunicorn.conf.py' in plan['message'] and 'overrides workers (config file' in plan['message']
+    record = stabilize.summarize(plan, 'web1', False)
+    assert record['record']['shape'] == shape
+    assert any(line.startswith('overrode a setting: workers (config file /srv/app/gunicorn.conf.py:3): 3 -> 1')
+               for line in record['lines'])
+
+
+def test_gunicorn_cmd_args_are_overridden_only_where_they_differ():
+    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--workers 1 --timeout 45 -b 0.0.0.0:8000'}, '/srv/app', {})
+    # A unit's Environment=GUNICORN_CMD_ARGS=...: the takeover carries it.
+    shape = decided(service={'current_settings': current, 'current_runner': 'systemd'})['shape']
+    assert shape['cmd_args'] is True and shape['config'] is None
+    assert [(o['setting'], o['source'], o['was']) for o in shape['overrides']] == [
+        ('bind', 'GUNICORN_CMD_ARGS', ['0.0.0.0:8000']), ('timeout', 'GUNICORN_CMD_ARGS', 45)]
+    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '-b 0.0.0.0:8123 --timeout 60'}, '/srv/app', {})
+    assert decided(service={'current_settings': current, 'env_file_cmd_args': True})['shape']['overrides'] == []
+
+
+def test_a_unix_socket_bind_behind_a_proxy_is_kept():
+    current = current_of(GUNICORN + ['-b', 'unix:/run/app/app.sock'], {}, '/srv/app', {})
+    plan = decided(service={'current_settings': current})
+    assert (plan['shape']['bind'], plan['shape']['behind_proxy']) == ('unix:/run/app/app.sock', True)
+    assert 'bind' not in [o['setting'] for o in plan['shape']['overrides']]
+    assert '-b unix:/run/app/app.sock (behind the proxy on $PORT)' in plan['message']
+
+
+@pytest.mark.parametrize('conf, says', [
+    ('bind = compute_bind()\n', 'computes bind'),
+    ('daemon = True\n', 'daemon = True is set by config file /srv/app/gunicorn.conf.py:1'),
+])
+def test_a_shape_that_cannot_be_kept_is_refused_and_nothing_changes(conf, says):
+    current = current_of(GUNICORN + ['-c', 'gunicorn.conf.py'], {}, '/srv/app', {'/srv/app/gunicorn.conf.py': conf})
+    plan = decided(service={'current_settings': current})
+    assert says in plan['refused']
+    done = stabilize.summarize(plan, 'web1', False)
+    assert done['result'] == 'refused' and done['record']['actions'] == []
+    assert done['fail'].startswith('not stabilized, nothing changed') and says in done['fail']
+
+
+def test_gunicorn_cmd_args_the_new_runner_would_not_inherit_are_refused_not_dropped():
+    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--threads 4'}, '/srv/app', {})
+    by_hand = decided(service={'current_settings': current, 'current_runner': 'shell'})
+    assert 'GUNICORN_CMD_ARGS is set in the environment of the running master (started by shell)' in by_hand['refused']
+    assert decided(service={'current_settings': current, 'current_runner': 'shell',
+                            'env_file_cmd_args': True})['refused'] is None
+    assert decided(service={'current_settings': current, 'current_runner': 'systemd'})['refused'] is None
+    assert 'started by standalone' in decided(service={'current_settings': current,
+                                                       'current_runner': 'standalone'})['refused']
+
+
+def test_a_daemon_flag_of_the_command_being_replaced_is_no_refusal():
+    current = current_of(GUNICORN + ['--daemon', '--pid', '/var/lib/gd/app/run/gunicorn.pid'], {}, '/srv/app', {})
+    assert decided(service={'current_settings': current})['refused'] is None
+
+
+def test_an_unreadable_config_file_is_refused():
+    current = current_of(GUNICORN + ['-c', '/etc/app/gunicorn.conf.py'], {}, '/srv/app', {})
+    assert 'cannot all be read' in decided(service={'current_settings': current})['refused']
+
+
+def test_nothing_running_is_the_plain_canonical_command():
+    shape = decided(service={'current_settings': None})['shape']
+    assert (shape['config'], shape['bind'], shape['overrides'], shape['refused']) == (None, '0.0.0.0:$PORT', [], None)

@@ -151,3 +151,15 @@ def test_runner_env_quotes_like_the_env_file_module():
     lines = [l for l in text.splitlines() if not l.startswith("#")]
     assert lines == [service_env.env_line(name, values[name]) for name in sorted(values)]
     assert service_env.parse_dotenv(text) == values
+
+
+def test_command_keeps_the_config_file_and_the_socket_bind_of_the_plan():
+    """plan.runner_shape's config and bind (issue 13 point 7): -c FILE kept, -b unix:PATH behind the proxy."""
+    text = render("command.j2", gunicorn_service_config="/srv/app/gunicorn.conf.py",
+                  gunicorn_service_bind="unix:/run/app/app.sock").strip()
+    assert text == gunicorn.format_command("/srv/app/.venv/bin/python", "AgentLocator.main:app", "${PORT}",
+                                           config="/srv/app/gunicorn.conf.py", bind="unix:/run/app/app.sock")
+    settings = gunicorn.parse_cmdline(shlex.split(text))
+    assert settings["config"] == "/srv/app/gunicorn.conf.py" and settings["bind"] == ["unix:/run/app/app.sock"]
+    # Anything but a unix socket is the runbook's bind on $PORT.
+    assert "-b 0.0.0.0:${PORT} " in render("command.j2", gunicorn_service_bind="10.0.0.1:80")
