@@ -303,7 +303,10 @@ def main():
         module.fail_json(**redact(dict(e.result, msg=str(e))))
     for warning in result.pop('warnings', []):
         module.warn(warning)
-    module.exit_json(**redact(result))
+    # The diff holds variable names only (a runner file's old content is hidden when it sets variables); the rest is
+    # redacted like every result that quotes the service's logs.
+    diff = result.pop('diff', None)
+    module.exit_json(**dict(redact(result), **({'diff': diff} if diff else {})))
 
 
 if __name__ == '__main__':
