@@ -242,6 +242,7 @@ def run_state(psutil, spec, out, run_command, check_mode):
 
 def finish(out):
     out['undo']['before'] = out.pop('before')
+    out['undo']['touched'] = out['undo']['touched'] or bool(out['undo']['files'])
     out['changed'] = bool(out['dirs'] or out['carried'].get('changed') or out['changed_files'] or out['restarted']
                           or out['started'])
     if not out['diff']:
