@@ -299,8 +299,10 @@ def main():
         else:
             result = service_pass.apply(psutil, p, module.run_command, module.check_mode, module._diff)
     except service_pass.PassError as e:
-        # The message quotes the manager's output and the service's log: redacted before it leaves the host.
-        module.fail_json(**redact(dict(e.result, msg=str(e))))
+        # The message quotes the manager's output and the service's log: redacted before it leaves the host. No
+        # `why` (why that manager): a failed task's `why` is read as the reason it failed (verify's).
+        failed = dict((key, value) for key, value in e.result.items() if key != 'why')
+        module.fail_json(**redact(dict(failed, msg=str(e))))
     for warning in result.pop('warnings', []):
         module.warn(warning)
     # The diff holds variable names only (a runner file's old content is hidden when it sets variables); the rest is
