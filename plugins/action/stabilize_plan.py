@@ -2,8 +2,10 @@
 # Copyright: sre.gunicorn_doctor contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stabilize's plan, on the controller: each step takes the plan and the results of the tasks that ran and
-returns the next plan (module_utils/stabilize/plan.py decides). Only `decide` reaches the host: it runs
-service_info (unless an unfixable cause stops the run first) and reads the earlier run's eventlet record."""
+returns the next plan (module_utils/stabilize/plan.py decides). Two steps reach the host: `decide` runs
+service_info (unless an unfixable cause stops the run first) and reads the earlier run's eventlet record;
+`failed` undoes this run's last service pass (service_apply state=rolled_back) when the plan says so, and asks
+verify once whether a service restarted on its old files answers again."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -28,7 +30,7 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(('step', 'plan', 'inputs', 'before', 'service_info', 'memory_file', 'strays', 'logs',
                              'port_fixed', 'hub_fixed', 'pins', 'installed', 'removed', 'purpose', 'service_result',
                              'window', 'verified', 'failed_result', 'failed_task', 'after', 'rollback',
-                             'rolled_back', 'healthz_path'))
+                             'rolled_back', 'healthz_path', 'app'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -61,15 +63,36 @@ class ActionModule(ActionBase):
         if step == 'eventlet_failed':
             return stabilize.eventlet_failed(plan, args.get('failed_result'), args.get('failed_task'))
         if step == 'failed':
-            return stabilize.record_failure(plan, args.get('failed_result'), args.get('failed_task'))
+            plan = stabilize.record_failure(plan, args.get('failed_result'), args.get('failed_task'))
+            return self._roll_back(plan, args, task_vars)
         if step == 'rollback_failed':
             return stabilize.record_rollback_failure(plan, args.get('failed_result'), args.get('failed_task'))
         plan = stabilize.summarize(plan, task_vars.get('inventory_hostname'), self._play_context.check_mode,
                                    after_report=args.get('after'), verified=args.get('verified'),
-                                   rollback=args.get('rollback'), rolled_back=args.get('rolled_back'),
+                                   rollback=args.get('rollback') or plan.get('rollback'),
+                                   rolled_back=args.get('rolled_back') or plan.get('rolled_back'),
                                    healthz_path=args.get('healthz_path') or '/healthz')
         # Shown on the console: redacted like the report (verify's evidence, the strays' command lines).
         return dict(plan, record=redact(plan['record']), lines=redact(plan['lines']))
+
+    def _roll_back(self, plan, args, task_vars):
+        """No worse than it was found: undo this run's last service pass; a service restarted on its old files is
+        asked once (window 0) whether it answers on the port it had."""
+        undo = (args.get('service_result') or {}).get('undo') or {}
+        if not plan.get('roll_back') or not undo or undo.get('run') != plan['inputs'].get('stamp'):
+            return plan
+        rollback = self._execute_module('sre.gunicorn_doctor.service_apply', task_vars=task_vars,
+                                        module_args={'state': 'rolled_back', 'undo': undo})
+        if rollback.get('failed'):
+            return stabilize.record_rollback_failure(plan, rollback, 'Roll the service back to how it was found')
+        rollback = dict((k, rollback.get(k)) for k in ('done', 'restored', 'removed', 'state', 'pid'))
+        rolled_back = {}
+        if rollback['done'] and rollback['state'] == 'restarted':
+            rolled_back = self._execute_module('sre.gunicorn_doctor.verify', task_vars=task_vars, module_args={
+                'app': args.get('app'), 'chdir': plan['inputs']['chdir'], 'port': plan['before'].get('port'),
+                'healthz_path': args.get('healthz_path') or '/healthz', 'window': 0, 'timeout': 10})
+            rolled_back = dict((k, v) for k, v in rolled_back.items() if not k.startswith('_') and k != 'invocation')
+        return dict(plan, rollback=rollback, rolled_back=rolled_back)
 
     def _decide(self, args, task_vars):
         inputs = dict(args.get('inputs') or {}, stamp=time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()))

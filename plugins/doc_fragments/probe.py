@@ -92,7 +92,7 @@ options:
         The frames, their chunk numbers and timestamps and every check stay the same.
       - Faster than real time misses what only the call's length shows, e.g. an app that closes the stream after
         some hundreds of milliseconds; an app that has sent no audio back yet is still heard until the call's
-        real-time end (one second). C(playbooks/audit.yml) and C(playbooks/stabilize.yml) use C(4).
+        real-time end (one second). The playbooks use C(4), the diagnose role's default for C(doctor_voice_pace).
       - From C(1) to C(20).
     type: raw
     default: 1.0

@@ -101,34 +101,11 @@ env_files:
   elements: str
 '''
 
-import os
-import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import files, service_user
-
-
-# Set by the rewritten runner itself, whatever the worker class: never carried.
-MANAGED = {'PORT', 'EVENTLET_HUB', 'EVENTLET_NO_GREENDNS'}
-# In every file the gunicorn_service role renders.
-MARKER = '(sre.gunicorn_doctor)'
-
-
-def wanted_access(module, group):
-    """(mode, gid) of the carried file: owner-only, or readable by the service's group too."""
-    if not group:
-        return 0o600, os.getegid()
-    try:
-        return 0o640, service_user.account('0', group)['gid']
-    except ValueError as e:
-        module.fail_json(msg='group: %s' % e)
-
-
-def names_only(env):
-    return ''.join('%s=<value kept on the host>\n' % name for name in sorted(env))
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import carried_env
 
 
 def main():
@@ -145,41 +122,12 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    runner_text = service_env.read_text(p['runner_file'])
-    runner_env, env_files, problems = service_env.runner_file_environment(p['manager'], runner_text, p['name'])
-    if problems:
-        module.fail_json(msg='cannot carry the environment of %s: %s; set those variables in doctor_env_file instead'
-                         % (p['runner_file'], '; '.join(problems)))
-    old_text = service_env.read_text(p['path'], follow=False)   # the carried file is ours: never via a symlink
-    old_env = service_env.parse_dotenv(old_text or '')
-    carried = dict(old_env, **runner_env)
-    for name in set(p['exclude']) | MANAGED:
-        carried.pop(name, None)
-        runner_env.pop(name, None)
     try:
-        text = service_env.format_env_file(carried)
-    except ValueError as e:
-        module.fail_json(msg='cannot carry the environment of %s into %s: %s' % (p['runner_file'], p['path'], e))
-    skip = set(os.path.normpath(f) for f in [p['path']] + p['exclude_files'])
-    # Nothing to carry and no file yet: none is written (the runner reads it only when it exists).
-    result = dict(changed=text != (old_text or ''), names=sorted(carried), from_runner_file=sorted(runner_env),
-                  env_files=[f for f in env_files if os.path.normpath(f) not in skip],
-                  # A file this collection did not render may set variables anywhere (a command line, another
-                  # program): its old content is not to be shown.
-                  foreign=runner_text is not None and MARKER not in runner_text)
-    mode, gid = wanted_access(module, p['group'])
-    if old_text is not None:
-        st = os.stat(p['path'])
-        result['changed'] = result['changed'] or (stat.S_IMODE(st.st_mode), st.st_gid) != (mode, gid)
-    if result['changed'] and module._diff:
-        result['diff'] = {'before_header': p['path'], 'after_header': p['path'],
-                          'before': names_only(old_env), 'after': names_only(carried)}
-    if result['changed'] and not module.check_mode:
-        try:
-            # Owner-only (or the service's group) from the first byte: the values may be credentials.
-            files.write_atomically(p['path'], text, mode, os.geteuid(), gid)
-        except (IOError, OSError) as e:
-            module.fail_json(msg='cannot write %s: %s' % (p['path'], to_native(e)))
+        result = carried_env.carry(p, module.check_mode, module._diff)
+    except carried_env.CarryError as e:
+        module.fail_json(msg=str(e))
+    except (IOError, OSError) as e:
+        module.fail_json(msg='cannot write %s: %s' % (p['path'], to_native(e)))
     module.exit_json(**result)
 
 

@@ -139,9 +139,8 @@ archived:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive, service_control
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_pass
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
@@ -175,41 +174,11 @@ def main():
     )
     psutil = require_psutil(module)
     p = module.params
-    service = service_control.Service(psutil, p, module.run_command)
-    result = dict(changed=False, pid=None, previous_pid=None, actions=[], archived=[])
     try:
-        before = service.status()
-        result.update(pid=before['pid'], previous_pid=before['pid'])
-        wanted = p['state']
-        if wanted == 'started' and before['running']:
-            module.exit_json(**redact(result))
-        if wanted == 'stopped' and not before['running'] and before['state'] in ('UNKNOWN', 'STOPPED', 'NO_SYSTEMD'):
-            module.exit_json(**redact(result))
-        result['changed'] = True
-        if module.check_mode:
-            result['actions'] = ['would %s %s (%s)' % (wanted[:-2] if wanted != 'stopped' else 'stop', p['name'], p['manager'])]
-            result['pid'] = None
-            module.exit_json(**redact(result))
-        if wanted in ('restarted', 'stopped'):
-            sent = service.stop()
-            result['actions'].append('stopped master %s (%s)' % (before['pid'], ', '.join(sent) or 'not running'))
-            result['pid'] = None
-        if wanted == 'restarted' and p['archive']:
-            a = p['archive']
-            done = logs_archive.run(psutil, a['paths'], a['patterns'], a['archive_dir'], a['stamp'], a['keep'])
-            result['archived'] = done['archived']
-            if done['archived']:
-                result['actions'].append('archived %d log(s) into %s' % (len(done['archived']), done['archive']))
-        if wanted in ('restarted', 'started'):
-            after = service.start()
-            result['pid'] = after['pid']
-            result['actions'].append('started master %d' % after['pid'])
-    except service_control.ServiceError as e:
-        result['changed'] = bool(result['actions'])
+        result = service_pass.change_state(psutil, p, module.run_command, p['state'], module.check_mode, p['archive'])
+    except service_pass.PassError as e:
         # The message quotes the manager's output and the service's log: redacted before it leaves the host.
-        module.fail_json(**redact(dict(result, msg=str(e))))
-    except (IOError, OSError) as e:
-        module.fail_json(**redact(dict(result, msg='%s: %s' % (p['name'], to_native(e)))))
+        module.fail_json(**redact(dict(e.result, msg=str(e))))
     module.exit_json(**redact(result))
 
 

@@ -16,9 +16,12 @@ description:
     the actions taken, the rollback and the summary - are made here; the role's tasks carry them out.
   - Each step takes the plan an earlier step returned (O(plan)) and the results of the tasks that ran since, and
     returns the next plan.
-  - O(step=decide) is the only step that reaches the host. It runs M(sre.gunicorn_doctor.service_info) with
-    O(service_info) (not when the diagnosis found a cause configuration cannot fix) and, when eventlet is wanted,
-    reads O(memory_file), the record of an earlier run's eventlet failure.
+  - O(step=decide) runs M(sre.gunicorn_doctor.service_info) on the host with O(service_info) (not when the diagnosis
+    found a cause configuration cannot fix) and, when eventlet is wanted, reads O(memory_file), the record of an
+    earlier run's eventlet failure.
+  - O(step=failed) undoes this run's last service pass on the host when the plan says so (M(sre.gunicorn_doctor.service_apply)
+    C(state=rolled_back) with O(service_result)'s C(undo); a pass of an earlier run is never undone) and, for a
+    service restarted on its old files, asks M(sre.gunicorn_doctor.verify) once whether it answers on its old port.
   - O(step=summary) returns the result, the summary, the lines to print (redacted) and the record
     M(sre.gunicorn_doctor.report) writes as C(HOST.stabilize.json) (redacted).
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
@@ -29,7 +32,8 @@ options:
       - C(changes) - record the clean-up (O(strays), O(logs)) and the environment (O(port_fixed), O(hub_fixed)).
       - C(pins) - record the eventlet pins (O(pins), O(installed), O(removed)); the eventlet attempt begins.
       - C(pass) - record a service pass (O(service_result), O(purpose)) and decide the verify window (O(window)).
-      - C(eventlet_failed), C(failed), C(rollback_failed) - record a failure (O(failed_result), O(failed_task)).
+      - C(eventlet_failed), C(failed), C(rollback_failed) - record a failure (O(failed_result), O(failed_task));
+        C(failed) also rolls the service back (O(service_result), O(app), O(healthz_path)).
       - C(summary) - the result, the summary and the report's record.
     type: str
     required: true
@@ -78,8 +82,12 @@ options:
     type: str
     choices: [sync, eventlet, switch, fallback]
   service_result:
-    description: The gunicorn_service role's C(gunicorn_service_result) of the pass.
+    description: The gunicorn_service role's C(gunicorn_service_result) of the pass (C(failed) - the pass to undo).
     type: dict
+  app:
+    description: WSGI target, for the verification after a rollback.
+    type: str
+    version_added: 0.3.0
   window:
     description: The verify window when something changed (C(doctor_stability_window)); 0 when nothing did.
     type: int
@@ -96,10 +104,10 @@ options:
     description: The diagnosis report after the changes.
     type: dict
   rollback:
-    description: The gunicorn_service role's C(gunicorn_service_rollback).
+    description: The rollback's result; by default the one C(failed) recorded in the plan.
     type: dict
   rolled_back:
-    description: The result of M(sre.gunicorn_doctor.verify) after the rollback.
+    description: The result of M(sre.gunicorn_doctor.verify) after the rollback; by default the one C(failed) recorded.
     type: dict
   healthz_path:
     description: Health endpoint, for the summary.

@@ -369,7 +369,8 @@ def test_supervisord_broken_host_is_stabilized_then_unchanged(host, tmp_path, su
     assert (supervisord["conf_dir"] / "agentlocator.conf").read_text() == program_before
     assert app_pids(host.app_dir) == procs_before and not host.service_dir.exists()
     # The program's old content set its variables (the token): only the new content is shown.
-    assert '"command=%s/run.sh"' % host.service_dir in checked and "+command=" not in checked
+    assert "+command=%s/run.sh" % host.service_dir in checked and "-(the old content is not shown" in checked
+    assert not [line for line in program_before.splitlines() if line and "\n-" + line in checked]
     assert "+exec %s -m gunicorn AgentLocator.main:app -k sync -w 1 -b 0.0.0.0:${PORT}" % PYTHON in checked
 
     # auto: supervisord runs the app now, so it stays the runner.

@@ -18,7 +18,7 @@ UNSET = ('', None)
 SAME_TYPE = {('str', 'path'), ('raw', 'str')}
 # Where the role's default is not the module's, and why.
 OWN_DEFAULT = {
-    'voice_pace': "the role's '' means the playbook's pace (audit.yml, stabilize.yml: 4), else the module's 1.0",
+    'voice_pace': "the role's 4 (every playbook: 4x real time; inventory or -e overrides it), the module's 1.0",
 }
 # The diagnose role's inputs that are the report action's (controller side), not the probes'.
 REPORT_OPTIONS = {'report_dir', 'ca_bundle', 'validate_certs'}

@@ -288,8 +288,10 @@ def record_pins(plan, info, installed, removed):
 
 
 def keep_verified(plan, verified):
-    """The last verification that passed (a skipped or failed one - check mode, a rescue - keeps the one before)."""
-    if verified and not verified.get('skipped') and not verified.get('failed'):
+    """The last verification that passed (a skipped or failed one - check mode, a rescue - keeps the one before).
+    Only once this run recorded a pass: before that, verify_result is an earlier run's (the role ran before in
+    the play), never this one's."""
+    if plan['passes'] and verified and not verified.get('skipped') and not verified.get('failed'):
         return _next(plan, verified=verified)
     return plan
 

@@ -302,3 +302,20 @@ def test_an_unreadable_config_file_is_refused():
 def test_nothing_running_is_the_plain_canonical_command():
     shape = decided(service={'current_settings': None})['shape']
     assert (shape['config'], shape['bind'], shape['overrides'], shape['refused']) == (None, '0.0.0.0:$PORT', [], None)
+
+
+def test_a_verification_from_before_this_run_is_never_reported():
+    """The role ran before in the play: its verify_result is still set. In a check-mode run (nothing verified) the
+    report must not show that earlier verification as this run's."""
+    earlier = {'master': 111, 'worker_class': 'sync', 'samples': 30, 'window': 15}
+    plan = stabilize.record_pass(decided(), 'sync', PASS, True, 15, verified=earlier)
+    assert plan['verified'] == {}
+    done = stabilize.summarize(plan, 'web1', True, verified={'skipped': True})
+    assert done['record']['verified'] == {} and done['result'] == 'check_mode'
+    # Stopped before any pass (an unfixable cause): nothing verified either.
+    assert stabilize.summarize(decided(), 'web1', False, verified=earlier)['record']['verified'] == {}
+    # This run's first pass verified, then the second pass records it.
+    mine = dict(earlier, master=222)
+    second = stabilize.record_pass(plan, 'switch', dict(PASS, worker_class='eventlet'), False, 15, verified=mine)
+    assert second['verified'] == mine
+    assert stabilize.summarize(second, 'web1', False, verified=dict(mine, master=333))['record']['verified']['master'] == 333

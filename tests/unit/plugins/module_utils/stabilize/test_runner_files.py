@@ -1,36 +1,39 @@
-"""The gunicorn_service role's one command template renders the runbook's canonical command
-(gunicorn.format_command), and the runner files around it read PORT from the environment."""
+"""The runner's files service_apply writes (module_utils/stabilize/runner_files.py): the runbook's canonical command
+(gunicorn.format_command), PORT read from the environment, each value quoted the way its reader reads it."""
 
 import shlex
-from pathlib import Path
-
-import jinja2
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import runner_files
 
-TEMPLATES = Path(__file__).resolve().parents[5] / "roles" / "gunicorn_service" / "templates"
+BASE = {
+    "python": "/srv/app/.venv/bin/python", "app": "AgentLocator.main:app", "chdir": "/srv/app", "name": "agentlocator",
+    "worker_class": "sync", "workers": 1, "timeout": 0, "keepalive": 0, "log": "-", "manager": "standalone",
+    "runner_env": "/srv/svc/runner.env", "pidfile": "/srv/svc/gunicorn.pid", "console_log": "/srv/svc/console.log",
+    "run_script": "/srv/svc/run.sh", "carried_env": "/srv/svc/carried.env", "env_file": "/srv/app/.env",
+    "environment": {"PORT": "8123"}, "grace": 10, "user": "", "group": "", "home": "/", "run_as": {},
+    "carried_env_files": [],
+}
+RENDER = {"command.j2": lambda spec: runner_files.command(spec) + "\n", "run.sh.j2": runner_files.start_script,
+          "program.conf.j2": runner_files.program, "gunicorn.service.j2": runner_files.unit,
+          "runner.env.j2": runner_files.runner_env}
+# What the role's templates were given, by the names of the spec.
+NAMES = {"gunicorn_service_python": "python", "gunicorn_service_worker_class": "worker_class",
+         "__gunicorn_service_timeout": "timeout", "__gunicorn_service_keepalive": "keepalive",
+         "__gunicorn_service_log": "log", "__gunicorn_service_manager": "manager",
+         "__gunicorn_service_run_script": "run_script", "gunicorn_service_environment": "environment",
+         "gunicorn_service_chdir": "chdir", "__gunicorn_service_user": "user", "__gunicorn_service_group": "group",
+         "__gunicorn_service_home": "home", "gunicorn_service_config": "config", "gunicorn_service_bind": "bind"}
 
 
 def render(name, **values):
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), trim_blocks=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["quote"] = lambda s: shlex.quote(str(s))
-    base = {
-        "ansible_managed": "Ansible managed",
-        "gunicorn_service_python": "/srv/app/.venv/bin/python", "gunicorn_service_app": "AgentLocator.main:app",
-        "gunicorn_service_chdir": "/srv/app", "gunicorn_service_name": "agentlocator",
-        "gunicorn_service_worker_class": "sync", "gunicorn_service_workers": 1,
-        "__gunicorn_service_timeout": 60, "__gunicorn_service_keepalive": 30, "__gunicorn_service_log": "-",
-        "__gunicorn_service_manager": "standalone", "__gunicorn_service_runner_env": "/srv/svc/runner.env",
-        "__gunicorn_service_pidfile": "/srv/svc/gunicorn.pid", "__gunicorn_service_console_log": "/srv/svc/console.log",
-        "__gunicorn_service_run_script": "/srv/svc/run.sh", "__gunicorn_service_carried_env": "/srv/svc/carried.env",
-        "gunicorn_service_env_file": "/srv/app/.env", "gunicorn_service_environment": {"PORT": "8123"},
-        "gunicorn_service_grace": 10,
-        "__gunicorn_service_user": "", "__gunicorn_service_group": "", "__gunicorn_service_home": "/",
-        "__gunicorn_service_setpriv": "",
-    }
-    base.update(values)
-    return env.get_template(name).render(**base)
+    spec = dict(BASE)
+    for key, value in values.items():
+        if key == "gunicorn_service_carried":
+            spec["carried_env_files"] = value.get("env_files", [])
+        else:
+            spec[NAMES.get(key, key)] = value
+    return RENDER[name](spec)
 
 
 def test_command_is_the_runbooks_canonical_command():
@@ -91,7 +94,7 @@ def test_systemd_unit_takes_port_from_the_environment():
 
 # --- the user the service runs as ------------------------------------------------------------------------------
 WWW = {"__gunicorn_service_user": "www-data", "__gunicorn_service_group": "www-data", "__gunicorn_service_home": "/var/www",
-       "__gunicorn_service_setpriv": "setpriv --reuid=33 --regid=33 --init-groups -- "}
+       "run_as": {"user": "www-data", "uid": 33, "gid": 33}}
 
 
 def test_each_runner_runs_the_service_as_its_user():
@@ -163,3 +166,20 @@ def test_command_keeps_the_config_file_and_the_socket_bind_of_the_plan():
     assert settings["config"] == "/srv/app/gunicorn.conf.py" and settings["bind"] == ["unix:/run/app/app.sock"]
     # Anything but a unix socket is the runbook's bind on $PORT.
     assert "-b 0.0.0.0:${PORT} " in render("command.j2", gunicorn_service_bind="10.0.0.1:80")
+
+
+def test_a_numeric_user_gets_no_supplementary_groups_of_a_name():
+    script = render("run.sh.j2", __gunicorn_service_user="1234", __gunicorn_service_group="1234",
+                    run_as={"user": "1234", "uid": 1234, "gid": 1234})
+    assert "exec setpriv --reuid=1234 --regid=1234 --clear-groups -- " in script
+
+
+def test_a_name_or_value_that_would_inject_is_named_before_anything_is_rendered():
+    assert runner_files.problems(dict(BASE, service_dir="/srv/svc")) == []
+    for name in ("agentlocator\ntouch PWNED", "../x", "my app", ".hidden", ""):
+        found = runner_files.problems(dict(BASE, name=name, service_dir="/srv/svc"))
+        assert len(found) == 1 and found[0].startswith("service name ") and "set doctor_service_name" in found[0]
+    found = runner_files.problems(dict(BASE, service_dir="/srv/svc", chdir="/srv/app\nExecStartPre=/bin/sh",
+                                       environment={"PORT": "8123", "X\nY": "1", "GREETING": "a\x7fb"}))
+    assert found == ["chdir, environment GREETING, environment name X\nY: a line break or another control character "
+                     "cannot go into a unit, a program or a start script - fix the value"]

@@ -1,0 +1,327 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: service_apply
+short_description: Run a Gunicorn app with the runbook's one command line in its service manager, in one call
+version_added: 0.3.0
+description:
+  - One pass of the C(gunicorn_service) role on the host - the service directory (the service's user writes only
+    its C(run/)), the variables the old runner file gave the service carried into C(carried.env) (see
+    M(sre.gunicorn_doctor.carry_env)), the runner's files rendered for the manager I(service) names - a systemd unit
+    (checked with C(systemd-analyze verify) before it is written) and the runner's env file, a supervisord program
+    and its start script, or the standalone runner's start script (C(gunicorn --daemon --pid FILE)) and env file.
+  - Each file that differs is written atomically, after an owner-only copy of what it held went into
+    C(SERVICE_DIR/backup). Then the service is restarted when a file changed or I(force_restart) (its logs archived
+    while it is stopped, I(archive)), else started when it does not run.
+  - Returns C(changed) only when something changed, and C(undo) - what I(state=rolled_back) needs to put each file
+    back (with its mode and owner), remove the files the pass created and run the service as the pass found it.
+  - Every value is quoted the runner's way; a service name other than letters, digits and C(_ . @ -), or a control
+    character in any value, fails before anything is written.
+author: sre.gunicorn_doctor maintainers (!UNKNOWN)
+options:
+  state:
+    description: C(applied) runs a pass; C(rolled_back) undoes the pass whose I(undo) it is given.
+    type: str
+    choices: [applied, rolled_back]
+    default: applied
+  undo:
+    description: The C(undo) of the pass to roll back (required with I(state=rolled_back)).
+    type: dict
+  service:
+    description: M(sre.gunicorn_doctor.service_info)'s result for this service (the manager, its user, its state).
+    type: dict
+  app:
+    description: WSGI target, C(MODULE:VARIABLE).
+    type: str
+  chdir:
+    description: Directory gunicorn runs the app in.
+    type: str
+  python:
+    description: The app's interpreter (C(-m gunicorn) runs in it).
+    type: str
+  name:
+    description: Service name - systemd unit C(NAME.service), supervisord program C(NAME).
+    type: str
+  service_dir:
+    description: Directory of the runner's files (start script, environment, backups; pidfile and default log in C(run/)).
+    type: str
+  worker_class:
+    description: Gunicorn worker class.
+    type: str
+    choices: [sync, eventlet, gthread]
+    default: sync
+  workers:
+    description: C(--workers).
+    type: int
+    default: 1
+  timeout:
+    description: C(--timeout); 0 - the runbook's value (sync 60, eventlet 120).
+    type: int
+    default: 0
+  keepalive:
+    description: C(--keep-alive); 0 - the runbook's value (sync 30, eventlet 75).
+    type: int
+    default: 0
+  bind:
+    description:
+      - The service's own bind when it is a unix socket (C(unix:/PATH)) behind a proxy that holds C($PORT); kept in the
+        canonical command. Anything else - C(-b 0.0.0.0:${PORT}).
+    type: str
+    default: ''
+  config:
+    description: The config file the service keeps (C(-c FILE)); the command line overrides only what it sets.
+    type: str
+    default: ''
+  log_file:
+    description: C(--error-logfile); empty - SERVICE_DIR/run/gunicorn.log, or journald under systemd.
+    type: str
+    default: ""
+  env_file:
+    description: Dotenv-style file the runner reads at start, last (it wins over I(environment)).
+    type: str
+    default: ""
+  environment:
+    description: Environment the runner gives the service (PORT, EVENTLET_*).
+    type: dict
+    default: {}
+  unit_dir:
+    description: Where the systemd unit goes.
+    type: path
+    default: /etc/systemd/system
+  program_dir:
+    description: Where the supervisord program goes; empty - the running supervisord's C([include]) directory.
+    type: str
+    default: ""
+  supervisorctl:
+    description: supervisorctl; empty - the one I(service) found.
+    type: str
+    default: ""
+  supervisord_conf:
+    description: supervisord's config; empty - the one I(service) found.
+    type: str
+    default: ""
+  start:
+    description: Start and restart the service; false writes (and verifies) its files only.
+    type: bool
+    default: true
+  force_restart:
+    description: Restart even when no file of the service changed (the env file it reads did).
+    type: bool
+    default: false
+  grace:
+    description: Seconds a master may take to stop before C(KILL).
+    type: float
+    default: 10
+  start_timeout:
+    description: Seconds the manager may take to report a master after a start.
+    type: float
+    default: 30
+  archive:
+    description: Where the service's logs are archived while it is stopped for a restart; unset - not archived.
+    type: dict
+    suboptions:
+      archive_dir:
+        description: Directory of the archives.
+        type: str
+        default: ""
+      stamp:
+        description: This run's archive directory name, UTC C(YYYYMMDDTHHMMSSZ).
+        type: str
+        default: ""
+      keep:
+        description: How many archive directories to keep.
+        type: int
+        default: 5
+attributes:
+  check_mode:
+    support: full
+    details: Says which files would be written and whether the service would be restarted or started.
+  diff_mode:
+    support: full
+    details: The new content of each file; a runner file's old content only when it sets none of the service's variables.
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+requirements:
+  - psutil
+'''
+
+EXAMPLES = r'''
+- name: Find what runs the voice app
+  sre.gunicorn_doctor.service_info:
+    app: AgentLocator.main:app
+    chdir: /srv/agentlocator
+    name: agentlocator
+    pidfile: /var/lib/gunicorn-doctor/agentlocator/run/gunicorn.pid
+  register: found
+
+- name: Run it with the canonical command
+  sre.gunicorn_doctor.service_apply:
+    service: "{{ found }}"
+    app: AgentLocator.main:app
+    chdir: /srv/agentlocator
+    python: /srv/agentlocator/.venv/bin/python
+    name: agentlocator
+    service_dir: /var/lib/gunicorn-doctor/agentlocator
+    environment: {PORT: "8000"}
+  register: pass_result
+
+- name: Undo that pass
+  sre.gunicorn_doctor.service_apply:
+    state: rolled_back
+    undo: "{{ pass_result.undo }}"
+'''
+
+RETURN = r'''
+manager:
+  description: The manager that runs the service.
+  returned: state=applied
+  type: str
+command:
+  description: The canonical command, shell form.
+  returned: state=applied
+  type: str
+files:
+  description: The runner's files for the manager.
+  returned: state=applied
+  type: list
+  elements: str
+changed_files:
+  description: The files written (in check mode, that would be written).
+  returned: state=applied
+  type: list
+  elements: str
+log_files:
+  description: The service's logs (gunicorn's error log, the runner's console log).
+  returned: state=applied
+  type: list
+  elements: str
+restarted:
+  description: Whether the service was (would be) restarted.
+  returned: state=applied
+  type: bool
+restart_actions:
+  description: What the restart did, in order.
+  returned: state=applied
+  type: list
+  elements: str
+started:
+  description: Whether the service was (would be) started because it did not run.
+  returned: state=applied
+  type: bool
+pid:
+  description: The master's pid after the pass (null in check mode when it would change).
+  returned: state=applied
+  type: int
+previous_pid:
+  description: The master's pid I(service) found.
+  returned: state=applied
+  type: int
+run_as:
+  description: Who the service runs as, C(USER:GROUP (where that was found)) or C(root).
+  returned: state=applied
+  type: str
+carried:
+  description: What M(sre.gunicorn_doctor.carry_env) returns (variable names, never values).
+  returned: state=applied
+  type: dict
+undo:
+  description: What I(state=rolled_back) needs (backups by file, each file's mode and owner before, how the service ran).
+  returned: state=applied, also when the pass failed
+  type: dict
+done:
+  description: Whether the rolled back pass had changed anything.
+  returned: state=rolled_back
+  type: bool
+restored:
+  description: Files put back.
+  returned: state=rolled_back
+  type: list
+  elements: str
+removed:
+  description: Files the pass had created, removed.
+  returned: state=rolled_back
+  type: list
+  elements: str
+state:
+  description: How the service was left - C(restarted) on its old files when the pass found it running, else C(stopped).
+  returned: state=rolled_back
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_pass
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+
+ARGUMENT_SPEC = dict(
+    state=dict(type='str', default='applied', choices=['applied', 'rolled_back']),
+    undo=dict(type='dict'),
+    service=dict(type='dict'),
+    app=dict(type='str'),
+    chdir=dict(type='str'),
+    python=dict(type='str'),
+    name=dict(type='str'),
+    service_dir=dict(type='str'),
+    worker_class=dict(type='str', default='sync', choices=['sync', 'eventlet', 'gthread']),
+    workers=dict(type='int', default=1),
+    timeout=dict(type='int', default=0),
+    keepalive=dict(type='int', default=0),
+    bind=dict(type='str', default=''),
+    config=dict(type='str', default=''),
+    log_file=dict(type='str', default=''),
+    env_file=dict(type='str', default=''),
+    environment=dict(type='dict', default={}),
+    unit_dir=dict(type='path', default='/etc/systemd/system'),
+    program_dir=dict(type='str', default=''),
+    supervisorctl=dict(type='str', default=''),
+    supervisord_conf=dict(type='str', default=''),
+    start=dict(type='bool', default=True),
+    force_restart=dict(type='bool', default=False),
+    grace=dict(type='float', default=10),
+    start_timeout=dict(type='float', default=30),
+    archive=dict(type='dict', options=dict(
+        archive_dir=dict(type='str', default=''),
+        stamp=dict(type='str', default=''),
+        keep=dict(type='int', default=5),
+    )),
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_if=[('state', 'applied', ('service', 'app', 'chdir', 'python', 'name', 'service_dir')),
+                     ('state', 'rolled_back', ('undo',))],
+        supports_check_mode=True,
+    )
+    psutil = require_psutil(module)
+    p = module.params
+    try:
+        if p['state'] == 'rolled_back':
+            result = service_pass.roll_back(psutil, p['undo'], module.run_command, module.check_mode)
+        else:
+            result = service_pass.apply(psutil, p, module.run_command, module.check_mode, module._diff)
+    except service_pass.PassError as e:
+        # The message quotes the manager's output and the service's log: redacted before it leaves the host. No
+        # `why` (why that manager): a failed task's `why` is read as the reason it failed (verify's).
+        failed = dict((key, value) for key, value in e.result.items() if key != 'why')
+        module.fail_json(**redact(dict(failed, msg=str(e))))
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
+    # The diff holds variable names only (a runner file's old content is hidden when it sets variables); the rest is
+    # redacted like every result that quotes the service's logs.
+    diff = result.pop('diff', None)
+    module.exit_json(**dict(redact(result), **({'diff': diff} if diff else {})))
+
+
+if __name__ == '__main__':
+    main()
