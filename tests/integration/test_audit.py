@@ -91,6 +91,8 @@ def audit(fleet, reports, *extra, env=None):
 def first(fleet):
     reports = fleet.work / "reports"
     done = audit(fleet, reports)
+    # The first audit as it was: a later test fixes web3 and audits again into the same directory.
+    shutil.copyfile(str(reports / "audit.json"), str(fleet.work / "first-audit.json"))
     return done, reports
 
 
@@ -259,7 +261,7 @@ def test_a_hundred_host_page_reads_worst_first_with_counts_per_cause_in_headless
         sys.path.insert(0, str(ROOT / ".collections"))
     from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import fleet as fleet_view
     reports = first[1]
-    real = json.loads((reports / "audit.json").read_text())["reports"]
+    real = json.loads((reports.parent / "first-audit.json").read_text())["reports"]
     hundred = []
     for i in range(1, 101):
         source = real["web1" if i > 14 else "web%d" % ((i - 1) % 7 + 1)]

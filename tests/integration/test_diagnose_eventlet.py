@@ -62,7 +62,8 @@ def test_healthy_eventlet_service(services, tmp_path, port):
     assert "/proc/%d/environ" % service.pid in env and "EVENTLET_HUB=selects" in env
     assert 'eventlet reads only "yes"' in env          # =1 does not turn green DNS off: said, not blamed
     assert found["eventlet boot"]["status"] == "skip"  # a stable 200 needs no spare-port boot
-    assert found["worker settings"]["detail"].startswith("-k eventlet -w 1 --timeout 60")
+    settings = found["worker settings"]["detail"]
+    assert settings.startswith("-k eventlet -w 1 --worker-connections 1000 (1 x 1000)") and "--timeout 60" in settings
 
 
 def test_eventlet_env_missing(services, tmp_path, port):

@@ -4,6 +4,7 @@ keep-alive loop, a second supervisord program of the app) so that nothing starts
 never a shell that runs anything besides the app. Every process a test starts is stopped by its PID.
 """
 
+import os
 import re
 import subprocess
 
@@ -93,14 +94,21 @@ def keepalive_loop(host, port, extra=""):
     return pid
 
 
+def runs_gunicorn(argv):
+    """gunicorn itself (`python -m gunicorn`, the gunicorn script), not a path that merely holds the word (a CI
+    checkout named gunicorn_doctor runs supervisord from .../gunicorn_doctor/.venv/bin/supervisord)."""
+    head = list(argv[:3])
+    return "gunicorn" in [os.path.basename(a) for a in head] or any(
+        a == "-m" and b == "gunicorn" for a, b in zip(head, head[1:]))
+
+
 def app_masters(app_dir):
     found = []
     for proc in psutil.process_iter(["pid", "cwd", "cmdline", "status"]):
         argv = proc.info["cmdline"] or []
-        if proc.info["cwd"] == str(app_dir) and "gunicorn" in " ".join(argv[:3]) and \
-                proc.info["status"] != psutil.STATUS_ZOMBIE:
+        if proc.info["cwd"] == str(app_dir) and runs_gunicorn(argv) and proc.info["status"] != psutil.STATUS_ZOMBIE:
             try:
-                if "gunicorn" not in " ".join(proc.parent().cmdline()[:3]):
+                if not runs_gunicorn(proc.parent().cmdline()):
                     found.append(proc.info["pid"])
             except psutil.Error:
                 continue
