@@ -479,8 +479,8 @@ def progress_line(done, seconds, host, report=None, unreachable=None, failed=Non
     else:
         verdict, why = 'NOT DIAGNOSED', failed
     why = re.sub(r'^(?:Task failed: )?(?:Module failed: )?', '', str(why or ''))
-    return ('[%4d done %6.1f s] %-16s %-13s %s' % (done, seconds, one_line(host, HOST_WIDTH), verdict,
-                                                  one_line(why, 110))).rstrip()
+    line = '[%4d done %6.1f s] %-16s %-13s %s' % (done, seconds, one_line(host, HOST_WIDTH), verdict, one_line(why, 110))
+    return line.rstrip()
 
 
 def carried_lines(audit):

@@ -207,7 +207,9 @@ def abort_like_a_watchdog(app_dir, log, port, times):
     to a service that never sends WATCHDOG=1 (WatchdogSignal= defaults to SIGABRT); then start it once more."""
     argv = [PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "0.0.0.0:%d" % port, "--no-control-socket",
             "--error-logfile", str(log)]
-    no_core = lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # noqa: E731 - an abort leaves no core file
+
+    def no_core():   # an abort leaves no core file
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     for generation in range(times + 1):
         proc = subprocess.Popen(argv, cwd=app_dir, env=dict(os.environ, PORT=str(port)), preexec_fn=no_core,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -256,6 +258,8 @@ def test_a_systemd_unit_with_a_watchdog_is_named_with_its_settings(tmp_path, por
     assert ("systemd unit agentlocator.service (%s): WatchdogSec=5, Restart=always - gunicorn never sends WATCHDOG=1"
             % (units / "agentlocator.service")) in found["remedy"]
     assert "remove WatchdogSec=" in found["remedy"]
+
+
 def check(report, layer_name, name):
     return next(c for c in layer(report, layer_name)["checks"] if c["name"] == name)
 

@@ -152,8 +152,8 @@ def runner_fix(runner, found, master, restarters, port):
     """The remedy's first part: who restarts the master and which setting to change."""
     every = ' every %d s' % round(found['period']) if found and found['regular'] else ''
     if runner is None:
-        text = 'find who sends TERM (%s)' % ('%s (%s)' % (master['runner']['kind'], master['runner']['detail'][:120])
-                                           if master else 'the runner')
+        who = '%s (%s)' % (master['runner']['kind'], master['runner']['detail'][:120]) if master else 'the runner'
+        text = 'find who sends TERM (%s)' % who
     elif runner['kind'] == 'shell_loop':
         text = '%s loop pid %s (%s) restarts it%s: stop it (kill %s) and remove what starts it' % (
             runner['name'], runner['pid'], (runner['command'] or '')[:100], every, runner['pid'])
@@ -182,9 +182,9 @@ def _systemd_fix(runner, every):
     s, name = runner['settings'], runner['name']
     where = 'systemd unit %s (%s)' % (name, runner['source'] or 'unit file not found')
     if s.get('WatchdogSec') and s['WatchdogSec'] not in ('0', 'infinity'):
+        every_watchdog = s['WatchdogSec'] + (' s' if s['WatchdogSec'].isdigit() else '')
         text = ('%s: WatchdogSec=%s, Restart=%s - gunicorn never sends WATCHDOG=1, so systemd kills the master every %s '
-                'and restarts it: remove WatchdogSec=' % (where, s['WatchdogSec'], s.get('Restart', 'no'),
-                                                     s['WatchdogSec'] + (' s' if s['WatchdogSec'].isdigit() else '')))
+                'and restarts it: remove WatchdogSec=' % (where, s['WatchdogSec'], s.get('Restart', 'no'), every_watchdog))
     elif s.get('RuntimeMaxSec') and s['RuntimeMaxSec'] != 'infinity':
         text = '%s: RuntimeMaxSec=%s stops the master after that long and Restart=%s starts it again: remove ' \
                'RuntimeMaxSec=' % (where, s['RuntimeMaxSec'], s.get('Restart', 'no'))

@@ -279,8 +279,8 @@ def _judge_one_way(voice, websocket, layer, stream, back, unreached):
                 'page asks a <Start> stream\'s server to send nothing back' % received)
     else:
         note = 'nothing came back, as a one-way stream expects: the app listens'
-    layer.check('media round trip', 'pass', '%s; %s; %s%s%s' % (stream, back, note, _sync_note(voice, websocket),
-                                                               unreached))
+    layer.check('media round trip', 'pass',
+                '%s; %s; %s%s%s' % (stream, back, note, _sync_note(voice, websocket), unreached))
     layer.check('MEDIA_TX in the log', 'skip', 'a one-way <Start> stream plays no audio from the app')
 
 

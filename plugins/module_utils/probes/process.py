@@ -269,8 +269,8 @@ def _own_sockets(psutil, pid):
         return []
     binds = []
     for conn in conns:
-        listening = conn.status == psutil.CONN_LISTEN or (isinstance(conn.laddr, str) and conn.laddr and
-                                                           conn.status == psutil.CONN_NONE)
+        unix_listening = isinstance(conn.laddr, str) and conn.laddr and conn.status == psutil.CONN_NONE
+        listening = conn.status == psutil.CONN_LISTEN or unix_listening
         if listening and conn.laddr and conn.type == 1:   # SOCK_STREAM
             binds.append(gunicorn_settings.socket_bind(conn.laddr))
     return sorted(set(binds))
@@ -317,8 +317,8 @@ def master_settings(psutil, info, runner, runners=(), env_file_env=None):
     if sockets:
         # What it listens on is the truth when the config computes the bind, or argv is hidden.
         why = computed.pop('bind', None)
-        settings['bind'], sources['bind'] = sockets, 'listening sockets' + (' (the config computes it: %s)' % why
-                                                                             if why else '')
+        computed_note = ' (the config computes it: %s)' % why if why else ''
+        settings['bind'], sources['bind'] = sockets, 'listening sockets' + computed_note
         used.append('its listening sockets')
     if settings['bind'] is None:
         settings['bind'] = []

@@ -76,9 +76,8 @@ def supervisord_include_globs(conf_path):
 
 
 def _files(patterns):
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern))[:FILES_MAX]:
-            yield path
+    """The files the glob patterns name, at most FILES_MAX per pattern."""
+    return [path for pattern in patterns for path in sorted(glob.glob(pattern))[:FILES_MAX]]
 
 
 def _program(paths, name):

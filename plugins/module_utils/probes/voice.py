@@ -211,7 +211,7 @@ def stream_target(parsed, base, p, port):
 
 def _this_host(netloc, port):
     """Whether a URL's host:port reaches this app on this machine (a loopback address or the hostname)."""
-    host, _, number = netloc.rpartition(':') if netloc.rpartition(':')[2].isdigit() else (netloc, '', '')
+    host, _colon, number = netloc.rpartition(':') if netloc.rpartition(':')[2].isdigit() else (netloc, '', '')
     host = host.strip('[]').lower()
     names = ('127.0.0.1', 'localhost', '::1', '0.0.0.0', socket.gethostname().lower())
     return host in names and number in ('', '443', str(port))

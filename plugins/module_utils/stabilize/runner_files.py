@@ -131,7 +131,7 @@ def unit(spec):
              '[Service]', 'Type=simple'] + user + ['WorkingDirectory=%s' % systemd(spec['chdir'])]
     lines += ['Environment=%s' % systemd_env(name, value) for name, value in sorted(spec['environment'].items())]
     # The carried env files are kept as the old unit wrote them (unit syntax already).
-    lines += ['EnvironmentFile=-%s' % (path if path in spec.get('carried_env_files') or [] else systemd(path))
+    lines += ['EnvironmentFile=-%s' % (path if path in (spec.get('carried_env_files') or []) else systemd(path))
               for path in env_files]
     lines += ['ExecStart=%s' % command(spec, systemd_arg, systemd_exe), 'Restart=on-failure', 'RestartSec=2',
               'KillMode=mixed', 'TimeoutStopSec=%d' % int(spec['grace']), '', '[Install]', 'WantedBy=multi-user.target']

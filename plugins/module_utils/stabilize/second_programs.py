@@ -38,8 +38,8 @@ def _why_not(program, name, app, chdir, conf):
         return 'its program %s is not in %s or its [include] files' % (name, conf)
     if not service_control.program_runs_app(program, app, chdir):
         return 'its program %s does not run %s in %s' % (name, app, chdir)
-    sections = service_control.config_sections(safe_read.read_text(program['file'], service_control.MAX_CONF_BYTES,
-                                                             follow=True).data)
+    text = safe_read.read_text(program['file'], service_control.MAX_CONF_BYTES, follow=True).data
+    sections = service_control.config_sections(text)
     if program['file'] == conf or [s for s, v in sections] != ['program:' + name]:
         return '%s holds more than the program %s' % (program['file'], name)
     unsafe = service_user.unsafe_reason(program['file'])

@@ -93,8 +93,8 @@ def layout(p):
     spec['log'] = p.get('log_file') or ('-' if manager == 'systemd' else run_dir + '/gunicorn.log')
     spec['runner_file'] = {'systemd': spec['unit'], 'supervisord': spec['program']}.get(manager, spec['runner_env'])
     spec['files'] = [path for path, _text, _mode, _gid in runner_files.render(dict(spec, carried_env_files=[]))]
-    spec['log_files'] = ([spec['log']] if spec['log'] != '-' else []) + ([] if manager == 'systemd' else
-                                                                          [spec['console_log']])
+    console = [] if manager == 'systemd' else [spec['console_log']]
+    spec['log_files'] = ([spec['log']] if spec['log'] != '-' else []) + console
     return spec
 
 

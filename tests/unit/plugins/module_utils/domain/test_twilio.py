@@ -177,7 +177,6 @@ def test_stream_tracks():
     assert twilio.stream_tracks(None) == ["inbound"]
 
 
-
 @pytest.mark.parametrize("url, base, kinds", [
     ("wss://voice.example.com/ws/twilio-media", BASE, []),
     ("wss://voice.example.com:443/ws/twilio-media", BASE, []),

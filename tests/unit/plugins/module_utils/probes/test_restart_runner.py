@@ -127,8 +127,8 @@ def test_a_plain_shell_that_started_the_master_once_restarts_nothing(tmp_path):
 def test_the_first_runner_is_the_masters_own_and_the_files_follow(tmp_path, started):
     loop = started("while true; do sleep 0.2; done")
     units = write_unit(tmp_path, tmp_path, "Restart=on-failure\n")
-    master = {"pid": 999999, "age": 3.0, "runner": {"kind": "shell_loop", "pid": loop.pid,
-                                                     "detail": "bash -c while true; do sleep 0.2; done"}}
+    runner = {"kind": "shell_loop", "pid": loop.pid, "detail": "bash -c while true; do sleep 0.2; done"}
+    master = {"pid": 999999, "age": 3.0, "runner": runner}
     found = restart_runner.collect(psutil, APP, str(tmp_path), [master], 8123, "/healthz", unit_dir=str(units),
                                    conf_globs=[str(tmp_path / "none")], crontabs=[str(tmp_path / "none")])
     assert [(r["kind"], r["pid"]) for r in found["runners"]] == [("shell_loop", loop.pid), ("systemd", None)]
