@@ -131,8 +131,9 @@ def diagnose(work, app, port, log, window, name):
 
 
 def cell(result):
-    return "%.1f s (probe %.1f, window %.1f): %s %s" % (result["seconds"], result["probe"] or 0, result["window"] or 0,
-                                                       result["verdict"], ", ".join(result["causes"]) or "-")
+    causes = ", ".join(result["causes"]) or "-"
+    return "%.1f s (probe %.1f, window %.1f): %s %s" % (
+        result["seconds"], result["probe"] or 0, result["window"] or 0, result["verdict"], causes)
 
 
 def main():

@@ -9,7 +9,8 @@ Here every exchange has one Deadline. `BoundedSocket` sets the socket timeout to
 before each read and write and refuses to read more than a byte budget (the status line and headers
 first, then the body or the frames); `request` is one HTTP/1.1 exchange over it (http.client parses);
 `connect` opens the TCP (and TLS) connection within the deadline, for WebSocket clients that take a
-ready socket. `request(..., unix=PATH)` has the same exchange over a unix socket (gunicorn bound to `unix:PATH`). `Watchdog` shuts down the sockets of a library that opens its own (requests) when the
+ready socket. `request(..., unix=PATH)` has the same exchange over a unix socket (gunicorn bound to
+`unix:PATH`). `Watchdog` shuts down the sockets of a library that opens its own (requests) when the
 deadline passes. Nothing here retries; errors are OSError subclasses with a one-line message.
 """
 

@@ -319,7 +319,7 @@ def format_command(python, app, port_expr, worker_class='sync', workers=1, timeo
     the config file it keeps (-c FILE; the command line overrides only what it sets)."""
     argv = [python, '-m', 'gunicorn', app, '-k', worker_class, '-w', str(workers)] + (['-c', config] if config else [])
     argv += ['-b', bind or '0.0.0.0:%s' % port_expr, '--timeout', str(timeout), '--keep-alive', str(keepalive),
-            '--log-level', 'debug', '--capture-output', '--access-logfile', '-', '--error-logfile', '-']
+             '--log-level', 'debug', '--capture-output', '--access-logfile', '-', '--error-logfile', '-']
     argv.extend(extra or [])
     return ' '.join(a if a.startswith('0.0.0.0:$') else shlex.quote(a) for a in argv)
 

@@ -22,8 +22,8 @@ def _bind_source(facts):
     master = shared.primary_master(facts)
     if not master:
         return []
-    return ['master %d binds %s, from %s' % (master['pid'], ','.join(master['settings']['bind'] or []) or '?',
-                                              shared.source_of(master, 'bind'))]
+    binds = ','.join(master['settings']['bind'] or []) or '?'
+    return ['master %d binds %s, from %s' % (master['pid'], binds, shared.source_of(master, 'bind'))]
 
 
 def judge(facts, layer):
@@ -136,8 +136,8 @@ def _check_door_answers(facts, door, path, layer):
     if not back or not bad or any(s['status'] != 200 for s in back):
         return
     layer.cause('proxy_backend_down', [
-        'GET %s through the front door %s -> %s body %r' % (h['url'], shared.describe_door(door),
-                                                              bad[0]['status'] or bad[0]['error'], bad[0]['body'][:120]),
+        'GET %s through the front door %s -> %s body %r' % (
+            h['url'], shared.describe_door(door), bad[0]['status'] or bad[0]['error'], bad[0]['body'][:120]),
         'GET %s -> 200' % h['backend']['url']], proxy=shared.describe_door(door), socket=path,
         extra='The app answers on its socket but the front door does not reach it: check its upstream '
         '(proxy_pass / server unix:%s) and its error log.' % path)
