@@ -124,6 +124,7 @@ class ActionModule(ActionBase):
             try:
                 external.split_base_url(url)
             except external.UrlError as e:
-                raise AnsibleActionFail('doctor_public_base_url=%r %s: set it to the public https URL of the service, '
-                                        'e.g. https://voice.example.com' % (external.without_userinfo(url), e))
+                # redact: the refused query may hold a token (?token=...)
+                raise AnsibleActionFail(redact('doctor_public_base_url=%r %s: set it to the public https URL of the '
+                                               'service, e.g. https://voice.example.com' % (external.without_userinfo(url), e)))
         return {'validate_certs': validate_certs, 'ca_bundle': ca_bundle, 'timeout': timeout}

@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from doctor_run import PYTHON, ROOT, ansible_env, diagnose, make_app, run_playbook, schema
+from doctor_run import PYTHON, ROOT, ansible_env, diagnose, layer, make_app, run_playbook, schema
 from gunicorn_service import free_port
 from test_stabilize import host, listening_pid, wait_for  # noqa: F401 (host: the stabilize tests' fixture)  # pylint: disable=unused-import
 
@@ -109,6 +109,32 @@ def test_diagnose_redacts_command_line_log_and_traceback_secrets(services, tmp_p
     assert "--env DATABASE_URL=postgresql://app:<redacted>@db.internal:5432/voice" in output
     assert "startup: TWILIO_AUTH_TOKEN=<redacted>" in output
     assert "twilio client: using token <redacted> as %s:<redacted>" % s.account_sid in output
+
+
+def test_a_password_and_token_in_doctor_public_base_url_stay_out_of_the_vvv_output_and_reports(services, tmp_path, port):
+    """A user's public URL with basic-auth credentials (a preview environment behind a login): -vvv prints every
+    module's arguments, and the report quotes the URL it probed. The password is masked there; the user, host and
+    port stay so the evidence still says what was probed. A URL with a token in its query is refused in one line
+    that does not repeat the token."""
+    password, token = "Pw" + secrets.token_hex(8), secrets.token_hex(12)
+    app_dir = make_app(tmp_path)
+    services(app_dir, tmp_path / "gunicorn.log", bind="0.0.0.0:%d" % port, env={"PORT": str(port)})
+    closed = free_port()                 # nothing answers there: the external layer fails fast, on loopback
+    host_vars = {"doctor_chdir": str(app_dir), "doctor_log_file": str(tmp_path / "gunicorn.log"),
+                 "doctor_public_base_url": "http://alice:%s@127.0.0.1:%d/preview" % (password, closed)}
+    report, output = diagnose(tmp_path, host_vars, extra_args=["-vvv"])
+    (tmp_path / "ansible-vvv.log").write_text(output)
+    assert '"public_base_url": "http://alice:********@127.0.0.1:%d/preview"' % closed in output
+    assert_no_secret(dict(texts_of(tmp_path / "reports"), **{"ansible-playbook -vvv output": output}), [password])
+    external = layer(report, "external")
+    assert external["status"] == "fail" and "127.0.0.1:%d/preview" % closed in json.dumps(external), external
+
+    host_vars["doctor_public_base_url"] = "https://127.0.0.1:%d/preview?token=%s" % (closed, token)
+    done = run_playbook("diagnose.yml", tmp_path, host_vars, ["-vvv"], check=False)
+    assert done.returncode != 0
+    assert "doctor_public_base_url='https://127.0.0.1:%d/preview?token=<redacted>' carries a query" % closed in done.stdout
+    assert '"public_base_url": "https://127.0.0.1:%d/preview?token=********"' % closed in done.stdout
+    assert token not in done.stdout and "Traceback" not in done.stdout
 
 
 def test_per_host_markdown_escapes_markup_and_headings_from_the_host(services, tmp_path, port):

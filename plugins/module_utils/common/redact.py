@@ -12,6 +12,8 @@ __metaclass__ = type
 
 import re
 
+from urllib.parse import parse_qsl, urlsplit
+
 MARK = '<redacted>'
 
 # Words that make a name (an environment variable, an option, a JSON key, a header) a secret's name.
@@ -103,3 +105,18 @@ def redact(value):
         return [MARK if i and isinstance(v, str) and isinstance(value[i - 1], str) and SECRET_FLAG.match(value[i - 1])
                 and not v.startswith('-') else redact(v) for i, v in enumerate(value)]
     return value
+
+
+def url_secrets(url):
+    """The secret parts of a URL given as an input (a password in its userinfo, a query value under a secret's
+    name: `?token=...`): a module adds them to `no_log_values`, so Ansible masks them in every output, the
+    `invocation` that -vvv prints included, while the rest of the URL stays readable."""
+    if not isinstance(url, str) or not url:
+        return set()
+    try:
+        parts = urlsplit(url)
+        found = set([parts.password]) if parts.password else set()
+        found.update(value for name, value in parse_qsl(parts.query) if value and SECRET_KEY.match(name))
+    except ValueError:   # not a URL (the module's own validation says so in one line)
+        return set()
+    return found

@@ -14,7 +14,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.host import InputError, probe_host
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact, url_secrets
 
 
 ARGUMENT_SPEC = dict(
@@ -43,7 +43,10 @@ ARGUMENT_SPEC = dict(
 
 
 def new_module():
-    return AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    # The URL stays readable in the -vvv invocation; its password and token do not.
+    module.no_log_values.update(url_secrets(module.params['public_base_url']))
+    return module
 
 
 def collect_facts(module, layers=None):

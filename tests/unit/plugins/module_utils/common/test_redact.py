@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact, url_secrets
 
 # A syntactically real (but throw-away, truncated) PKCS#8 body: what a service-account JSON holds.
 KEY_BODY = ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
@@ -279,3 +279,16 @@ def test_a_hostile_log_line_costs_linear_time(run):
             "redact(sys.stdin.read())")
     subprocess.run([sys.executable, "-c", code], input=run * (600000 // len(run)), text=True, timeout=30, check=True,
                    env=dict(os.environ, PYTHONPATH=collections))
+
+
+@pytest.mark.parametrize("url, secrets", [
+    ("https://voice.example.com", set()),
+    ("https://alice:Pw0rd@voice.example.com:8443/app", {"Pw0rd"}),
+    ("https://voice.example.com/?token=t0k&lang=en&api_key=k3y", {"t0k", "k3y"}),
+    ("https://alice@voice.example.com", set()),          # a user alone is who, not a secret
+    ("http://[::1:8080", set()),                          # not a URL: the module's validation says so
+    (None, set()),
+])
+def test_url_secrets_are_the_password_and_secret_query_values(url, secrets):
+    """What the probe module adds to no_log_values, so -vvv's invocation masks them and keeps the rest."""
+    assert url_secrets(url) == secrets
