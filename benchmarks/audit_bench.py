@@ -101,6 +101,12 @@ def findings(audit, expected):
     return found
 
 
+def not_passed(report):
+    """The warn and fail checks of a host's report: why a finding is not the expected one."""
+    return ["%s / %s %s: %s" % (layer["name"], check["name"], check["status"], check["detail"][:300])
+            for layer in (report or {}).get("layers", []) for check in layer["checks"] if check["status"] in ("warn", "fail")]
+
+
 def check_audit(report_dir, kinds, names, first):
     """Exit when the audit's findings are not the mix's, or (after the first audit) its drift is not empty."""
     audit = json.loads((report_dir / "audit.json").read_text())
@@ -110,6 +116,7 @@ def check_audit(report_dir, kinds, names, first):
     problems = []
     if wrong or len(found) != len(expected):
         problems.append("%d finding(s) wrong (found, expected): %s" % (len(wrong), wrong))
+        problems += ["%s: %s" % (host, why) for host in sorted(wrong)[:3] for why in not_passed(audit["reports"].get(host))]
     drift = audit["drift"]
     if not first and any(drift[k] for k in ("new", "fixed", "changed", "added", "removed")):
         problems.append("drift between two audits of an unchanged fleet: %s" % drift)
