@@ -87,3 +87,10 @@ def test_a_service_that_cannot_be_found_as_asked_fails_the_pass_before_anything_
     with pytest.raises(service_pass.PassError, match='no-such-user-here'):
         run(params(tmp_path, service=None, manager='standalone', user='no-such-user-here', group=None))
     assert not (tmp_path / 'svc').exists()
+
+
+@pytest.mark.parametrize('key', ['unit_dir', 'supervisorctl', 'supervisord_conf', 'program_dir'])
+def test_every_value_the_role_used_to_check_on_the_controller_is_checked_on_the_host(tmp_path, key):
+    with pytest.raises(service_pass.PassError, match='%s: a line break' % key):
+        run(params(tmp_path, **{key: str(tmp_path) + '\nx'}))
+    assert not (tmp_path / 'svc').exists()
