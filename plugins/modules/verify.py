@@ -141,5 +141,6 @@ def main():
                          kind=e.kind, evidence=e.evidence, elapsed=round(time.time() - started, 2))
     module.exit_json(changed=False, **redact(result))
 
+
 if __name__ == '__main__':
     main()
