@@ -20,3 +20,16 @@ attributes:
   platform:
     platforms: posix
 '''
+
+    # Modules that edit env files, which hold the service's credentials: their diff names variables, never values.
+    NAMES_ONLY_DIFF = r'''
+options: {}
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff shows variable names only, never values.
+  platform:
+    platforms: posix
+'''

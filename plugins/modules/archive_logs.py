@@ -109,46 +109,22 @@ actions:
   elements: dict
 '''
 
-import re
-
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive, module_args
+
+ARGUMENT_SPEC = module_args.ARCHIVE_OLD
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            paths=dict(type='list', elements='path', default=[]),
-            patterns=dict(type='list', elements='str', default=[]),
-            archive_dir=dict(type='path', required=True),
-            stamp=dict(type='str', required=True),
-            keep=dict(type='int', default=5),
-            current_since=dict(type='float', default=0),
-        ),
-        supports_check_mode=True,
-    )
-    psutil = require_psutil(module)
-    p = module.params
-    if not re.match(r'^\d{8}T\d{6}Z$', p['stamp']):
-        module.fail_json(msg='stamp=%r must be a UTC time as YYYYMMDDTHHMMSSZ' % p['stamp'])
-    if p['keep'] < 1:
-        module.fail_json(msg='keep=%d must be 1 or more: the archive just made is always kept' % p['keep'])
+    module, psutil = module_args.new_module(ARGUMENT_SPEC)
     try:
-        done = logs_archive.run(psutil, p['paths'], p['patterns'], p['archive_dir'], p['stamp'], p['keep'],
-                                dry_run=module.check_mode, current_since=p['current_since'])
+        done = logs_archive.archive_old(psutil, module.params, module.check_mode, module.warn)
+    except ValueError as e:
+        module.fail_json(msg=str(e))
     except (IOError, OSError) as e:
         module.fail_json(msg='archiving stopped, the log stays in place: %s' % to_native(e))
-    for r in done['refused']:
-        module.warn('not archived: %s is %s' % (r['path'], r['why']))
-    done['actions'] = [{'action': 'would archive log' if module.check_mode else 'archived log', 'target': a['path'],
-                        'reason': 'old: no live process writes it and the current run did not write it; compressed copy %s'
-                                  % a['archived_as']} for a in done['archived']]
-    done['actions'] += [{'action': 'would delete archive' if module.check_mode else 'deleted archive', 'target': d,
-                         'reason': 'beyond the newest %d archives' % p['keep']} for d in done['pruned']]
-    module.exit_json(changed=bool(done['archived'] or done['pruned']), **done)
+    module.exit_json(**done)
 
 
 if __name__ == '__main__':

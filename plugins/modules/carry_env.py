@@ -54,16 +54,9 @@ options:
     description: The service's group (name or gid), when its start script reads I(path) as the service's user.
     type: str
     version_added: 0.3.0
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-    details: The diff shows variable names only, never values.
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes.names_only_diff
 '''
 
 EXAMPLES = r'''

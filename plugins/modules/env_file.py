@@ -40,16 +40,9 @@ options:
       - The user the service runs as (name or uid). When I(path) is a symlink, its target must be owned by this
         user; default root.
     type: str
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-    details: The diff shows variable names only, never values.
-  platform:
-    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - sre.gunicorn_doctor.attributes.names_only_diff
 '''
 
 EXAMPLES = r'''

@@ -34,8 +34,24 @@ options:
     description: The C(undo) of the pass to roll back (required with I(state=rolled_back)).
     type: dict
   service:
-    description: M(sre.gunicorn_doctor.service_info)'s result for this service (the manager, its user, its state).
+    description:
+      - M(sre.gunicorn_doctor.service_info)'s result for this service (the manager, its user, its state).
+      - Unset - the pass finds it itself, as M(sre.gunicorn_doctor.service_info) would with I(manager), I(user),
+        I(group) and the other options here (one call on the host instead of two).
     type: dict
+  manager:
+    description: Without I(service) - C(auto), or the manager to use (see M(sre.gunicorn_doctor.service_info)).
+    type: str
+    choices: [auto, systemd, supervisord, standalone]
+    default: auto
+  user:
+    description:
+      - Without I(service) - the user the service is to run as (name or uid), instead of the one found; C(root) is
+        refused for a service found running as another user.
+    type: str
+  group:
+    description: Without I(service) - the service's group (name or gid); default the group found, or the primary group of I(user).
+    type: str
   app:
     description: WSGI target, C(MODULE:VARIABLE).
     type: str
@@ -256,16 +272,16 @@ state:
   type: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_pass
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import module_args, service_pass
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 ARGUMENT_SPEC = dict(
     state=dict(type='str', default='applied', choices=['applied', 'rolled_back']),
     undo=dict(type='dict'),
     service=dict(type='dict'),
+    manager=dict(type='str', default='auto', choices=['auto'] + module_args.MANAGERS),
+    user=dict(type='str'),
+    group=dict(type='str'),
     app=dict(type='str'),
     chdir=dict(type='str'),
     python=dict(type='str'),
@@ -297,13 +313,9 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_if=[('state', 'applied', ('service', 'app', 'chdir', 'python', 'name', 'service_dir')),
-                     ('state', 'rolled_back', ('undo',))],
-        supports_check_mode=True,
-    )
-    psutil = require_psutil(module)
+    module, psutil = module_args.new_module(
+        ARGUMENT_SPEC, required_if=[('state', 'applied', ('app', 'chdir', 'python', 'name', 'service_dir')),
+                                    ('state', 'rolled_back', ('undo',))])
     p = module.params
     try:
         if p['state'] == 'rolled_back':
@@ -313,8 +325,7 @@ def main():
     except service_pass.PassError as e:
         # The message quotes the manager's output and the service's log: redacted before it leaves the host. No
         # `why` (why that manager): a failed task's `why` is read as the reason it failed (verify's).
-        failed = dict((key, value) for key, value in e.result.items() if key != 'why')
-        module.fail_json(**redact(dict(failed, msg=str(e))))
+        module_args.fail(module, str(e), **dict((key, value) for key, value in e.result.items() if key != 'why'))
     for warning in result.pop('warnings', []):
         module.warn(warning)
     # The diff holds variable names only (a runner file's old content is hidden when it sets variables); the rest is

@@ -26,32 +26,11 @@ description:
   - Read-only.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
-  app:
-    description: WSGI target of the service, C(MODULE:VARIABLE).
-    type: str
-    required: true
-  chdir:
-    description: Directory gunicorn runs the app from.
-    type: path
-    required: true
   manager:
     description: C(auto), or the manager to use.
     type: str
     choices: [auto, systemd, supervisord, standalone]
     default: auto
-  name:
-    description: Name of the service (systemd unit C(NAME.service), supervisord program C(NAME)).
-    type: str
-    required: true
-  pidfile:
-    description: Pidfile of the standalone runner.
-    type: path
-  supervisorctl:
-    description: supervisorctl to use; default - the one beside the running supervisord, else from C(PATH).
-    type: path
-  supervisord_conf:
-    description: supervisord's config file; default - the running supervisord's C(-c) file.
-    type: path
   env_file:
     description: Dotenv-style file of the service environment; its C(PORT) is returned.
     type: path
@@ -82,10 +61,10 @@ options:
     type: str
     version_added: 0.3.0
 extends_documentation_fragment:
+  - sre.gunicorn_doctor.service
+  - sre.gunicorn_doctor.service.runner
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
-requirements:
-  - psutil
 '''
 
 EXAMPLES = r'''
@@ -184,179 +163,28 @@ found_user:
   version_added: 0.3.0
 '''
 
-import glob
-import os
-import shutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import module_args, service_found
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings, service_env
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read, service_user
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_control
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
-
-
-def runner_file(p, found):
-    """The service's runner file for the manager found, and its text (a unit with its drop-ins)."""
-    manager = found['manager']
-    if manager == 'systemd':
-        path = os.path.join(p['unit_dir'], p['name'] + '.service')
-        texts = [service_env.read_text(f) or '' for f in [path] + sorted(glob.glob(path + '.d/*.conf'))]
-        return path, '\n'.join(texts)
-    if manager == 'supervisord':
-        directory = p['program_dir'] or found['supervisord_conf_dir'] or '/etc/supervisor/conf.d'
-        path = os.path.join(directory, p['name'] + '.conf')
-    else:
-        path = p['start_script']
-    return path, (service_env.read_text(path) if path else None) or ''
-
-
-def tagged(acct, source):
-    return dict(acct, source=source) if acct else None
-
-
-def decide_user(module, psutil, p, found, status_pid, masters):
-    """-> (run_as, found_user, runner file path): who the rendered runner runs as (see service_user.decide)."""
-    path, text = runner_file(p, found)
-    user, group = service_env.runner_file_user(found['manager'], text, p['name'])
-    master = tagged(service_user.of_process(psutil, status_pid), 'master %s' % status_pid) if status_pid else None
-    named = tagged(service_user.from_names(user, group), '%s of %s' % (
-        {'systemd': 'User=', 'supervisord': 'user='}.get(found['manager'], 'setpriv'), path))
-    others = [m for m in masters if m['pid'] != status_pid]
-    oldest = max(others, key=lambda m: m['age']) if others else None
-    stray = tagged(service_user.of_process(psutil, oldest['pid']), 'master %s, not run by the manager' % oldest['pid']) \
-        if oldest else None
-    try:
-        run_as, found_user = service_user.decide(master, named, stray, p['user'], p['group'])
-    except ValueError as e:
-        module.fail_json(msg='%s: %s' % (p['name'], e))
-    if run_as and user == 'dynamic' and not p['user']:
-        module.fail_json(msg='%s runs with DynamicUser=yes, which is not carried over: set doctor_service_user' % path)
-    if run_as and run_as['uid'] is None:
-        module.fail_json(msg='%s names the user %s, who does not exist on this host: fix it or set doctor_service_user'
-                         % (path, run_as['user']))
-    if run_as:
-        same = found_user and (not p['user'] or found_user['uid'] == run_as['uid'])
-        run_as = dict(run_as, source=found_user['source'] if same else 'the user given (doctor_service_user)')
-        check_access(module, run_as, p, found['manager'])
-    return run_as, found_user, path
-
-
-def check_access(module, run_as, p, manager):
-    """A service user who cannot run the interpreter or read the app directory would only fail to start; under
-    supervisord its start script reads the env file as that user too (and would skip one it cannot read)."""
-    python = p['python'] if not p['python'] or os.path.isabs(p['python']) else shutil.which(p['python'])
-    checks = [(python, os.X_OK, 'run'), (p['chdir'], os.R_OK | os.X_OK, 'read')]
-    if manager == 'supervisord' and p['env_file'] and os.path.exists(p['env_file']):
-        checks.append((p['env_file'], os.R_OK, 'read'))
-    for path, bits, what in checks:
-        if path and not service_user.can_access(run_as, path, bits):
-            module.fail_json(msg='%s (the service user, from %s) cannot %s %s: make it readable by that user, or set '
-                             'doctor_python / doctor_service_user' % (run_as['user'], run_as['source'], what, path))
-
-
-# What stabilize's canonical command must keep or override (plan.runner_shape); raw_env is left out (secrets).
-SHAPE_SETTINGS = ('bind', 'worker_class', 'workers', 'timeout', 'keepalive', 'daemon', 'loglevel', 'capture_output',
-                  'error_logfile', 'access_logfile')
-
-
-def current_settings(psutil, master):
-    """The effective settings of the master the service runs (its argv, GUNICORN_CMD_ARGS, its config file), for
-    the settings stabilize's command touches -> dict(settings, sources, config_file, computed, problems,
-    cmd_args); None when no master runs."""
-    if master is None:
-        return None
-    try:
-        argv = psutil.Process(master['pid']).cmdline()
-    except Exception:  # gone in between
-        return None
-    environ = service_env.read_proc_environ(master['pid']) or {}
-
-    def read(path):
-        found = safe_read.read_text(path, safe_read.SOURCE_MAX, follow=True)
-        if found.data is None:
-            raise OSError(found.error)
-        return found.data
-
-    found = gunicorn_settings.effective(argv, environ, master['cwd'] or '/', read)
-    return {'settings': dict((k, found['settings'].get(k)) for k in SHAPE_SETTINGS),
-            'sources': dict((k, found['sources'].get(k)) for k in SHAPE_SETTINGS),
-            'computed': sorted(k for k in found['computed'] if k in SHAPE_SETTINGS + ('raw_env',)),
-            'config_file': found['config_file'], 'problems': found['problems'],
-            'cmd_args': 'GUNICORN_CMD_ARGS' in environ}
+ARGUMENT_SPEC = dict(module_args.APP, **module_args.RUNNER)
+ARGUMENT_SPEC.update(
+    manager=dict(type='str', default='auto', choices=['auto'] + module_args.MANAGERS),
+    env_file=dict(type='path'),
+    user=dict(type='str'),
+    group=dict(type='str'),
+    unit_dir=dict(type='path', default='/etc/systemd/system'),
+    program_dir=dict(type='path'),
+    start_script=dict(type='path'),
+    python=dict(type='str'),
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type='str', required=True),
-            chdir=dict(type='path', required=True),
-            manager=dict(type='str', default='auto', choices=['auto', 'systemd', 'supervisord', 'standalone']),
-            name=dict(type='str', required=True),
-            pidfile=dict(type='path'),
-            supervisorctl=dict(type='path'),
-            supervisord_conf=dict(type='path'),
-            env_file=dict(type='path'),
-            user=dict(type='str'),
-            group=dict(type='str'),
-            unit_dir=dict(type='path', default='/etc/systemd/system'),
-            program_dir=dict(type='path'),
-            start_script=dict(type='path'),
-            python=dict(type='str'),
-        ),
-        supports_check_mode=True,
-    )
-    psutil = require_psutil(module)
-    p = module.params
-    masters = process.collect(psutil, p['app'], p['chdir'], processes.own_lineage(psutil))['masters']
-    oldest = max(masters, key=lambda m: m['age']) if masters else None
-    runner = oldest['runner'] if oldest else None
+    module, psutil = module_args.new_module(ARGUMENT_SPEC)
     try:
-        found = service_control.detect(psutil, p['manager'], runner, p['supervisorctl'], p['supervisord_conf'],
-                                       app=p['app'], chdir=p['chdir'])
-    except service_control.ServiceError as e:
-        module.fail_json(msg=str(e), changed=False)
-    result = dict(found, changed=False, current_runner=runner['kind'] if runner else None, running=False, pid=None,
-                  state='UNKNOWN', worker_class=oldest['settings']['worker_class'] if oldest else None)
-    env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else {}
-    result['env_file_port'] = env.get('PORT')
-    result['env_file_cmd_args'] = 'GUNICORN_CMD_ARGS' in env
-    manager = found['manager']
-    if manager == 'supervisord' and not found['supervisorctl']:
-        module.fail_json(msg='supervisord is the service manager but no supervisorctl was found: set doctor_supervisorctl',
-                         **result)
-    if manager == 'standalone' and not p['pidfile']:
-        module.fail_json(msg='pidfile is required for the standalone runner', **result)
-    problems = service_control.supervisord_problems(found, p['program_dir']) if manager == 'supervisord' else []
-    if problems:
-        module.fail_json(msg='supervisord is not trusted, so no program is written for it: %s - fix that, or set '
-                         'doctor_service_manager=standalone' % '; '.join(problems), **result)
-    params = dict(p, manager=manager, supervisorctl=found['supervisorctl'], supervisord_conf=found['supervisord_conf'],
-                  grace=10, start_timeout=30)
-    try:
-        status = service_control.Service(psutil, params, module.run_command).status()
-    except service_control.ServiceError as e:
-        module.fail_json(msg=str(e), **result)
-    result.update(running=status['running'], pid=status['pid'], state=status['state'], started=None)
-    if status['pid']:
-        try:
-            result['started'] = psutil.Process(status['pid']).create_time()
-        except Exception:  # gone in between
-            pass
-        managed = next((m for m in masters if m['pid'] == status['pid']), None)
-        if managed:
-            result['worker_class'] = managed['settings']['worker_class']
-        else:
-            try:
-                result['worker_class'] = gunicorn.parse_cmdline(psutil.Process(status['pid']).cmdline())['worker_class']
-            except Exception:  # gone in between
-                pass
-    current = next((m for m in masters if m['pid'] == status['pid']), None) or oldest
-    result['current_settings'] = current_settings(psutil, current)
-    result['run_as'], result['found_user'], result['runner_file'] = decide_user(module, psutil, p, found, status['pid'],
-                                                                                masters)
-    module.exit_json(**result)
+        result = service_found.find(psutil, module.params, module.run_command)
+    except service_found.NotFound as e:
+        module.fail_json(msg=str(e), changed=False, **e.result)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == '__main__':

@@ -22,39 +22,18 @@ description:
   - I(state=started) changes nothing when the service runs.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
-  app:
-    description: WSGI target of the service, C(MODULE:VARIABLE).
-    type: str
-    required: true
-  chdir:
-    description: Directory gunicorn runs the app from.
-    type: path
-    required: true
   manager:
     description: The service manager (see M(sre.gunicorn_doctor.service_info) to resolve C(auto)).
     type: str
     required: true
     choices: [systemd, supervisord, standalone]
-  name:
-    description: Name of the service (systemd unit C(NAME.service), supervisord program C(NAME)).
-    type: str
-    required: true
   state:
     description: What to do.
     type: str
     choices: [started, restarted, stopped]
     default: started
-  pidfile:
-    description: Pidfile of the standalone runner (required for it).
-    type: path
   start_script:
     description: Start script of the standalone runner (required for it).
-    type: path
-  supervisorctl:
-    description: supervisorctl to use (required for supervisord).
-    type: path
-  supervisord_conf:
-    description: supervisord's config file, passed as C(supervisorctl -c).
     type: path
   console_log:
     description: The runner's console log (output before gunicorn opens its log); its errors end a failed start early.
@@ -73,36 +52,40 @@ options:
     type: float
     default: 30
   archive:
-    description: Logs to archive while the service is stopped during a restart (see M(sre.gunicorn_doctor.archive_logs)).
+    description:
+      - Logs to archive while the service is stopped during a restart - the options of
+        M(sre.gunicorn_doctor.archive_logs) of the same names, which this archiving is.
     type: dict
     suboptions:
       paths:
-        description: Log files.
+        description: The log files.
         type: list
         elements: path
         default: []
       patterns:
-        description: Globs of more logs.
+        description: Their globs.
         type: list
         elements: str
         default: []
       archive_dir:
-        description: Directory of the archives.
+        description: The archive directory.
         type: path
         required: true
       stamp:
-        description: Name of this run's archive directory, UTC C(YYYYMMDDTHHMMSSZ).
+        description: This run's name in it.
         type: str
         required: true
       keep:
-        description: How many archive directories to keep.
+        description: The number kept.
         type: int
         default: 5
+notes:
+  - The standalone runner needs I(pidfile) and I(start_script), supervisord I(supervisorctl).
 extends_documentation_fragment:
+  - sre.gunicorn_doctor.service
+  - sre.gunicorn_doctor.service.runner
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
-requirements:
-  - psutil
 '''
 
 EXAMPLES = r'''
@@ -138,47 +121,31 @@ archived:
 '''
 
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_pass
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import module_args, service_pass
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+
+ARGUMENT_SPEC = dict(module_args.APP, **module_args.RUNNER)
+ARGUMENT_SPEC.update(
+    manager=dict(type='str', required=True, choices=module_args.MANAGERS),
+    state=dict(type='str', default='started', choices=['started', 'restarted', 'stopped']),
+    start_script=dict(type='path'),
+    console_log=dict(type='path'),
+    log_files=dict(type='list', elements='path', default=[]),
+    grace=dict(type='float', default=10),
+    start_timeout=dict(type='float', default=30),
+    archive=dict(type='dict', options=module_args.ARCHIVE),
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type='str', required=True),
-            chdir=dict(type='path', required=True),
-            manager=dict(type='str', required=True, choices=['systemd', 'supervisord', 'standalone']),
-            name=dict(type='str', required=True),
-            state=dict(type='str', default='started', choices=['started', 'restarted', 'stopped']),
-            pidfile=dict(type='path'),
-            start_script=dict(type='path'),
-            supervisorctl=dict(type='path'),
-            supervisord_conf=dict(type='path'),
-            console_log=dict(type='path'),
-            log_files=dict(type='list', elements='path', default=[]),
-            grace=dict(type='float', default=10),
-            start_timeout=dict(type='float', default=30),
-            archive=dict(type='dict', options=dict(
-                paths=dict(type='list', elements='path', default=[]),
-                patterns=dict(type='list', elements='str', default=[]),
-                archive_dir=dict(type='path', required=True),
-                stamp=dict(type='str', required=True),
-                keep=dict(type='int', default=5),
-            )),
-        ),
-        required_if=[('manager', 'standalone', ('pidfile', 'start_script')), ('manager', 'supervisord', ('supervisorctl',))],
-        supports_check_mode=True,
-    )
-    psutil = require_psutil(module)
+    module, psutil = module_args.new_module(ARGUMENT_SPEC, required_if=[
+        ('manager', 'standalone', ('pidfile', 'start_script')), ('manager', 'supervisord', ('supervisorctl',))])
     p = module.params
     try:
         result = service_pass.change_state(psutil, p, module.run_command, p['state'], module.check_mode, p['archive'])
     except service_pass.PassError as e:
         # The message quotes the manager's output and the service's log: redacted before it leaves the host.
-        module.fail_json(**redact(dict(e.result, msg=str(e))))
+        module_args.fail(module, str(e), **e.result)
     module.exit_json(**redact(result))
 
 

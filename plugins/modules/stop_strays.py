@@ -34,14 +34,6 @@ description:
   - In check mode, lists what would be stopped and stops nothing.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
-  app:
-    description: WSGI target of the service, C(MODULE:VARIABLE).
-    type: str
-    required: true
-  chdir:
-    description: Directory gunicorn runs the app from; another directory is another app.
-    type: path
-    required: true
   port:
     description: The port the service must listen on; a process of another app holding it is reported.
     type: int
@@ -72,11 +64,44 @@ options:
   supervisord_conf:
     description: Config of the supervisord that runs I(program) (C(supervisorctl -c)).
     type: path
+  archive:
+    description:
+      - Then archive the old logs, in the same call (runbook step 1.1 is both) - the options of
+        M(sre.gunicorn_doctor.archive_logs), which this archiving is; its result is RV(logs). Unset - no logs are archived.
+      - Only when nothing stopped the module first (a conflict, a process that survived C(KILL)).
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      paths:
+        description: The log files.
+        type: list
+        elements: path
+        default: []
+      patterns:
+        description: Their globs.
+        type: list
+        elements: str
+        default: []
+      archive_dir:
+        description: The archive directory.
+        type: path
+        required: true
+      stamp:
+        description: This run's name in it.
+        type: str
+        required: true
+      keep:
+        description: The number kept.
+        type: int
+        default: 5
+      current_since:
+        description: Start time (epoch seconds) of the service's running master (0 - none runs).
+        type: float
+        default: 0
 extends_documentation_fragment:
+  - sre.gunicorn_doctor.service
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
-requirements:
-  - psutil
 seealso:
   - module: sre.gunicorn_doctor.process_info
 '''
@@ -129,16 +154,33 @@ summary:
   returned: always
   type: list
   elements: str
+logs:
+  description: With I(archive), what M(sre.gunicorn_doctor.archive_logs) returns - C(archived), C(held), C(refused), C(pruned), C(archive), C(actions).
+  returned: when I(archive) is given
+  type: dict
+  version_added: 0.3.0
 '''
 
 
 import pwd
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import second_programs, service_control, strays
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
+    logs_archive, module_args, second_programs, service_control, strays)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+
+ARGUMENT_SPEC = dict(
+    module_args.APP,
+    port=dict(type='int'),
+    keep_pids=dict(type='list', elements='int', default=[]),
+    grace=dict(type='float', default=10),
+    user=dict(type='str'),
+    program=dict(type='str'),
+    supervisorctl=dict(type='path'),
+    supervisord_conf=dict(type='path'),
+    archive=dict(type='dict', options=module_args.ARCHIVE_OLD),
+)
 
 
 def actions(entries, check_mode):
@@ -181,22 +223,41 @@ def user_uid(module, user):
                              '(a name or a uid)' % user)
 
 
+def stop_found(module, psutil, found, programs, ctl, result):
+    """Disable the second programs, stop the strays (one more sweep for the workers a killed master left)."""
+    p = module.params
+    try:
+        survivors = second_programs.disable(psutil, programs, ctl, p['grace'])
+    except (OSError, service_control.ServiceError) as e:
+        module_args.fail(module, 'disabling the second supervisord program failed: %s' % e, **result)
+    if survivors:
+        module_args.fail(module, 'the masters of the disabled programs are still alive: %s'
+                         % ', '.join(map(str, survivors)), **dict(result, changed=True))
+    stopped, survivors = strays.stop(psutil, found['stop'], p['grace'])
+    # A master killed after its grace period leaves the workers it had just forked: one more sweep.
+    late = strays.choose(psutil, p['app'], p['chdir'], None, p['keep_pids'], uid=found['uid'])['stop']
+    if late and not survivors:
+        more, survivors = strays.stop(psutil, late, p['grace'])
+        stopped += more
+    result.update(changed=True, stopped=stopped, actions=program_actions(programs, False) + actions(stopped, False),
+                  summary=[strays.describe(e) for e in programs + stopped])
+    if survivors:
+        module_args.fail(module, 'processes %s survived KILL' % ', '.join(str(s) for s in survivors), **result)
+
+
+def archive(module, psutil, result):
+    """The old logs, now that the runs that wrote them are over (archive_logs in the same call)."""
+    try:
+        result['logs'] = logs_archive.archive_old(psutil, module.params['archive'], module.check_mode, module.warn)
+    except ValueError as e:
+        module_args.fail(module, 'archive: %s' % e, **result)
+    except (IOError, OSError) as e:
+        module_args.fail(module, 'archiving stopped, the log stays in place: %s' % to_native(e), **result)
+    result['changed'] = result['changed'] or result['logs'].pop('changed')
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type='str', required=True),
-            chdir=dict(type='path', required=True),
-            port=dict(type='int'),
-            keep_pids=dict(type='list', elements='int', default=[]),
-            grace=dict(type='float', default=10),
-            user=dict(type='str'),
-            program=dict(type='str'),
-            supervisorctl=dict(type='path'),
-            supervisord_conf=dict(type='path'),
-        ),
-        supports_check_mode=True,
-    )
-    psutil = require_psutil(module)
+    module, psutil = module_args.new_module(ARGUMENT_SPEC)
     p = module.params
     uid = user_uid(module, p['user'])
     found = strays.choose(psutil, p['app'], p['chdir'], p['port'], p['keep_pids'], uid=uid)
@@ -207,28 +268,14 @@ def main():
                   actions=program_actions(programs, module.check_mode) + actions(found['stop'], module.check_mode))
     if found['conflicts']:
         # Command lines of the host's processes (a database URL, a token): redacted before they leave it.
-        module.fail_json(**redact(dict(result, msg='not stopping anything: ' + '; '.join(
-            strays.describe(c) for c in found['conflicts']))))
-    if not (found['stop'] or programs) or module.check_mode:
+        module_args.fail(module, 'not stopping anything: ' + '; '.join(strays.describe(c) for c in found['conflicts']),
+                         **result)
+    if (found['stop'] or programs) and not module.check_mode:
+        stop_found(module, psutil, found, programs, ctl, result)
+    else:
         result['changed'] = bool(found['stop'] or programs)
-        module.exit_json(**redact(result))
-    try:
-        survivors = second_programs.disable(psutil, programs, ctl, p['grace'])
-    except (OSError, service_control.ServiceError) as e:
-        module.fail_json(**redact(dict(result, msg='disabling the second supervisord program failed: %s' % e)))
-    if survivors:
-        module.fail_json(**redact(dict(result, changed=True, msg='the masters of the disabled programs are still '
-                                                                 'alive: %s' % ', '.join(map(str, survivors)))))
-    stopped, survivors = strays.stop(psutil, found['stop'], p['grace'])
-    # A master killed after its grace period leaves the workers it had just forked: one more sweep.
-    late = strays.choose(psutil, p['app'], p['chdir'], None, p['keep_pids'], uid=found['uid'])['stop']
-    if late and not survivors:
-        more, survivors = strays.stop(psutil, late, p['grace'])
-        stopped += more
-    result.update(changed=True, stopped=stopped, actions=program_actions(programs, False) + actions(stopped, False),
-                  summary=[strays.describe(e) for e in programs + stopped])
-    if survivors:
-        module.fail_json(**redact(dict(result, msg='processes %s survived KILL' % ', '.join(str(s) for s in survivors))))
+    if p['archive']:
+        archive(module, psutil, result)
     module.exit_json(**redact(result))
 
 

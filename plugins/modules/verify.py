@@ -24,14 +24,6 @@ description:
   - Never changes anything and never reports C(changed).
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
-  app:
-    description: WSGI target of the service, C(MODULE:VARIABLE).
-    type: str
-    required: true
-  chdir:
-    description: Directory gunicorn runs the app from.
-    type: path
-    required: true
   port:
     description: The platform's port.
     type: int
@@ -62,10 +54,9 @@ options:
         master must accept on it, and C(/healthz) must answer 200 both over it and through the proxy on I(port).
     type: path
 extends_documentation_fragment:
+  - sre.gunicorn_doctor.service
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
-requirements:
-  - psutil
 '''
 
 EXAMPLES = r'''
@@ -122,38 +113,32 @@ evidence:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import stability
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import module_args, stability
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+
+ARGUMENT_SPEC = dict(
+    module_args.APP,
+    port=dict(type='int', required=True),
+    healthz_path=dict(type='str', default='/healthz'),
+    window=dict(type='float', default=15),
+    timeout=dict(type='float', default=60),
+    log_files=dict(type='list', elements='path', default=[]),
+    worker_class=dict(type='str'),
+    socket=dict(type='path'),
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            app=dict(type='str', required=True),
-            chdir=dict(type='path', required=True),
-            port=dict(type='int', required=True),
-            healthz_path=dict(type='str', default='/healthz'),
-            window=dict(type='float', default=15),
-            timeout=dict(type='float', default=60),
-            log_files=dict(type='list', elements='path', default=[]),
-            worker_class=dict(type='str'),
-            socket=dict(type='path'),
-        ),
-        supports_check_mode=True,
-    )
-    psutil = require_psutil(module)
+    module, psutil = module_args.new_module(ARGUMENT_SPEC)
+    p = module.params
     started = time.time()
     try:
-        result = stability.watch(psutil, module.params, processes.own_lineage(psutil))
+        result = stability.watch(psutil, p, processes.own_lineage(psutil))
     except stability.Unstable as e:
         # The evidence is log lines of the service: redacted here, before they leave the host.
-        module.fail_json(**redact(dict(
-            msg='%s is not up and stable on port %d: %s' % (module.params['app'], module.params['port'], e.why),
-            why=e.why, kind=e.kind, evidence=e.evidence, elapsed=round(time.time() - started, 2))))
+        module_args.fail(module, '%s is not up and stable on port %d: %s' % (p['app'], p['port'], e.why), why=e.why,
+                         kind=e.kind, evidence=e.evidence, elapsed=round(time.time() - started, 2))
     module.exit_json(changed=False, **redact(result))
 
 

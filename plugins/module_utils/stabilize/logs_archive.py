@@ -345,3 +345,23 @@ def _archive_all(to_archive, archive_fd, stamp, target, refused):
     finally:
         os.close(target_fd)
     return archived
+
+
+def archive_old(psutil, p, check_mode, warn):
+    """archive_logs' whole job for its options `p` (also stop_strays' `archive`): -> its result, with `actions` for
+    a report; `warn(text)` is told each refused log. Raises ValueError (bad options) or OSError (the log stays)."""
+    if not STAMP.match(p['stamp']):
+        raise ValueError('stamp=%r must be a UTC time as YYYYMMDDTHHMMSSZ' % p['stamp'])
+    if p['keep'] < 1:
+        raise ValueError('keep=%d must be 1 or more: the archive just made is always kept' % p['keep'])
+    done = run(psutil, p['paths'], p['patterns'], p['archive_dir'], p['stamp'], p['keep'], dry_run=check_mode,
+               current_since=p.get('current_since') or 0)
+    for r in done['refused']:
+        warn('not archived: %s is %s' % (r['path'], r['why']))
+    done['actions'] = [{'action': 'would archive log' if check_mode else 'archived log', 'target': a['path'],
+                        'reason': 'old: no live process writes it and the current run did not write it; compressed copy %s'
+                                  % a['archived_as']} for a in done['archived']]
+    done['actions'] += [{'action': 'would delete archive' if check_mode else 'deleted archive', 'target': d,
+                         'reason': 'beyond the newest %d archives' % p['keep']} for d in done['pruned']]
+    done['changed'] = bool(done['archived'] or done['pruned'])
+    return done

@@ -268,8 +268,19 @@ def record_changes(plan, strays, logs, port_fixed, hub_fixed):
     if hub_fixed:
         actions.append({'action': 'replaced EVENTLET_HUB=select', 'target': ', '.join(hub_fixed),
                         'reason': 'eventlet has no hub "select" (it kills the worker); set %s' % inputs.get('eventlet_hub')})
-    return _next(plan, actions=plan['actions'] + actions,
+    return _next(plan, actions=plan['actions'] + actions, cleaned=cleaned_lines(strays, logs),
                  force_restart=bool(port_fixed) or bool(hub_fixed))
+
+
+def cleaned_lines(strays, logs):
+    """What the clean-up (runbook 1.1) did, for the console: each process stopped and why, each log archived, and
+    the logs that stay - a live process writes them, the current run wrote them, or they are no plain log file."""
+    # stop_strays' actions and summary name the same processes, in the same order ("would stop" in check mode).
+    lines = ['%s: %s' % (a['action'], line) for a, line in zip(strays.get('actions') or [], strays.get('summary') or [])]
+    lines += ['archived: %s -> %s' % (a['path'], a['archived_as']) for a in logs.get('archived') or []]
+    lines += ['stays: %s (%s)' % (h['path'], h.get('why') or 'written by pid %s' % ', '.join(map(str, h['pids'])))
+              for h in logs.get('held') or []]
+    return lines + ['not archived: %s: %s' % (r['path'], r['why']) for r in logs.get('refused') or []]
 
 
 def record_pins(plan, info, installed, removed):
@@ -289,11 +300,30 @@ def record_pins(plan, info, installed, removed):
 
 def keep_verified(plan, verified):
     """The last verification that passed (a skipped or failed one - check mode, a rescue - keeps the one before).
-    Only once this run recorded a pass: before that, verify_result is an earlier run's (the role ran before in
-    the play), never this one's."""
-    if plan['passes'] and verified and not verified.get('skipped') and not verified.get('failed'):
+    Only once this run recorded a pass that asked for one: before that (or when the diagnosis was the evidence),
+    verify_result is an earlier run's (the role ran before in the play), never this one's."""
+    if plan['passes'] and plan.get('verify', True) and verified and not verified.get('skipped') \
+            and not verified.get('failed'):
         return _next(plan, verified=verified)
     return plan
+
+
+def seen_by_the_diagnosis(plan, service_result):
+    """`verified` from the diagnosis, when the pass changed nothing: seconds ago it saw this very master answer a
+    stable 200 on the port the plan keeps (verdict not down), and the pass found the manager still running it with
+    the worker class it asks for. None when any of that does not hold (then verify looks again)."""
+    before = plan['before']
+    settings = before.get('settings') or {}
+    values = settings.get('values') or {}
+    worker_class = (values.get('worker_class') or {}).get('value')
+    if before.get('verdict') not in ('healthy', 'degraded') or to_int(before.get('port')) != to_int(plan.get('port')) \
+            or not settings.get('pid') or service_result.get('pid') != settings['pid'] \
+            or worker_class != service_result.get('worker_class'):
+        return None
+    bind = (values.get('bind') or {}).get('value') or []
+    return {'master': settings['pid'], 'worker_class': worker_class,
+            'listen': ', '.join(bind) if isinstance(bind, list) else bind,
+            'by': 'the diagnosis of this run: a stable 200 from this master; nothing changed since'}
 
 
 def pass_why(plan, purpose):
@@ -317,12 +347,15 @@ def record_pass(plan, purpose, service_result, check_mode, window, verified=None
         actions.append({'action': ('would start' if check_mode else 'started') + ' service', 'target': target,
                         'reason': 'it was not running'})
     actions = plan['actions'] + actions
-    # Nothing restarted and the diagnosis just watched a stable 200: one answer proves it still serves.
+    # After a change verify watches the whole window. Nothing changed in this run (the idempotent path): the
+    # diagnosis' stable 200 from the same master is the evidence, no second look; else one answer proves it serves.
     busy = (service_result.get('restarted') or service_result.get('started') or actions
             or plan['before'].get('verdict') == 'down')
+    seen = None if busy or check_mode else seen_by_the_diagnosis(plan, service_result)
     log_file = plan['inputs'].get('log_file') or (service_result.get('log_files') or [''])[0]
     return _next(plan, actions=actions, service_result=service_result, verify_window=to_int(window) if busy else 0,
-                 after_log=log_file, passes=plan['passes'] + [purpose])
+                 verify=seen is None, verified=seen or plan['verified'], after_log=log_file,
+                 passes=plan['passes'] + [purpose])
 
 
 def failure_reason(failed_result, failed_task):

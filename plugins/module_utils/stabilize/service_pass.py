@@ -17,7 +17,7 @@ import time
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import files
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
-    carried_env, logs_archive, runner_files, service_control)
+    carried_env, logs_archive, runner_files, service_control, service_found)
 
 # The manager's word for a service that ran: restarted on rollback (a program caught restarting too), not stopped.
 RAN = ('RUNNING', 'STARTING', 'BACKOFF', 'ACTIVE', 'ACTIVATING', 'RELOADING')
@@ -250,9 +250,23 @@ def finish(out):
     return out
 
 
+def found_service(psutil, p, run_command):
+    """service_info's answer for this pass: the caller's, else found here - one call on the host, not two."""
+    if p.get('service'):
+        return p['service']
+    directory = p['service_dir']
+    wanted = dict((key, p.get(key)) for key in ('app', 'chdir', 'manager', 'name', 'supervisorctl', 'supervisord_conf',
+                                                'env_file', 'user', 'group', 'unit_dir', 'program_dir', 'python'))
+    wanted.update(pidfile=directory + '/run/gunicorn.pid', start_script=directory + '/run.sh')
+    try:
+        return service_found.find(psutil, wanted, run_command)
+    except service_found.NotFound as e:
+        raise PassError(str(e), {})
+
+
 def apply(psutil, p, run_command, check_mode=False, diff=False):
     """One pass: -> its result (gunicorn_service_result, with `undo` for roll_back). Raises PassError."""
-    spec = layout(p)
+    spec = layout(dict(p, service=found_service(psutil, p, run_command)))
     bad = runner_files.problems(spec)
     if bad:
         raise PassError('; '.join(bad), {})

@@ -71,3 +71,26 @@ def test_a_value_that_would_inject_fails_before_anything_is_written(tmp_path):
     with pytest.raises(service_pass.PassError, match='chdir: a line break or another control character'):
         run(params(tmp_path, chdir=str(tmp_path) + '\nExecStartPre=/bin/true'))
     assert not (tmp_path / 'svc').exists()
+
+
+def test_a_pass_not_given_service_info_finds_the_service_itself_in_the_same_call(tmp_path):
+    """One call on the host: without `service` the pass asks what service_info would (nothing runs the app here)."""
+    (tmp_path / 'app').mkdir()
+    out = run(params(tmp_path, service=None, manager='standalone', user=None, group=None))
+    assert out['manager'] == 'standalone' and out['previous_pid'] is None and out['run_as'] == 'root'
+    assert out['changed'] and (tmp_path / 'svc' / 'run.sh').is_file()
+    assert not run(params(tmp_path, service=None, manager='standalone', user=None, group=None))['changed']
+
+
+def test_a_service_that_cannot_be_found_as_asked_fails_the_pass_before_anything_is_written(tmp_path):
+    (tmp_path / 'app').mkdir()
+    with pytest.raises(service_pass.PassError, match='no-such-user-here'):
+        run(params(tmp_path, service=None, manager='standalone', user='no-such-user-here', group=None))
+    assert not (tmp_path / 'svc').exists()
+
+
+@pytest.mark.parametrize('key', ['unit_dir', 'supervisorctl', 'supervisord_conf', 'program_dir'])
+def test_every_value_the_role_used_to_check_on_the_controller_is_checked_on_the_host(tmp_path, key):
+    with pytest.raises(service_pass.PassError, match='%s: a line break' % key):
+        run(params(tmp_path, **{key: str(tmp_path) + '\nx'}))
+    assert not (tmp_path / 'svc').exists()

@@ -211,15 +211,15 @@ def test_to_int_is_jinjas(value):
 def current_of(argv, environ, cwd, files):
     """service_info's current_settings of a master started with argv/environ in cwd, the files it may read."""
     from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings
-    from ansible_collections.sre.gunicorn_doctor.plugins.modules import service_info
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import service_found
 
     def read(path):
         if path not in files:
             raise OSError('no such file')
         return files[path]
     found = gunicorn_settings.effective(argv, environ, cwd, read)
-    return {'settings': dict((k, found['settings'].get(k)) for k in service_info.SHAPE_SETTINGS),
-            'sources': dict((k, found['sources'].get(k)) for k in service_info.SHAPE_SETTINGS),
+    return {'settings': dict((k, found['settings'].get(k)) for k in service_found.SHAPE_SETTINGS),
+            'sources': dict((k, found['sources'].get(k)) for k in service_found.SHAPE_SETTINGS),
             'computed': sorted(found['computed']), 'config_file': found['config_file'],
             'problems': found['problems'], 'cmd_args': 'GUNICORN_CMD_ARGS' in environ}
 
@@ -319,3 +319,59 @@ def test_a_verification_from_before_this_run_is_never_reported():
     second = stabilize.record_pass(plan, 'switch', dict(PASS, worker_class='eventlet'), False, 15, verified=mine)
     assert second['verified'] == mine
     assert stabilize.summarize(second, 'web1', False, verified=dict(mine, master=333))['record']['verified']['master'] == 333
+
+
+# --- the idempotent path: the diagnosis is the evidence ----------------------------------------------------
+
+HEALTHY = {'verdict': 'healthy', 'port': 8123, 'causes': [],
+           'settings': {'pid': 4242, 'values': {'worker_class': {'value': 'sync', 'source': 'command line'},
+                                                'bind': {'value': ['0.0.0.0:8123'], 'source': 'command line'}}}}
+QUIET = dict(PASS, changed_files=[], restarted=False, started=False, pid=4242)
+
+
+def test_nothing_changed_and_the_diagnosis_saw_this_master_serve_so_verify_does_not_look_again():
+    plan = stabilize.record_pass(decided(before=HEALTHY), 'sync', QUIET, False, 15)
+    assert plan['verify'] is False and plan['verified']['master'] == 4242
+    assert plan['verified']['listen'] == '0.0.0.0:8123' and 'diagnosis' in plan['verified']['by']
+    # A stale verify_result (the role ran before in the play) is not taken for this run's.
+    done = stabilize.summarize(plan, 'web1', False, verified={'master': 111, 'worker_class': 'sync'})
+    assert done['summary'] == 'stable: /healthz answers 200 on port 8123, master 4242 (-k sync, standalone)'
+    assert done['record']['verified']['master'] == 4242 and done['record']['actions'] == []
+
+
+@pytest.mark.parametrize('before, result', [
+    (dict(HEALTHY, verdict='down'), QUIET),                                    # the diagnosis saw no stable 200
+    (HEALTHY, dict(QUIET, pid=5555)),                                          # another master runs now
+    (HEALTHY, dict(QUIET, worker_class='eventlet')),                          # the pass asks another class
+    (dict(HEALTHY, port=9000), QUIET),                                         # the diagnosis judged another port
+    (dict(HEALTHY, settings=None), QUIET),                                     # no master was seen
+    (HEALTHY, dict(QUIET, restarted=True, changed_files=['/var/lib/gd/app/run.sh'])),  # a change: the whole window
+])
+def test_verify_looks_again_unless_the_diagnosis_saw_the_same_master_serve_and_nothing_changed(before, result):
+    plan = stabilize.record_pass(decided(before=before), 'sync', result, False, 15)
+    assert plan['verify'] is True and plan['verified'] == {}
+
+
+def test_a_change_earlier_in_the_run_means_verify_watches_the_window():
+    changed = stabilize.record_changes(decided(before=HEALTHY), {'actions': [{'action': 'stopped process'}]}, {},
+                                       False, [])
+    plan = stabilize.record_pass(changed, 'sync', QUIET, False, 15)
+    assert plan['verify'] is True and plan['verify_window'] == 15
+
+
+def test_the_clean_up_is_said_process_by_process_and_log_by_log():
+    strays = {'summary': ['5150 python3 -m AgentLocator.main: runs the app module'],
+              'actions': [{'action': 'stopped process', 'target': '5150 (python3 -m AgentLocator.main)', 'reason': 'x'}]}
+    logs = {'archived': [{'path': '/srv/app/nohup.out', 'archived_as': '/var/lib/gd/app/log-archive/S/nohup.out.gz'}],
+            'held': [{'path': '/var/log/app.log', 'pids': [4242, 4243]},
+                     {'path': '/var/lib/gd/app/run/gunicorn.log', 'pids': [], 'why': 'written by the current run'}],
+            'refused': [{'path': '/srv/app/fifo.log', 'why': 'not a regular file (a FIFO): not read'}], 'actions': []}
+    assert stabilize.record_changes(decided(), strays, logs, False, [])['cleaned'] == [
+        'stopped process: 5150 python3 -m AgentLocator.main: runs the app module',
+        'archived: /srv/app/nohup.out -> /var/lib/gd/app/log-archive/S/nohup.out.gz',
+        'stays: /var/log/app.log (written by pid 4242, 4243)',
+        'stays: /var/lib/gd/app/run/gunicorn.log (written by the current run)',
+        'not archived: /srv/app/fifo.log: not a regular file (a FIFO): not read']
+    assert stabilize.record_changes(decided(), {}, {}, False, [])['cleaned'] == []
+    would = dict(strays, actions=[dict(strays['actions'][0], action='would stop process')])
+    assert stabilize.record_changes(decided(), would, {}, False, [])['cleaned'][0].startswith('would stop process: 5150 ')

@@ -1,0 +1,54 @@
+# -*- coding: utf-8 -*-
+# Copyright: sre.gunicorn_doctor contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The options the stabilize modules share, in one place (their documentation: doc_fragments/service.py), and
+how each of them starts and fails."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+
+MANAGERS = ['systemd', 'supervisord', 'standalone']
+
+# The app a module works on (doc fragment sre.gunicorn_doctor.service).
+APP = dict(
+    app=dict(type='str', required=True),
+    chdir=dict(type='path', required=True),
+)
+
+# The service in its manager (doc fragment sre.gunicorn_doctor.service.runner): service_info's and service_state's.
+RUNNER = dict(
+    name=dict(type='str', required=True),
+    pidfile=dict(type='path'),
+    supervisorctl=dict(type='path'),
+    supervisord_conf=dict(type='path'),
+)
+
+# The logs to archive and where (archive_logs' options; service_state's `archive`).
+ARCHIVE = dict(
+    paths=dict(type='list', elements='path', default=[]),
+    patterns=dict(type='list', elements='str', default=[]),
+    archive_dir=dict(type='path', required=True),
+    stamp=dict(type='str', required=True),
+    keep=dict(type='int', default=5),
+)
+# What archive_logs archives: ARCHIVE, but a log the running service wrote since it started is current.
+ARCHIVE_OLD = dict(ARCHIVE, current_since=dict(type='float', default=0))
+
+
+def new_module(*specs, **kwargs):
+    """An AnsibleModule with the options of `specs` (check mode supported), and psutil. -> (module, psutil)."""
+    argument_spec = {}
+    for spec in specs:
+        argument_spec.update(spec)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **kwargs)
+    return module, require_psutil(module)
+
+
+def fail(module, msg, **result):
+    """End the module with `msg`; the result may quote the service's logs and command lines: redacted first."""
+    module.fail_json(**redact(dict(result, msg=msg)))
