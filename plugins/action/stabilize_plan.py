@@ -76,10 +76,28 @@ class ActionModule(ActionBase):
         return dict(plan, record=redact(plan['record']), lines=redact(plan['lines']))
 
     def _roll_back(self, plan, args, task_vars):
-        """No worse than it was found: undo this run's last service pass; a service restarted on its old files is
-        asked once (window 0) whether it answers on the port it had."""
+        """No worse than it was found: undo this run's last service pass, then give back the second runners this
+        run disabled (stabilize.runners_to_restore)."""
+        if not plan.get('roll_back'):
+            return plan
+        plan = self._undo_pass(plan, args, task_vars)
+        entries, loops = stabilize.runners_to_restore(plan, args.get('strays'))
+        if not (entries or loops):
+            return plan
+        restored = {}
+        if entries:
+            restored = self._execute_module('sre.gunicorn_doctor.stop_strays', task_vars=task_vars, module_args={
+                'app': args.get('app'), 'chdir': plan['inputs']['chdir'], 'restore': entries})
+            if restored.get('failed'):
+                return stabilize.record_rollback_failure(plan, restored, 'Give back the second runners it disabled')
+        rollback = dict(plan.get('rollback') or {}, enabled=restored.get('restored') or [], not_restarted=loops)
+        return dict(plan, rollback=rollback)
+
+    def _undo_pass(self, plan, args, task_vars):
+        """This run's last service pass undone; a service restarted on its old files is asked once (window 0)
+        whether it answers on the port it had."""
         undo = (args.get('service_result') or {}).get('undo') or {}
-        if not plan.get('roll_back') or not undo or undo.get('run') != plan['inputs'].get('stamp'):
+        if not undo or undo.get('run') != plan['inputs'].get('stamp'):
             return plan
         rollback = self._execute_module('sre.gunicorn_doctor.service_apply', task_vars=task_vars,
                                         module_args={'state': 'rolled_back', 'undo': undo})

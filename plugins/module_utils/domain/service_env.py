@@ -157,6 +157,16 @@ def systemd_settings(unit_text, names):
     return dict((k, v) for k, v in values.items() if v)
 
 
+def systemd_values(unit_text, name):
+    """Every value a unit gives `name` (ExecStart=, ExecStartPre=, ...), in order; an empty one resets the list."""
+    values = []
+    for line in _systemd_lines(unit_text or ''):
+        key, sep, value = line.partition('=')
+        if sep and key.strip() == name:
+            values = values + [value.strip()] if value.strip() else []
+    return values
+
+
 def _join_continuations(conf_text):
     """ini lines with their indented continuation lines folded in (supervisord allows them)."""
     lines = []

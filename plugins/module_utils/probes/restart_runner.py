@@ -180,15 +180,19 @@ def configured_runners(app, chdir, unit_dirs, conf_globs=None):
     return found[:KEPT]
 
 
-def cron_lines(app, chdir, patterns=CRONTABS):
-    """Crontab lines (not comments) that name the app or its directory -> [runner]."""
-    found = []
+def crontab_lines(patterns, words):
+    """(file, line) of each crontab line (not a comment) that holds one of `words`."""
     for path in _files(patterns):
         for line in (safe_read.read_text(path, FILE_LIMIT, follow=True).data or '').splitlines():
             text = line.strip()
-            if text and not text.startswith('#') and (app in text or chdir in text):
-                found.append(_runner('cron', None, 'cron', text, source=path, found='a crontab line names %s' % app))
-    return found[:KEPT]
+            if text and not text.startswith('#') and any(w in text for w in words if w):
+                yield path, text
+
+
+def cron_lines(app, chdir, patterns=CRONTABS):
+    """Crontab lines (not comments) that name the app or its directory -> [runner]."""
+    return [_runner('cron', None, 'cron', text, source=path, found='a crontab line names %s' % app)
+            for path, text in crontab_lines(patterns, (app, chdir))][:KEPT]
 
 
 def health_checkers(psutil, port, healthz_path):

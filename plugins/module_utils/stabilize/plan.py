@@ -414,6 +414,31 @@ def rollback_text(rollback, rolled_back, healthz_path, before):
         state)
 
 
+def runners_to_restore(plan, strays):
+    """What a rollback gives back of this run's clean-up (its stop_strays result, `run` = this run's stamp): the
+    second supervisord programs and systemd units it disabled, and the shell loops it stopped, which cannot be
+    started again as they were (named only) -> (entries for stop_strays restore, loop descriptions)."""
+    strays = strays or {}
+    if not strays.get('run') or strays.get('run') != plan['inputs'].get('stamp'):
+        return [], []
+    entries = [e for e in list(strays.get('disabled_units') or []) + list(strays.get('disabled_programs') or [])
+               if e.get('done')]
+    loops = ['%s (%s)' % (e['pid'], (e.get('cmdline') or '')[:120]) for e in strays.get('stopped') or []
+             if e.get('kind') == 'runner_loop' and e.get('signals')]
+    return entries, loops
+
+
+def runners_text(rollback):
+    """What the rollback gave back of the clean-up ('' when nothing)."""
+    text = ''
+    if rollback.get('enabled'):
+        text += '; enabled again: %s' % ', '.join(rollback['enabled'])
+    if rollback.get('not_restarted'):
+        text += ('; not started again: the shell loop %s that restarted the app beside its service (start it '
+                 'yourself if it was wanted)' % ', '.join(rollback['not_restarted']))
+    return text
+
+
 def outcome(plan, check_mode, after_report, rollback, rolled_back, healthz_path):
     """-> (result, summary, after diagnosis, fail message or None)."""
     before, eventlet = plan['before'], plan['eventlet']
@@ -427,9 +452,10 @@ def outcome(plan, check_mode, after_report, rollback, rolled_back, healthz_path)
                             for c in plan['unfixable'])
         return 'not_fixable', summary, before, '%s. %s' % (summary, remedies)
     if plan['failure']:
-        summary = 'not stabilized: %s%s' % (plan['failure'], rollback_text(rollback, rolled_back, healthz_path, before))
+        summary = 'not stabilized: %s%s%s' % (plan['failure'], rollback_text(rollback, rolled_back, healthz_path, before),
+                                              runners_text(rollback))
         after = dict(UNKNOWN_AFTER, port=before.get('port'))
-        return ('rolled_back' if rollback.get('done') else 'failed'), summary, after, summary
+        return ('rolled_back' if rollback.get('done') or rollback.get('enabled') else 'failed'), summary, after, summary
     after = after_report if (not check_mode and plan['actions'] and after_report) else before
     if check_mode:
         result, summary = 'check_mode', 'check mode, nothing changed: %d action(s) would be taken' % len(plan['actions'])

@@ -5,6 +5,7 @@
 master cannot be stopped by PID (supervisord would start it again), so its program entry is disabled - its
 file renamed out of supervisord's [include] glob, `supervisorctl update` - in the supervisord stabilize manages
 only, and only when the program provably runs this app in this directory and its file holds that program alone.
+A failed stabilize run gives it back (`enable`: the file renamed back, `supervisorctl update`).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -86,7 +87,22 @@ def disable(psutil, chosen, ctl, grace):
         except Exception:  # already gone
             pass
         os.rename(entry['file'], entry['file'] + DISABLED_SUFFIX)
+        entry['done'] = True
     rc, out = ctl('update')
     if rc != 0:
         raise service_control.ServiceError('supervisorctl update: %s' % (out or '').strip())
     return [p.pid for p in processes.wait_gone(psutil, procs, grace + 5)]
+
+
+def enable(entry, ctl):
+    """Rollback: the program's file back under its name, `supervisorctl update` (supervisord adds and starts it
+    again). -> what was given back; raises ServiceError when that cannot be done."""
+    moved = entry['file'] + DISABLED_SUFFIX
+    if os.path.lexists(entry['file']) or not os.path.isfile(moved):
+        raise service_control.ServiceError('%s cannot go back to %s: %s' % (
+            moved, entry['file'], 'that name is taken' if os.path.lexists(entry['file']) else 'it is gone'))
+    os.rename(moved, entry['file'])
+    rc, out = ctl('update')
+    if rc != 0:
+        raise service_control.ServiceError('supervisorctl update: %s' % (out or '').strip())
+    return '%s (%s)' % (entry['program'], entry['file'])

@@ -24,7 +24,7 @@ import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import is_within, own_lineage
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process, restart_runner
 
 # Never signalled, whatever their command line says.
 NEVER_NAMES = frozenset(('sshd', 'systemd', 'init', 'supervisord', 'dockerd', 'containerd', 'tini',
@@ -139,7 +139,8 @@ def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None
         entry = {'pid': master['pid'], 'cmdline': master['cmdline'], 'cwd': master['cwd'], 'kind': 'gunicorn_master',
                  'create_time': master['create_time']}
         if runner.get('kind') in MANAGED_RUNNERS and is_process_manager(psutil, runner):
-            conflicts.append(dict(entry, reason='gunicorn master of the app started by %s (%s): a second runner; '
+            conflicts.append(dict(entry, unit=runner.get('detail') if runner['kind'] == 'systemd' else None,
+                                  reason='gunicorn master of the app started by %s (%s): a second runner; '
                                   'stopping it would only make %s start it again' % (
                                       runner['kind'], runner.get('detail'), runner['kind'])))
             continue
@@ -219,13 +220,25 @@ def runner_loop(psutil, master_pid, app, chdir, master_pids):
     in_app_dir = is_within(cwd, chdir) or chdir in text or os.path.realpath(chdir) in text
     if not any(n in text for n in names) or not any(w in text for w in LOOP_WORDS) or not in_app_dir:
         return None, None
-    entry = {'pid': parent.pid, 'cmdline': ' '.join(argv), 'cwd': cwd, 'kind': 'runner_loop', 'create_time': created}
+    # What it runs (its -c command or its script): the text a crontab line that starts it holds.
+    command = next((a for a in argv[1:] if not a.startswith('-')), '')
+    entry = {'pid': parent.pid, 'cmdline': ' '.join(argv), 'cwd': cwd, 'kind': 'runner_loop', 'create_time': created,
+             'command': command}
     others = [c for c in children if c.pid not in master_pids]
     if others:
         return None, dict(entry, reason='shell loop that restarts the app\'s master %d also runs %s: stabilize never '
                           'stops a shell that runs anything besides the app; stop that loop yourself' % (
                               master_pid, ', '.join('%d (%s)' % (c.pid, _cmdline(psutil, c.pid)[:60]) for c in others)))
     return entry, None
+
+
+def crontab_origins(stopped, patterns):
+    """The crontab lines that start the stopped shell loops again (at @reboot or on their schedule): cron runs a
+    line's command with `sh -c COMMAND`, so the line holds the loop's command -> [dict(file, line, pid)]. Named in
+    the report with the remedy, never edited."""
+    return [{'file': path, 'line': line, 'pid': loop['pid']} for loop in stopped
+            if loop.get('kind') == 'runner_loop' and len(loop.get('command') or '') > 3
+            for path, line in restart_runner.crontab_lines(patterns, [loop['command']])]
 
 
 def is_process_manager(psutil, runner):
@@ -325,6 +338,8 @@ def _outcome(entry, alive, grace):
 
 
 def describe(entry):
-    """One line for the report: pid, what it runs, why it was chosen."""
+    """One line for the report: pid, what it runs, why it was chosen (a unit, without a pid: its reason names it)."""
     cmd = entry.get('cmdline') or ''
+    if entry.get('pid') is None:
+        return entry['reason']
     return '%d (%s): %s' % (entry['pid'], cmd[:120], entry['reason'])

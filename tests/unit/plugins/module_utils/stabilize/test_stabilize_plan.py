@@ -181,6 +181,23 @@ def test_a_failure_before_any_service_pass_fails_without_rollback():
         'not stabilized: port 8123 is held by not this app (at: Stop the strays)')
 
 
+def test_a_rollback_gives_back_only_what_this_run_disabled_and_names_the_loops_it_cannot_restart():
+    plan = stabilize.record_failure(decided(), {'msg': 'verify failed'}, 'Verify')
+    program = {'kind': 'supervisord_program', 'program': 'old', 'file': '/etc/supervisor/conf.d/old.conf', 'done': True}
+    strays = {'run': INPUTS['stamp'], 'disabled_programs': [program, dict(program, program='x', done=False)],
+              'disabled_units': [], 'stopped': [{'pid': 7, 'kind': 'runner_loop', 'cmdline': 'bash keep.sh', 'signals': ['TERM']},
+                                                {'pid': 8, 'kind': 'gunicorn_master', 'signals': ['TERM']}]}
+    assert stabilize.runners_to_restore(plan, strays) == ([program], ['7 (bash keep.sh)'])
+    # Another run's result (the role ran earlier in the play) is never this run's to give back.
+    assert stabilize.runners_to_restore(plan, dict(strays, run='20250101T000000Z')) == ([], [])
+    rollback = {'enabled': ['old (/etc/supervisor/conf.d/old.conf)'], 'not_restarted': ['7 (bash keep.sh)']}
+    done = stabilize.summarize(plan, 'web1', False, rollback=rollback)
+    assert done['result'] == 'rolled_back' and done['summary'] == (
+        'not stabilized: verify failed (at: Verify); enabled again: old (/etc/supervisor/conf.d/old.conf); not started '
+        'again: the shell loop 7 (bash keep.sh) that restarted the app beside its service (start it yourself if it was '
+        'wanted)')
+
+
 def test_a_failed_rollback_and_a_failed_fallback_name_both_reasons():
     plan = stabilize.record_failure(decided(), {'msg': 'boom'}, 'Verify')
     plan = stabilize.record_rollback_failure(plan, {'msg': 'copy failed'}, 'Put back')

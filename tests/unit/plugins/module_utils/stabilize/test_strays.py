@@ -348,3 +348,24 @@ def test_a_shell_that_does_not_loop_or_name_the_app_is_no_runner(tmp_path, procs
     found = strays.choose(psutil, APP, str(app))
     chosen = [e["pid"] for e in found["stop"]]
     assert master.pid in chosen and once.pid not in chosen and not found["conflicts"]
+
+
+def test_the_crontab_line_that_starts_a_stopped_loop_is_found_never_edited(tmp_path, procs):
+    app = checkout(tmp_path / "app")
+    command = 'cd %s && while true; do %s -m gunicorn %s -b 127.0.0.1:1; sleep 1; done' % (app, sys.executable, APP)
+    cron = tmp_path / "cron.d"
+    cron.mkdir()
+    (cron / "voice").write_text("# @reboot root %s\n@reboot root %s\n" % (command, command))
+    (cron / "other").write_text("*/5 * * * * root /usr/local/bin/backup.sh\n")
+    before = {p.name: p.read_text() for p in cron.iterdir()}
+    # As cron runs a line: `sh -c COMMAND`, in the user's home.
+    loop = procs(["/bin/sh", "-c", command], tmp_path)
+    wait_child(loop)
+    found = strays.choose(psutil, APP, str(app))
+    stopped, survivors = strays.stop(psutil, found["stop"], grace=2.0)
+    assert survivors == [] and loop.pid in [e["pid"] for e in stopped if e["kind"] == "runner_loop"]
+    assert strays.crontab_origins(stopped, [str(cron / "*")]) == [
+        {"file": str(cron / "voice"), "line": "@reboot root " + command, "pid": loop.pid}]
+    assert {p.name: p.read_text() for p in cron.iterdir()} == before
+    # Nothing is stopped but a loop: a master alone has no crontab line to name.
+    assert strays.crontab_origins([e for e in stopped if e["kind"] != "runner_loop"], [str(cron / "*")]) == []
