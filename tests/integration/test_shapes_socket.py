@@ -163,7 +163,7 @@ def test_port_of_a_dead_master_is_taken_from_the_log(services, tmp_path):
     service.stop(grace=5)
     report = diagnose(tmp_path, host_vars(service, tmp_path))[0]
     assert report["port"] == other, (report["port"], report["port_source"])
-    assert report["port_source"] == "the last master in the log %s (pid %d, Listening at: http://0.0.0.0:%d)" % (
+    assert report["port_source"] == "the last master in the log %s (pid %d, listening on 0.0.0.0:%d)" % (
         tmp_path / "gunicorn.log", service.pid, other)
     assert report["verdict"] == "down" and "port_unset" not in cause_ids(report)
 

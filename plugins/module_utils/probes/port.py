@@ -46,18 +46,19 @@ def port_candidates(doctor_port, env_file_env, env_file, masters, app, chdir=Non
 
 
 def _log_port(log):
-    """The TCP port of the last master generation of the log (`Listening at: http://0.0.0.0:8123 (PID)`)
-    -> (port, generation) or (None, None)."""
+    """The TCP bind of the last master generation of the log (`Listening at: http://0.0.0.0:8123 (PID)`)
+    -> (port, bind, generation) or (None, None, None)."""
     for gen in reversed((log or {}).get('generations') or []):
         url = gen.get('listening') or ''
         if '://' in url and not url.startswith('unix:'):
+            bind = url.split('://', 1)[1]
             try:
-                port = gunicorn.parse_bind(url.split('://', 1)[1])['port']
+                port = gunicorn.parse_bind(bind)['port']
             except ValueError:
                 continue
             if port:
-                return port, gen
-    return None, None
+                return port, bind, gen
+    return None, None, None
 
 
 def _door_candidates(psutil, process_facts, log):
@@ -85,10 +86,10 @@ def inferred_candidates(psutil, process_facts, log):
     """When nothing sets PORT, the port the evidence shows (each candidate `inferred`): the front door that forwards
     to the app's unix socket, else (no master runs) the TCP port the last master in the log listened on."""
     found = _door_candidates(psutil, process_facts, log)
-    port, gen = _log_port(log) if not process_facts['masters'] else (None, None)
+    port, bind, gen = _log_port(log) if not process_facts['masters'] else (None, None, None)
     if port:
-        found.append({'source': 'the last master in the log %s (pid %s, Listening at: %s)' % (
-            log['path'], gen['pid'], gen['listening']), 'value': str(port), 'inferred': True})
+        found.append({'source': 'the last master in the log %s (pid %s, listening on %s)' % (
+            log['path'], gen['pid'], bind), 'value': str(port), 'inferred': True})
     return found
 
 

@@ -10,15 +10,15 @@ def gen(pid, listening):
 def test_the_last_tcp_listener_of_the_log_is_the_port():
     log = {'path': '/var/log/app/gunicorn.log',
            'generations': [gen(10, 'http://0.0.0.0:8123'), gen(11, 'http://[::]:9001'), gen(12, 'unix:/run/app.sock')]}
-    assert port_probe._log_port(log) == (9001, log['generations'][1])
+    assert port_probe._log_port(log) == (9001, '[::]:9001', log['generations'][1])
     found = port_probe.inferred_candidates(None, {'masters': [], 'strays': []}, dict(log, generations=log['generations'][:2]))
-    assert found == [{'source': 'the last master in the log /var/log/app/gunicorn.log (pid 11, Listening at: '
-                      'http://[::]:9001)', 'value': '9001', 'inferred': True}]
+    assert found == [{'source': 'the last master in the log /var/log/app/gunicorn.log (pid 11, listening on '
+                      '[::]:9001)', 'value': '9001', 'inferred': True}]
 
 
 def test_no_tcp_listener_in_the_log_says_nothing():
-    assert port_probe._log_port({'generations': [gen(12, 'unix:/run/app.sock'), gen(13, None)]}) == (None, None)
-    assert port_probe._log_port(None) == (None, None)
+    assert port_probe._log_port({'generations': [gen(12, 'unix:/run/app.sock'), gen(13, None)]}) == (None, None, None)
+    assert port_probe._log_port(None) == (None, None, None)
 
 
 def test_explicit_sources_come_first_and_inferred_only_when_none():
