@@ -95,10 +95,12 @@ class ActionModule(ActionBase):
         inputs = facts.get('inputs') or {}
         voice = facts.get('voice') or {}
         # The path of the TwiML's <Stream url> wins over doctor_ws_path: it is where Twilio really connects.
-        twiml_path = voice['paths']['ws'] if (voice.get('stream') or {}).get('from_twiml') else None
+        stream = voice.get('stream') or {}
+        twiml_path = voice['paths']['ws'] if stream.get('from_twiml') else None
         return external.collect(url, source, healthz_path=args.get('healthz_path') or inputs.get('healthz_path') or '/healthz',
                                 ws_path=twiml_path or args.get('ws_path') or (voice.get('paths') or {}).get('ws')
-                                or '/ws/twilio-media', target=target, **options)
+                                or '/ws/twilio-media', target=target,
+                                ws_elsewhere=stream.get('url') if stream.get('elsewhere') else None, **options)
 
     def _external_options(self, url, source):
         """The external probe's options from the task's arguments, each checked: a bad one ends the task with one

@@ -94,6 +94,14 @@ options:
     description: The config file the service keeps (C(-c FILE)); the command line overrides only what it sets.
     type: str
     default: ''
+  keep:
+    description:
+      - Settings the command line leaves to the service's config file or C(GUNICORN_CMD_ARGS), which set them
+        (C(workers), C(timeout), C(keepalive)); the command line would win over both.
+    type: list
+    elements: str
+    choices: [workers, timeout, keepalive]
+    default: []
   log_file:
     description: C(--error-logfile); empty - SERVICE_DIR/run/gunicorn.log, or journald under systemd.
     type: str
@@ -293,6 +301,7 @@ ARGUMENT_SPEC = dict(
     keepalive=dict(type='int', default=0),
     bind=dict(type='str', default=''),
     config=dict(type='str', default=''),
+    keep=dict(type='list', elements='str', default=[], choices=['workers', 'timeout', 'keepalive']),
     log_file=dict(type='str', default=''),
     env_file=dict(type='str', default=''),
     environment=dict(type='dict', default={}),

@@ -27,8 +27,9 @@ HOST_VALUES = (
     ('port', 'the port every check uses: $PORT as the port layer resolved it (8000 when unset or invalid)'),
     ('source', 'where that PORT came from'),
     ('raw', 'the PORT value as written there'),
-    ('env_where', 'where the service environment is set: doctor_env_file, else the unit Environment= or supervisord '
-                  'environment='),
+    ('env_where', "where the service environment is set: doctor_env_file, else the place the master's runner takes "
+                  "it from (the unit's Environment=/EnvironmentFile=, the supervisord program's environment=, the "
+                  "shell or cron job that starts it)"),
     ('command', 'the canonical gunicorn command, run in the app directory with PORT set'),
     ('healthz_path', 'doctor_healthz_path'),
     ('env_file', 'doctor_env_file'),

@@ -544,9 +544,10 @@ def check_wss(url, cafile, validate_certs, timeout, addresses=None):
 
 # --- the layer -------------------------------------------------------------------------------------
 def collect(base_url, source, healthz_path='/healthz', ws_path='/ws/twilio-media', validate_certs=True,
-            ca_bundle=None, timeout=DEFAULT_TIMEOUT, target=None, resolver=None):
+            ca_bundle=None, timeout=DEFAULT_TIMEOUT, target=None, resolver=None, ws_elsewhere=None):
     """-> facts of the external layer. Never raises for what the network does; a malformed URL is
-    recorded as url_error (the caller decides whether that is a user input error)."""
+    recorded as url_error (the caller decides whether that is a user input error). ws_elsewhere: the TwiML's
+    <Stream url> on another host (the media WebSocket is not this service's: the wss check is not run)."""
     started = time.time()
     facts = {'base_url': without_userinfo(base_url), 'source': source, 'timeout': timeout, 'validate_certs': bool(validate_certs),
              'ca_bundle': ca_bundle or None, 'target': target or {'addresses': [], 'local': False, 'how': 'unknown'},
@@ -575,8 +576,11 @@ def collect(base_url, source, healthz_path='/healthz', ws_path='/ws/twilio-media
                 _load(name)   # first imports here, not racing in two threads
         with ThreadPoolExecutor(max_workers=2) as pool:
             f_https = pool.submit(check_https, https_url, cafile, validate_certs, timeout)
-            f_wss = pool.submit(check_wss, wss_url, cafile, validate_certs, timeout, dns['addresses'])
-            facts['https'], facts['wss'] = f_https.result(), f_wss.result()
+            f_wss = None if ws_elsewhere else pool.submit(check_wss, wss_url, cafile, validate_certs, timeout,
+                                                          dns['addresses'])
+            facts['https'] = f_https.result()
+            facts['wss'] = f_wss.result() if f_wss else _result(ws_elsewhere, not_run=(
+                'the TwiML streams to %s: the media WebSocket is served elsewhere, not by this service' % ws_elsewhere))
         if any(r['error_class'] == 'tls' for r in (facts['https'], facts['wss'])):
             facts['certificate'] = fetch_certificate(parts['host'], parts['port'], dns['addresses'][0], timeout)
     facts['elapsed'] = round(time.time() - started, 3)

@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from doctor_run import PYTHON, cause, cause_ids, diagnose, layer, make_app, run_playbook
+from gunicorn_service import free_port
 from test_stabilize import healthz, stop_tree, wait_for
 
 
@@ -74,6 +75,24 @@ def test_port_unset_falls_back_to_8000_with_a_warning(tmp_path):
     assert found["severity"] == "warn"
     assert report["port"] == 8000 and report["port_source"] == "default"
     assert layer(report, "port")["status"] == "warn"
+
+
+def test_port_unset_under_supervisord_says_to_set_it_in_the_programs_environment(tmp_path, supervisord):
+    """A supervisord program runs the app with no PORT anywhere and no doctor_env_file: the remedy names the place
+    this service's runner takes PORT from (the program's environment=), not a generic list."""
+    app_dir = make_app(tmp_path)
+    bind = "127.0.0.1:%d" % free_port()
+    (supervisord["conf_dir"] / "agentlocator.conf").write_text(
+        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app -b %s --error-logfile %s\n"
+        "directory=%s\nautorestart=true\nstopasgroup=true\n" % (PYTHON, bind, tmp_path / "gunicorn.log", app_dir))
+    subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
+    wait_for(lambda: healthz(int(bind.rsplit(":", 1)[1])) == 200, 30, "the supervisord program")
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path))[0]
+
+    found = cause(report, "port_unset")
+    assert report["port_source"] == "default"
+    assert "Set PORT to the port the platform routes to in environment= of the supervisord program that runs it " \
+        "(then supervisorctl update and restart)" in found["remedy"], found["remedy"]
 
 
 def test_empty_port_in_env_file_is_invalid(services, tmp_path, port):

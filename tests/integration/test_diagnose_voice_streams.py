@@ -132,3 +132,28 @@ def test_verbs_after_connect_warn(services, tmp_path, port, pem_key):
     assert checks(report)["TwiML webhook"]["status"] == "warn"
     # The two-way call is today's: audio back, mark echoed.
     assert "all 50 media payloads 160 bytes" in checks(report)["media round trip"]["detail"]
+
+
+def test_a_stream_on_another_public_host_is_valid_and_not_run_against_this_app(services, tmp_path, port, pem_key):
+    """The TwiML forks the call audio to a media host of its own (wss://media.example.net/...): valid TwiML, Twilio
+    streams to any wss:// host. The doctor says the media WebSocket is served elsewhere (a warning) and does not
+    run the call against this app - nor connect to that host (loopback only)."""
+    other = "wss://media.example.net%s" % MEDIA_PATH
+    service = voice_service(services, tmp_path, port, edit=start_stream('"%s"' % other), pem=pem_key)
+    report = run(tmp_path, service)[0]
+
+    assert voice_causes(report) == [], report["causes"]
+    found = checks(report)
+    assert found["TwiML webhook"]["status"] == "pass", found["TwiML webhook"]
+    assert '<Start><Stream url="%s" track="both_tracks">, a one-way fork' % other in found["TwiML webhook"]["detail"]
+    assert "valid: Twilio streams to any wss:// host" in found["TwiML webhook"]["detail"]
+    assert found["WebSocket handshake"]["status"] == "warn"
+    assert "the TwiML streams to %s" % other in found["WebSocket handshake"]["detail"]
+    assert "served elsewhere" in found["WebSocket handshake"]["detail"]
+    assert found["media round trip"]["status"] == "skip"
+    assert "not run against this app" in found["media round trip"]["detail"]
+    assert layer(report, "voice")["status"] == "warn"
+    # Nothing opened this app's media WebSocket, and the external layer did not try one on the public URL either.
+    assert "media stream start" not in (tmp_path / "gunicorn.log").read_text()
+    wss = next(c for c in layer(report, "external")["checks"] if c["name"] == "wss handshake")
+    assert wss["status"] == "skip" and "served elsewhere" in wss["detail"], wss

@@ -2,6 +2,7 @@
 healthy when both answer, names the dead backend when gunicorn is killed, and never tells the user to take $PORT
 from the proxy."""
 
+import contextlib
 import http.client
 import signal
 import socket
@@ -10,6 +11,7 @@ import psutil
 import pytest
 
 from doctor_run import PYTHON, cause, cause_ids, diagnose, layer, make_app
+from gunicorn_service import free_port
 from test_stabilize import wait_for
 from tls_proxy import NginxUnixProxy
 
@@ -51,11 +53,23 @@ def status_through(port, url="/healthz"):
 @pytest.fixture
 def behind_nginx(services, tmp_path, port):
     """The demo app on gunicorn -b unix:TMP/run/app.sock (PORT set, as the platform does) behind nginx on $PORT."""
+    with socket_behind_nginx(services, tmp_path, port, {"PORT": str(port)}) as found:
+        yield found
+
+
+@pytest.fixture
+def behind_nginx_no_port(services, tmp_path, port):
+    """The same, but PORT is set nowhere: only nginx's configuration says which port the service is on."""
+    with socket_behind_nginx(services, tmp_path, port, {}) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def socket_behind_nginx(services, tmp_path, port, env):
     app_dir = make_app(tmp_path)
     sock = tmp_path / "run" / "app.sock"
     sock.parent.mkdir()
-    service = services(app_dir, tmp_path / "gunicorn.log", ready=False, bind="unix:%s" % sock,
-                       env={"PORT": str(port)})
+    service = services(app_dir, tmp_path / "gunicorn.log", ready=False, bind="unix:%s" % sock, env=env)
     service.wait_for_log("Listening at", timeout=30)
     wait_for(lambda: status_over(sock) == 200, 30, "/healthz over %s" % sock)
     service.record_children()
@@ -121,9 +135,41 @@ def test_the_backend_killed_behind_nginx_is_named_and_port_stays_with_the_proxy(
     assert "not the app" not in out
 
 
+def test_port_set_nowhere_is_taken_from_the_front_door_that_forwards_to_the_socket(behind_nginx_no_port, tmp_path,
+                                                                                    port):
+    """No doctor_port, no PORT in any environment, env file, unit or program: nginx's configuration forwards to the
+    app's socket, so its port is the service's port (named as such), not the runbook's default 8000."""
+    service, sock, proxy = behind_nginx_no_port
+    assert "PORT" not in psutil.Process(service.pid).environ()
+    report = diagnose(tmp_path, host_vars(service, tmp_path))[0]
+    assert report["port"] == port, (report["port"], report["port_source"])
+    assert report["port_source"].startswith("front door nginx (pid %d) listening on 127.0.0.1:%d, forwarding to "
+                                            "unix:%s" % (proxy.pid, port, sock)), report["port_source"]
+    assert report["verdict"] == "healthy" and "port_unset" not in cause_ids(report), report["causes"]
+    resolved = next(c for c in layer(report, "port")["checks"] if c["name"] == "port resolved")
+    assert resolved["status"] == "pass" and "PORT itself is set nowhere" in resolved["detail"]
+
+    # The backend dies: the log's last "Listening at: unix:..." still ties nginx to the app.
+    kill_backend(service)
+    report = diagnose(tmp_path, host_vars(service, tmp_path))[0]
+    assert report["port"] == port and report["port_source"].startswith("front door nginx")
+    assert "proxy_backend_down" in cause_ids(report) and "port_unset" not in cause_ids(report)
+
+
+def test_port_of_a_dead_master_is_taken_from_the_log(services, tmp_path):
+    """The only master ran on a literal port and is gone; PORT is set nowhere: the log's last master says the port."""
+    other = free_port()
+    service = services(make_app(tmp_path), tmp_path / "gunicorn.log", bind="0.0.0.0:%d" % other, env={})
+    service.stop(grace=5)
+    report = diagnose(tmp_path, host_vars(service, tmp_path))[0]
+    assert report["port"] == other, (report["port"], report["port_source"])
+    assert report["port_source"] == "the last master in the log %s (pid %d, listening on 0.0.0.0:%d)" % (
+        tmp_path / "gunicorn.log", service.pid, other)
+    assert report["verdict"] == "down" and "port_unset" not in cause_ids(report)
+
+
 # --- stabilize keeps the shape (issue 13 point 7) ---------------------------------------------------------------
 from test_stabilize import Host, assert_idempotent, recap, stabilize, stabilize_report, stable_200  # noqa: E402
-from gunicorn_service import free_port  # noqa: E402
 
 
 @pytest.fixture
@@ -137,7 +183,7 @@ def host(tmp_path):
 
 def test_stabilize_keeps_the_config_file_and_lists_what_it_overrode(host, tmp_path):
     """A service started by hand with -c gunicorn.conf.py whose bind is hard-coded to another port: the canonical
-    command keeps -c, overrides the bind (and the workers, the timeout) and the report lists each override."""
+    command keeps -c, overrides the bind and the report lists it; the workers and the timeout stay the file's."""
     wrong = free_port()
     conf = host.app_dir / "gunicorn.conf.py"
     conf.write_text('bind = "0.0.0.0:%d"\nworkers = 2\ntimeout = 90\n' % wrong)
@@ -153,8 +199,11 @@ def test_stabilize_keeps_the_config_file_and_lists_what_it_overrode(host, tmp_pa
     report = stabilize_report(tmp_path)
     assert report["result"] == "stabilized" and report["shape"]["config"] == str(conf)
     overridden = {o["setting"]: o for o in report["shape"]["overrides"]}
-    assert set(overridden) == {"bind", "workers", "timeout"}
-    assert overridden["workers"]["source"] == "config file %s:2" % conf and overridden["workers"]["now"] == 1
+    assert set(overridden) == {"bind"} and overridden["bind"]["source"] == "config file %s:1" % conf
+    assert [(k["setting"], k["value"], k["source"]) for k in report["shape"]["kept"]] == [
+        ("workers", 2, "config file %s:2" % conf), ("timeout", 90, "config file %s:3" % conf)]
+    assert "-w" not in cmdline and "--timeout" not in cmdline
+    wait_for(lambda: len(psutil.Process(host.service_pid()).children()) == 2, 20, "the config file's two workers")
 
     again = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
     assert_idempotent(again)

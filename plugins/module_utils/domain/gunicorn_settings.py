@@ -334,8 +334,7 @@ def where_to_change(key, source, config_value, cli_value, runner=None, env_file=
         name = [n for n, k in CONFIG_NAMES.items() if k == key]
         return 'in the %s set `%s = %s`' % (source, name[0] if name else key, config_value)
     if source == ENV_ARGS:
-        where = env_file or 'the service environment (unit Environment=, supervisord environment=)'
-        return 'in GUNICORN_CMD_ARGS (set in %s) %s' % (where, _replace(option, old, cli_value))
+        return 'in GUNICORN_CMD_ARGS (set in %s) %s' % (where_env_is_set(runner, env_file), _replace(option, old, cli_value))
     if source == COMMAND_LINE:
         return 'in %s %s' % (runner_command(runner), _replace(option, old, cli_value))
     return 'in %s add %s %s' % (runner_command(runner), option, cli_value)
@@ -343,6 +342,25 @@ def where_to_change(key, source, config_value, cli_value, runner=None, env_file=
 
 def _replace(option, old, new):
     return 'replace %s %s with %s %s' % (option, old, option, new) if old else 'set %s %s' % (option, new)
+
+
+def where_env_is_set(runner=None, env_file=None):
+    """Where a variable of the service's environment (PORT, GUNICORN_CMD_ARGS, ...) is set, for a remedy: the env
+    file given (doctor_env_file), else the place the master's runner takes its environment from."""
+    if env_file:
+        return env_file
+    kind = (runner or {}).get('kind')
+    detail = (runner or {}).get('detail') or ''
+    if kind == 'systemd':
+        return ('Environment= (or the EnvironmentFile= it reads) of the unit %s (then systemctl daemon-reload and '
+                'restart)' % detail)
+    if kind == 'supervisord':
+        return 'environment= of the supervisord program that runs it (then supervisorctl update and restart)'
+    if kind in ('shell', 'shell_loop', 'cron'):
+        return 'the environment of the %s that starts it (%s): export it there' % (kind.replace('_', ' '), detail[:120])
+    if runner:
+        return 'the environment gunicorn is started with (export it in the script that starts it)'
+    return 'the service environment (doctor_env_file, the unit\'s Environment=, the supervisord program\'s environment=)'
 
 
 def runner_command(runner):

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import re
@@ -209,7 +210,8 @@ def stream_tracks(stream):
 
 
 def local_stream_path(url, base, webhook_path):
-    """Where the app serves a <Stream url> on this host -> dict(path, host, same_app) or None without a url.
+    """Where the app serves a <Stream url> on this host -> dict(path, host, same_app, reachable: whether Twilio can
+    connect to its host) or None without a url.
 
     On the public base URL's host, its path less the public prefix (a proxy strips it), // collapsed; with
     no public base URL known, its path as it is; a relative url is the webhook's own host. Another host:
@@ -218,20 +220,21 @@ def local_stream_path(url, base, webhook_path):
         return None
     if '://' not in url:
         joined = re.sub('/+', '/', urljoin(webhook_path, url.split('?')[0]))
-        return {'path': joined, 'host': None, 'same_app': True}
+        return {'path': joined, 'host': None, 'same_app': True, 'reachable': True}
     parts = urlsplit(url)
     path = re.sub('/+', '/', parts.path) or '/'
     same = base is None or parts.netloc.lower() == base['netloc'] or _same_host(parts, base)
     if same and base and base['prefix'] and (path + '/').startswith(base['prefix'] + '/'):
         path = path[len(base['prefix']):] or '/'
-    return {'path': path, 'host': parts.netloc, 'same_app': same}
+    return {'path': path, 'host': parts.netloc, 'same_app': same, 'reachable': twilio_reaches(parts.hostname)}
 
 
 def check_stream_url(url, base, ws_path):
     """Problems of a <Stream url> for Twilio -> list of dicts(kind, detail), most serious first.
 
-    kinds: missing, malformed (31923), relative, scheme (31922: not wss), double_slash (31923), host (points
-    elsewhere than the public base URL), path (not the public prefix + ws_path), query (Twilio drops it).
+    kinds: missing, malformed (31923), relative, scheme (31922: not wss), double_slash (31923), host (another
+    host than the public base URL's, one Twilio cannot reach), elsewhere (another public host: valid, the stream is
+    served there, a note), path (not the public prefix + ws_path), query (Twilio drops it).
     `base` is split_base_url(...) or None when the public URL is unknown (then host and path prefix are
     not checked)."""
     if not url:
@@ -252,8 +255,13 @@ def check_stream_url(url, base, ws_path):
     if '//' in parts.path:
         problems.append({'kind': 'double_slash', 'detail': '%r has // in its path %r' % (url, parts.path)})
     collapsed = re.sub('/+', '/', parts.path)
-    if base:
-        if parts.netloc.lower() != base['netloc'] and not _same_host(parts, base):
+    other = base and parts.netloc.lower() != base['netloc'] and not _same_host(parts, base)
+    if other and _port_of(parts) != -1 and twilio_reaches(parts.hostname):
+        # Valid TwiML: Twilio streams to any wss:// host; its path is that host's business, not this app's.
+        problems.append({'kind': 'elsewhere', 'detail': '%r points at %s, another host than the public base URL\'s '
+                         '%s: the media WebSocket is served there, not by this app' % (url, parts.netloc, base['netloc'])})
+    elif base:
+        if other:
             problems.append({'kind': 'host', 'detail': '%r points at %s, not at the public base URL\'s host %s' % (
                 url, parts.netloc, base['netloc'])})
         want = base['prefix'] + ws_path
@@ -267,6 +275,17 @@ def check_stream_url(url, base, ws_path):
         problems.append({'kind': 'query', 'detail': '%r carries the query string ?%s, which Twilio does not pass '
                          'on to the WebSocket' % (url, parts.query)})
     return problems
+
+
+def twilio_reaches(hostname):
+    """Whether Twilio's cloud can connect to a URL's host: a public name (with a dot) or a public address; never
+    localhost, a single-label name, or a loopback, private or link-local address."""
+    host = (hostname or '').strip('[]').lower()
+    try:
+        address = ipaddress.ip_address(u'%s' % host)
+    except ValueError:
+        return '.' in host.strip('.') and host != 'localhost' and not host.endswith(('.localhost', '.local'))
+    return address.is_global
 
 
 def _same_host(parts, base):

@@ -23,6 +23,11 @@ def judge(facts, layer):
         evidence += [e['line'] for e in shared.last_run_events(facts) if e['event'] == 'invalid_port'][-2:]
         evidence += ['every check below uses the runbook default %d' % port['port']]
         layer.cause('port_invalid', evidence)
+    elif port.get('inferred'):
+        # No PORT anywhere, but the evidence shows the service's port: used instead of the runbook default.
+        layer.check('port resolved', 'pass', '%d from %s (PORT itself is set nowhere: doctor_port, a running master\'s '
+                    'environment, the env file, systemd units and supervisord programs say nothing)'
+                    % (port['port'], port['source']))
     else:
         layer.check('port resolved', 'pass', '%d from %s' % (port['port'], port['source']))
     if port.get('disagree'):

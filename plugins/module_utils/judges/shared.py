@@ -175,7 +175,7 @@ def host_values(facts):
         shlex.quote(inputs['python']) if ' ' in inputs['python'] else inputs['python'], inputs['app'], '$PORT',
         worker_class=setting(master, 'worker_class', 'sync'), workers=setting(master, 'workers', 1),
         bind='unix:%s' % sockets[0]['path'] if sockets else None)
-    env_where = inputs.get('env_file') or 'the service environment (unit Environment=, supervisord environment=)'
+    env_where = gunicorn_settings.where_env_is_set(master['runner'] if master else None, inputs.get('env_file'))
     return {
         'port': port,
         'source': facts['port']['source'],

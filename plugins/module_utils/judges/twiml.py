@@ -25,6 +25,8 @@ URL_KINDS = {
     'path': ('twiml_invalid', 31920, 'fail'),
     'host': ('twiml_invalid', None, 'fail'),
     'query': ('twiml_invalid', None, 'warn'),
+    # Another public host: valid TwiML, the stream is served there (the voice judge says the round trip is not run).
+    'elsewhere': (None, None, 'note'),
 }
 # What to change for each problem of the TwiML around the url (twilio.check_stream_twiml kinds).
 RULE_FIXES = {
@@ -158,7 +160,9 @@ def _judge_stream(voice, layer, request, parsed, values):
     stream = parsed['streams'][0]
     url = stream['url']
     problems = _problems(voice, stream)
-    extra = []
+    notes = [p['detail'] for p in problems if p['severity'] == 'note']
+    problems = [p for p in problems if p['severity'] != 'note']
+    extra = ['note: %s' % n for n in notes]
     if stream['parameters']:
         extra.append('custom parameters %s' % ', '.join(str(n) for n in stream['parameters']))
     if len(parsed['streams']) > 1:
@@ -167,6 +171,7 @@ def _judge_stream(voice, layer, request, parsed, values):
     if not problems:
         match = 'matches %s + %s' % (voice['public_base']['clean'], voice['paths']['ws']) if voice.get('public_base') else \
             'host not checked: no public base URL known'
+        match = 'valid: Twilio streams to any wss:// host' if notes else match
         layer.check('TwiML webhook', 'pass', '%s (%s)' % (detail, match))
         return
     worst = 'fail' if any(p['severity'] == 'fail' for p in problems) else 'warn'

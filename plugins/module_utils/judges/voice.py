@@ -102,6 +102,13 @@ def _judge_websocket(voice, layer):
     port = voice['local_base'].rsplit(':', 1)[1]
     check = HANDSHAKE_CHECK.format(port=port, path=ws_path)
     values = {'ws_path': ws_path, 'check': check}
+    if websocket.get('elsewhere'):
+        layer.check('WebSocket handshake', 'warn', 'the TwiML streams to %s, another host than this service\'s public '
+                    'base URL: the media WebSocket is served elsewhere and is not tried from here; check that host '
+                    'answers the upgrade with Sec-WebSocket-Protocol: audio.twilio.com' % websocket['elsewhere'])
+        layer.check('media round trip', 'skip', 'not run against this app: the media WebSocket is served elsewhere '
+                    '(%s)' % websocket['elsewhere'])
+        return
     if websocket.get('skipped'):
         if websocket.get('install'):
             layer.check('WebSocket handshake', 'warn', '%s: install it with: %s' % (websocket['skipped'], websocket['install']))

@@ -320,8 +320,9 @@ def _first_facts(psutil, p, timings):
     procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], exclude,
                    runners=runners, env_file_env=env_file_env)
     log = _timed(timings, 'log', _collect_log, p, procs['masters'])
-    port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'],
-                  procs['masters'], p['app'], p['chdir'])
+    # Nothing sets PORT: the front door on the app's unix socket, or the last master in the log, says which port.
+    port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'], procs['masters'],
+                  p['app'], p['chdir'], inferred=lambda: port_probe.inferred_candidates(psutil, procs, log))
     procs['restarters'] = _timed(timings, 'restarters', restart_runner.collect, psutil, p['app'], p['chdir'],
                                  procs['masters'], port['port'], p['healthz_path'], unit_dir=p['systemd_unit_dir'])
     env = service_environment(procs['masters'], env_file_env, runners)

@@ -138,6 +138,11 @@ def _probe_http(facts, p, env, port, base, pace, within=None):
     stream = stream_target(twiml.get('parsed'), base, p, port)
     facts['stream'] = stream
     facts['paths']['ws'] = stream['path']
+    if stream.get('elsewhere'):
+        # Another public host serves the media WebSocket: nothing of it runs here, and a probe never leaves the host.
+        facts['websocket'] = {'skipped': 'the media WebSocket is served elsewhere', 'elsewhere': stream['url'],
+                              'url': stream['url']}
+        return
     facts['websocket'] = probe_websocket(port, stream['path'], host, stream_sid, call_sid, account_sid, custom, pace,
                                          within, stream=stream)
     round_trip = facts['websocket'].get('round_trip')
@@ -193,17 +198,21 @@ def stream_target(parsed, base, p, port):
     another name of this host (loopback, its hostname, at the app's port or the wss default); otherwise, and
     without a usable <Stream>, doctor_ws_path."""
     streams = (parsed or {}).get('streams') or []
-    out = {'verb': None, 'tracks': ['inbound'], 'path': p['ws_path'], 'from_twiml': False, 'other_host': None}
+    out = {'verb': None, 'tracks': ['inbound'], 'path': p['ws_path'], 'from_twiml': False, 'other_host': None,
+           'url': None, 'elsewhere': False}
     if not streams:
         return out
     stream = streams[0]
-    out.update(verb=stream['verb'], tracks=twilio.stream_tracks(stream))
+    out.update(verb=stream['verb'], tracks=twilio.stream_tracks(stream), url=stream['url'])
     local = twilio.local_stream_path(stream['url'], base, p['incoming_call_path'])
     if local is None:
         return out
     if not local['same_app']:
         out['other_host'] = local['host']
         if not _this_host(local['host'], port):
+            # A public host Twilio reaches serves it (valid TwiML); an unreachable one is judged wrong, and the
+            # app's own WebSocket is tried at doctor_ws_path.
+            out['elsewhere'] = local['reachable']
             return out
     out.update(path=local['path'], from_twiml=True)
     return out

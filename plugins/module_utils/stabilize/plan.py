@@ -141,14 +141,27 @@ def dropped_cmd_args(current, service):
             % (service.get('current_runner') or 'an unknown runner'))
 
 
-def runner_shape(current, want, workers=1, timeout=0, port=None, service=None):
+# Settings the canonical command leaves to the service's config file or GUNICORN_CMD_ARGS when they set them (and
+# doctor_workers / doctor_timeout are 0): stabilize has no reason to change them (issue 13 point 7).
+KEPT_SETTINGS = ('workers', 'timeout', 'keepalive')
+
+
+def kept_settings(current, workers, timeout):
+    """The KEPT_SETTINGS the service sets itself (config file, GUNICORN_CMD_ARGS) and no input overrides."""
+    explicit = {'workers': to_int(workers), 'timeout': to_int(timeout), 'keepalive': 0}
+    return [key for key in KEPT_SETTINGS
+            if current['sources'].get(key) not in (None, 'default', 'command line') and not explicit[key]]
+
+
+def runner_shape(current, want, workers=0, timeout=0, port=None, service=None):
     """What the canonical command keeps of the running service and what it overrides (issue 13 point 7).
 
     current: service_info's current_settings (None: nothing runs, the plain canonical command). -> dict(config:
-    the -c FILE kept (None), bind: '0.0.0.0:$PORT' or the unix socket kept, behind_proxy, overrides: each setting
-    the command line overrides with where it was set, refused: why the shape cannot be kept (None))."""
+    the -c FILE kept (None), bind: '0.0.0.0:$PORT' or the unix socket kept, behind_proxy, kept: the settings left
+    to the config file or GUNICORN_CMD_ARGS, overrides: each setting the command line overrides with where it was
+    set, refused: why the shape cannot be kept (None))."""
     shape = {'config': None, 'bind': '0.0.0.0:$PORT', 'behind_proxy': False, 'overrides': [], 'refused': None,
-             'cmd_args': False}
+             'cmd_args': False, 'kept': []}
     if not current:
         return shape
     settings = current['settings']
@@ -168,16 +181,21 @@ def runner_shape(current, want, workers=1, timeout=0, port=None, service=None):
         return shape
     shape['config'] = current.get('config_file')
     shape['cmd_args'] = bool(current.get('cmd_args'))
+    shape['kept'] = [{'setting': key, 'value': settings.get(key), 'source': current['sources'][key]}
+                     for key in kept_settings(current, workers, timeout)]
     sockets = [b for b in settings.get('bind') or [] if b.startswith('unix:')]
     if sockets:
         shape.update(bind=sockets[0], behind_proxy=True)
     else:
         _override(shape['overrides'], current, 'bind', ['0.0.0.0:%s' % port], 'the platform routes to $PORT')
     runbook_timeout, keepalive = RUNBOOK_TIMEOUTS.get(want, (60, 30))
+    kept = [k['setting'] for k in shape['kept']]
     _override(shape['overrides'], current, 'worker_class', want, 'the worker class stabilize runs')
-    _override(shape['overrides'], current, 'workers', to_int(workers) or 1, 'doctor_workers')
-    _override(shape['overrides'], current, 'timeout', to_int(timeout) or runbook_timeout, 'the runbook\'s timeout')
-    _override(shape['overrides'], current, 'keepalive', keepalive, 'the runbook\'s keep-alive')
+    for key, now, why in (('workers', to_int(workers) or 1, 'doctor_workers'),
+                          ('timeout', to_int(timeout) or runbook_timeout, 'doctor_timeout'),
+                          ('keepalive', keepalive, 'the runbook\'s keep-alive')):
+        if key not in kept:
+            _override(shape['overrides'], current, key, now, why)
     _override(shape['overrides'], current, 'loglevel', 'debug', 'the log the doctor reads')
     _override(shape['overrides'], current, 'capture_output', True, 'tracebacks reach the log')
     _override(shape['overrides'], current, 'access_logfile', '-', 'the runbook\'s access log')
@@ -195,6 +213,9 @@ def shape_actions(shape):
         actions.append({'action': 'kept the socket bind', 'target': shape['bind'],
                         'reason': 'the app is served on a unix socket behind the proxy that holds $PORT; verified '
                         'through it'})
+    for k in shape.get('kept') or []:
+        actions.append({'action': 'kept a setting', 'target': '%s (%s)' % (k['setting'], k['source']),
+                        'reason': '%r: the command line leaves it to %s' % (k['value'], k['source'])})
     for o in shape.get('overrides') or []:
         actions.append({'action': 'overrode a setting', 'target': '%s (%s)' % (o['setting'], o['source']),
                         'reason': '%r -> %r: %s' % (o['was'], o['now'], o['why'])})
@@ -215,6 +236,7 @@ def say_plan(plan):
     else:
         line += ''.join('; keeps %s' % what for what in (['-c ' + shape['config']] if shape.get('config') else [])
                         + (['-b ' + shape['bind'] + ' (behind the proxy on $PORT)'] if shape.get('behind_proxy') else []))
+        line += ''.join('; keeps %s (%s)' % (k['setting'], k['source']) for k in shape.get('kept') or [])
         line += ''.join('; overrides %s (%s)' % (o['setting'], o['source']) for o in shape.get('overrides') or [])
     return line
 

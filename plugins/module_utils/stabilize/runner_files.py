@@ -106,13 +106,17 @@ def command(spec, arg=sh, exe=sh):
     timeout, keepalive = RUNBOOK.get(spec['worker_class'], RUNBOOK['sync'])
     timeout = int(spec.get('timeout') or 0) or timeout
     keepalive = int(spec.get('keepalive') or 0) or keepalive
-    # The service's shape kept (stabilize/plan.runner_shape): its -c FILE, and a unix socket behind a proxy on $PORT.
+    # The service's shape kept (stabilize/plan.runner_shape): its -c FILE, a unix socket behind a proxy on $PORT,
+    # and the settings its config file or GUNICORN_CMD_ARGS set (spec['keep']: not on the command line, which wins).
+    keep = spec.get('keep') or ()
     config = '-c %s ' % arg(spec['config']) if spec.get('config') else ''
     bind = arg(spec['bind']) if (spec.get('bind') or '').startswith('unix:/') else '0.0.0.0:${PORT}'
-    return ('%s -m gunicorn %s -k %s -w %d %s-b %s --timeout %d --keep-alive %d --log-level debug '
-            '--capture-output --access-logfile - --error-logfile %s' % (
-                exe(spec['python']), arg(spec['app']), arg(spec['worker_class']), int(spec['workers']), config, bind,
-                timeout, keepalive, arg(spec['log'])))
+    workers = '' if 'workers' in keep else '-w %d ' % int(spec['workers'])
+    tuning = ''.join(' --%s %d' % (option, value) for key, option, value in (
+        ('timeout', 'timeout', timeout), ('keepalive', 'keep-alive', keepalive)) if key not in keep)
+    return ('%s -m gunicorn %s -k %s %s%s-b %s%s --log-level debug --capture-output --access-logfile - '
+            '--error-logfile %s' % (exe(spec['python']), arg(spec['app']), arg(spec['worker_class']), workers, config,
+                                    bind, tuning, arg(spec['log'])))
 
 
 def runner_env(spec):

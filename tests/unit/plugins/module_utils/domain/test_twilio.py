@@ -166,7 +166,10 @@ def test_check_stream_twiml(twiml, kinds, severities, words):
     ("wss://h/a b", BASE, None),
 ])
 def test_local_stream_path(url, base, expected):
-    assert twilio.local_stream_path(url, base, "/incoming_call") == expected
+    found = twilio.local_stream_path(url, base, "/incoming_call")
+    if found is not None:   # whether Twilio reaches the host: a public name or address (twilio_reaches)
+        assert found.pop("reachable") == (found["host"] is None or twilio.twilio_reaches(found["host"].split(":")[0]))
+    assert found == expected
 
 
 def test_stream_tracks():
@@ -185,6 +188,9 @@ def test_stream_tracks():
     ("ws://voice.example.com/ws/twilio-media", BASE, ["scheme"]),
     ("https://voice.example.com/ws/twilio-media", BASE, ["scheme"]),
     ("wss://127.0.0.1:8000/ws/twilio-media", BASE, ["host"]),
+    # Another public host: valid TwiML (Twilio streams to any wss:// host), its path is that host's business.
+    ("wss://media.example.net/streams/in", BASE, ["elsewhere"]),
+    ("wss://10.0.0.7/ws/twilio-media", BASE, ["host"]),
     ("wss://voice.example.com/ws/media", BASE, ["path"]),
     ("wss://voice.example.com/ws/twilio-media?agent=42", BASE, ["query"]),
     ("wss://voice.example.com:8o/ws/twilio-media", BASE, ["malformed", "host"]),

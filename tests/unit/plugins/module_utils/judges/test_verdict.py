@@ -314,6 +314,27 @@ def test_port_unset(facts):
     assert ENV_FILE in c["remedy"] and "8000" in c["remedy"] and "-b 0.0.0.0:$PORT" in c["remedy"]
 
 
+@pytest.mark.parametrize("runner, where", [
+    ({"kind": "systemd", "detail": "agentlocator.service", "pid": 1},
+     "Set PORT to the port the platform routes to in Environment= (or the EnvironmentFile= it reads) of the unit "
+     "agentlocator.service (then systemctl daemon-reload and restart)"),
+    ({"kind": "supervisord", "detail": "/usr/bin/python3 /usr/bin/supervisord -n", "pid": 40},
+     "in environment= of the supervisord program that runs it (then supervisorctl update and restart)"),
+    ({"kind": "shell_loop", "detail": "bash /srv/app/run-forever.sh", "pid": 41},
+     "in the environment of the shell loop that starts it (bash /srv/app/run-forever.sh): export it there"),
+])
+def test_port_unset_says_where_this_services_runner_takes_port_from(facts, runner, where):
+    """No doctor_env_file: the remedy names the runner's own place for PORT, not a generic list."""
+    facts["inputs"]["env_file"] = None
+    set_port(facts, 8000, "default", None)
+    facts["process"]["masters"] = [master_fact(bind="0.0.0.0:8000", runner=runner)]
+    set_sockets(facts, [sock("0.0.0.0", 8000, MASTER, "master")])
+    set_healthz(facts, [200])
+    c = cause(diagnose(facts), "port_unset")
+    assert where in c["remedy"], c["remedy"]
+    assert "unit Environment=, supervisord environment=" not in c["remedy"]
+
+
 def test_port_invalid(facts, tmp_path):
     # PORT= (empty) in the env file: `-b 0.0.0.0:${PORT}` makes gunicorn exit at once, again and again.
     set_port(facts, 8000, ENV_FILE, "", valid=False)

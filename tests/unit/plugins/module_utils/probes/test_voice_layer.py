@@ -318,15 +318,32 @@ def test_stream_twiml_rules(kwargs, severity, code, words, fix):
     assert checks(judge(v))["TwiML webhook"]["status"] == severity
 
 
-def test_stream_on_another_host_says_so():
+def test_stream_on_another_public_host_is_valid_and_its_round_trip_is_not_run_here():
+    """Twilio streams to any wss:// host: valid TwiML; the media WebSocket is served there, never tried from here."""
+    url = "wss://media.example.net/streams/in"
     v = voice_facts()
-    v["twiml"] = twiml("wss://media.example.net/ws/twilio-media")
+    v["twiml"] = twiml(url)
     v["stream"] = {"verb": "Connect", "tracks": ["inbound"], "path": "/ws/twilio-media", "from_twiml": False,
-                   "other_host": "media.example.net"}
+                   "other_host": "media.example.net", "url": url, "elsewhere": True}
+    v["websocket"] = {"skipped": "the media WebSocket is served elsewhere", "elsewhere": url, "url": url}
     layer = judge(v)
-    assert "the TwiML streams to media.example.net, not to this app: this is doctor_ws_path" in \
-        checks(layer)["WebSocket handshake"]["detail"]
-    assert "not at the public base URL's host" in only(layer, "twiml_invalid")["evidence"][1]
+    assert layer.causes == []
+    found = checks(layer)
+    assert found["TwiML webhook"]["status"] == "pass"
+    assert "valid: Twilio streams to any wss:// host" in found["TwiML webhook"]["detail"]
+    assert "another host than the public base URL's voice.example.com" in found["TwiML webhook"]["detail"]
+    assert found["WebSocket handshake"]["status"] == "warn"
+    assert "the TwiML streams to %s" % url in found["WebSocket handshake"]["detail"]
+    assert found["media round trip"]["status"] == "skip" and "not run against this app" in found["media round trip"]["detail"]
+    assert layer.result()["status"] == "warn"
+
+
+@pytest.mark.parametrize("host, reaches", [
+    ("media.example.net", True), ("203.0.113.9", False), ("8.8.8.8", True), ("127.0.0.1", False),
+    ("10.1.2.3", False), ("[::1]", False), ("localhost", False), ("media", False), ("box.local", False),
+])
+def test_which_stream_hosts_twilio_reaches(host, reaches):
+    assert twilio.twilio_reaches(host) is reaches
 
 
 def test_signature_refused():
@@ -642,9 +659,12 @@ def test_a_one_way_stream_gets_what_twilio_sends_it(listener):
      "https://example.com/voice", "/media/in", True, None),
     ('<Response><Start><Stream url="/media/in"/></Start><Pause/></Response>', "https://voice.example.com",
      "/media/in", True, None),
-    # Another host: nothing says this app serves it, the configured path is probed.
+    # Another public host: it serves the stream (elsewhere, nothing is probed for it here).
     ('<Response><Connect><Stream url="wss://media.example.net/in"/></Connect></Response>', "https://voice.example.com",
      "/ws/twilio-media", False, "media.example.net"),
+    # Another host Twilio cannot reach: judged wrong, the configured path is probed.
+    ('<Response><Connect><Stream url="wss://10.0.0.7/in"/></Connect></Response>', "https://voice.example.com",
+     "/ws/twilio-media", False, "10.0.0.7"),
     # ... unless it is this host under another name (the request's Host fell through to the TwiML).
     ('<Response><Connect><Stream url="wss://127.0.0.1:8123/media/in"/></Connect></Response>',
      "https://voice.example.com", "/media/in", True, "127.0.0.1:8123"),
@@ -654,6 +674,7 @@ def test_stream_target(twiml_body, base, path, from_twiml, other_host):
     p = {"ws_path": "/ws/twilio-media", "incoming_call_path": "/incoming_call"}
     target = voice.stream_target(twilio.parse_twiml(twiml_body), twilio.split_base_url(base), p, PORT)
     assert (target["path"], target["from_twiml"], target["other_host"]) == (path, from_twiml, other_host)
+    assert target["elsewhere"] == (other_host == "media.example.net")
 
 
 @pytest.mark.parametrize("pace", [0, -1, 0.5, 21, 1e6, True, "fast", float("inf")])

@@ -168,6 +168,16 @@ def test_command_keeps_the_config_file_and_the_socket_bind_of_the_plan():
     assert "-b 0.0.0.0:${PORT} " in render("command.j2", gunicorn_service_bind="10.0.0.1:80")
 
 
+def test_settings_the_service_sets_itself_are_left_off_the_command_line():
+    """plan.runner_shape's kept settings: the command line would win over the config file and GUNICORN_CMD_ARGS."""
+    text = render("command.j2", keep=["workers", "timeout"], gunicorn_service_config="/srv/app/gunicorn.conf.py")
+    argv = shlex.split(text.replace("${PORT}", "8123"))
+    assert "-w" not in argv and "--timeout" not in argv and argv[argv.index("--keep-alive") + 1] == "30"
+    settings = gunicorn.parse_cmdline(argv)
+    assert settings["bind"] == ["0.0.0.0:8123"] and settings["config"] == "/srv/app/gunicorn.conf.py"
+    assert "--keep-alive" not in render("command.j2", keep=["keepalive"]) and " -w 1 " in render("command.j2")
+
+
 def test_a_numeric_user_gets_no_supplementary_groups_of_a_name():
     script = render("run.sh.j2", __gunicorn_service_user="1234", __gunicorn_service_group="1234",
                     run_as={"user": "1234", "uid": 1234, "gid": 1234})

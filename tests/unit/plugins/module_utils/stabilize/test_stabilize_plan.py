@@ -252,24 +252,34 @@ def test_a_config_file_is_kept_and_each_setting_the_command_line_overrides_is_li
     shape = plan['shape']
     assert (shape['config'], shape['bind'], shape['refused']) == ('/srv/app/gunicorn.conf.py', '0.0.0.0:$PORT', None)
     overridden = dict((o['setting'], (o['was'], o['now'], o['source'])) for o in shape['overrides'])
-    assert overridden['workers'] == (3, 1, 'config file /srv/app/gunicorn.conf.py:3')
-    assert overridden['timeout'][:2] == (90, 60) and overridden['loglevel'][:2] == ('info', 'debug')
+    assert overridden['loglevel'][:2] == ('info', 'debug')
+    # workers and timeout stay the config file's (doctor_workers / doctor_timeout are 0): left off the command line.
+    assert [(k['setting'], k['value'], k['source']) for k in shape['kept']] == [
+        ('workers', 3, 'config file /srv/app/gunicorn.conf.py:3'), ('timeout', 90, 'config file /srv/app/gunicorn.conf.py:4')]
     # bind follows PORT (8123, the plan's port) and sync is gunicorn's default: neither is overridden.
-    assert 'bind' not in overridden and 'worker_class' not in overridden
-    assert 'keeps -c /srv/app/gunicorn.conf.py' in plan['message'] and 'overrides workers (config file' in plan['message']
+    assert not set(overridden) & {'bind', 'worker_class', 'workers', 'timeout'}
+    assert 'keeps -c /srv/app/gunicorn.conf.py' in plan['message'] and 'keeps workers (config file' in plan['message']
     record = stabilize.summarize(plan, 'web1', False)
     assert record['record']['shape'] == shape
-    assert any(line.startswith('overrode a setting: workers (config file /srv/app/gunicorn.conf.py:3): 3 -> 1')
-               for line in record['lines'])
+    assert 'kept a setting: timeout (config file /srv/app/gunicorn.conf.py:4): 90: the command line leaves it to ' \
+        'config file /srv/app/gunicorn.conf.py:4' in record['lines']
+    # An explicit doctor_workers / doctor_timeout wins: overridden, and listed.
+    shape = decided({'workers': 1, 'timeout': 30}, service={'current_settings': current})['shape']
+    overridden = dict((o['setting'], (o['was'], o['now'], o['source'])) for o in shape['overrides'])
+    assert overridden['workers'] == (3, 1, 'config file /srv/app/gunicorn.conf.py:3') and overridden['timeout'][:2] == (90, 30)
+    assert shape['kept'] == []
 
 
-def test_gunicorn_cmd_args_are_overridden_only_where_they_differ():
-    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--workers 1 --timeout 45 -b 0.0.0.0:8000'}, '/srv/app', {})
+def test_gunicorn_cmd_args_are_kept_and_overridden_only_where_they_must_change():
+    current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '--workers 2 --timeout 45 -b 0.0.0.0:8000 -k eventlet'},
+                         '/srv/app', {})
     # A unit's Environment=GUNICORN_CMD_ARGS=...: the takeover carries it.
     shape = decided(service={'current_settings': current, 'current_runner': 'systemd'})['shape']
     assert shape['cmd_args'] is True and shape['config'] is None
-    assert [(o['setting'], o['source'], o['was']) for o in shape['overrides']] == [
-        ('bind', 'GUNICORN_CMD_ARGS', ['0.0.0.0:8000']), ('timeout', 'GUNICORN_CMD_ARGS', 45)]
+    assert [(o['setting'], o['source'], o['was'], o['now']) for o in shape['overrides']] == [
+        ('bind', 'GUNICORN_CMD_ARGS', ['0.0.0.0:8000'], ['0.0.0.0:8123']),
+        ('worker_class', 'GUNICORN_CMD_ARGS', 'eventlet', 'sync')]
+    assert [(k['setting'], k['value']) for k in shape['kept']] == [('workers', 2), ('timeout', 45)]
     current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '-b 0.0.0.0:8123 --timeout 60'}, '/srv/app', {})
     assert decided(service={'current_settings': current, 'env_file_cmd_args': True})['shape']['overrides'] == []
 
@@ -318,7 +328,8 @@ def test_an_unreadable_config_file_is_refused():
 
 def test_nothing_running_is_the_plain_canonical_command():
     shape = decided(service={'current_settings': None})['shape']
-    assert (shape['config'], shape['bind'], shape['overrides'], shape['refused']) == (None, '0.0.0.0:$PORT', [], None)
+    assert (shape['config'], shape['bind'], shape['overrides'], shape['refused'], shape['kept']) == (
+        None, '0.0.0.0:$PORT', [], None, [])
 
 
 def test_a_verification_from_before_this_run_is_never_reported():
