@@ -294,6 +294,18 @@ def env_view(source, env):
             'EVENTLET_HUB': env.get('EVENTLET_HUB')}
 
 
+def runner_process_envs(restarters):
+    """With no master alive to read (a crash loop): the environment of the process that restarts it (a shell loop, a
+    platform runner), which each new master inherits -> env views."""
+    views = []
+    for r in (restarters or {}).get('runners') or []:
+        env = service_env.read_proc_environ(r['pid']) if r['pid'] and r['kind'] in ('shell_loop', 'platform') else None
+        if env is not None:
+            views.append(dict(env_view('/proc/%d/environ (%s pid %d, which restarts the master: %s)' % (
+                r['pid'], r['name'], r['pid'], (r['command'] or '')[:120]), env), runner_pid=r['pid']))
+    return views
+
+
 def _primary(masters, port):
     for m in masters:
         if any(b.endswith(':%s' % port) for b in m['settings']['bind']):
@@ -319,7 +331,7 @@ def collect(context):
     master = _primary(masters, context.get('port'))
     master_envs = dict((m['pid'], service_env.read_proc_environ(m['pid']) or {}) for m in masters)
     lines = logfile.tail_lines(p.get('log_file'), TAIL_BYTES)
-    run_lines = gunicorn.current_run(lines, [m['pid'] for m in masters])
+    run_lines = gunicorn.current_run(lines, [m['pid'] for m in masters], previous=True)
     runners = runner_configs(p['app'], p['chdir'], p.get('env_file'), context.get('env_file_env'))
     sources = worker_class_sources(p, masters, master_envs, run_lines, runners)
     log = scan_lines(run_lines)
@@ -345,6 +357,8 @@ def collect(context):
     running = [env_view('/proc/%d/environ (running master %d, -k %s)' % (m['pid'], m['pid'], m['settings']['worker_class']),
                         master_envs[m['pid']]) for m in masters if master_envs.get(m['pid'])]
     next_start = [env_view('%s (%s)' % (r['source'], r['kind']), r['env']) for r in runners]
+    if not running:
+        next_start += runner_process_envs(context['process'].get('restarters'))
     traced = dry.get('monkey_patch')
     facts.update({
         'python': python,
