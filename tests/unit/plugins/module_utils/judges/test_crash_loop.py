@@ -114,15 +114,18 @@ def test_a_master_that_gave_up_during_the_window_is_not_replaced_by_a_runners_si
 def test_the_hub_from_the_environment_of_the_loop_that_restarts_the_master(facts):
     stop_service(facts)
     ev = copy.deepcopy(HEALTHY)
-    loop = subprocess.Popen(["bash", "-c", "while true; do sleep 1; done"], env=dict(os.environ, EVENTLET_HUB="no_such_hub"))
+    loop = subprocess.Popen(["bash", "-c", "while true; do sleep 1; done", "python", "8123", "log", "-k eventlet"],
+                            env=dict(os.environ, EVENTLET_HUB="no_such_hub"))
     try:
         while psutil.Process(loop.pid).cmdline()[:1] != ["bash"]:   # until it has exec'd: a runner is long-lived
             time.sleep(0.01)
-        views = eventlet_probe.runner_process_envs({"runners": [dict(LOOP, pid=loop.pid)]})
+        found = eventlet_probe.runner_processes(psutil, {"runners": [dict(LOOP, pid=loop.pid)]})
     finally:
         loop.kill()
         loop.wait()
+    views = [r["view"] for r in found]
     assert views[0]["EVENTLET_HUB"] == "no_such_hub" and views[0]["runner_pid"] == loop.pid, views
+    assert found[0]["worker_class"] == "eventlet"   # its full command line, the -k it gives each master
     ev.update(settings=None, stable=False, boot=dict(GOOD_BOOT), boot_skipped=None,
               env={"running": [], "next_start": views, "env_file": None})
     facts["eventlet"] = ev
