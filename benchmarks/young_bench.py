@@ -13,8 +13,6 @@ service is older than the stability window ("settled"). Goals (issue 14): settle
 """
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,11 +25,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import json  # noqa: E402
 from doctor_run import PYTHON, make_app, run_playbook  # noqa: E402
-from gunicorn_service import GunicornService, free_port, start_restart_loop  # noqa: E402
+from gunicorn_service import GunicornService, free_port, start_keep_alive_loop, start_restart_loop  # noqa: E402
 from test_stabilize import stop_tree  # noqa: E402
-
-KEEP_ALIVE = 'while true; do "$0" -m gunicorn AgentLocator.main:app -b 0.0.0.0:$1 --no-control-socket ' \
-             '--error-logfile "$2" $3; sleep 1; done'
 
 
 def slow_import(text):
@@ -64,10 +59,8 @@ class Kind(object):
         service.start()
         self.stops.append(service.stop)
 
-    def _loop(self, app, port, log, script, args, env=None):
-        loop = subprocess.Popen(["bash", "-c", script, PYTHON, str(port), str(log), args], cwd=str(app),
-                                env=dict(os.environ, PORT=str(port), **(env or {})), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+    def _loop(self, app, port, log, args, env=None):
+        loop = start_keep_alive_loop(app, port, log, PYTHON, args, env)
         self.stops.append(lambda: stop_tree(loop.pid))
 
     def _healthy(self, app, port, log):
@@ -97,10 +90,10 @@ class Kind(object):
         self.stops.append(lambda: stop_tree(loop.pid))
 
     def _import_error(self, app, port, log):
-        self._loop(app, port, log, KEEP_ALIVE, "")
+        self._loop(app, port, log, "")
 
     def _eventlet_crash(self, app, port, log):
-        self._loop(app, port, log, KEEP_ALIVE, "-k eventlet", env={"EVENTLET_HUB": "no_such_hub"})
+        self._loop(app, port, log, "-k eventlet", env={"EVENTLET_HUB": "no_such_hub"})
 
     def stop(self):
         for stop in reversed(self.stops):

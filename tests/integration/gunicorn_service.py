@@ -254,3 +254,17 @@ def start_restart_loop(app_dir, port, log_path, python=sys.executable, period=8.
                              str(period - overlap), extra_args], cwd=str(app_dir), env=dict(os.environ, PORT=str(port)),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+
+
+# A keep-alive runner: it starts gunicorn again one second after it exits, whatever the reason (a master that cannot
+# boot the app exits at once: a crash loop). $3: more gunicorn arguments.
+KEEP_ALIVE = 'while true; do "$0" -m gunicorn AgentLocator.main:app -b 0.0.0.0:$1 --no-control-socket ' \
+             '--error-logfile "$2" $3; sleep 1; done'
+
+
+def start_keep_alive_loop(app_dir, port, log_path, python=sys.executable, args="", env=None):
+    """Start KEEP_ALIVE in its own session, with PORT and `env` in its environment -> its Popen (stop it and its masters
+    by PID: stop_tree)."""
+    return subprocess.Popen(["bash", "-c", KEEP_ALIVE, python, str(port), str(log_path), args], cwd=str(app_dir),
+                            env=dict(os.environ, PORT=str(port), **(env or {})), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

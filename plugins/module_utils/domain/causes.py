@@ -98,8 +98,10 @@ CAUSES = {
         '{healthz_path}, and keep one runner.',
         evidence='A master of the app was replaced by a new one during the stability window (the process table is looked '
         'at every 0.25 s through the window, whatever /healthz answers), or the gunicorn log (doctor_log_file) holds two '
-        'or more "Handling signal: term" lines, or two or more masters that listened and ended, in its last 10 minutes '
-        'while the current master is younger than that (or none runs). The evidence gives what the window saw, the '
+        'or more "Handling signal: term" lines, or two or more masters that listened and were stopped from outside (shut '
+        'down after a SIGTERM, or gone without a line), in its last 10 minutes while the current master is younger than '
+        'that (or none runs). A master that gives up on its own ("Reason: Worker failed to boot.") is not stopped from '
+        'outside: a crash loop is its boot cause, not this one. The evidence gives what the window saw, the '
         'pattern ("restarted 5 times in 60 s, every 8 s +/- 1"), a timeline of the last masters and who restarts them: a '
         'shell loop, supervisord program (autorestart=, startsecs=), systemd unit (Restart=, WatchdogSec=) or cron, from '
         'the masters\' parent chain and the service manager\'s files, and local health checks that ask another port.'),
@@ -127,7 +129,9 @@ CAUSES = {
         'Fix the exception shown in the evidence; reproduce it in seconds with: {dry_import_command}',
         evidence="The dry import (the app's own python imports the app in the app directory and GETs healthz through "
         'test_client) raises; or a gunicorn --preload -k sync boot on a spare loopback port fails, or the current '
-        "run's log shows Worker failed to boot / App failed to load / Exception in worker process."),
+        "run's log shows Worker failed to boot / App failed to load / Exception in worker process (when a crash loop's "
+        'newest master has not failed yet, the run before it); a master that keeps failing and is started again adds '
+        'the pattern and the runner that restarts it.'),
     'slow_boot': _cause(
         'boot', 'fail', '2.2', 5, 'Importing the app takes longer than the worker may take to boot: it never '
         'reaches listening (gunicorn does not time out a worker still importing).',
@@ -198,9 +202,11 @@ CAUSES = {
         'Set {env_lines} in {env_where_eventlet}, then restart: EVENTLET_HUB names the module '
         'eventlet.hubs.<value> - selects, poll, epolls (Linux), kqueue (BSD) or asyncio; the runbook\'s "select" '
         'does not exist. Only EVENTLET_NO_GREENDNS=yes turns green DNS off.',
-        evidence="In a running eventlet master's /proc environ or what its runner sets next start, EVENTLET_HUB is "
-        "empty, names no hub of the installed eventlet or one this platform's select lacks, or EVENTLET_NO_GREENDNS "
-        'is not yes while the log shows green-DNS errors.'),
+        evidence="In a running eventlet master's /proc environ or what its runner sets next start (the env file, the unit, "
+        'the supervisord program; with no master alive, the /proc environ of the shell loop or platform runner that '
+        "restarts it), EVENTLET_HUB is empty, names no hub of the installed eventlet or one this platform's select lacks, "
+        'or EVENTLET_NO_GREENDNS is not yes while the log shows green-DNS errors; or the log says the hub cannot be '
+        'loaded where no environment could be read.'),
     'async_lib_conflict': _cause(
         'eventlet', 'warn', '4.2', 3, 'gevent or uvloop is installed beside eventlet.',
         'Remove {extra} from the app environment: {pip_uninstall}; and from its requirements.',
@@ -286,6 +292,11 @@ CAUSES = {
         "the proxy's status, the certificate and whether the name resolves to the server's own addresses tell cause 7 "
         'from cause 10.'),
 }
+
+
+# What a user sees when something else is the fault (nothing listens, /healthz flaps): the report lists these after
+# the failing causes of later layers that explain them (a boot exception, an invalid EVENTLET_HUB).
+SYMPTOMS = ('not_listening', 'healthz_flapping')
 
 
 def render_remedy(cause_id, values):

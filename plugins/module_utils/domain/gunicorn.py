@@ -224,7 +224,8 @@ _LOG_PREFIX = re.compile(r'^\[(?P<time>[^\]]+)\] \[(?P<pid>\d+)\] \[(?P<level>[A
 # (event name, pattern on the message). Order matters only for readability.
 _EVENTS = (
     ('starting', re.compile(r'^Starting gunicorn (?P<version>\S+)')),
-    ('listening', re.compile(r'^Listening at: (?P<url>\S+) \((?P<master>\d+)\)')),
+    # Under --reuse-port the master holds no socket and logs `Listening at:  (PID)`: no url, not a bind.
+    ('listening', re.compile(r'^Listening at: (?P<url>\S*)\s*\((?P<master>\d+)\)')),
     ('worker_class', re.compile(r'^Using worker: (?P<worker_class>\S+)')),
     ('worker_boot', re.compile(r'^Booting worker with pid: (?P<worker>\d+)')),
     ('signal_term', re.compile(r'^Handling signal: term')),
@@ -260,7 +261,7 @@ def parse_log_line(line):
             if em:
                 found = {'event': event, 'time': m.group('time'), 'pid': int(m.group('pid')),
                          'level': m.group('level'), 'line': line}
-                found.update(dict((k, v) for k, v in em.groupdict().items() if v is not None))
+                found.update(dict((k, v) for k, v in em.groupdict().items() if v))
                 return found
         return None
     for event, pattern in _RAW_EVENTS:
@@ -329,13 +330,14 @@ def format_command(python, app, port_expr, worker_class='sync', workers=1, timeo
 RUN_EXCEPTION = re.compile(r'^\[?(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit)): (?P<text>.*)$')
 
 
-def current_run(lines, master_pids=()):
+def current_run(lines, master_pids=(), previous=False):
     """The lines of the current run.
 
     With a running master: from its "Starting gunicorn" (and the warnings its process printed just
     before, such as EventletDeprecationWarning) to the end. Without one: the last run of the log (runs
     end with "Shutting down: Master" and its "Reason:" line; a master that failed at start ends with
-    its traceback)."""
+    its traceback); with `previous`, also the run before it when the last one has not ended or failed yet (a crash
+    loop's newest master: how the last one ended is the evidence)."""
     for pid in master_pids:
         listen = [i for i, l in enumerate(lines) if 'Listening at: ' in l and l.rstrip().endswith('(%d)' % pid)]
         if not listen:
@@ -356,6 +358,8 @@ def current_run(lines, master_pids=()):
             ended = False
         blocks[-1].append(line)
         ended = ended or 'Shutting down: Master' in line
+    if previous and len(blocks) > 1 and not ended and not any('Traceback' in x or x.startswith('Error: ') for x in blocks[-1]):
+        return blocks[-2] + blocks[-1]
     return blocks[-1]
 
 

@@ -5,8 +5,9 @@
 
 Pure: log events in (gunicorn.scan_log, each with its `epoch`), data and text out. What gunicorn logs for a master
 (docs/facts.md): `Starting gunicorn`, `Listening at: URL (PID)`, `Using worker: CLASS`, `Handling signal: term`,
-`Shutting down: Master`, all under the master's PID; `Booting worker with pid: N` under the worker's PID;
-`WORKER TIMEOUT (pid:N)` under the master's.
+`Shutting down: Master` and `Reason: Worker failed to boot.` / `Reason: App failed to load.`, all under the master's
+PID; `Booting worker with pid: N` under the worker's PID; `WORKER TIMEOUT (pid:N)` under the master's. Under
+`--reuse-port` each worker binds its own socket and the master logs `Listening at:  (PID)` with no address.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,20 +18,22 @@ TIMELINE_LINES = 8
 RECENT = 600               # seconds before the newest event that count for the pattern
 # The events a master logs under its own PID.
 MASTER_EVENTS = ('listening', 'worker_class', 'signal_term', 'signal_other', 'master_shutdown', 'worker_timeout',
-                 'worker_sigkill', 'connection_in_use', 'bind_retry', 'app_failed_load')
+                 'worker_sigkill', 'connection_in_use', 'bind_retry', 'app_failed_load', 'worker_failed_boot')
 
 
 def _new(pid, at, time_text):
-    return {'pid': pid, 'started': at, 'time': time_text, 'listening': None, 'worker_class': None, 'version': None,
-            'signals': [], 'stopped': None, 'end': None, 'worker_boots': 0, 'worker_timeouts': 0}
+    return {'pid': pid, 'started': at, 'time': time_text, 'listening': None, 'served': False, 'worker_class': None,
+            'version': None, 'signals': [], 'stopped': None, 'end': None, 'worker_boots': 0, 'worker_timeouts': 0}
 
 
 def generations(events):
     """Log events -> one record per master, oldest first (the last GENERATIONS_KEPT):
-    {pid, started (epoch or None when its start is before the tail), time (the log's own time text), listening,
-    worker_class, version, signals [{signal, at}], stopped, end, worker_boots, worker_timeouts}.
-    `end`: 'shutdown' ("Shutting down: Master"), 'bind_failed' (it never listened), 'vanished' (a later master
-    started and this one logged no end: killed by SIGKILL or crashed), None (the last one: it may still run)."""
+    {pid, started (epoch or None when its start is before the tail), time (the log's own time text), listening (the
+    address it logged, None under --reuse-port), served (it logged "Listening at"), worker_class, version,
+    signals [{signal, at}], stopped, end, worker_boots, worker_timeouts}.
+    `end`: 'shutdown' ("Shutting down: Master"), 'bind_failed' (it never listened), 'failed' (its worker failed to
+    boot or the app failed to load: it gave up on its own), 'vanished' (a later master started and this one logged no
+    end: killed by SIGKILL or crashed), None (the last one: it may still run)."""
     found, by_pid = [], {}
     for event in events:
         kind, pid, at = event['event'], event.get('pid'), event.get('epoch')
@@ -44,7 +47,7 @@ def generations(events):
                 gen = by_pid[pid] = _new(pid, None, event.get('time'))
                 found.append(gen)
             _apply(gen, event, kind, at)
-            if kind == 'listening':
+            if kind == 'listening' and gen['listening']:
                 _replaced(found, gen)
         elif kind == 'worker_boot' and found:
             running = [g for g in found if g['end'] is None]
@@ -54,7 +57,8 @@ def generations(events):
 
 def _replaced(found, gen):
     """A master that now listens where an earlier one listened, which logged no end: that one is gone (two masters
-    cannot hold one address; each master of two runners on other ports keeps its own record open)."""
+    cannot hold one address; each master of two runners on other ports keeps its own record open). Not under
+    --reuse-port: there two masters may share one address, and none logs it."""
     for other in found:
         if other is not gen and other['end'] is None and other['listening'] == gen['listening']:
             other['end'] = 'vanished'
@@ -62,7 +66,7 @@ def _replaced(found, gen):
 
 def _apply(gen, event, kind, at):
     if kind == 'listening':
-        gen['listening'] = event.get('url')
+        gen['listening'], gen['served'] = event.get('url'), True
     elif kind == 'worker_class':
         gen['worker_class'] = event.get('worker_class')
     elif kind in ('signal_term', 'signal_other'):
@@ -71,7 +75,7 @@ def _apply(gen, event, kind, at):
         gen['stopped'], gen['end'] = at, 'shutdown'
     elif kind in ('worker_timeout', 'worker_sigkill'):
         gen['worker_timeouts'] += kind == 'worker_timeout'
-    elif kind in ('bind_retry', 'app_failed_load'):
+    elif kind in ('bind_retry', 'app_failed_load', 'worker_failed_boot'):   # "Reason:" follows "Shutting down"
         gen['stopped'], gen['end'] = at, 'bind_failed' if kind == 'bind_retry' else 'failed'
 
 
@@ -128,7 +132,7 @@ def describe(gen):
     for sig in gen['signals']:
         parts.append('SIG%s after %s' % (sig['signal'].upper(), _after(gen, sig['at'])))
     ends = {'shutdown': 'shut down after %s', 'bind_failed': 'could not bind, gave up after %s',
-            'failed': 'failed to load the app after %s',
+            'failed': 'could not boot the app, gave up after %s',
             'vanished': 'gone without a shutdown line (killed or crashed) before the next master listened'}
     if gen['end']:
         parts.append(ends[gen['end']] % _after(gen, gen['stopped']) if '%s' in ends[gen['end']] else ends[gen['end']])

@@ -10,7 +10,8 @@ __metaclass__ = type
 import re
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared, window
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import restart_history as history
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import process, shared, window
 
 
 def judge(facts, layer):
@@ -47,16 +48,19 @@ def judge(facts, layer):
 
     _judge_preload_boot(layer, inputs, boot)
 
-    # The log of the current run.
-    failed = [e['line'] for e in events if e['event'] in ('worker_failed_boot', 'app_failed_load', 'worker_exception')]
-    if failed and not any(c['id'] in ('boot_exception', 'missing_env') for c in layer.causes):
+    # The log of the current run (or of the one before a crash loop's newest master).
+    failed = [e['line'] for e in shared.boot_failures(facts)]
+    found = [c for c in layer.causes if c['id'] in ('boot_exception', 'missing_env')]
+    if failed and not found:
         tb = (facts['log'] or {}).get('tracebacks') or []
         evidence = failed[-2:] + ['last traceback: %s' % t['exception'] for t in tb[-1:] if t['exception']]
         env_name = _missing_env_in_tracebacks(tb)
         if env_name:
-            layer.cause('missing_env', evidence, extra=env_name)
+            layer.cause('missing_env', evidence + _crash_loop(facts), extra=env_name)
         else:
-            layer.cause('boot_exception', evidence)
+            layer.cause('boot_exception', evidence + _crash_loop(facts))
+    elif failed:
+        found[0]['evidence'] += failed[-1:] + _crash_loop(facts)
     timeouts = [e for e in events if e['event'] == 'worker_timeout']
     if timeouts:
         evidence = ['%d x WORKER TIMEOUT since the master started (timeout %d s, %s)' % (
@@ -160,6 +164,17 @@ def _judge_preload_boot(layer, inputs, boot):
             evidence += [l for l in preload['output_tail'] if 'Error' in l or 'error' in l][-3:]
             layer.cause('slow_boot' if preload['timed_out'] else 'boot_exception', evidence,
                         extra='%d s' % int(preload['seconds']))
+
+
+def _crash_loop(facts):
+    """A master that cannot boot, started again and again: the pattern and who restarts it (evidence lines)."""
+    gens = [g for g in (facts.get('log') or {}).get('generations') or [] if g['end'] == 'failed']
+    found = history.pattern(gens) if len(gens) >= 2 else None
+    if not found:
+        return []
+    runner = ((facts['process'].get('restarters') or {}).get('runners') or [None])[0]
+    return ['crash loop: %d masters could not boot the app, %s; restarted by %s' % (
+        len(gens), found['text'], process.describe_runner(runner) if runner else 'a runner that was not found')]
 
 
 def _missing_env_in_tracebacks(tracebacks):

@@ -68,6 +68,8 @@ def _where_env(ev):
             return 'the unit %s as Environment= lines (then systemctl daemon-reload and restart)' % view['source'].split(' (')[0]
         if 'supervisord program' in view['source']:
             return 'environment= of %s (then supervisorctl update)' % view['source'].split(' (')[0]
+        if view.get('runner_pid'):
+            return 'the environment of the process that restarts gunicorn (%s), then restart it' % view['source']
     return 'the environment of the command that starts gunicorn (there is no env file, unit or supervisord program)'
 
 
@@ -228,6 +230,9 @@ def _judge_environment(ev, layer, found):
                 invalid.append(note)
             else:
                 notes.append(note)
+    if hub_log and not any(i.startswith('EVENTLET_HUB=') for i in invalid):   # set where no reader looked
+        invalid.insert(0, 'the log says the hub cannot be loaded, though no environment read sets an invalid '
+                       'EVENTLET_HUB: %s' % hub_log[-1])
     shown = ', '.join('%s: EVENTLET_NO_GREENDNS=%s EVENTLET_HUB=%s' % (
         v['source'], v.get('EVENTLET_NO_GREENDNS'), v.get('EVENTLET_HUB')) for v in views)
     hub_for_fix = (boot or {}).get('env', {}).get('EVENTLET_HUB') or eventlet_compat.RECOMMENDED_HUB

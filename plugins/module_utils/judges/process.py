@@ -67,9 +67,9 @@ def _judge_window(facts, layer):
     primary = shared.primary_master(facts)
     exits = window.master_exits(facts, primary['pid'] if primary else None)
     changed = [window.describe_exit(m) for m in exits] + window.second_masters(facts, exits)
-    if changed:   # a master restarted or a second one is this layer's fault; one that only went is healthz's
-        layer.check('masters through the window', 'fail' if len(changed) > len([m for m in exits if not m['by']]) else
-                    'warn', '; '.join(changed) + window.ended_early(facts))
+    if changed:   # a master restarted or a second one is this layer's fault; one that only went (or gave up) is not
+        layer.check('masters through the window', 'fail' if window.from_outside(facts, exits) else 'warn',
+                    '; '.join(changed) + window.ended_early(facts))
     else:
         layer.check('masters through the window', 'pass', 'no master exited or started during the %.1f s window'
                     % watched)
@@ -79,17 +79,22 @@ def _judge_window(facts, layer):
 
 
 def _log_restarts(log):
-    """-> (recent "Handling signal: term" events, the masters that served and ended, the generations, the newest
-    epoch), all within the last SIGTERM_RECENT s of the log."""
+    """-> (recent "Handling signal: term" events, the masters that served and were stopped from outside - shut down
+    after a SIGTERM, or gone without a line (SIGKILL) - the generations, the newest epoch), all within the last
+    SIGTERM_RECENT s of the log. A master that gave up on its own (its worker failed to boot) was not stopped."""
     if not log:
         return [], [], [], 0
     newest = max([e['epoch'] for e in log['events'] if e.get('epoch')] or [0])
     recent = [e for e in log['events'] if e['event'] == 'signal_term' and e.get('epoch')
               and newest - e['epoch'] <= SIGTERM_RECENT]
     gens = log.get('generations') or []
-    ended = [g for g in gens if g['listening'] and g['end'] in ('shutdown', 'vanished') and g['started']
-             and newest - g['started'] <= SIGTERM_RECENT]
+    stopped = [g for g in gens if g['end'] == 'vanished' or (g['end'] == 'shutdown' and _termed(g))]
+    ended = [g for g in stopped if g['served'] and g['started'] and newest - g['started'] <= SIGTERM_RECENT]
     return recent, ended, gens, newest
+
+
+def _termed(gen):
+    return any(sig['signal'] == 'term' for sig in gen['signals'])
 
 
 def _periodic_sigterm(facts, layer, log, master):
@@ -98,7 +103,7 @@ def _periodic_sigterm(facts, layer, log, master):
     evidence is what the window saw, the pattern, a short timeline and who restarts it; the remedy names that runner
     and its setting."""
     replaced = ['%s during the stability window: a runner restarts it' % window.describe_exit(m)
-                for m in window.master_exits(facts, master['pid'] if master else None) if m['by']]
+                for m in window.master_exits(facts, master['pid'] if master else None) if m['by'] and not m['failed']]
     recent, ended, gens, newest = _log_restarts(log)
     young = master is None or master['age'] < SIGTERM_RECENT
     if not replaced and (not young or (len(recent) < 2 and len(ended) < 2)):

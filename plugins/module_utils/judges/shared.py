@@ -69,22 +69,45 @@ def primary_master(facts):
     return max(masters, key=lambda m: m['age']) if masters else None
 
 
+def _run_start(events, master):
+    """Where the current run begins in `events`: the primary master's `Listening at`, else the last `Starting`."""
+    start = 0
+    for i, e in enumerate(events):
+        if e['event'] == 'listening' and master and int(e.get('master', 0)) == master['pid']:
+            return i
+        if e['event'] == 'starting':
+            start = i
+    return start
+
+
 def last_run_events(facts):
     """Log events of the current run: after the primary master's `Listening at`, else after the last
     `Starting gunicorn` (so old incidents in a long log do not count against a healthy service)."""
     log = facts.get('log')
     if not log:
         return []
-    events = log['events']
-    master = primary_master(facts)
-    start = 0
-    for i, e in enumerate(events):
-        if e['event'] == 'listening' and master and int(e.get('master', 0)) == master['pid']:
-            start = i
-            break
-        if e['event'] == 'starting':
-            start = i
-    return events[start:]
+    return log['events'][_run_start(log['events'], primary_master(facts)):]
+
+
+BOOT_FAILED = ('worker_failed_boot', 'app_failed_load', 'worker_exception')
+
+
+def boot_failures(facts):
+    """The boot-failure events of the current run; when it has none yet, no stable 200 was seen and its master is
+    younger than the stability window (or none runs), those of the run before it: a crash loop's newest master has not
+    failed yet (a new master that serves after a failed deploy is not blamed for it)."""
+    log = facts.get('log')
+    if not log:
+        return []
+    events, master = log['events'], primary_master(facts)
+    start = _run_start(events, master)
+    failed = [e for e in events[start:] if e['event'] in BOOT_FAILED]
+    if failed or healthz_stable(facts) or (master and master['age'] >= facts['inputs'].get('stability_window', 15)):
+        return failed
+    starts = [i for i, e in enumerate(events[:start + 1]) if e['event'] == 'starting']
+    if len(starts) < 2:
+        return []
+    return [e for e in events[starts[-2]:starts[-1]] if e['event'] in BOOT_FAILED]
 
 
 def describe_master(m):

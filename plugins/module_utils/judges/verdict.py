@@ -10,7 +10,7 @@ the single-layer modules."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import LAYERS
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import LAYERS, SYMPTOMS
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import (
     boot, eventlet, external, healthz, listen, port, process, system, voice)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.shared import (
@@ -38,6 +38,19 @@ def judge_layer(facts, name):
     return layer.result(), layer.causes
 
 
+def rank_key(causes):
+    """Ladder order, the worse first within a layer; a symptom (causes.SYMPTOMS) goes right after the deepest layer
+    that has a failing root cause, so the report starts with what explains it."""
+    roots = [LAYERS.index(c['layer']) for c in causes if c['severity'] == 'fail' and c['id'] not in SYMPTOMS]
+
+    def key(c):
+        at = LAYERS.index(c['layer'])
+        if c['id'] in SYMPTOMS and roots and max(roots) > at:
+            at = max(roots) + 0.5
+        return at, -RANK[c['severity']]
+    return key
+
+
 def judge(facts, host):
     """The whole report of one host (see the contract and report.schema.json)."""
     values = host_values(facts)
@@ -47,7 +60,7 @@ def judge(facts, host):
         _judge_one(facts, name, func, layer)
         layers.append(layer.result())
         causes.extend(layer.causes)
-    causes.sort(key=lambda c: (LAYERS.index(c['layer']), -RANK[c['severity']]))
+    causes.sort(key=rank_key(causes))
     failed = next((l['name'] for l in layers if l['status'] == 'fail'), None)
     if not healthz_stable(facts):
         verdict = 'down'

@@ -29,7 +29,8 @@ def _log_line(facts, event, pid=None, worker=None):
 
 def master_exits(facts, primary_pid=None):
     """-> one dict per master that exited during the window: pid, at, by (the master that replaced it: started in
-    the window, or None), by_at, term (its "Handling signal: term" event, or None), serving (it served the service:
+    the window, or None), by_at, term (its "Handling signal: term" event, or None), failed (the log line that says it
+    gave up on its own: its worker failed to boot, or None), serving (it served the service:
     the primary master `primary_pid` or a replacement, not a second master that only came and went)."""
     starts = _changes(facts, 'master', 'started')
     used, found = set(), []
@@ -43,13 +44,24 @@ def master_exits(facts, primary_pid=None):
         if new is not None:
             used.add(new['pid'])
         found.append({'pid': exit_['pid'], 'at': exit_['at'], 'by': new['pid'] if new else None,
-                      'by_at': new['at'] if new else None, 'term': _log_line(facts, 'signal_term', exit_['pid'])})
+                      'by_at': new['at'] if new else None, 'term': _log_line(facts, 'signal_term', exit_['pid']),
+                      'failed': _failed_boot(facts, exit_['pid'])})
     replacements = set(m['by'] for m in found if m['by'])
     started = set(s['pid'] for s in starts)
     for m in found:
         m['serving'] = m['pid'] == primary_pid or m['pid'] in replacements or \
             (primary_pid is None and m['pid'] not in started)
     return found
+
+
+def _failed_boot(facts, pid):
+    """Master `pid`'s "Reason: Worker failed to boot." / "App failed to load." (the window's lines, else the log's
+    masters) -> a short text, or None: a master that gives up on its own was not stopped from outside."""
+    e = _log_line(facts, 'worker_failed_boot', pid) or _log_line(facts, 'app_failed_load', pid)
+    if e:
+        return e['line'].split('] ', 3)[-1]
+    gens = (facts.get('log') or {}).get('generations') or []
+    return 'its log says it could not boot the app' if any(g['pid'] == pid and g['end'] == 'failed' for g in gens) else None
 
 
 def _was_master(facts, pid):
@@ -59,7 +71,8 @@ def _was_master(facts, pid):
 
 def describe_exit(m):
     """'master 13086 replaced by 13132 at +6.2 s ("Handling signal: term" at +6.0 s)'."""
-    term = ' ("Handling signal: term" at +%.1f s)' % m['term']['at'] if m['term'] else ''
+    term = ' ("Handling signal: term" at +%.1f s)' % m['term']['at'] if m['term'] else \
+        ' (it gave up on its own: %s)' % m['failed'] if m.get('failed') else ''
     if m['by']:
         return 'master %d replaced by %d at +%.1f s%s' % (m['pid'], m['by'], max(m['at'], m['by_at']), term)
     return 'master %d exited at +%.1f s%s and no master replaced it within the window' % (m['pid'], m['at'], term)
@@ -72,6 +85,15 @@ def second_masters(facts, exits):
     return ['master %d started at +%.1f s beside the running one%s' % (
         s['pid'], s['at'], ' and exited at +%.1f s' % gone[s['pid']] if s['pid'] in gone else '')
         for s in _changes(facts, 'master', 'started') if s['pid'] not in replacements]
+
+
+def from_outside(facts, exits):
+    """Whether a master was replaced, or a second one started, other than by masters that gave up on their own (a
+    crash loop: each master could not boot the app and its runner started the next)."""
+    failed = set(m['pid'] for m in exits if m['failed'])
+    replacements = set(m['by'] for m in exits)
+    seconds = [s['pid'] for s in _changes(facts, 'master', 'started') if s['pid'] not in replacements]
+    return any(m['by'] and not m['failed'] for m in exits) or any(pid not in failed for pid in seconds)
 
 
 def worker_restarts(facts):

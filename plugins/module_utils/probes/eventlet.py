@@ -294,6 +294,26 @@ def env_view(source, env):
             'EVENTLET_HUB': env.get('EVENTLET_HUB')}
 
 
+def runner_processes(psutil, restarters):
+    """The processes that restart the master (a shell loop, a platform runner): each new master inherits their
+    environment and runs their command, so with no master alive (a crash loop) they say what it runs with
+    -> [{'pid', 'view' (env view), 'worker_class' (-k in their full command line, or None)}]."""
+    found = []
+    for r in (restarters or {}).get('runners') or []:
+        if not r['pid'] or r['kind'] not in ('shell_loop', 'platform'):
+            continue
+        env = service_env.read_proc_environ(r['pid'])
+        try:
+            command = ' '.join(psutil.Process(r['pid']).cmdline())
+        except Exception:  # gone or not ours to read
+            command = r['command'] or ''
+        if env is not None:
+            found.append({'pid': r['pid'], 'worker_class': worker_class_in(command), 'view': dict(env_view(
+                '/proc/%d/environ (%s pid %d, which restarts the master: %s)' % (
+                    r['pid'], r['name'], r['pid'], (r['command'] or '')[:120]), env), runner_pid=r['pid'])})
+    return found
+
+
 def _primary(masters, port):
     for m in masters:
         if any(b.endswith(':%s' % port) for b in m['settings']['bind']):
@@ -319,9 +339,12 @@ def collect(context):
     master = _primary(masters, context.get('port'))
     master_envs = dict((m['pid'], service_env.read_proc_environ(m['pid']) or {}) for m in masters)
     lines = logfile.tail_lines(p.get('log_file'), TAIL_BYTES)
-    run_lines = gunicorn.current_run(lines, [m['pid'] for m in masters])
+    run_lines = gunicorn.current_run(lines, [m['pid'] for m in masters], previous=True)
     runners = runner_configs(p['app'], p['chdir'], p.get('env_file'), context.get('env_file_env'))
+    restarters = runner_processes(context['psutil'], context['process'].get('restarters')) if not masters else []
     sources = worker_class_sources(p, masters, master_envs, run_lines, runners)
+    sources += [{'source': 'pid %d, which restarts the master' % r['pid'], 'worker_class': r['worker_class']}
+                for r in restarters if r['worker_class']]
     log = scan_lines(run_lines)
     applies = any(s['worker_class'] == 'eventlet' for s in sources)
     settings = None
@@ -345,6 +368,7 @@ def collect(context):
     running = [env_view('/proc/%d/environ (running master %d, -k %s)' % (m['pid'], m['pid'], m['settings']['worker_class']),
                         master_envs[m['pid']]) for m in masters if master_envs.get(m['pid'])]
     next_start = [env_view('%s (%s)' % (r['source'], r['kind']), r['env']) for r in runners]
+    next_start += [r['view'] for r in restarters]
     traced = dry.get('monkey_patch')
     facts.update({
         'python': python,

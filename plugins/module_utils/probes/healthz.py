@@ -61,10 +61,13 @@ class Sampler(object):
     Sampling ends as soon as a 200 service fails (the flap is proven), when `stop` is set (the caller's evidence is
     conclusive), or early when the probe's deadline `within` would pass during the next sample.
     `backend`: the unix socket of an app behind a front door on $PORT, sampled at each tick too (a tick is good
-    only when both answer 200; the $PORT samples are `samples`, the socket's `backend.samples`)."""
+    only when both answer 200; the $PORT samples are `samples`, the socket's `backend.samples`). `settled`: the
+    caller's reason why a failure at first cannot turn into a 200 soon (no re-sampling then), or None."""
 
-    def __init__(self, port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None):
+    def __init__(self, port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None, settled=None):
         self.port, self.path, self.timeout, self.within, self.backend = port, path, timeout, within, backend
+        self.settled = settled   # why a failing first answer needs no re-sampling (the caller's evidence), or None
+        self.one_sample = 'service old enough: one sample suffices'
         self.backend_samples = []
         self.wait_seconds, self.wait_reason, self.young_reason = wait_seconds, wait_reason, wait_reason
         self.samples, self.booting = [], []
@@ -96,6 +99,8 @@ class Sampler(object):
         self.first.set()
         if first.pop('ok'):
             self.window = self.wait_seconds
+        elif self.settled:
+            self.one_sample = 'no 200, and %s: one sample suffices' % self.settled
         else:
             self.window = min(self.wait_seconds or DOWN_RESAMPLE_WINDOW, DOWN_RESAMPLE_WINDOW)
             self.wait_reason = 'no 200 at first: re-sampled for %g s to tell down from flapping' % self.window
@@ -131,7 +136,7 @@ class Sampler(object):
             'url': 'http://127.0.0.1:%d%s' % (self.port, self.path),
             'samples': samples,
             'window_seconds': round(self.window, 1),
-            'wait_reason': self.wait_reason if self.window else 'service old enough: one sample suffices',
+            'wait_reason': self.wait_reason if self.window else self.one_sample,
             'elapsed': elapsed,
         }
         if self.backend is not None:

@@ -228,7 +228,8 @@ def probe_host(psutil, params, layers=None):
                      [m['pid'] for m in procs['masters']])
     # Before /healthz: an app bound to a unix socket behind a front door on $PORT is sampled over its socket too.
     facts['listen'] = wait(t_listen, 'listen')
-    t_healthz = start('healthz', 'healthz', watch_window, context, deadline, listen.backend_socket(facts['listen']))
+    t_healthz = start('healthz', 'healthz', watch_window, context, deadline, listen.backend_socket(facts['listen']),
+                      bound_elsewhere(context, facts['listen']))
     facts['healthz'] = wait(t_healthz, 'healthz')
     if facts['healthz']:   # the lines the log gained during the window count for the judges too
         facts['log'] = _timed(timings, 'log_again', reread_log, p['log_file'], facts['log'], facts['healthz']['watch'])
@@ -242,7 +243,7 @@ def probe_host(psutil, params, layers=None):
         _check_app_spec(p, dry)
     context = dict(context, dry_import=dry)
     boot_wanted = wanted.intersection(NEEDED_BY['boot']) and 'boot' not in late
-    skipped = _preload_skip_reason(p, stable, dry)
+    skipped = _preload_skip_reason(p, stable, dry) or (p['preload_boot'] == 'auto' and _boot_proven(facts, dry))
     t_preload = None
     if boot_wanted and not skipped:
         t_preload = start('boot', 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
@@ -266,16 +267,35 @@ def probe_host(psutil, params, layers=None):
     return facts
 
 
-def watch_window(context, deadline, backend=None):
+def watch_window(context, deadline, backend=None, settled=None):
     """The stability window (probes/window.py): /healthz sampled while the app's processes and log are watched.
-    `backend`: the unix socket of an app behind a front door on $PORT, sampled over it too."""
+    `backend`: the unix socket of an app behind a front door on $PORT, sampled over it too; `settled`: why a failure
+    at the first sample is final (bound_elsewhere)."""
     p, started = context['params'], time.time()
     sampler = healthz.Sampler(context['port'], p['healthz_path'], context['wait'], context['wait_reason'],
-                              healthz.TIMEOUT, deadline, backend)
+                              healthz.TIMEOUT, deadline, backend, settled)
     processes = window.ProcessWatch(context['psutil'], p['app'], p['chdir'], context['exclude'],
                                     context['process']['masters'], started)
     log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started)
     return window.Window(sampler, processes, log).run()
+
+
+def bound_elsewhere(context, listen_facts):
+    """Why nothing will answer on $PORT soon, or None: every process of the app is older than the window, nothing
+    listens on $PORT, and the app listens on other TCP ports (a settled service bound elsewhere; re-sampling to tell
+    down from flapping would only cost seconds)."""
+    ports = _gunicorn_ports(listen_facts)
+    if not context['process']['masters'] or context['wait'] or not ports:
+        return None
+    return 'nothing listens on $PORT=%s while the app, older than the window, listens on %s' % (context['port'], ports)
+
+
+def _gunicorn_ports(listen_facts):
+    """'8001, 8002': the TCP ports the app's gunicorn listens on when nothing at all listens on $PORT, else ''."""
+    if not listen_facts or listen_facts['on_port']:
+        return ''
+    return ', '.join(sorted(set(str(s['port']) for s in listen_facts['app_sockets']
+                                if s['app_role'] == 'master' or s['app_role'].startswith('worker'))))
 
 
 def window_stable(h):
@@ -308,6 +328,20 @@ def _preload_skip_reason(p, stable, dry):
     if (dry or {}).get('over_limit'):
         return 'the dry import already ran past the worker timeout: a spare-port boot would too'
     return None
+
+
+def _boot_proven(facts, dry):
+    """Why the spare-port boot has nothing to add, or None: the app's own gunicorn answered 200 on $PORT during the
+    window (it boots; what failed later is the process and healthz layers'), or the dry import serves the health path
+    and the app's gunicorn listens, only not on $PORT (the listen layer's wrong_port explains the failures)."""
+    listen_facts, samples = facts['listen'] or {}, (facts['healthz'] or {}).get('samples') or []
+    on_port = listen_facts.get('on_port')
+    if on_port and all(s['app_role'] for s in on_port) and any(s['status'] == 200 for s in samples):
+        return "the app's gunicorn answered 200 on $PORT during the window: it boots"
+    ports = _gunicorn_ports(listen_facts)
+    if not ports or not (dry or {}).get('ok') or dry.get('healthz_status') != 200:
+        return None
+    return 'the dry import serves the health path and the app listens, only not on $PORT (port %s)' % ports
 
 
 def _first_facts(psutil, p, timings):

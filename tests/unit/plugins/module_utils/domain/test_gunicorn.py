@@ -200,6 +200,8 @@ def test_split_app_spec(spec, expected):
     (stamp("Listening at: http://0.0.0.0:8000 (4242)"),
      {"event": "listening", "url": "http://0.0.0.0:8000", "master": "4242"}),
     (stamp("Listening at: unix:/run/app.sock (4242)"), {"event": "listening", "url": "unix:/run/app.sock"}),
+    # --reuse-port (gunicorn 25): the master holds no socket and names none - no url, not a bind.
+    (stamp("Listening at:  (4242)"), {"event": "listening", "url": None, "master": "4242"}),
     (stamp("Using worker: eventlet"), {"event": "worker_class", "worker_class": "eventlet"}),
     (stamp("Booting worker with pid: 4250"), {"event": "worker_boot", "worker": "4250"}),
     (stamp("Handling signal: term"), {"event": "signal_term", "pid": 4242}),

@@ -17,7 +17,7 @@ import pytest
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn_settings
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import verdict
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS, render_remedy
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import CAUSES, LAYERS, SYMPTOMS, render_remedy
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import logfile
 
 UNIT_DIR = Path(__file__).resolve().parents[3]
@@ -218,8 +218,11 @@ def diagnose(facts, host="web1"):
     assert [l["name"] for l in report["layers"]] == LADDER
     failing = [l["name"] for l in report["layers"] if l["status"] == "fail"]
     assert report["failed_layer"] == (failing[0] if failing else None)
-    order = [(LADDER.index(c["layer"]), c["severity"] != "fail") for c in report["causes"]]
-    assert order == sorted(order), "causes not in ladder order (fail before warn within a layer)"
+    # Ladder order, fail before warn within a layer; a symptom after the deepest failing layer that explains it.
+    roots = [LADDER.index(c["layer"]) for c in report["causes"] if c["severity"] == "fail" and c["id"] not in SYMPTOMS]
+    order = [(max([LADDER.index(c["layer"])] + ([r + 0.5 for r in roots] if c["id"] in SYMPTOMS else [])),
+              c["severity"] != "fail") for c in report["causes"]]
+    assert order == sorted(order), "causes not in ladder order (fail before warn within a layer, symptoms last)"
     for c in report["causes"]:
         assert c["id"] in STABLE_IDS
         assert c["layer"] == CAUSES[c["id"]]["layer"]
@@ -641,7 +644,7 @@ def test_boot_exception(facts, tmp_path):
     facts["boot"]["preload_boot"] = preload(listening=False, status=None, exited=True, exit_code=1,
                                             tail=["ModuleNotFoundError: No module named 'x'"])
     report = diagnose(facts)
-    assert ids(report) == ["not_listening", "boot_exception"]
+    assert ids(report) == ["boot_exception", "not_listening"]   # the root cause first
     assert report["failed_layer"] == "listen"
     c = cause(report, "boot_exception")
     assert c["evidence"][0] == ("dry import of AgentLocator.main:app in /srv/app/.venv/bin/python: "
@@ -662,7 +665,7 @@ def test_boot_exception_seen_only_by_the_preload_boot(facts):
               "'eventlet') not found"],
         tracebacks=[{"frames": [], "exception": "ImportError: Entry point ('gunicorn.workers', 'eventlet') not found"}])
     report = diagnose(facts)
-    assert ids(report) == ["not_listening", "boot_exception"]
+    assert ids(report) == ["boot_exception", "not_listening"]   # the root cause first
     c = cause(report, "boot_exception")
     assert c["evidence"][0].endswith(": exited with code 1")
     assert "ImportError: Entry point ('gunicorn.workers', 'eventlet') not found" in c["evidence"]
@@ -697,7 +700,7 @@ def test_missing_env_from_the_log_traceback(facts, tmp_path):
         gline(1, MASTER, "Reason: Worker failed to boot."),
     ])
     report = diagnose(facts)
-    assert ids(report) == ["not_listening", "missing_env"]
+    assert ids(report) == ["missing_env", "not_listening"]
     c = cause(report, "missing_env")
     assert c["evidence"][-1] == "last traceback: KeyError: 'TWILIO_AUTH_TOKEN'"
     assert "Set TWILIO_AUTH_TOKEN in the service environment" in c["remedy"]

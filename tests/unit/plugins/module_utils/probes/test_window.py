@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, healthz, process, window
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, healthz, host, process, window
 
 APP = "AgentLocator.main:app"
 
@@ -94,6 +94,42 @@ def test_a_200_service_that_fails_ends_the_sampling(server):
     sampler = healthz.Sampler(port, "/healthz", 20, "young")
     facts = sampler.run()
     assert sampler.failed and [s["status"] for s in facts["samples"]] == [200, 200, 500]
+
+
+def test_a_settled_failure_is_judged_on_one_sample_and_an_unsettled_one_is_re_sampled(server):
+    port, answers = server
+    answers[:] = [503]
+    started = time.time()
+    facts = healthz.Sampler(port, "/healthz", 0, "old", settled="nothing listens on $PORT").run()
+    assert [s["status"] for s in facts["samples"]] == [503] and facts["window_seconds"] == 0
+    assert facts["wait_reason"] == "no 200, and nothing listens on $PORT: one sample suffices"
+    assert time.time() - started < healthz.DOWN_RESAMPLE_WINDOW
+    facts = healthz.Sampler(port, "/healthz", 0, "old").run()   # without that evidence: down or flapping?
+    assert len(facts["samples"]) > 1 and facts["window_seconds"] == healthz.DOWN_RESAMPLE_WINDOW
+
+
+def test_only_a_settled_app_bound_elsewhere_skips_the_re_sampling():
+    masters = {"masters": [{"pid": 10}]}
+    elsewhere = {"on_port": [], "app_sockets": [{"port": 9001, "app_role": "master"}, {"port": 9001, "app_role": "worker of 10"}]}
+    context = {"process": masters, "wait": 0, "port": 8123}
+    assert host.bound_elsewhere(context, elsewhere) == ("nothing listens on $PORT=8123 while the app, older than the "
+                                                        "window, listens on 9001")
+    assert host.bound_elsewhere(dict(context, wait=3.5), elsewhere) is None          # a young process may still bind
+    assert host.bound_elsewhere(context, dict(elsewhere, on_port=[{"pid": 99}])) is None   # something holds $PORT
+    stray = {"on_port": [], "app_sockets": [{"port": 5000, "app_role": "stray (dev_server)"}]}
+    assert host.bound_elsewhere(context, stray) is None
+    dry = {"ok": True, "healthz_status": 200}
+    assert "only not on $PORT (port 9001)" in host._boot_proven({"listen": elsewhere, "healthz": None}, dry)
+    assert host._boot_proven({"listen": elsewhere, "healthz": None}, dict(dry, ok=False)) is None
+
+
+def test_a_200_from_the_apps_own_gunicorn_proves_it_boots():
+    samples = {"samples": [{"status": 200}, {"status": None}]}
+    own = {"on_port": [{"pid": 10, "app_role": "master"}], "app_sockets": []}
+    assert "answered 200 on $PORT" in host._boot_proven({"listen": own, "healthz": samples}, None)
+    stranger = {"on_port": [{"pid": 99, "app_role": None}], "app_sockets": []}
+    assert host._boot_proven({"listen": stranger, "healthz": samples}, None) is None
+    assert host._boot_proven({"listen": own, "healthz": {"samples": [{"status": 503}]}}, None) is None
 
 
 def test_process_watch_sees_a_master_replaced_and_its_worker_go(tmp_path):
