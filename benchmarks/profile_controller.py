@@ -5,7 +5,7 @@
 
 Writes OUT_DIR/main.prof (the strategy's loop, the callbacks, the results) and OUT_DIR/ACTION-PID.prof for each
 task a worker ran (ACTION: the task's action, e.g. probe, report, set_fact). --show prints, per kind, how many
-profiles, their total CPU-bound time and the N functions with the most cumulative time (default 12): the
+profiles, their total CPU time and the N functions with the most cumulative time (default 12): the
 controller's cost per host and per task, which `python -m cProfile` alone cannot see (the workers are forked).
 audit_bench.py --profile DIR runs every playbook through this.
 """
@@ -51,8 +51,8 @@ def show(out, top):
         kinds.setdefault(os.path.basename(path).rsplit("-", 1)[0].replace(".prof", ""), []).append(path)
     for kind, paths in sorted(kinds.items()):
         stats = pstats.Stats(*paths)
-        print("== %s: %d profile(s), %.2f s in all, %.1f ms each" % (kind, len(paths), stats.total_tt,
-                                                                   1000 * stats.total_tt / len(paths)))
+        each = 1000 * stats.total_tt / len(paths)
+        print("== %s: %d profile(s), %.2f s CPU in all, %.1f ms each" % (kind, len(paths), stats.total_tt, each))
         stats.sort_stats("cumulative").print_stats(top)
 
 
