@@ -125,11 +125,14 @@ def check_audit(report_dir, kinds, names, first):
     return not problems
 
 
-def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=()):
-    """-> (wall seconds, controller CPU seconds, peak max RSS in MB) of one ansible-playbook run."""
+def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profile=None):
+    """-> (wall seconds, controller CPU seconds, peak max RSS in MB) of one ansible-playbook run. `profile`: a directory
+    for cProfile's stats of the controller's main process and each worker (benchmarks/profile_controller.py)."""
     fleet.stop_ssh_masters()
     argv = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inventory), "--limit", limit, "-f", str(forks),
             str(playbook)] + list(extra)
+    if profile:
+        argv = [PYTHON, str(ROOT / "benchmarks" / "profile_controller.py"), str(profile)] + argv
     with open(log, "w") as out:
         started = time.time()
         proc = subprocess.Popen(argv, cwd=ROOT, env=ansible_env(), stdout=out, stderr=subprocess.STDOUT)
@@ -151,9 +154,12 @@ def time_size(size, names, kinds, inventory, args, fleet, work):
     times = dict((label, []) for label, dummy in PLAYBOOKS)
     for run in range(args.runs):
         for label, playbook in PLAYBOOKS:
+            if label in args.skip.split(","):
+                continue
             log = work / ("%s-%d-%d.log" % (label, size, run))
+            profile = Path(args.profile) / ("%s-%d-%d" % (label, size, run)) if args.profile else None
             times[label].append(playbook_run(playbook, inventory, limit, forks, fleet, log,
-                                             extra if label == "audit" else ()))
+                                             extra if label == "audit" else (), profile))
             if label == "audit" and not check_audit(report_dir, kinds, names[:size], run == 0):
                 WRONG.append((size, run + 1))
             print("%3d hosts  %-8s run %d: %6.2f s wall, %6.2f s CPU, %5.0f MB max RSS  (load %.2f)"
@@ -161,29 +167,39 @@ def time_size(size, names, kinds, inventory, args, fleet, work):
     return times
 
 
+def medians(times):
+    """label -> [wall, cpu, rss] medians, for the playbooks that ran (--skip leaves some out)."""
+    return dict((label, [statistics.median(run[i] for run in runs) for i in range(3)]) for label, runs in times.items() if runs)
+
+
+def ratio(value, med, label):
+    return "%.2fx" % (value / med[label][0]) if label in med else "-"
+
+
 def table(results):
     """The Markdown table of the medians."""
     lines = ["| hosts | playbook | wall s | wall / host | controller CPU s | CPU / host | peak RSS MB | "
              "vs baseline | vs floor |", "|---|---|---|---|---|---|---|---|---|"]
     for size, times in results:
-        med = dict((label, [statistics.median(run[i] for run in runs) for i in range(3)]) for label, runs in times.items())
-        for label, dummy in PLAYBOOKS:
+        med = medians(times)
+        for label in [label for label, dummy in PLAYBOOKS if label in med]:
             wall, cpu, rss = med[label]
-            lines.append("| %d | %s | %.1f | %.0f ms | %.1f | %.0f ms | %.0f | %.2fx | %.2fx |" % (
+            lines.append("| %d | %s | %.1f | %.0f ms | %.1f | %.0f ms | %.0f | %s | %s |" % (
                 size, label, wall, 1000 * wall / size, cpu, 1000 * cpu / size, rss,
-                wall / med["baseline"][0], wall / med["floor"][0]))
+                ratio(wall, med, "baseline"), ratio(wall, med, "floor")))
     return lines
 
 
 def goals(results):
     """The goals at the largest size: audit <= 0.2x the baseline, <= 2x the floor, CPU per host flat."""
-    def med(times, label, i):
-        return statistics.median(run[i] for run in times[label])
     (small, first), (big, last) = results[0], results[-1]
-    audit, baseline, floor = (med(last, label, 0) for label in ("audit", "baseline", "floor"))
-    growth = (med(last, "audit", 1) / big) / (med(first, "audit", 1) / small)
-    return ["at %d hosts: audit / baseline %.2f (goal <= 0.2), audit / floor %.2f (goal <= 2); audit CPU per host "
-            "at %d hosts / at %d hosts: %.2f (goal <= 1: flat)" % (big, audit / baseline, audit / floor, big, small, growth)]
+    first, last = medians(first), medians(last)
+    if "audit" not in last:
+        return []
+    growth = (last["audit"][1] / big) / (first["audit"][1] / small)
+    return ["at %d hosts: audit / baseline %s (goal <= 0.2), audit / floor %s (goal <= 2); audit CPU per host "
+            "at %d hosts / at %d hosts: %.2f (goal <= 1: flat)" % (
+                big, ratio(last["audit"][0], last, "baseline"), ratio(last["audit"][0], last, "floor"), big, small, growth)]
 
 
 def main():
@@ -192,6 +208,9 @@ def main():
     parser.add_argument("--runs", type=int, default=2, help="runs of each playbook per size (default 2)")
     parser.add_argument("--forks", type=int, default=0, help="ansible forks (default: the size)")
     parser.add_argument("--keep", action="store_true", help="keep the reports and logs (printed: the work directory)")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile each run's controller (main process and workers) "
+                        "into DIR/LABEL-SIZE-RUN/ (read with benchmarks/profile_controller.py --show)")
+    parser.add_argument("--skip", default="", help="comma-separated playbooks not to time (floor, baseline, audit)")
     args = parser.parse_args()
     why = netns_hosts.usable()
     if why:
@@ -199,6 +218,8 @@ def main():
     netns_hosts.ensure_packages()
     sizes = sorted(set(int(n) for n in args.sizes.split(",") if n))
     work = Path(tempfile.mkdtemp(prefix="doctor-audit-bench-"))
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     names = ["h%03d" % i for i in range(1, sizes[-1] + 1)]
     kinds = dict((name, kind_of(i)) for i, name in enumerate(names, start=1))
     print("load before: %.2f %.2f %.2f on %d CPUs" % (os.getloadavg() + (os.cpu_count(),)), flush=True)

@@ -31,15 +31,15 @@ def host_report(host, host_vars):
     error = plain(error) if isinstance(error, Mapping) else _unreachable_probe(host_vars)
     message = error.get('msg') or ''
     if error.get('kind') == 'unreachable':
-        return fleet.unreachable_report(host, _strip_prefix(message)), True
+        return fleet.unreachable_report(host, fleet.strip_task_prefix(message)), True
     if error.get('kind') == 'timeout':   # the probe task's `timeout` fired
-        return fleet.unreachable_report(host, _strip_prefix(message), 'timeout'), True
+        return fleet.unreachable_report(host, fleet.strip_task_prefix(message), 'timeout'), True
     stderr = (error.get('stderr') or '').strip()
     if stderr:
         message = '%s: %s' % (message, stderr.splitlines()[-1])
     if not message:
         message = 'no diagnosis was recorded for this host (it failed before the probe ran)'
-    return fleet.not_probed_report(host, _strip_prefix(message)), True
+    return fleet.not_probed_report(host, fleet.strip_task_prefix(message)), True
 
 
 def _unreachable_probe(host_vars):
@@ -49,13 +49,6 @@ def _unreachable_probe(host_vars):
     if isinstance(probe, Mapping) and probe.get('unreachable'):
         return {'kind': 'unreachable', 'msg': plain(probe.get('msg')) or 'unreachable'}
     return {}
-
-
-def _strip_prefix(message):
-    for prefix in ('Task failed: ',):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    return message
 
 
 class ActionModule(ActionBase):

@@ -17,7 +17,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as external
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as external, fleet
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
     ReportPathError, host_file_name, host_report_path, plain, report_dir_path, write_private)
@@ -28,7 +28,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(('facts', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path', 'ws_path',
-                             'ca_bundle', 'validate_certs', 'external_timeout'))
+                             'ca_bundle', 'validate_certs', 'external_timeout', 'unreachable', 'keep_fact'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -42,24 +42,46 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(e))
         if self._task.args.get('stabilize') is not None:
             return self._write_stabilize(result, host, report_dir)
+        unreachable = self._task.args.get('unreachable')
+        if unreachable:   # audit.yml: the probe found the host unreachable; its report says so
+            report = redact(fleet.unreachable_report(host, fleet.strip_task_prefix(to_native(unreachable))))
+            paths = self._write_report(report_dir, host, report, fleet.error_markdown(report))
+            result.update(changed=False, report=report, paths=paths,
+                          ladder=['%s: %s: %s' % (host, fleet.verdict_label(report).upper(), report['error']['message'])] +
+                          ['  report: %s' % path for path in paths])
+        else:
+            report = self._judge(facts, host, task_vars or {}, result)
+            paths = self._write_report(report_dir, host, report, markdown(report))
+            # Writing the report on the controller changes nothing on the host.
+            result.update(changed=False, report=report, paths=paths, ladder=ladder(report, paths))
+        if boolean(self._task.args.get('keep_fact', False), strict=False):
+            # The verdict as a host fact (in the fact cache when one is configured, e.g. AWX fact storage): returned
+            # here rather than by a set_fact task, one task per host less in audit.yml.
+            result['ansible_facts'] = {'doctor_audit': fleet.audit_fact(report)}
+        return result
+
+    def _judge(self, facts, host, task_vars, result):
+        """The probe's facts (+ the external layer, probed here) -> the redacted report."""
         if not isinstance(facts, dict) or 'port' not in facts:
             raise AnsibleActionFail('facts must be the facts returned by sre.gunicorn_doctor.probe')
         facts = dict(facts)
         if 'external' not in facts:  # recorded facts that carry the external layer are judged as they are
-            facts['external'] = self._probe_public_url(facts, task_vars or {}, result)
+            facts['external'] = self._probe_public_url(facts, task_vars, result)
             if facts['external'].get('elapsed') is not None:
                 facts['timings'] = dict(facts.get('timings') or {}, external=facts['external']['elapsed'])
-        report = redact(judge(facts, host))
+        return redact(judge(facts, host))
+
+    @staticmethod
+    def _write_report(report_dir, host, report, text):
+        """HOST.json and HOST.md -> their paths."""
         try:
             report_dir = report_dir_path(report_dir)
             paths = [host_report_path(report_dir, host, suffix) for suffix in ('.json', '.md')]
             write_private(paths[0], json.dumps(report, indent=2, sort_keys=False) + '\n')
-            write_private(paths[1], markdown(report))
+            write_private(paths[1], text)
         except (IOError, OSError) as e:
             raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
-        # Writing the report on the controller changes nothing on the host.
-        result.update(changed=False, report=report, paths=paths, ladder=ladder(report, paths))
-        return result
+        return paths
 
     def _write_stabilize(self, result, host, report_dir):
         """HOST.stabilize.json: the stabilize role's record, redacted (it holds verify's evidence, the

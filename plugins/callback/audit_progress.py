@@ -29,6 +29,10 @@ import time
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.fleet import progress_line
+# The report action and what it imports (the judges, the writers), loaded once here, in the controller's main
+# process: each host's report task runs in a worker forked from it, which inherits them instead of importing
+# them again (on every host; the plugin loader takes a module already in sys.modules).
+from ansible_collections.sre.gunicorn_doctor.plugins.action import report as _report_action  # noqa: F401 pylint: disable=unused-import
 
 
 class CallbackModule(CallbackBase):

@@ -87,6 +87,19 @@ options:
     description: Seconds each external check may take (connect, and again for the answer).
     type: float
     default: 5
+  unreachable:
+    description:
+      - The message of a probe that found the host unreachable (C(audit.yml) goes on past such a host). Instead of
+        judging facts, writes the host's report with verdict C(unreachable) and C(error) saying what happened
+        (C(unreachable), C(timeout) or C(connection_lost), from the message), as M(sre.gunicorn_doctor.fleet_report)
+        would make it.
+    type: str
+  keep_fact:
+    description:
+      - Also return the verdict as the host fact C(doctor_audit) (verdict, failed_layer, causes, error), kept in the
+        fact cache when one is configured (AWX fact storage). C(audit.yml) sets it.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -141,4 +154,13 @@ ladder:
   returned: success, without O(stabilize)
   type: list
   elements: str
+ansible_facts:
+  description: With O(keep_fact), the host fact C(doctor_audit).
+  returned: success, with O(keep_fact)
+  type: dict
+  contains:
+    doctor_audit:
+      description: The host's verdict, first failing layer, cause ids, and why there is no diagnosis (C(null) when there is one).
+      type: dict
+      returned: success, with O(keep_fact)
 '''

@@ -113,6 +113,20 @@ def not_probed_report(host, message):
     }
 
 
+def strip_task_prefix(message):
+    """Ansible's 'Task failed: ' before a task's error message: the reports quote the error itself."""
+    prefix = 'Task failed: '
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def audit_fact(report):
+    """The host fact `doctor_audit` audit.yml keeps for each host: its verdict, first failing layer, cause ids and
+    why there is no diagnosis (None when there is one)."""
+    return {'verdict': report['verdict'], 'failed_layer': report.get('failed_layer'),
+            'causes': [c['id'] for c in report.get('causes') or []],
+            'error': (report.get('error') or {}).get('message')}
+
+
 # error kind -> (why there is no diagnosis, what to do), for HOST.md.
 ERROR_TEXT = {
     'unreachable': ('Ansible could not reach the host',

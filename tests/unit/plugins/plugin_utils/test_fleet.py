@@ -492,3 +492,17 @@ def test_progress_line_says_the_verdict_of_each_finished_host():
     assert "web6             UNREACHABLE   Data could not be sent" in line and "\n" not in line and "\r" not in line
     line = fleet.progress_line(5, 3.0, "web7", failed="Task failed: Module failed: doctor_chdir='/x' is not a directory")
     assert line.endswith("web7             NOT DIAGNOSED doctor_chdir='/x' is not a directory")
+
+
+def test_the_audit_fact_says_the_verdict_the_layer_the_causes_and_why_no_diagnosis():
+    judged = report("web2", "down", [cause("not_listening", "listen"), cause("slow_boot", "boot", "warn")])
+    judged["failed_layer"] = "listen"
+    assert fleet.audit_fact(judged) == {"verdict": "down", "failed_layer": "listen",
+                                        "causes": ["not_listening", "slow_boot"], "error": None}
+    gone = fleet.unreachable_report("web6", fleet.strip_task_prefix(
+        "Task failed: Failed to connect to the host via ssh: ssh: connect to host 10.0.0.6 port 22: Connection refused"))
+    assert fleet.audit_fact(gone) == {"verdict": "unreachable", "failed_layer": None, "causes": [], "error":
+                                      "Failed to connect to the host via ssh: ssh: connect to host 10.0.0.6 port 22: "
+                                      "Connection refused"}
+    assert gone["error"]["kind"] == "unreachable"
+    assert fleet.strip_task_prefix("no prefix: Task failed: kept") == "no prefix: Task failed: kept"
