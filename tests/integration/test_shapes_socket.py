@@ -135,8 +135,8 @@ def test_the_backend_killed_behind_nginx_is_named_and_port_stays_with_the_proxy(
     assert "not the app" not in out
 
 
-def test_port_set_nowhere_is_taken_from_the_front_door_that_forwards_to_the_socket(behind_nginx_no_port, tmp_path,
-                                                                                    port):
+def test_port_set_nowhere_is_taken_from_the_front_door_that_forwards_to_the_socket(
+        behind_nginx_no_port, tmp_path, port):
     """No doctor_port, no PORT in any environment, env file, unit or program: nginx's configuration forwards to the
     app's socket, so its port is the service's port (named as such), not the runbook's default 8000."""
     service, sock, proxy = behind_nginx_no_port

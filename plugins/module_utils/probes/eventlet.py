@@ -389,20 +389,21 @@ def collect(context):
         'log_file': p.get('log_file'),
         'stable': context.get('stable'),
     })
-    # The spare-port boot costs seconds: only when eventlet is in use and the service is not a
-    # stable 200, or the versions / the log already say eventlet cannot run.
+    facts.update(_spare_port_boot(context, problems, log, versions, running + next_start))
+    return facts
+
+
+def _spare_port_boot(context, problems, log, versions, views):
+    """The spare-port boot costs seconds: only when eventlet is in use and the service is not a stable 200, or the
+    versions / the log already say eventlet cannot run. -> {'boot', 'boot_skipped'[, 'boot_off']}"""
+    p = context['params']
     failing = [pr for pr in problems if pr['severity'] == 'fail'] or \
         [e for e in log['errors'] if e['kind'] in ('incompatible', 'hub_invalid', 'known_bad', 'async_conflict')]
     if context.get('stable') and not failing:
-        facts['boot'] = None
-        facts['boot_skipped'] = '/healthz answered a stable 200 and nothing says eventlet cannot run'
-        return facts
+        return {'boot': None, 'boot_skipped': '/healthz answered a stable 200 and nothing says eventlet cannot run'}
     if p.get('preload_boot') == 'never':  # the user's switch: no spare-port boot of any worker class
-        facts['boot'] = None
-        facts['boot_skipped'] = 'doctor_preload_boot=never'
-        facts['boot_off'] = True
-        return facts
-    extra = _boot_env(running + next_start)
+        return {'boot': None, 'boot_skipped': 'doctor_preload_boot=never', 'boot_off': True}
+    extra = _boot_env(views)
     result = boot.preload_boot(p['python'], p['chdir'], p['app'], p['healthz_path'], context['env'],
                                context.get('boot_limit') or p['boot_timeout'], versions.get('gunicorn'), context.get('psutil'),
                                worker_class='eventlet', extra_env=extra, ident=context.get('identity'))
@@ -411,6 +412,4 @@ def collect(context):
     result['error_line'] = errors[-1] if errors else next(
         (l.strip() for l in reversed(result['output_tail']) if l.startswith('Error: ')), None)
     result['class_uri'] = next((l.strip() for l in result['output_tail'] if _CLASS_URI.match(l.strip())), None)
-    facts['boot'] = result
-    facts['boot_skipped'] = None
-    return facts
+    return {'boot': result, 'boot_skipped': None}
