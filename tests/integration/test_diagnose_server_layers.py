@@ -91,7 +91,7 @@ def test_port_unset_under_supervisord_says_to_set_it_in_the_programs_environment
 
     found = cause(report, "port_unset")
     assert report["port_source"] == "default"
-    assert "Set PORT to the port the platform routes to in environment= of the supervisord program that runs it " \
+    assert "Set PORT to the port the platform routes to in environment= of [program:agentlocator] " \
         "(then supervisorctl update and restart)" in found["remedy"], found["remedy"]
 
 

@@ -344,6 +344,12 @@ def _replace(option, old, new):
     return 'replace %s %s with %s %s' % (option, old, option, new) if old else 'set %s %s' % (option, new)
 
 
+def _program(runner):
+    """The supervisord program a runner record names ([program:NAME]), else a description."""
+    name = runner.get('program')
+    return '[program:%s]' % name if name else 'the supervisord program that runs it'
+
+
 def where_env_is_set(runner=None, env_file=None):
     """Where a variable of the service's environment (PORT, GUNICORN_CMD_ARGS, ...) is set, for a remedy: the env
     file given (doctor_env_file), else the place the master's runner takes its environment from."""
@@ -355,7 +361,7 @@ def where_env_is_set(runner=None, env_file=None):
         return ('Environment= (or the EnvironmentFile= it reads) of the unit %s (then systemctl daemon-reload and '
                 'restart)' % detail)
     if kind == 'supervisord':
-        return 'environment= of the supervisord program that runs it (then supervisorctl update and restart)'
+        return 'environment= of %s (then supervisorctl update and restart)' % _program(runner)
     if kind in ('shell', 'shell_loop', 'cron'):
         return 'the environment of the %s that starts it (%s): export it there' % (kind.replace('_', ' '), detail[:120])
     if runner:
@@ -370,7 +376,7 @@ def runner_command(runner):
     if kind == 'systemd':
         return 'ExecStart= of the unit %s (then systemctl daemon-reload and restart)' % detail
     if kind == 'supervisord':
-        return 'command= of the supervisord program that runs it (then supervisorctl update)'
+        return 'command= of %s (then supervisorctl update)' % _program(runner)
     if kind in ('shell', 'shell_loop', 'cron'):
         return 'the command line of the %s that starts it (%s)' % (kind.replace('_', ' '), detail[:120])
     return 'the command line that starts gunicorn'

@@ -194,7 +194,9 @@ def identify_runner(psutil, pid):
         # By name or by the script python runs (`python /usr/bin/supervisord`), never by a word in
         # some other command line (`pytest -k supervisord`).
         if name == 'supervisord' or 'supervisord' in [os.path.basename(a) for a in argv[:2]]:
-            return {'kind': 'supervisord', 'detail': cmd[:200], 'pid': info['pid']}
+            # supervisord names the program in the environment of each process it starts.
+            program = (service_env.read_proc_environ(pid) or {}).get('SUPERVISOR_PROCESS_NAME')
+            return {'kind': 'supervisord', 'detail': cmd[:200], 'pid': info['pid'], 'program': program}
         if name in ('cron', 'crond', 'anacron'):
             return {'kind': 'cron', 'detail': cmd[:200], 'pid': info['pid']}
         if name in PLATFORM_RUNNERS or os.path.basename(info['cmdline'][0] if info['cmdline'] else '') in PLATFORM_RUNNERS:

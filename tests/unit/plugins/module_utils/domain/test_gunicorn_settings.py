@@ -181,3 +181,5 @@ def test_where_to_change_names_the_place_the_setting_comes_from():
                                            'restart) replace -b 127.0.0.1:8123 with -b 0.0.0.0:$PORT')
     assert where('timeout', 'default', 'x', '60', runner={'kind': 'supervisord', 'detail': 'supervisord -c x'}) == \
         'in command= of the supervisord program that runs it (then supervisorctl update) add --timeout 60'
+    assert where('timeout', 'default', 'x', '60', runner={'kind': 'supervisord', 'program': 'voice'}) == \
+        'in command= of [program:voice] (then supervisorctl update) add --timeout 60'

@@ -323,6 +323,8 @@ def test_port_unset(facts):
      "agentlocator.service (then systemctl daemon-reload and restart)"),
     ({"kind": "supervisord", "detail": "/usr/bin/python3 /usr/bin/supervisord -n", "pid": 40},
      "in environment= of the supervisord program that runs it (then supervisorctl update and restart)"),
+    ({"kind": "supervisord", "detail": "/usr/bin/python3 /usr/bin/supervisord -n", "pid": 40, "program": "voice"},
+     "in environment= of [program:voice] (then supervisorctl update and restart)"),
     ({"kind": "shell_loop", "detail": "bash /srv/app/run-forever.sh", "pid": 41},
      "in the environment of the shell loop that starts it (bash /srv/app/run-forever.sh): export it there"),
 ])
