@@ -19,6 +19,7 @@ from test_stabilize_runners import program_pid
 from test_stabilize import host  # noqa: F401  pylint: disable=unused-import
 
 CMD_ARGS = "--timeout 45 --workers 2 -b 0.0.0.0:%d"
+TOKEN = "tok-4f1c9e0b7a"
 
 
 def after_settings(tmp_path):
@@ -50,9 +51,11 @@ def test_a_supervisord_program_with_gunicorn_cmd_args_keeps_them_and_overrides_o
     wrong = free_port()
     cmd_args = CMD_ARGS % wrong
     (supervisord["conf_dir"] / "agentlocator.conf").write_text(
-        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app --error-logfile %s\ndirectory=%s\n"
+        # --graceful-timeout and -e on the old command line: the canonical command does not carry them (named).
+        "[program:agentlocator]\ncommand=%s -m gunicorn AgentLocator.main:app --graceful-timeout 5 -e API_TOKEN=%s "
+        "--error-logfile %s\ndirectory=%s\n"
         "environment=PORT=\"%d\",GUNICORN_CMD_ARGS=\"%s\"\nautorestart=true\nstopasgroup=true\n"
-        % (PYTHON, host.log, host.app_dir, host.port, cmd_args))
+        % (PYTHON, TOKEN, host.log, host.app_dir, host.port, cmd_args))
     subprocess.run(supervisord["ctl"] + ["update"], stdout=subprocess.DEVNULL, check=True)
     wait_for(lambda: listening_pid(wrong), 20, "the program on GUNICORN_CMD_ARGS' port")
 
@@ -64,8 +67,11 @@ def test_a_supervisord_program_with_gunicorn_cmd_args_keeps_them_and_overrides_o
     assert master and serves(master, host.port) and not listening_pid(wrong)
     shape = assert_cmd_args_kept(tmp_path, master, host.port, cmd_args)
     assert [(o["setting"], o["source"], o["was"], o["now"]) for o in shape["overrides"]] == [
-        ("bind", "GUNICORN_CMD_ARGS", ["0.0.0.0:%d" % wrong], ["0.0.0.0:%d" % host.port])]
-    assert "overrides bind (GUNICORN_CMD_ARGS)" in out
+        ("bind", "GUNICORN_CMD_ARGS", ["0.0.0.0:%d" % wrong], ["0.0.0.0:%d" % host.port]),
+        ("graceful_timeout", "command line", 5, 30), ("raw_env", "command line", ["API_TOKEN"], [])]
+    assert "overrides bind (GUNICORN_CMD_ARGS)" in out and "overrides graceful_timeout (command line)" in out
+    # The -e value may be a secret: named by its variable only, on the console and in the report.
+    assert TOKEN not in out and TOKEN not in (tmp_path / "reports" / "target.stabilize.json").read_text()
 
     again = stabilize(tmp_path, host.vars())
     assert_idempotent(again)

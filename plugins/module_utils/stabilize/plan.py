@@ -153,6 +153,21 @@ def kept_settings(current, workers, timeout):
             if current['sources'].get(key) not in (None, 'default', 'command line') and not explicit[key]]
 
 
+# Settings an old command line may set that the canonical command does not carry, with gunicorn's defaults
+# (gunicorn/config.py): each one set there is named as overridden, never dropped silently.
+NOT_CARRIED = {'threads': 1, 'worker_connections': 1000, 'graceful_timeout': 30, 'preload': False, 'raw_env': []}
+NOT_CARRIED_WHY = ('the canonical command does not carry it (gunicorn\'s default then): set it in a config file (-c) '
+                   'or GUNICORN_CMD_ARGS to keep it')
+
+
+def _not_carried(overrides, current):
+    """The NOT_CARRIED settings the old command line set (raw_env: names only, service_found.shape_settings)."""
+    for key, default in sorted(NOT_CARRIED.items()):
+        if current['sources'].get(key) == 'command line' and current['settings'].get(key) not in (None, default):
+            overrides.append({'setting': key, 'was': current['settings'][key], 'source': 'command line', 'now': default,
+                              'why': NOT_CARRIED_WHY})
+
+
 def runner_shape(current, want, workers=0, timeout=0, port=None, service=None):
     """What the canonical command keeps of the running service and what it overrides (issue 13 point 7).
 
@@ -199,6 +214,7 @@ def runner_shape(current, want, workers=0, timeout=0, port=None, service=None):
     _override(shape['overrides'], current, 'loglevel', 'debug', 'the log the doctor reads')
     _override(shape['overrides'], current, 'capture_output', True, 'tracebacks reach the log')
     _override(shape['overrides'], current, 'access_logfile', '-', 'the runbook\'s access log')
+    _not_carried(shape['overrides'], current)
     return shape
 
 

@@ -18,7 +18,8 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import 
 
 # What stabilize's canonical command must keep or override (plan.runner_shape); raw_env is left out (secrets).
 SHAPE_SETTINGS = ('bind', 'worker_class', 'workers', 'timeout', 'keepalive', 'daemon', 'loglevel', 'capture_output',
-                  'error_logfile', 'access_logfile')
+                  'error_logfile', 'access_logfile', 'threads', 'worker_connections', 'graceful_timeout', 'preload',
+                  'raw_env')
 
 
 class NotFound(Exception):
@@ -107,10 +108,16 @@ def current_settings(psutil, master):
             raise OSError(found.error)
         return found.data
 
-    found = gunicorn_settings.effective(argv, environ, master['cwd'] or '/', read)
-    return {'settings': dict((k, found['settings'].get(k)) for k in SHAPE_SETTINGS),
-            'sources': dict((k, found['sources'].get(k)) for k in SHAPE_SETTINGS),
-            'computed': sorted(k for k in found['computed'] if k in SHAPE_SETTINGS + ('raw_env',)),
+    return shape_settings(gunicorn_settings.effective(argv, environ, master['cwd'] or '/', read), environ)
+
+
+def shape_settings(found, environ):
+    """current_settings from gunicorn_settings.effective(): the SHAPE_SETTINGS, raw_env (-e NAME=VALUE, the value
+    may be a secret) by names only."""
+    settings = dict((k, found['settings'].get(k)) for k in SHAPE_SETTINGS)
+    settings['raw_env'] = [str(item).split('=', 1)[0] for item in settings.get('raw_env') or []]
+    return {'settings': settings, 'sources': dict((k, found['sources'].get(k)) for k in SHAPE_SETTINGS),
+            'computed': sorted(k for k in found['computed'] if k in SHAPE_SETTINGS),
             'config_file': found['config_file'], 'problems': found['problems'],
             'cmd_args': 'GUNICORN_CMD_ARGS' in environ}
 

@@ -234,11 +234,7 @@ def current_of(argv, environ, cwd, files):
         if path not in files:
             raise OSError('no such file')
         return files[path]
-    found = gunicorn_settings.effective(argv, environ, cwd, read)
-    return {'settings': dict((k, found['settings'].get(k)) for k in service_found.SHAPE_SETTINGS),
-            'sources': dict((k, found['sources'].get(k)) for k in service_found.SHAPE_SETTINGS),
-            'computed': sorted(found['computed']), 'config_file': found['config_file'],
-            'problems': found['problems'], 'cmd_args': 'GUNICORN_CMD_ARGS' in environ}
+    return service_found.shape_settings(gunicorn_settings.effective(argv, environ, cwd, read), environ)
 
 
 GUNICORN = ['/srv/venv/bin/python', '-m', 'gunicorn', 'AgentLocator.main:app']
@@ -282,6 +278,30 @@ def test_gunicorn_cmd_args_are_kept_and_overridden_only_where_they_must_change()
     assert [(k['setting'], k['value']) for k in shape['kept']] == [('workers', 2), ('timeout', 45)]
     current = current_of(GUNICORN, {'GUNICORN_CMD_ARGS': '-b 0.0.0.0:8123 --timeout 60'}, '/srv/app', {})
     assert decided(service={'current_settings': current, 'env_file_cmd_args': True})['shape']['overrides'] == []
+
+
+def test_command_line_settings_the_canonical_command_does_not_carry_are_named_never_dropped_silently():
+    argv = GUNICORN + ['-k', 'gthread', '--threads', '8', '--graceful-timeout', '5', '--preload', '-e', 'API_TOKEN=s3cr3t',
+                       '-b', '0.0.0.0:8123']
+    plan = decided(service={'current_settings': current_of(argv, {}, '/srv/app', {})})
+    overridden = dict((o['setting'], (o['was'], o['now'], o['source'])) for o in plan['shape']['overrides'])
+    assert overridden['threads'] == (8, 1, 'command line') and overridden['graceful_timeout'] == (5, 30, 'command line')
+    assert overridden['preload'] == (True, False, 'command line')
+    # An -e value may be a secret: named by its variable only, in the plan and its message.
+    assert overridden['raw_env'] == (['API_TOKEN'], [], 'command line')
+    def paths(value, path=''):
+        if isinstance(value, dict):
+            return [p for k, v in value.items() for p in paths(v, path + '.' + str(k))]
+        if isinstance(value, list):
+            return [p for i, v in enumerate(value) for p in paths(v, '%s[%d]' % (path, i))]
+        return [path] if 's3cr3t' in str(value) else []
+    assert paths(plan) == [] and 'overrides threads (command line)' in plan['message']
+    lines = stabilize.summarize(plan, 'web1', False)['lines']
+    assert any(line.startswith('overrode a setting: threads (command line): 8 -> 1: the canonical command does not '
+                               'carry it') for line in lines), lines
+    # Left to gunicorn's default, or set in a config file the command keeps: nothing to say.
+    plan = decided(service={'current_settings': current_of(GUNICORN + ['-b', '0.0.0.0:8123'], {}, '/srv/app', {})})
+    assert not set(o['setting'] for o in plan['shape']['overrides']) & {'threads', 'graceful_timeout', 'preload', 'raw_env'}
 
 
 def test_a_unix_socket_bind_behind_a_proxy_is_kept():

@@ -311,10 +311,13 @@ def test_python_target_is_what_the_interpreter_runs(argv, expected):
 
 def wait_child(proc):
     deadline = time.time() + 10
-    while not [c for c in psutil.Process(proc.pid).children() if "gunicorn" in " ".join(c.cmdline())]:
+    # One list per look: a child seen by one call may be gone (or not yet exec'd) by the next.
+    masters = []
+    while not masters:
         assert time.time() < deadline
         time.sleep(0.02)
-    master = next(c for c in psutil.Process(proc.pid).children() if "gunicorn" in " ".join(c.cmdline()))
+        masters = [c for c in psutil.Process(proc.pid).children() if "gunicorn" in " ".join(c.cmdline())]
+    master = masters[0]
     settle(master)
     return master
 
