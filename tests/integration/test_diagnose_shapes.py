@@ -167,3 +167,16 @@ def test_two_binds(services, tmp_path, port):
     assert report["verdict"] == "healthy", report["causes"]
     assert settings(report)["bind"] == (["127.0.0.1:%d" % other, "0.0.0.0:%d" % port], "command line")
     assert "0.0.0.0:%d by master %d" % (port, service.pid) in check_detail(report, "listen", "listening on $PORT")
+
+
+def test_app_named_only_by_wsgi_app_in_the_config_file(services, tmp_path, port):
+    """`gunicorn -c gunicorn.conf.py` with `wsgi_app` in the file: no app spec on the command line (the parser once
+    took `gunicorn` of `-m gunicorn` for it and called the healthy master "not the app")."""
+    config = 'import os\nwsgi_app = "%s"\nbind = f"0.0.0.0:{os.environ[\'PORT\']}"\n' % APP
+    service = start(services, tmp_path, port, ["-c", "gunicorn.conf.py"], config=config)
+    report, dummy = diagnose(tmp_path, doctor_vars(service, tmp_path))
+
+    assert report["verdict"] == "healthy", report["causes"]
+    conf = os.path.join(service.app_dir, "gunicorn.conf.py")
+    assert settings(report)["app"] == (APP, "config file %s:2" % conf)
+    assert settings(report)["bind"] == (["0.0.0.0:%d" % port], "config file %s:3" % conf)

@@ -89,7 +89,7 @@ def _drop_program(argv):
     args = list(argv)
     while args and not args[0].startswith('-') and os.path.basename(args[0]) != 'gunicorn':
         if len(args) > 1 and args[1] == '-m':
-            return args[2:]
+            return args[3:]  # the interpreter, -m and the module (gunicorn)
         args = args[1:]
     if args and os.path.basename(args[0]) == 'gunicorn':
         args = args[1:]

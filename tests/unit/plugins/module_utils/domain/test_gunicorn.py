@@ -99,6 +99,17 @@ def test_parse_cmdline_options(argv, expected):
     assert dict((k, s.get(k)) for k in expected) == expected
 
 
+@pytest.mark.parametrize("argv", [
+    ["/srv/venv/bin/python3", "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+    ["/srv/venv/bin/gunicorn", "-c", "gunicorn.conf.py"],
+    ["/usr/bin/python3", "/srv/venv/bin/gunicorn", "--config", "gunicorn.conf.py"],
+])
+def test_parse_cmdline_without_an_app_spec_never_takes_the_program_for_it(argv):
+    # The app comes from the config file's wsgi_app: the command line names none (not "gunicorn").
+    s = gunicorn.parse_cmdline(argv)
+    assert s["app"] is None and s["config"] == "gunicorn.conf.py"
+
+
 def test_parse_cmdline_retitled_master_has_no_app_spec():
     # setproctitle replaces argv with "gunicorn: master [<proc_name>]"; proc_name is the app spec by
     # default but `-n` overrides it, so the parser does not guess (process.belongs_to_app then uses cwd).
