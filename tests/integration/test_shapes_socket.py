@@ -13,7 +13,7 @@ import pytest
 from doctor_run import PYTHON, cause, cause_ids, diagnose, layer, make_app
 from gunicorn_service import free_port
 from test_stabilize import wait_for
-from tls_proxy import NginxUnixProxy
+from tls_proxy import NginxTcpProxy, NginxUnixProxy
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -82,6 +82,21 @@ def socket_behind_nginx(services, tmp_path, port, env):
         proxy.stop()
 
 
+@pytest.fixture
+def behind_nginx_tcp(services, tmp_path, port):
+    """The demo app on gunicorn -b 127.0.0.1:BACKEND (PORT set) behind nginx on $PORT: proxy_pass over TCP."""
+    backend = free_port()
+    service = services(make_app(tmp_path), tmp_path / "gunicorn.log", bind="127.0.0.1:%d" % backend,
+                       env={"PORT": str(port)})
+    proxy = NginxTcpProxy(tmp_path / "nginx", port, backend)
+    try:
+        proxy.start()
+        wait_for(lambda: status_through(port) == 200, 15, "/healthz through nginx")
+        yield service, backend, proxy
+    finally:
+        proxy.stop()
+
+
 def host_vars(service, tmp_path):
     return {"doctor_chdir": str(service.app_dir), "doctor_log_file": str(tmp_path / "gunicorn.log")}
 
@@ -133,6 +148,41 @@ def test_the_backend_killed_behind_nginx_is_named_and_port_stays_with_the_proxy(
     for c in report["causes"]:
         assert "0.0.0.0:$PORT" not in c["remedy"] and "0.0.0.0:%d" % port not in c["remedy"], c
     assert "not the app" not in out
+
+
+def test_a_loopback_port_behind_nginx_is_healthy_not_the_wrong_port(behind_nginx_tcp, tmp_path, port):
+    """nginx on $PORT with proxy_pass to gunicorn on 127.0.0.1:BACKEND, the most common deployment: the app listens
+    behind its front door (not wrong_port, and nginx is not "a process that is not the app")."""
+    service, backend, proxy = behind_nginx_tcp
+    report, out = diagnose(tmp_path, host_vars(service, tmp_path))
+    assert report["verdict"] == "healthy", report["causes"]
+    detail = layer(report, "listen")["checks"][0]["detail"]
+    assert "nginx (pid %d)" % proxy.pid in detail and "forwards to 127.0.0.1:%d, where the app listens: master %d" % (
+        backend, service.pid) in detail
+    checks = {c["name"]: c for c in layer(report, "healthz")["checks"]}
+    assert checks["stable 200"]["status"] == "pass" and "through the front door nginx" in checks["stable 200"]["detail"]
+    assert checks["stable 200 on the backend port"]["status"] == "pass"
+    assert "http://127.0.0.1:%d/healthz" % backend in checks["stable 200 on the backend port"]["detail"]
+    assert "not the app" not in out
+
+
+def test_the_loopback_backend_killed_behind_nginx_is_named_and_port_stays_with_the_proxy(behind_nginx_tcp, tmp_path,
+                                                                                         port):
+    service, backend, proxy = behind_nginx_tcp
+    kill_backend(service)
+    assert status_through(port) == 502
+    report, out = diagnose(tmp_path, dict(host_vars(service, tmp_path), doctor_port=port))
+    assert report["verdict"] == "down" and report["failed_layer"] == "listen"
+    assert cause_ids(report)[0] == "proxy_backend_down" and "not_listening" not in cause_ids(report)
+    found = cause(report, "proxy_backend_down")
+    evidence = " | ".join(found["evidence"])
+    assert "nginx (pid %d) on 127.0.0.1:%d" % (proxy.pid, port) in evidence
+    # Where it should listen: the log's last "Listening at", the port nginx's config forwards to.
+    assert "nothing of the app listens on 127.0.0.1:%d (bound there per the log" % backend in evidence
+    assert "-> 502" in evidence
+    assert "-b 127.0.0.1:%d" % backend in found["remedy"] and "curl http://127.0.0.1:%d/healthz" % backend in found["remedy"]
+    for c in report["causes"]:
+        assert "0.0.0.0:$PORT" not in c["remedy"] and "0.0.0.0:%d" % port not in c["remedy"], c
 
 
 def test_port_set_nowhere_is_taken_from_the_front_door_that_forwards_to_the_socket(

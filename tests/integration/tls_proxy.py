@@ -235,7 +235,7 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    upstream app {{ server unix:{socket} fail_timeout=0; }}
+    upstream app {{ server {upstream} fail_timeout=0; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -260,6 +260,20 @@ class NginxUnixProxy(NginxTLSProxy):
     def url(self, host="127.0.0.1"):
         return "http://%s:%d" % (host, self.port)
 
+    def upstream_server(self):
+        return "unix:" + self.socket_path
+
     def config(self):
-        return PLAIN_CONF.format(prefix=self.prefix, port=self.port, socket=self.socket_path, upgrade=UPGRADE,
+        return PLAIN_CONF.format(prefix=self.prefix, port=self.port, upstream=self.upstream_server(), upgrade=UPGRADE,
                                  user=pwd.getpwuid(os.geteuid()).pw_name, group=grp.getgrgid(os.getegid()).gr_name)
+
+
+class NginxTcpProxy(NginxUnixProxy):
+    """nginx on plain http 127.0.0.1:port in front of gunicorn bound to 127.0.0.1:backend (proxy_pass over TCP)."""
+
+    def __init__(self, prefix, port, backend):
+        NginxUnixProxy.__init__(self, prefix, port, "")
+        self.backend = backend
+
+    def upstream_server(self):
+        return "127.0.0.1:%d" % self.backend

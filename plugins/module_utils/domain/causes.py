@@ -59,17 +59,18 @@ CAUSES = {
         evidence="psutil shows no LISTEN socket of the app's processes, on $PORT or elsewhere; other holders of $PORT, the "
         'masters that listen nowhere and the last boot-failure, shutdown and SIGTERM lines of the log are added.'),
     'proxy_backend_down': _cause(
-        'listen', 'fail', '1.4', 1, 'The app is bound to a unix socket behind a reverse proxy that holds $PORT, and '
-        'nothing of it answers behind the proxy: a stale socket file with no listener (gunicorn killed or gone), no '
-        'socket at all, or the proxy answering 502 because its upstream does not reach the app.',
-        '{extra} Keep $PORT with the front door ({proxy}) and gunicorn on its socket: start it again with -b '
-        'unix:{socket} (gunicorn replaces a stale socket file itself): {command}; check the socket with: curl '
-        '--unix-socket {socket} http://localhost{healthz_path}, then through the front door: curl '
-        'http://127.0.0.1:{port}{healthz_path}',
+        'listen', 'fail', '1.4', 1, 'The app is bound to a unix socket (or a loopback port) behind a reverse proxy that '
+        'holds $PORT, and nothing of it answers behind the proxy: a stale socket file with no listener (gunicorn killed '
+        'or gone), no socket at all, nothing on the port, or the proxy answering 502 because its upstream does not '
+        'reach the app.',
+        '{extra} Keep $PORT with the front door ({proxy}) and gunicorn on its {backend_kind}: start it again with -b '
+        '{backend}{backend_note}: {command}; check the {backend_kind} with: {backend_check}, then through the front '
+        'door: curl http://127.0.0.1:{port}{healthz_path}',
         evidence="Only when the app is bound to a unix socket (a master's binds, else the log's last \"Listening at: "
-        'unix:...", or the unix upstreams of the front door\'s readable config) and a process that is not the app '
-        'holds $PORT: no process of the app accepts on the socket (/proc/net/unix and the processes\' fds), or '
-        '/healthz over the socket answers while GET /healthz through the front door answers 502/503/504.'),
+        'unix:...", or the unix upstreams of the front door\'s readable config), or to a loopback port the front '
+        'door\'s config forwards to, and a process that is not the app holds $PORT: no process of the app accepts on '
+        'the socket (/proc/net/unix and the processes\' fds) or listens on the port, or /healthz there answers while '
+        'GET /healthz through the front door answers 502/503/504.'),
     'front_door_down': _cause(
         'listen', 'fail', '1.4', 7, 'The app accepts on its unix socket, but nothing listens on $PORT: the reverse '
         'proxy in front of it (nginx) is down or listens elsewhere.',

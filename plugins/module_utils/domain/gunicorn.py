@@ -209,6 +209,14 @@ def unix_path(spec):
     return spec[5:] if spec.startswith('unix:') and len(spec) > 5 else None
 
 
+def tcp_port(spec):
+    """`0.0.0.0:8000`, `[::1]:8000`, `http://127.0.0.1:8000` -> 8000; a unix socket, fd:// or no port -> None."""
+    spec = (spec or '').strip()
+    spec = spec.split('://', 1)[1] if spec.startswith(('http://', 'https://')) else spec
+    host, sep, port = spec.rstrip('/').rpartition(':')
+    return int(port) if sep and host and not spec.startswith(('unix:', 'fd:')) and port.isdigit() else None
+
+
 def split_app_spec(spec):
     """`AgentLocator.main:app` -> ('AgentLocator.main', 'app'); gunicorn's default variable is `application`."""
     module, dummy, variable = (spec or '').partition(':')

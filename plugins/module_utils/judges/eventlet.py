@@ -51,10 +51,9 @@ def _sync_command(facts):
     inputs = facts['inputs']
     ev = facts['eventlet']
     settings = ev.get('settings') or {}
-    sockets = shared.unix_shape(facts)   # behind a front door the app keeps its socket; $PORT is the proxy's
+    # Behind a front door the app keeps its socket or loopback port; $PORT is the proxy's.
     command = gunicorn.format_command(_shell_quote(inputs['python']), inputs['app'], '$PORT', worker_class='sync',
-                                      workers=settings.get('workers') or 1,
-                                      bind='unix:%s' % sockets[0]['path'] if sockets else None)
+                                      workers=settings.get('workers') or 1, bind=shared.backend_bind(facts))
     return 'cd %s && PORT=%s %s' % (inputs['chdir'], facts['port']['port'], command)
 
 

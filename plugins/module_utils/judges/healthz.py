@@ -67,10 +67,10 @@ def judge_behind_door(facts, layer, h, summary):
     back_ok = bool(back) and all(s['status'] == 200 for s in back)
     layer.check('stable 200', 'pass' if door_ok else 'fail', '%s at %s, through the front door %s' % (
         summary, h['url'], shared.describe_door(door) if door else 'on $PORT'))
-    layer.check('stable 200 over the socket', 'pass' if back_ok else 'fail', '%s at %s' % (
-        back_summary, h['backend']['url']))
-    # A front door that fails while the socket answers is named by the listen layer (proxy_backend_down).
-    if not back_ok and any(p['app'] for p in shared.unix_shape(facts)):
+    layer.check('stable 200 over the socket' if h['backend'].get('socket') else 'stable 200 on the backend port',
+                'pass' if back_ok else 'fail', '%s at %s' % (back_summary, h['backend']['url']))
+    # A front door that fails while the backend answers is named by the listen layer (proxy_backend_down).
+    if not back_ok and shared.backend_answers(facts):
         # The app accepts on its socket but does not answer well there: its own causes (the listen layer names
         # a socket nothing accepts on).
         _app_causes(facts, layer, back, h['backend']['url'], back_summary)

@@ -44,6 +44,9 @@ def judge(facts, layer):
     if shared.unix_shape(facts):
         judge_unix(facts, layer)
         return
+    if listen.get('tcp_backend'):
+        judge_tcp(facts, layer)
+        return
     holders = ['port %d is held by pid %s (%s) on %s, not by the app' % (port, s['pid'], s['name'], s['address'])
                for s in others]
     app_elsewhere = [s for s in elsewhere if s['app_role'] == 'master'] or elsewhere
@@ -124,8 +127,50 @@ def judge_unix(facts, layer):
         layer.cause('not_listening', ['nothing listens on %d (PORT from %s)' % (port, facts['port']['source'])] + evidence)
         return
     layer.cause('proxy_backend_down', ['the front door %s answers for the app, but the app behind it is down' % (
-        shared.describe_door(door))] + evidence, proxy=shared.describe_door(door), socket=paths[0]['path'],
-        extra='Nothing of the app accepts on unix:%s, so the front door has no backend (it answers 502).' % paths[0]['path'])
+        shared.describe_door(door))] + evidence, proxy=shared.describe_door(door), **dict(
+            backend_values(facts, paths[0]['path']), extra='Nothing of the app accepts on unix:%s, so the front door has '
+            'no backend (it answers 502).' % paths[0]['path']))
+
+
+def _upstream(backend):
+    """How a proxy's config names the backend: a unix socket path, or a loopback port (an int)."""
+    return '127.0.0.1:%d' % backend if isinstance(backend, int) else 'unix:%s' % backend
+
+
+def backend_values(facts, backend):
+    """The proxy_backend_down remedy's values for the app's unix socket (a path) or loopback port (an int)."""
+    path = facts['inputs']['healthz_path']
+    if isinstance(backend, int):
+        return {'socket': None, 'backend_kind': 'port', 'backend': _upstream(backend), 'backend_note': '',
+                'backend_check': 'curl http://127.0.0.1:%d%s' % (backend, path)}
+    return {'socket': backend, 'backend_kind': 'socket', 'backend': _upstream(backend),
+            'backend_note': ' (gunicorn replaces a stale socket file itself)',
+            'backend_check': 'curl --unix-socket %s http://localhost%s' % (backend, path)}
+
+
+def judge_tcp(facts, layer):
+    """An app on a loopback port behind a front door that holds $PORT and whose config forwards to that port
+    (nginx `proxy_pass http://127.0.0.1:8000`): it listens when a process of the app listens there."""
+    door = shared.front_door(facts)
+    backend = facts['listen']['tcp_backend']
+    target = _upstream(backend['port'])
+    if backend['app']:
+        layer.check('listening on $PORT', 'pass', 'the front door %s holds $PORT and its config %s forwards to %s, '
+                    'where the app listens: %s' % (shared.describe_door(door), door['config'], target, ', '.join(
+                        '%s %d' % (a['app_role'], a['pid']) for a in backend['app'])))
+        _check_door_answers(facts, door, backend['port'], layer)
+        return
+    evidence = ['nothing of the app listens on %s (bound there per %s)' % (target, ', '.join(backend['sources']))]
+    evidence += _answers(facts)
+    evidence += ['%s, but it listens nowhere' % shared.describe_master(m) for m in shared.masters_of(facts)] or \
+        ['no gunicorn master of %s runs' % facts['inputs']['app']]
+    evidence += [e['line'] for e in shared.last_run_events(facts)
+                 if e['event'] in ('worker_failed_boot', 'app_failed_load', 'master_shutdown', 'signal_term')][-3:]
+    layer.check('listening on $PORT', 'fail', evidence[0])
+    layer.cause('proxy_backend_down', ['the front door %s answers for the app, but the app behind it is down' % (
+        shared.describe_door(door))] + evidence, proxy=shared.describe_door(door), **dict(
+            backend_values(facts, backend['port']), extra='Nothing of the app listens on %s, so the front door has no '
+            'backend (it answers 502).' % target))
 
 
 def _check_door_answers(facts, door, path, layer):
@@ -138,9 +183,9 @@ def _check_door_answers(facts, door, path, layer):
     layer.cause('proxy_backend_down', [
         'GET %s through the front door %s -> %s body %r' % (
             h['url'], shared.describe_door(door), bad[0]['status'] or bad[0]['error'], bad[0]['body'][:120]),
-        'GET %s -> 200' % h['backend']['url']], proxy=shared.describe_door(door), socket=path,
-        extra='The app answers on its socket but the front door does not reach it: check its upstream '
-        '(proxy_pass / server unix:%s) and its error log.' % path)
+        'GET %s -> 200' % h['backend']['url']], proxy=shared.describe_door(door), **dict(backend_values(facts, path),
+        extra='The app answers on its %s but the front door does not reach it: check its upstream (proxy_pass / server '
+        '%s) and its error log.' % ('port' if isinstance(path, int) else 'socket', _upstream(path))))
 
 
 def _check_door_config(facts, door, accepting, layer):
@@ -164,6 +209,6 @@ def _check_door_config(facts, door, accepting, layer):
             accepting[0]['path'])
         layer.check('front door forwards to the socket', 'fail', detail)
         layer.cause('proxy_backend_down', [detail] + _answers(facts), proxy=shared.describe_door(door),
-                    socket=accepting[0]['path'], extra='The front door forwards elsewhere: point its upstream '
-                    '(proxy_pass / server) at unix:%s and reload it.' % accepting[0]['path'])
+                    **dict(backend_values(facts, accepting[0]['path']), extra='The front door forwards elsewhere: '
+                           'point its upstream (proxy_pass / server) at unix:%s and reload it.' % accepting[0]['path']))
         return False

@@ -188,16 +188,23 @@ def age(seconds):
     return '%d' % seconds if seconds >= 10 else '%.1f' % seconds
 
 
+def backend_bind(facts):
+    """The bind the canonical command keeps behind a front door (the app's socket or loopback port), else None."""
+    sockets, tcp = unix_shape(facts), tcp_backend(facts)
+    if sockets:
+        return 'unix:%s' % sockets[0]['path']
+    return '127.0.0.1:%d' % tcp['port'] if tcp else None
+
+
 def host_values(facts):
     """Host values for the remedy templates."""
     inputs = facts['inputs']
     port = facts['port']['port']
     master = primary_master(facts)
-    sockets = unix_shape(facts)
     command = gunicorn.format_command(
         shlex.quote(inputs['python']) if ' ' in inputs['python'] else inputs['python'], inputs['app'], '$PORT',
         worker_class=setting(master, 'worker_class', 'sync'), workers=setting(master, 'workers', 1),
-        bind='unix:%s' % sockets[0]['path'] if sockets else None)
+        bind=backend_bind(facts))
     env_where = gunicorn_settings.where_env_is_set(master['runner'] if master else None, inputs.get('env_file'))
     return {
         'port': port,
@@ -224,6 +231,17 @@ def unix_shape(facts):
     return (facts.get('listen') or {}).get('unix') or []
 
 
+def tcp_backend(facts):
+    """The loopback port behind a front door on $PORT where the app listens or should (facts['listen']
+    ['tcp_backend']: address, port, app, sources), or None."""
+    return (facts.get('listen') or {}).get('tcp_backend')
+
+
+def backend_answers(facts):
+    """Whether a process of the app accepts behind the front door (on its unix socket or loopback port)."""
+    return any(p['app'] for p in unix_shape(facts)) or bool((tcp_backend(facts) or {}).get('app'))
+
+
 def front_door(facts):
     """The process that holds $PORT in front of an app on a unix socket (facts['listen']['front_door']), or None."""
     return (facts.get('listen') or {}).get('front_door')
@@ -248,7 +266,7 @@ def door_serves_app(facts):
 def answered_by_stranger(facts):
     """Listeners on $PORT, when none of them is the app nor its front door: their 200 is not the app's."""
     on_port = (facts.get('listen') or {}).get('on_port', [])
-    if any(s['app_role'] for s in on_port) or (unix_shape(facts) and door_serves_app(facts)):
+    if any(s['app_role'] for s in on_port) or (unix_shape(facts) and door_serves_app(facts)) or tcp_backend(facts):
         return []
     return on_port
 

@@ -6,7 +6,8 @@ its configuration forwards to.
 
 Facts only. The front door is the process that holds $PORT when it is not the app; its configuration is read
 when it is readable, bounded (at most CONFIG_FILES files of CONFIG_MAX bytes, includes followed), and only the
-unix socket paths it names are kept: a proxy's configuration may hold secrets (an Authorization header).
+unix socket paths and the loopback TCP ports it names are kept: a proxy's configuration may hold secrets (an
+Authorization header).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,6 +29,10 @@ INCLUDE = re.compile(r'^\s*include\s+([^;#]+);', re.M)
 # nginx `proxy_pass http://unix:/run/app.sock:/`, `server unix:/run/app.sock;`; haproxy `unix@/run/app.sock`.
 UNIX_UPSTREAM = re.compile(r'unix[:@](/[^\s;:"\'|]+)')
 COMMENT = re.compile(r'(^|\s)#.*$', re.M)
+# nginx `proxy_pass http://127.0.0.1:8000;`, `server localhost:8000;`; haproxy `server app 127.0.0.1:8000 check`:
+# a loopback address with a port, anywhere but in the proxy's own nginx `listen ...;` / haproxy `bind` statements.
+LOOPBACK_UPSTREAM = re.compile(r'(?<![\w.\-])(?:localhost|127(?:\.\d{1,3}){3}|\[::1\]):(\d{1,5})\b')
+OWN_ADDRESS = re.compile(r'(?<![\w.\-])listen\s[^;]*;|^\s*bind\s.*$', re.M)
 
 
 def _process(psutil, pid):
@@ -68,10 +73,15 @@ def config_path(name, cmdline):
     return None
 
 
+def _tcp_ports(text):
+    """The loopback ports a configuration forwards to (not the ones it listens on)."""
+    return [int(port) for port in LOOPBACK_UPSTREAM.findall(OWN_ADDRESS.sub(' ', text)) if 0 < int(port) < 65536]
+
+
 def read_config(path):
-    """-> (unix socket paths the configuration names, files read, error or None). Includes are followed
-    (globs, relative to the main file's directory), at most CONFIG_FILES files."""
-    todo, seen, paths, error = [path], [], [], None
+    """-> (unix socket paths the configuration names, files read, error or None, loopback TCP ports it forwards to).
+    Includes are followed (globs, relative to the main file's directory), at most CONFIG_FILES files."""
+    todo, seen, paths, error, ports = [path], [], [], None, []
     base = os.path.dirname(path)
     while todo and len(seen) < CONFIG_FILES:
         current = todo.pop(0)
@@ -86,24 +96,26 @@ def read_config(path):
         for found in UNIX_UPSTREAM.findall(text):
             if found not in paths:
                 paths.append(found)
+        ports += [port for port in _tcp_ports(text) if port not in ports]
         for pattern in INCLUDE.findall(text):
             pattern = pattern.strip().strip('"\'')
             pattern = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
             todo.extend(sorted(glob.glob(pattern))[:CONFIG_FILES])
-    return paths, len(seen), error
+    return paths, len(seen), error, ports
 
 
 def find(psutil, port, holders):
     """The front door: the first holder of $PORT that is not the app (`holders`: listen sockets on $PORT without
-    an app role) -> dict(pid, name, address, port, config, config_files, unix_upstreams, config_error), or None."""
+    an app role) -> dict(pid, name, address, port, config, config_files, unix_upstreams, tcp_upstreams (loopback
+    ports), config_error), or None."""
     if not holders:
         return None
     sock = holders[0]
     pid, name, cmdline = _process(psutil, sock['pid']) if sock['pid'] else (None, sock['name'], [])
     door = {'pid': pid, 'name': name or sock['name'], 'address': sock['address'], 'port': port, 'config': None,
-            'config_files': 0, 'unix_upstreams': [], 'config_error': None}
+            'config_files': 0, 'unix_upstreams': [], 'tcp_upstreams': [], 'config_error': None}
     path = config_path(door['name'], cmdline)
     if path:
         door['config'] = path
-        door['unix_upstreams'], door['config_files'], door['config_error'] = read_config(path)
+        door['unix_upstreams'], door['config_files'], door['config_error'], door['tcp_upstreams'] = read_config(path)
     return door

@@ -60,7 +60,8 @@ class Sampler(object):
     `booting`).
     Sampling ends as soon as a 200 service fails (the flap is proven), when `stop` is set (the caller's evidence is
     conclusive), or early when the probe's deadline `within` would pass during the next sample.
-    `backend`: the unix socket of an app behind a front door on $PORT, sampled at each tick too (a tick is good
+    `backend`: the unix socket (a path) or loopback port (an int) of an app behind a front door on $PORT, sampled
+    at each tick too (a tick is good
     only when both answer 200; the $PORT samples are `samples`, the socket's `backend.samples`). `settled`: the
     caller's reason why a failure at first cannot turn into a 200 soon (no re-sampling then), or None."""
 
@@ -83,7 +84,8 @@ class Sampler(object):
         s['at'] = round(time.time() - self.started, 2)
         s['ok'] = s['status'] == 200
         if self.backend is not None:
-            b = sample(None, self.path, self.timeout, within=self.within, unix=self.backend)
+            b = sample(self.backend, self.path, self.timeout, within=self.within) if isinstance(self.backend, int) \
+                else sample(None, self.path, self.timeout, within=self.within, unix=self.backend)
             b['at'] = round(time.time() - self.started, 2)
             self.backend_samples.append(b)
             s['ok'] = s['ok'] and b['status'] == 200
@@ -139,7 +141,10 @@ class Sampler(object):
             'wait_reason': self.wait_reason if self.window else self.one_sample,
             'elapsed': elapsed,
         }
-        if self.backend is not None:
+        if isinstance(self.backend, int):
+            facts['backend'] = {'port': self.backend, 'url': 'http://127.0.0.1:%d%s' % (self.backend, self.path),
+                                'samples': list(self.backend_samples)}
+        elif self.backend is not None:
             facts['backend'] = {'socket': self.backend, 'url': 'http://localhost%s over unix:%s' % (
                 self.path, self.backend), 'samples': list(self.backend_samples)}
         if self.booting:

@@ -226,9 +226,9 @@ def probe_host(psutil, params, layers=None):
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
     t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
                      [m['pid'] for m in procs['masters']])
-    # Before /healthz: an app bound to a unix socket behind a front door on $PORT is sampled over its socket too.
+    # Before /healthz: an app behind a front door on $PORT is sampled over its unix socket or loopback port too.
     facts['listen'] = wait(t_listen, 'listen')
-    t_healthz = start('healthz', 'healthz', watch_window, context, deadline, listen.backend_socket(facts['listen']),
+    t_healthz = start('healthz', 'healthz', watch_window, context, deadline, listen.backend(facts['listen']),
                       bound_elsewhere(context, facts['listen']))
     facts['healthz'] = wait(t_healthz, 'healthz')
     if facts['healthz']:   # the lines the log gained during the window count for the judges too
@@ -269,7 +269,7 @@ def probe_host(psutil, params, layers=None):
 
 def watch_window(context, deadline, backend=None, settled=None):
     """The stability window (probes/window.py): /healthz sampled while the app's processes and log are watched.
-    `backend`: the unix socket of an app behind a front door on $PORT, sampled over it too; `settled`: why a failure
+    `backend`: the unix socket or loopback port of an app behind a front door on $PORT, sampled there too; `settled`: why a failure
     at the first sample is final (bound_elsewhere)."""
     p, started = context['params'], time.time()
     sampler = healthz.Sampler(context['port'], p['healthz_path'], context['wait'], context['wait_reason'],

@@ -95,7 +95,31 @@ def collect(psutil, port, process_facts, log=None):
     if paths:
         facts['unix'] = unix_sockets(paths, roles)
         facts['front_door'] = door
+    elif door and door.get('tcp_upstreams'):
+        backend = tcp_backend(door['tcp_upstreams'], app_sockets, process_facts, log)
+        if backend:
+            facts.update(tcp_backend=backend, front_door=door)
     return facts
+
+
+def tcp_backend(ports, app_sockets, process_facts, log):
+    """The loopback TCP port behind the front door (`ports`: those its config forwards to) where the app listens, or
+    is bound to (a master's bind, else the log's last "Listening at") with nothing listening: dict(address, port,
+    app (pid and role of each listener), sources), or None when the door forwards to no port of the app."""
+    reachable = [s for s in app_sockets if s['port'] in ports and s['address'] in ('0.0.0.0', '::', '127.0.0.1', '::1')]
+    if reachable:
+        sock = reachable[0]
+        return {'address': '127.0.0.1' if ':' not in sock['address'] else '::1', 'port': sock['port'],
+                'app': [{'pid': s['pid'], 'app_role': s['app_role']} for s in reachable if s['port'] == sock['port']],
+                'sources': ['the front door\'s config forwards to port %d' % sock['port']]}
+    said = [(b, 'the bind of master %d' % m['pid']) for m in process_facts['masters'] for b in gunicorn.binds_of(m)]
+    said += [(e.get('url') or '', 'the log %s: %s' % (log['path'], e['line'])) for e in reversed((log or {}).get('events') or [])
+             if e['event'] == 'listening'][:1]
+    for bind, source in said:
+        port = gunicorn.tcp_port(bind)
+        if port in ports:
+            return {'address': '127.0.0.1', 'port': port, 'app': [], 'sources': [source]}
+    return None
 
 
 def expected_unix_paths(process_facts, log):
@@ -173,6 +197,13 @@ def unix_sockets(paths, roles):
         found.append({'path': path, 'sources': paths[path], 'file': file_kind(path), 'accepting': bool(inodes),
                       'app': app[:8], 'table_error': read.error})
     return found
+
+
+def backend(listen_facts):
+    """Where /healthz is sampled behind a front door besides $PORT: the app's unix socket (a path), its loopback TCP
+    port (an int), or None."""
+    tcp = (listen_facts or {}).get('tcp_backend')
+    return tcp['port'] if tcp else backend_socket(listen_facts)
 
 
 def backend_socket(listen_facts):

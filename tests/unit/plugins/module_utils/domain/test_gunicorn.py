@@ -396,3 +396,11 @@ def test_parse_time(text, expected):
 @pytest.mark.parametrize("text", [None, "", "25/Nov/2026:12:00:01 +0000", "2026-11-25 12:00:03"])
 def test_parse_time_unparsable(text):
     assert parse_time(text) is None
+
+
+@pytest.mark.parametrize("spec, port", [
+    ("0.0.0.0:8000", 8000), ("[::1]:8001", 8001), ("http://127.0.0.1:8002", 8002), ("https://[::]:8443/", 8443),
+    ("unix:/run/app.sock", None), ("fd://3", None), ("localhost", None), ("", None), (None, None),
+])
+def test_tcp_port_of_a_bind_or_a_listening_url(spec, port):
+    assert gunicorn.tcp_port(spec) == port

@@ -39,8 +39,22 @@ def test_the_front_doors_config_gives_the_unix_upstreams_with_includes_and_no_co
         "upstream app { server unix:/run/app/app.sock fail_timeout=0; }\n"
         "server { location /ws { proxy_pass http://unix:/run/app/ws.sock:/ws; }\n"
         "  proxy_set_header Authorization \"Bearer not-kept\"; }\n")
-    paths, files, error = front_door.read_config(str(main))
-    assert (paths, files, error) == (["/run/app/app.sock", "/run/app/ws.sock"], 2, None)
+    paths, files, error, ports = front_door.read_config(str(main))
+    assert (paths, files, error, ports) == (["/run/app/app.sock", "/run/app/ws.sock"], 2, None, [])
+
+
+def test_the_front_doors_config_gives_the_loopback_ports_it_forwards_to_never_its_own_or_a_remote_one(tmp_path):
+    main = tmp_path / "nginx.conf"
+    main.write_text("http {\n  upstream app { server 127.0.0.1:8000 fail_timeout=0; server localhost:8001; }\n"
+                    "  server { listen 127.0.0.1:8080; listen [::1]:8443;\n"
+                    "    location / { proxy_pass http://app; }\n"
+                    "    location /ws { proxy_pass http://[::1]:8002/ws; }\n"
+                    "    location /old { proxy_pass http://10.0.0.5:9000; }  # proxy_pass http://127.0.0.1:7000;\n"
+                    "  }\n}\n")
+    assert front_door.read_config(str(main))[3] == [8000, 8001, 8002]
+    haproxy = tmp_path / "haproxy.cfg"
+    haproxy.write_text("frontend web\n  bind 127.0.0.1:8080\nbackend app\n  server app1 127.0.0.1:8000 check\n")
+    assert front_door.read_config(str(haproxy))[3] == [8000]
 
 
 def test_the_config_path_of_nginx_from_its_title_and_its_default():

@@ -146,7 +146,10 @@ def test_process_watch_sees_a_master_replaced_and_its_worker_go(tmp_path):
         watch.look()
         assert watch.changes == []
         new = fake_gunicorn(tmp_path)
+        worker_proc = psutil.Process(worker)
         stop(old)
+        # The killed worker is reaped by init a moment later: the look after that must see it gone.
+        psutil.wait_procs([worker_proc], timeout=5)
         watch.look()
         what = sorted((c["what"], c["role"], c["pid"], c["master"]) for c in watch.changes)
         assert what == [("exited", "master", old.pid, None), ("exited", "worker", worker, old.pid),
