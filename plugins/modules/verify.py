@@ -53,6 +53,13 @@ options:
       - The unix socket the app is bound to (C(-b unix:PATH)) behind a reverse proxy that holds I(port) - the
         master must accept on it, and C(/healthz) must answer 200 both over it and through the proxy on I(port).
     type: path
+  backend_port:
+    description:
+      - The loopback port the app listens on (C(-b 127.0.0.1:N)) behind a reverse proxy that holds I(port) - the
+        master must listen on it, and C(/healthz) must answer 200 both there and through the proxy on I(port).
+      - Not with I(socket).
+    type: int
+    version_added: 0.3.0
 extends_documentation_fragment:
   - sre.gunicorn_doctor.service
   - ansible.builtin.action_common_attributes
@@ -126,11 +133,12 @@ ARGUMENT_SPEC = dict(
     log_files=dict(type='list', elements='path', default=[]),
     worker_class=dict(type='str'),
     socket=dict(type='path'),
+    backend_port=dict(type='int'),
 )
 
 
 def main():
-    module, psutil = module_args.new_module(ARGUMENT_SPEC)
+    module, psutil = module_args.new_module(ARGUMENT_SPEC, mutually_exclusive=[('socket', 'backend_port')])
     p = module.params
     started = time.time()
     try:

@@ -286,3 +286,34 @@ def test_stabilize_keeps_the_socket_behind_nginx_and_verifies_through_it(host, t
         assert host.service_pid() == master
     finally:
         proxy.stop()
+
+
+def test_stabilize_keeps_the_loopback_port_behind_nginx_and_verifies_through_it(host, tmp_path):
+    """gunicorn on 127.0.0.1:BACKEND behind nginx on $PORT (proxy_pass over TCP): the canonical command keeps that
+    bind (nginx keeps $PORT), verify samples through nginx and on the port, and a second run changes nothing."""
+    backend = free_port()
+    host.spawn([PYTHON, "-m", "gunicorn", "AgentLocator.main:app", "-b", "127.0.0.1:%d" % backend, "--no-control-socket"],
+               host.app_dir, env={"PORT": str(host.port)})
+    wait_for(lambda: status_through(backend) == 200, 30, "the backend service")
+    proxy = NginxTcpProxy(tmp_path / "nginx", host.port, backend)
+    try:
+        proxy.start()
+        wait_for(lambda: status_through(host.port) == 200, 15, "/healthz through nginx")
+
+        out = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+        assert recap(out)["failed"] == 0, out[-3000:]
+        master = host.service_pid()
+        argv = psutil.Process(master).cmdline()
+        assert argv[argv.index("-b") + 1] == "127.0.0.1:%d" % backend and "0.0.0.0:" not in " ".join(argv)
+        assert status_through(backend) == 200 and status_through(host.port) == 200
+        assert proxy.proc.poll() is None                                  # nginx keeps $PORT
+        report = stabilize_report(tmp_path)
+        assert report["result"] == "stabilized" and report["verified"]["listen"] == "127.0.0.1:%d" % backend
+        assert report["shape"]["behind_proxy"] and report["shape"]["bind"] == "127.0.0.1:%d" % backend
+        assert "kept the loopback bind" in out
+
+        again = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+        assert_idempotent(again)
+        assert host.service_pid() == master
+    finally:
+        proxy.stop()

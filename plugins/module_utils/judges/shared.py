@@ -137,6 +137,16 @@ def setting(master, key, fallback=None):
     return fallback if value is None else value
 
 
+def front_door_report(facts):
+    """The proxy that holds $PORT in front of the app, for the report (stabilize keeps the bind it forwards to):
+    name, pid, address, port, config and backend (the app's 'unix:PATH' or '127.0.0.1:N'); None without one."""
+    door = front_door(facts)
+    if not door:
+        return None
+    return {'name': door.get('name'), 'pid': door.get('pid'), 'address': door.get('address'), 'port': door.get('port'),
+            'config': door.get('config'), 'backend': backend_bind(facts)}
+
+
 def settings_report(master):
     """The primary master's effective settings for the report: each {value, source} (+ computed: the config
     file's expression when only running the file could tell); raw_env shows names only."""

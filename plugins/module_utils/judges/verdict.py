@@ -14,7 +14,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import (
     boot, eventlet, external, healthz, listen, port, process, system, voice)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.shared import (
-    RANK, Layer, healthz_stable, host_values, primary_master, settings_report)
+    RANK, Layer, front_door_report, healthz_stable, host_values, primary_master, settings_report)
 
 JUDGES = (
     ('port', port.judge), ('process', process.judge), ('listen', listen.judge), ('healthz', healthz.judge),
@@ -80,6 +80,7 @@ def judge(facts, host):
         'restart_history': process.restart_history(facts),
         # The primary master's effective settings, each with its source (docs/contract.md); null when none runs.
         'settings': settings_report(primary_master(facts)) if 'process' in facts else None,
+        'front_door': front_door_report(facts),
         'log_file': (facts.get('log') or {}).get('path'),
         'log_file_source': (facts.get('log') or {}).get('source'),
     }

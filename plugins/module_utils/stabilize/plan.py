@@ -15,6 +15,9 @@ __metaclass__ = type
 import copy
 import re
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.net import is_loopback
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
+
 # Causes configuration cannot fix: stabilize stops before changing anything.
 UNFIXABLE = ('boot_exception', 'disk_full', 'dev_server_at_import')
 # What the eventlet worker needs in the runner's environment (hub: doctor_eventlet_hub, never "select").
@@ -168,15 +171,23 @@ def _not_carried(overrides, current):
                               'why': NOT_CARRIED_WHY})
 
 
-def runner_shape(current, want, workers=0, timeout=0, port=None, service=None):
+def _door_bind(binds, door):
+    """The service's loopback bind the diagnosis' front door forwards to (its report's front_door.backend), or None."""
+    backend = gunicorn.tcp_port((door or {}).get('backend'))
+    return next((b for b in binds or [] if backend and gunicorn.tcp_port(b) == backend
+                 and is_loopback(b.rpartition(':')[0].strip('[]'))), None)
+
+
+def runner_shape(current, want, workers=0, timeout=0, port=None, service=None, door=None):
     """What the canonical command keeps of the running service and what it overrides (issue 13 point 7).
 
     current: service_info's current_settings (None: nothing runs, the plain canonical command). -> dict(config:
     the -c FILE kept (None), bind: '0.0.0.0:$PORT' or the unix socket kept, behind_proxy, kept: the settings left
     to the config file or GUNICORN_CMD_ARGS, overrides: each setting the command line overrides with where it was
-    set, refused: why the shape cannot be kept (None))."""
+    set, refused: why the shape cannot be kept (None), socket / backend_port: what verify samples behind the proxy).
+    door: the diagnosis' front door (its report's front_door) - a loopback bind it forwards to is kept."""
     shape = {'config': None, 'bind': '0.0.0.0:$PORT', 'behind_proxy': False, 'overrides': [], 'refused': None,
-             'cmd_args': False, 'kept': []}
+             'cmd_args': False, 'kept': [], 'socket': '', 'backend_port': 0}
     if not current:
         return shape
     settings = current['settings']
@@ -199,8 +210,11 @@ def runner_shape(current, want, workers=0, timeout=0, port=None, service=None):
     shape['kept'] = [{'setting': key, 'value': settings.get(key), 'source': current['sources'][key]}
                      for key in kept_settings(current, workers, timeout)]
     sockets = [b for b in settings.get('bind') or [] if b.startswith('unix:')]
+    behind = _door_bind(settings.get('bind'), door)
     if sockets:
-        shape.update(bind=sockets[0], behind_proxy=True)
+        shape.update(bind=sockets[0], behind_proxy=True, socket=sockets[0][5:])
+    elif behind:
+        shape.update(bind=behind, behind_proxy=True, backend_port=gunicorn.tcp_port(behind))
     else:
         _override(shape['overrides'], current, 'bind', ['0.0.0.0:%s' % port], 'the platform routes to $PORT')
     runbook_timeout, keepalive = RUNBOOK_TIMEOUTS.get(want, (60, 30))
@@ -226,9 +240,9 @@ def shape_actions(shape):
                         'reason': 'the service loads its settings from it: -c %s stays; only what must change is '
                         'set on the command line' % shape['config']})
     if shape.get('behind_proxy'):
-        actions.append({'action': 'kept the socket bind', 'target': shape['bind'],
-                        'reason': 'the app is served on a unix socket behind the proxy that holds $PORT; verified '
-                        'through it'})
+        actions.append({'action': 'kept the socket bind' if shape.get('socket') else 'kept the loopback bind',
+                        'target': shape['bind'], 'reason': 'the app is served on a %s behind the proxy that holds '
+                        '$PORT; verified through it' % ('unix socket' if shape.get('socket') else 'loopback port')})
     for k in shape.get('kept') or []:
         actions.append({'action': 'kept a setting', 'target': '%s (%s)' % (k['setting'], k['source']),
                         'reason': '%r: the command line leaves it to %s' % (k['value'], k['source'])})
@@ -285,7 +299,7 @@ def decide(inputs, before, service=None, memory=None):
         log_paths=paths, log_patterns=patterns)
     plan['try_eventlet'] = want == 'eventlet' and plan['base'] == 'sync' and not remembered
     plan['shape'] = runner_shape(service.get('current_settings'), plan['base'], inputs.get('workers'),
-                                 inputs.get('timeout'), port, service)
+                                 inputs.get('timeout'), port, service, before.get('front_door'))
     plan['refused'] = plan['shape']['refused']
     plan['message'] = say_plan(plan)
     return plan

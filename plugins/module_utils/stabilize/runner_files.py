@@ -14,6 +14,8 @@ __metaclass__ = type
 import json
 import re
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.net import is_loopback
+
 try:
     from shlex import quote as sh_quote
 except ImportError:  # pragma: no cover - Python 2 targets are not supported
@@ -101,6 +103,14 @@ def problems(spec):
     return found
 
 
+def kept_bind(bind):
+    """Whether the canonical command keeps `bind`: the app's own behind a proxy that holds $PORT - a unix socket or a
+    loopback port (plan.runner_shape); anything else is the runbook's 0.0.0.0:$PORT."""
+    bind = bind or ''
+    host, sep, port = bind.rpartition(':')
+    return bind.startswith('unix:/') or bool(sep and port.isdigit() and is_loopback(host.strip('[]')))
+
+
 def command(spec, arg=sh, exe=sh):
     """The canonical command, each value quoted by `arg` (the executable by `exe`)."""
     timeout, keepalive = RUNBOOK.get(spec['worker_class'], RUNBOOK['sync'])
@@ -110,7 +120,7 @@ def command(spec, arg=sh, exe=sh):
     # and the settings its config file or GUNICORN_CMD_ARGS set (spec['keep']: not on the command line, which wins).
     keep = spec.get('keep') or ()
     config = '-c %s ' % arg(spec['config']) if spec.get('config') else ''
-    bind = arg(spec['bind']) if (spec.get('bind') or '').startswith('unix:/') else '0.0.0.0:${PORT}'
+    bind = arg(spec['bind']) if kept_bind(spec.get('bind')) else '0.0.0.0:${PORT}'
     workers = '' if 'workers' in keep else '-w %d ' % int(spec['workers'])
     tuning = ''.join(' --%s %d' % (option, value) for key, option, value in (
         ('timeout', 'timeout', timeout), ('keepalive', 'keep-alive', keepalive)) if key not in keep)

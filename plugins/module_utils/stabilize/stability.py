@@ -129,20 +129,33 @@ def _socket_address(pid, path):
 
 
 def _address(psutil, pid, p):
-    """Where the master serves: its unix socket (p['socket'], behind the proxy on the port), else the port."""
-    return _socket_address(pid, p['socket']) if p.get('socket') else _listen_address(psutil, pid, p['port'])
+    """Where the master serves: its unix socket (p['socket']) or loopback port (p['backend_port']) behind the proxy
+    on the port, else the port."""
+    if p.get('socket'):
+        return _socket_address(pid, p['socket'])
+    return _listen_address(psutil, pid, p.get('backend_port') or p['port'])
 
 
 def sample(p):
-    """One GET of the health path on the port; with a socket, over it too: the failing answer when one fails."""
+    """One GET of the health path on the port; behind a proxy, on the app's socket or port too: the failing answer
+    when one fails."""
     s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
-    if not p.get('socket') or s['status'] != 200:
+    if s['status'] != 200 or not (p.get('socket') or p.get('backend_port')):
         return s
+    if p.get('backend_port'):
+        return healthz.sample(p['backend_port'], p['healthz_path'], timeout=healthz.TIMEOUT)
     return healthz.sample(None, p['healthz_path'], timeout=healthz.TIMEOUT, unix=p['socket'])
 
 
+def _backend(p):
+    """The app's own address behind the front door ('unix:PATH', '127.0.0.1:N'), or None."""
+    if p.get('socket'):
+        return 'unix:%s' % p['socket']
+    return '127.0.0.1:%d' % p['backend_port'] if p.get('backend_port') else None
+
+
 def _where(p):
-    return '%d (through the front door) and over unix:%s' % (p['port'], p['socket']) if p.get('socket') else '%d' % p['port']
+    return '%d (through the front door) and on %s' % (p['port'], _backend(p)) if _backend(p) else '%d' % p['port']
 
 
 def _workers(psutil, pid):
@@ -181,7 +194,7 @@ def wait_ready(psutil, p, exclude, deadline, logs):
         elif not listening:
             elsewhere = list(masters[0]['settings']['bind'])
             last = 'master %d does not listen on %s (its bind: %s)' % (
-                masters[0]['pid'], 'unix:' + p['socket'] if p.get('socket') else p['port'], ', '.join(elsewhere))
+                masters[0]['pid'], _backend(p) or p['port'], ', '.join(elsewhere))
         else:
             master, address = listening[0]
             workers = _workers(psutil, master['pid']) or set()

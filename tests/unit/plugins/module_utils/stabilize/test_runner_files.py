@@ -164,8 +164,11 @@ def test_command_keeps_the_config_file_and_the_socket_bind_of_the_plan():
                                            config="/srv/app/gunicorn.conf.py", bind="unix:/run/app/app.sock")
     settings = gunicorn.parse_cmdline(shlex.split(text))
     assert settings["config"] == "/srv/app/gunicorn.conf.py" and settings["bind"] == ["unix:/run/app/app.sock"]
-    # Anything but a unix socket is the runbook's bind on $PORT.
+    # A loopback port behind the proxy is kept too; anything else is the runbook's bind on $PORT.
+    assert "-b 127.0.0.1:8000 " in render("command.j2", gunicorn_service_bind="127.0.0.1:8000")
+    assert "-b '[::1]:8000' " in render("command.j2", gunicorn_service_bind="[::1]:8000")
     assert "-b 0.0.0.0:${PORT} " in render("command.j2", gunicorn_service_bind="10.0.0.1:80")
+    assert "-b 0.0.0.0:${PORT} " in render("command.j2", gunicorn_service_bind="0.0.0.0:8000")
 
 
 def test_settings_the_service_sets_itself_are_left_off_the_command_line():
