@@ -183,9 +183,10 @@ def _check_door_answers(facts, door, path, layer):
     layer.cause('proxy_backend_down', [
         'GET %s through the front door %s -> %s body %r' % (
             h['url'], shared.describe_door(door), bad[0]['status'] or bad[0]['error'], bad[0]['body'][:120]),
-        'GET %s -> 200' % h['backend']['url']], proxy=shared.describe_door(door), **dict(backend_values(facts, path),
-        extra='The app answers on its %s but the front door does not reach it: check its upstream (proxy_pass / server '
-        '%s) and its error log.' % ('port' if isinstance(path, int) else 'socket', _upstream(path))))
+        'GET %s -> 200' % h['backend']['url']], proxy=shared.describe_door(door), **dict(
+            backend_values(facts, path), extra='The app answers on its %s but the front door does not reach it: check '
+            'its upstream (proxy_pass / server %s) and its error log.' % (
+                'port' if isinstance(path, int) else 'socket', _upstream(path))))
 
 
 def _check_door_config(facts, door, accepting, layer):

@@ -289,6 +289,7 @@ def test_command_line_settings_the_canonical_command_does_not_carry_are_named_ne
     assert overridden['preload'] == (True, False, 'command line')
     # An -e value may be a secret: named by its variable only, in the plan and its message.
     assert overridden['raw_env'] == (['API_TOKEN'], [], 'command line')
+
     def paths(value, path=''):
         if isinstance(value, dict):
             return [p for k, v in value.items() for p in paths(v, path + '.' + str(k))]
