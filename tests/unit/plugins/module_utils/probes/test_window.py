@@ -190,13 +190,16 @@ class Processes(object):
     """What ProcessWatch records, fed by the test: the Window's decisions only depend on it."""
 
     def __init__(self, started):
-        self.started, self.changes, self.alive = started, [], set([100])
+        self.started, self.changes, self.alive, self.booting = started, [], set([100]), {}
 
     def look(self):
         pass
 
     def masters_alive(self):
         return self.alive
+
+    def none_serving(self):
+        return bool(self.booting)
 
 
 def test_window_ends_at_a_replacement_not_at_its_end(server):
