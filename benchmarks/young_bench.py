@@ -118,6 +118,7 @@ def diagnose(work, app, port, log, window, name):
                                         "doctor_stability_window": window}, timeout=600)
     seconds = time.time() - started
     report = json.loads((work / "reports" / "target.json").read_text())
+    (work / "reports" / "target.json").rename(work / "reports" / ("target.%s.json" % name))   # kept for a look
     causes = [c["id"] for c in report["causes"] if c["severity"] == "fail"] or [c["id"] for c in report["causes"]]
     return {"seconds": seconds, "verdict": report["verdict"], "causes": causes[:3],
             "probe": report["timings"].get("total"), "window": report["timings"].get("healthz")}
@@ -142,13 +143,14 @@ def main():
         try:
             started = time.time()
             app, log = kind.start(work, port)
-            young = diagnose(work, app, port, log, args.window, kind.name)
+            young = diagnose(work, app, port, log, args.window, "young")
             time.sleep(max(0.0, started + args.window + 1 - time.time()))
-            settled = diagnose(work, app, port, log, args.window, kind.name)
+            settled = diagnose(work, app, port, log, args.window, "settled")
         finally:
             kind.stop()
         rows.append((kind, young, settled))
-        print("%-15s young %s | settled %s" % (kind.name, cell(young), cell(settled)), flush=True)
+        print("%-15s young %s | settled %s   (reports in %s)" % (kind.name, cell(young), cell(settled), work / "reports"),
+              flush=True)
     print("\n| service | just started | older than the %d s window | goal |" % args.window)
     print("|---|---|---|---|")
     for kind, young, settled in rows:

@@ -348,6 +348,29 @@ def slow_import(text):
     return text.replace("import os\n", "import os\nimport time\ntime.sleep(float(os.environ.get('SLOW_IMPORT', '0')))\n", 1)
 
 
+def test_a_worker_still_booting_past_its_timeout_is_a_slow_boot_at_once(services, tmp_path, port):
+    """A settled slow boot: the service's only worker has been importing for longer than --timeout (gunicorn does not
+    kill it), its listen backlog takes connections nobody answers. Its heartbeat says so at the window's first look:
+    no 3 s wait for the first sample, no dry import run out to the timeout."""
+    app_dir = make_app(tmp_path, slow_import)
+    log = tmp_path / "gunicorn.log"
+    service = services(app_dir, log, bind="0.0.0.0:%d" % port, env={"PORT": str(port), "SLOW_IMPORT": "60"},
+                       extra_args=["--timeout", "2"], ready=False)
+    wait_for(lambda: psutil.Process(service.pid).children(), 20, "the first worker")
+    worker = psutil.Process(service.pid).children()[0]
+    time.sleep(max(0.0, worker.create_time() + 3.0 - time.time()))   # booting for longer than its --timeout 2
+    report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port, doctor_voice_checks=False))[0]
+
+    assert report["verdict"] == "down" and report["causes"][0]["id"] == "slow_boot", [c["id"] for c in report["causes"]]
+    evidence = report["causes"][0]["evidence"][0]
+    assert "worker %d of master %d has been booting for" % (worker.pid, service.pid) in evidence, evidence
+    assert "the worker timeout is 2 s" in evidence
+    stable = check(report, "healthz", "stable 200")["detail"]
+    assert "not waited for further: every worker of the app is still booting" in stable, stable
+    assert check(report, "boot", "dry import")["status"] == "skip"
+    assert report["timings"]["total"] < 2, report["timings"]   # the dry import alone would take the 2 s timeout
+
+
 def test_slow_boot_is_named_at_the_services_timeout(services, tmp_path, port):
     app_dir = make_app(tmp_path, slow_import)
     log = tmp_path / "gunicorn.log"

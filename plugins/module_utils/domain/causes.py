@@ -140,7 +140,8 @@ CAUSES = {
         'takes seconds; until then raise --timeout above {extra}: {timeout_change}.',
         evidence="The dry import takes half the master's --timeout or more (warn), or the whole timeout (it is stopped then: "
         "the service's effective --timeout, not doctor_boot_timeout, bounds it), or does not finish within "
-        'doctor_boot_timeout; or the spare-port --preload boot never reaches "Listening at".'),
+        'doctor_boot_timeout; or the spare-port --preload boot never reaches "Listening at"; or a worker of the '
+        'service has been booting for longer than its --timeout (its heartbeat file untouched since its fork).'),
     'dev_server_at_import': _cause(
         'boot', 'fail', '3.2', 2, 'A dev server (app.run()) starts when the app is imported, inside the '
         'gunicorn worker.',

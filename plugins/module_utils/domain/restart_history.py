@@ -155,3 +155,48 @@ def duration(seconds):
 def timeline(gens, limit=TIMELINE_LINES):
     """The last `limit` masters, one line each, oldest first."""
     return [describe(g) for g in gens[-limit:]]
+
+
+def stopped_from_outside(events, gens, within=RECENT):
+    """-> (the "Handling signal: term" events, the masters that served and were stopped from outside - shut down after
+    a SIGTERM, or gone without a line (SIGKILL) - the newest epoch of the log), within the last `within` s of the log
+    (`events` with their `epoch`). A master that gave up on its own (its worker failed to boot) was not stopped."""
+    newest = max([e['epoch'] for e in events if e.get('epoch')] or [0])
+    terms = [e for e in events if e['event'] == 'signal_term' and e.get('epoch') and newest - e['epoch'] <= within]
+    stopped = [g for g in gens if g['end'] == 'vanished' or
+               (g['end'] == 'shutdown' and any(sig['signal'] == 'term' for sig in g['signals']))]
+    ended = [g for g in stopped if g['served'] and g['started'] and newest - g['started'] <= within]
+    return terms, ended, newest
+
+
+def restarted_from_outside(terms, ended):
+    """The periodic-restart rule: two or more SIGTERMs, or two or more masters that served and were stopped."""
+    return len(terms) >= 2 or len(ended) >= 2
+
+
+def unsettled(log, masters, now, window):
+    """Why the log, read before the stability window, already shows that the app's current run is not stable -> a
+    text, or None (then only the window can tell). `log`: probes/logfile facts; `masters`: the running masters
+    ({pid, age}); `now` and the events' epochs are the host's clock.
+    - a running master logged a WORKER TIMEOUT (or a worker SIGKILLed) in the last `window` s;
+    - the masters were restarted from outside (restarted_from_outside in the last RECENT s) and the newest master is
+      younger than that: a runner restarts it, and will again;
+    - two or more masters could not boot the app in the last RECENT s, the last within `window` s: a crash loop."""
+    if not log:
+        return None
+    events, gens = log.get('events') or [], log.get('generations') or []
+    pids = set(m['pid'] for m in masters)
+    kills = [e for e in events if e['event'] in ('worker_timeout', 'worker_sigkill') and e.get('pid') in pids and
+             e.get('epoch') and now - e['epoch'] <= window]
+    if kills:
+        return '%s, logged %d s before the window' % (kills[-1]['line'].split('] ', 3)[-1], round(now - kills[-1]['epoch']))
+    terms, ended, newest = stopped_from_outside(events, gens)
+    if restarted_from_outside(terms, ended) and (not masters or min(m['age'] for m in masters) < RECENT):
+        found = pattern(gens, newest=newest)
+        return 'the log already shows the masters restarted from outside: %s' % (
+            found['text'] if found else '%d x "Handling signal: term"' % len(terms))
+    failed = [g for g in gens if g['end'] == 'failed' and g['stopped'] and now - g['stopped'] <= RECENT]
+    if len(failed) >= 2 and now - failed[-1]['stopped'] <= window:
+        return 'the log already shows a crash loop: %d masters could not boot the app in the last %s' % (
+            len(failed), duration(now - failed[0]['stopped']))
+    return None

@@ -23,6 +23,7 @@ def judge(facts, layer):
     events = shared.last_run_events(facts)
 
     _judge_dry_import(layer, inputs, boot, master, timeout)
+    _judge_booting_workers(facts, layer, master)
 
     # The dev server at import: the ast scan, what the dry import saw, the log banner.
     # A file that does not parse cannot hide a call: it is named in the check, not taken for a dev server.
@@ -87,6 +88,9 @@ def _judge_dry_import(layer, inputs, boot, master, timeout):
         layer.cause('slow_boot', ['importing %s did not finish within %s s: the worker timeout is %s s (%s)' % (
             inputs['app'], dry['import_seconds'], dry['limit'], dry['limit_source'])],
             extra='%s s (the import ran longer than that and was stopped)' % dry['limit'])
+    elif dry.get('stopped'):
+        layer.check('dry import', 'skip', 'stopped after %s s of importing, unfinished: a worker of the service already '
+                    'booted for longer than its worker timeout (see slow_boot)%s' % (dry['import_seconds'], ran_as))
     elif dry.get('timed_out'):
         layer.check('dry import', 'fail', 'the import did not finish within %s s%s' % (dry['seconds'], ran_as))
         layer.cause('slow_boot', ['importing %s did not finish within %s s (doctor_boot_timeout)' % (
@@ -117,6 +121,27 @@ def _judge_dry_import(layer, inputs, boot, master, timeout):
                 inputs['app'], seconds, timeout, timeout_source(master))], severity='warn', **values)
         else:
             layer.check('dry import', 'pass', detail)
+
+
+def _judge_booting_workers(facts, layer, master):
+    """A worker of the service still booting after its worker timeout (the window read its heartbeat): a slow boot
+    seen on the service itself, whatever the dry import could show within that time."""
+    slow = window.slow_boots(facts)
+    if not slow:
+        return
+    worst = max(slow, key=lambda b: b['seconds'])
+    limit = window.watch_of(facts)['boot_limit']
+    evidence = ['worker %d of master %s has been booting for %.0f s and has not served yet (its heartbeat is untouched '
+                'since its fork): the worker timeout is %s s (%s)' % (worst['pid'], worst['master'], worst['seconds'],
+                                                                      limit, timeout_source(master))]
+    evidence += ['worker %d: booting for %.0f s' % (b['pid'], b['seconds']) for b in slow if b is not worst][:3]
+    found = next((c for c in layer.causes if c['id'] == 'slow_boot' and c['severity'] == 'fail'), None)
+    if found:
+        found['evidence'] += evidence
+        return
+    layer.causes[:] = [c for c in layer.causes if c['id'] != 'slow_boot']   # the half-timeout warning says less
+    above = int(worst['seconds']) + 10
+    layer.cause('slow_boot', evidence, extra='%d s' % above, timeout_change=change_timeout(layer, master, above))
 
 
 def timeout_source(master):

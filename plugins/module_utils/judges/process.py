@@ -40,12 +40,27 @@ def judge(facts, layer):
     master = shared.primary_master(facts)
     _judge_window(facts, layer)
     _periodic_sigterm(facts, layer, facts.get('log'), master)
+    _one_runner_overlapping(layer, masters)
 
     restarts = [e for e in shared.last_run_events(facts) if e['event'] == 'worker_boot']
     workers = shared.setting(master, 'workers', 1)
     if master and len(restarts) > workers:
         layer.check('worker restarts', 'pass', 'note: %d workers booted since master %d started (%d configured)'
                     % (len(restarts), master['pid'], workers))
+
+
+def _one_runner_overlapping(layer, masters):
+    """Masters that all have one runner, which restarts them from outside, are the overlap of its restarts (it starts
+    the next master beside the old one, then stops the old): periodic_sigterm, the root cause, goes first."""
+    ids = [c['id'] for c in layer.causes]
+    runners = set(m['runner'].get('pid') for m in masters)
+    if 'periodic_sigterm' not in ids or 'multiple_runners' not in ids or len(runners) != 1 or None in runners:
+        return
+    restarts = layer.causes.pop(ids.index('periodic_sigterm'))
+    layer.causes.insert(ids.index('multiple_runners'), restarts)
+    layer.causes[ids.index('multiple_runners') + 1]['evidence'].append(
+        'all %d masters were started by one runner (pid %s), which restarts them: it starts the next master before it '
+        'stops the old one (see periodic_sigterm)' % (len(masters), runners.pop()))
 
 
 def _judge_settings(master, layer):
@@ -79,22 +94,13 @@ def _judge_window(facts, layer):
 
 
 def _log_restarts(log):
-    """-> (recent "Handling signal: term" events, the masters that served and were stopped from outside - shut down
-    after a SIGTERM, or gone without a line (SIGKILL) - the generations, the newest epoch), all within the last
-    SIGTERM_RECENT s of the log. A master that gave up on its own (its worker failed to boot) was not stopped."""
+    """-> (recent "Handling signal: term" events, the masters that served and were stopped from outside, the
+    generations, the newest epoch), within the last SIGTERM_RECENT s of the log (restart_history.stopped_from_outside)."""
     if not log:
         return [], [], [], 0
-    newest = max([e['epoch'] for e in log['events'] if e.get('epoch')] or [0])
-    recent = [e for e in log['events'] if e['event'] == 'signal_term' and e.get('epoch')
-              and newest - e['epoch'] <= SIGTERM_RECENT]
     gens = log.get('generations') or []
-    stopped = [g for g in gens if g['end'] == 'vanished' or (g['end'] == 'shutdown' and _termed(g))]
-    ended = [g for g in stopped if g['served'] and g['started'] and newest - g['started'] <= SIGTERM_RECENT]
+    recent, ended, newest = history.stopped_from_outside(log['events'], gens, SIGTERM_RECENT)
     return recent, ended, gens, newest
-
-
-def _termed(gen):
-    return any(sig['signal'] == 'term' for sig in gen['signals'])
 
 
 def _periodic_sigterm(facts, layer, log, master):
@@ -106,7 +112,7 @@ def _periodic_sigterm(facts, layer, log, master):
                 for m in window.master_exits(facts, master['pid'] if master else None) if m['by'] and not m['failed']]
     recent, ended, gens, newest = _log_restarts(log)
     young = master is None or master['age'] < SIGTERM_RECENT
-    if not replaced and (not young or (len(recent) < 2 and len(ended) < 2)):
+    if not replaced and (not young or not history.restarted_from_outside(recent, ended)):
         if log:
             layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
         else:

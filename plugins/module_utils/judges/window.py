@@ -61,7 +61,20 @@ def _failed_boot(facts, pid):
     if e:
         return e['line'].split('] ', 3)[-1]
     gens = (facts.get('log') or {}).get('generations') or []
-    return 'its log says it could not boot the app' if any(g['pid'] == pid and g['end'] == 'failed' for g in gens) else None
+    if any(g['pid'] == pid and g['end'] == 'failed' for g in gens):
+        return 'its log says it could not boot the app'
+    return _never_started(facts, pid, gens)
+
+
+def _never_started(facts, pid, gens):
+    """A master the probe saw with no worker and no socket of its own, which never served in the log and handled no
+    SIGTERM, and exited: it could not start (a worker class or hub refused before its log opened) -> a text, or None."""
+    master = next((m for m in (facts.get('process') or {}).get('masters') or [] if m['pid'] == pid), None)
+    sockets = (facts.get('listen') or {}).get('app_sockets') or []
+    if master is None or master['workers'] or any(s.get('pid') == pid for s in sockets) or \
+            any(g['pid'] == pid and (g['served'] or g['signals']) for g in gens) or _log_line(facts, 'signal_term', pid):
+        return None
+    return 'it had no worker and no socket when the probe looked, and handled no SIGTERM: it could not start'
 
 
 def _was_master(facts, pid):
@@ -114,6 +127,11 @@ def worker_restarts(facts):
             ', worker %d booted at +%.1f s' % (new['pid'], new['at']) if new else '',
             ' (%s)' % why['line'].split('] ', 3)[-1] if why else ''))
     return found
+
+
+def slow_boots(facts):
+    """The workers the window saw booting for longer than the service's worker timeout (`boot_limit`)."""
+    return watch_of(facts).get('slow_boots') or []
 
 
 def seconds(facts):

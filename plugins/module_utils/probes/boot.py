@@ -28,12 +28,14 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import 
 OUTPUT_LINES_KEPT = 40
 
 
-def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, ident=None, import_limit=None):
+def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, ident=None, import_limit=None, stop=None):
     """-> facts of the dry import (see dry_import.SCRIPT), plus `timed_out`, the raw output tail and `run_as`.
     It runs confined (app_runner): as `ident` (the service's user), with the service's environment `env`.
 
     `import_limit` (seconds, why): the service's own --timeout. An import still running that long is already a slow
-    boot: it is stopped then (`over_limit`), not after the whole `timeout`."""
+    boot: it is stopped then (`over_limit`), not after the whole `timeout`. `stop` (an Event): set by the caller when
+    other evidence already proves the boot slow (a worker of the service booting for longer than its timeout): an
+    import still running then is stopped (`stopped`)."""
     module, variable = gunicorn.split_app_spec(app)
     marks = {}
 
@@ -49,13 +51,16 @@ def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, 
             run.start([python, '-c', dry_import.SCRIPT, module, variable, healthz_path], cwd=chdir)
         except OSError as e:
             return _not_started(run.ident, type(e).__name__, _cannot_start(run, python, e))
-        over_limit = _wait_import(run, marks, import_limit[0] if import_limit else None)
-        timed_out = over_limit or run.running()
+        over_limit = _wait_import(run, marks, import_limit[0] if import_limit else None, stop)
+        stopped = stop is not None and stop.is_set() and run.running() and dry_import.IMPORTED not in marks
+        timed_out = (over_limit or run.running()) and not stopped
         run.stop(grace=1.0)  # also what the app started at import and left running
     text = '\n'.join(run.lines)
     result = dry_import.parse_output(text) or {'ok': False}
     result['timed_out'] = timed_out
-    if over_limit:
+    if stopped:
+        result.update(stopped=True, import_seconds=round(time.time() - marks.get(dry_import.IMPORTING, run.started), 2))
+    elif over_limit:
         result.update(over_limit=True, limit=import_limit[0], limit_source=import_limit[1],
                       import_seconds=round(time.time() - marks[dry_import.IMPORTING], 2))
     result['seconds'] = round(time.time() - run.started, 2)
@@ -65,10 +70,10 @@ def run_dry_import(python, chdir, app, healthz_path, env, timeout, psutil=None, 
     return result
 
 
-def _wait_import(run, marks, limit):
-    """Until the run exits or its deadline passes -> True when it was stopped early: its import had run for `limit`
-    seconds and not returned."""
-    while run.running() and time.time() < run.deadline:
+def _wait_import(run, marks, limit, stop=None):
+    """Until the run exits, its deadline passes or `stop` is set -> True when it was stopped early: its import had run
+    for `limit` seconds and not returned."""
+    while run.running() and time.time() < run.deadline and not (stop is not None and stop.is_set()):
         began = marks.get(dry_import.IMPORTING)
         if limit and began and dry_import.IMPORTED not in marks and time.time() >= began + limit:
             return True

@@ -77,6 +77,7 @@ class Sampler(object):
         self.first = threading.Event()   # the first answer is in
         self.stop = threading.Event()    # set by the caller: the window is over
         self.failed = False              # a 200 service failed: the window ended on its own evidence
+        self.lock = threading.Lock()     # the first sample: recorded by run(), or given up on by the caller
 
     def _sample(self):
         """One tick: a sample on $PORT (its 'ok': it, and the backend's when there is one, answered 200)."""
@@ -96,9 +97,12 @@ class Sampler(object):
         self.started = started or time.time()
         first = self._sample()
         first['at'] = 0.0
-        self.first_ok = first['ok']
-        self.samples.append(first)
-        self.first.set()
+        with self.lock:
+            if self.first.is_set():
+                return self.facts()   # given up on (give_up_first): its late answer is not part of the window
+            self.first_ok = first['ok']
+            self.samples.append(first)
+            self.first.set()
         if first.pop('ok'):
             self.window = self.wait_seconds
         elif self.settled:
@@ -124,6 +128,19 @@ class Sampler(object):
                 self.failed = True
                 break
         return self.facts()
+
+    def give_up_first(self, why):
+        """The caller knows nothing can answer the first sample yet (`why`): it is recorded as unanswered so far, not
+        waited out to its timeout."""
+        with self.lock:
+            if self.first.is_set():
+                return
+            waited = time.time() - (self.started or time.time())
+            self.first_ok, self.one_sample = False, why
+            self.samples.append({'status': None, 'latency_ms': round(waited * 1000, 1), 'body': '', 'at': 0.0,
+                                 'error': 'no answer after %.1f s, not waited for further: %s' % (waited, why)})
+            self.stop.set()
+            self.first.set()
 
     def _came_up(self, s):
         """A young service that answers 200 after failures was booting: watch it the whole window from here."""

@@ -21,7 +21,8 @@ import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, gunicorn_settings, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import (
+    gunicorn, gunicorn_settings, restart_history, service_env)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
     boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, voice,
@@ -218,8 +219,9 @@ def probe_host(psutil, params, layers=None):
     t_listen = start('listen', 'listen', listen.collect, psutil, port, procs, facts['log'])
     ident = context['identity']
     timeout, timeout_source = context['service_timeout']
+    dry_stop = threading.Event()   # set when a worker of the service already proves the boot slow
     t_dry = start('boot', 'dry_import', boot.run_dry_import, p['python'], p['chdir'], p['app'], p['healthz_path'],
-                  context['env'], p['boot_timeout'], psutil, ident=ident,
+                  context['env'], p['boot_timeout'], psutil, ident=ident, stop=dry_stop,
                   import_limit=(timeout, timeout_source) if timeout and timeout < p['boot_timeout'] else None) \
         if p['dry_import'] else None
     t_scan = start('boot', 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
@@ -231,6 +233,8 @@ def probe_host(psutil, params, layers=None):
     t_healthz = start('healthz', 'healthz', watch_window, context, deadline, listen.backend(facts['listen']),
                       bound_elsewhere(context, facts['listen']))
     facts['healthz'] = wait(t_healthz, 'healthz')
+    if slow_boots(facts['healthz']):
+        dry_stop.set()   # the running worker proves more than the dry import could within the timeout
     if facts['healthz']:   # the lines the log gained during the window count for the judges too
         facts['log'] = _timed(timings, 'log_again', reread_log, p['log_file'], facts['log'], facts['healthz']['watch'])
     stable = window_stable(facts['healthz'])
@@ -243,7 +247,8 @@ def probe_host(psutil, params, layers=None):
         _check_app_spec(p, dry)
     context = dict(context, dry_import=dry)
     boot_wanted = wanted.intersection(NEEDED_BY['boot']) and 'boot' not in late
-    skipped = _preload_skip_reason(p, stable, dry) or (p['preload_boot'] == 'auto' and _boot_proven(facts, dry))
+    skipped = _preload_skip_reason(p, stable, dry) or \
+        (p['preload_boot'] == 'auto' and (_slow_boot_skip_reason(facts['healthz']) or _boot_proven(facts, dry)))
     t_preload = None
     if boot_wanted and not skipped:
         t_preload = start('boot', 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
@@ -277,7 +282,22 @@ def watch_window(context, deadline, backend=None, settled=None):
     processes = window.ProcessWatch(context['psutil'], p['app'], p['chdir'], context['exclude'],
                                     context['process']['masters'], started)
     log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started)
-    return window.Window(sampler, processes, log).run()
+    history = restart_history.unsettled(context['log'], context['process']['masters'], time.time(), p['stability_window'])
+    return window.Window(sampler, processes, log, history, context['service_timeout'][0]).run()
+
+
+def slow_boots(h):
+    """The workers the window saw booting for longer than the service's worker timeout (probes/heartbeat.py)."""
+    return ((h or {}).get('watch') or {}).get('slow_boots') or []
+
+
+def _slow_boot_skip_reason(h):
+    """Why the spare-port boot has nothing to add to a boot already proven slow, or None."""
+    found = slow_boots(h)
+    if not found:
+        return None
+    return 'worker %d of the service has been booting for %.0f s, longer than its worker timeout: a spare-port boot ' \
+        'would too' % (found[0]['pid'], found[0]['seconds'])
 
 
 def bound_elsewhere(context, listen_facts):

@@ -19,7 +19,7 @@ import time
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import alive
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner, process
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner, heartbeat, process
 
 LOOK_INTERVAL = 0.25       # how often the process table and the log are looked at
 SETTLE = 3.0               # after conclusive evidence: the most the rest of it may take (the exit, the replacement, the re-boot)
@@ -44,6 +44,8 @@ class ProcessWatch(object):
         self.roles = {}     # pid -> ('master', None) or ('worker', master pid), as first seen
         self.others = set()  # (pid, create_time) of processes that are surely not the app's gunicorns
         self.changes = []
+        self.booting = {}    # worker pid -> {pid, master, seconds, at}: still booting (probes/heartbeat.py)
+        self.serving = set()  # (pid, create_time) of workers seen out of their boot
         for m in masters:
             self._remember((m['pid'], m['create_time']), m['pid'], m['ppid'], ('master', None))
             for w in m['workers']:
@@ -89,6 +91,27 @@ class ProcessWatch(object):
             self.roles[key[0]] = role
             self.changes.append({'at': at, 'what': 'started', 'role': role[0], 'pid': key[0], 'master': role[1]})
         self.known = now
+        self._look_at_boots(at)
+
+    def _look_at_boots(self, at):
+        """Which workers of the app are still booting, and for how long (a worker that served once is not read again)."""
+        for key in self.known:
+            role, master = self.roles.get(key[0], ('', None))
+            if role != 'worker' or key in self.serving:
+                continue
+            seconds = heartbeat.booting_for(key[0], key[1])
+            if seconds is None:
+                self.serving.add(key)
+                self.booting.pop(key[0], None)
+            else:
+                self.booting[key[0]] = {'pid': key[0], 'master': master, 'seconds': seconds, 'at': at}
+        for pid in set(self.booting) - set(k[0] for k in self.known):
+            del self.booting[pid]   # gone: what it showed stays in `changes`
+
+    def none_serving(self):
+        """Every worker of the app is still booting (so nothing can answer /healthz yet)."""
+        workers = [k for k in self.known if self.roles.get(k[0], ('',))[0] == 'worker']
+        return bool(workers) and all(k[0] in self.booting for k in workers)
 
     def masters_alive(self):
         return set(v['pid'] for v in self.known.values() if self.roles.get(v['pid'], ('',))[0] == 'master')
@@ -136,10 +159,15 @@ class LogWatch(object):
 
 
 class Window(object):
-    """One stability window: run() -> the healthz facts with `watch`, what the processes and the log did."""
+    """One stability window: run() -> the healthz facts with `watch`, what the processes and the log did.
 
-    def __init__(self, sampler, processes, log):
+    `history`: why the log read before the window already shows the current run unstable (restart_history.unsettled),
+    or None: then the window need not wait for more of the same. `boot_limit`: the service's worker timeout; a worker
+    still booting after that long is a slow boot, whatever comes later."""
+
+    def __init__(self, sampler, processes, log, history=None, boot_limit=None):
         self.sampler, self.processes, self.log = sampler, processes, log
+        self.history, self.boot_limit = history, boot_limit
         self.sampled = threading.Event()
         self.ended = None
 
@@ -153,44 +181,60 @@ class Window(object):
         thread = threading.Thread(target=self._sample, name='healthz')
         thread.daemon = True   # a sample still waiting for its answer when the window ends is left behind
         thread.start()
-        settle_until = None
+        settle_until, done = None, False
         while True:
-            done = self.sampled.wait(LOOK_INTERVAL)
-            self.processes.look()
+            self.processes.look()   # at once, then every LOOK_INTERVAL: evidence already there ends it soonest
             self.log.look()
             now = time.time()
             if settle_until is None and (self.sampler.failed or self.conclusive()):
                 settle_until = now + SETTLE
                 self.ended = self.conclusive() or 'healthz'
-            if settle_until is not None and (now >= settle_until or not self.pending()) and self.sampler.first.is_set():
+            if settle_until is not None and (now >= settle_until or not self.pending()) and self._first_answered():
                 break   # (a first sample still waiting for its answer is waited for: it is bounded by its timeout)
             if done and settle_until is None:
                 break
+            done = self.sampled.wait(LOOK_INTERVAL)
         self.sampler.stop.set()
         facts = self.sampler.facts()
         facts['watch'] = self.facts()
         return facts
 
+    def _first_answered(self):
+        """The first sample is in; or nothing could answer it (every worker still booting past the limit): then it is
+        recorded as unanswered so far instead of waiting out its timeout."""
+        if self.sampler.first.is_set():
+            return True
+        if self.ended == 'boot' and self.processes.none_serving():
+            self.sampler.give_up_first('every worker of the app is still booting')
+        return self.sampler.first.is_set()
+
+    def slow_boots(self):
+        """Workers booting for longer than the service's worker timeout."""
+        return [b for b in self.processes.booting.values() if self.boot_limit and b['seconds'] > self.boot_limit]
+
     def conclusive(self):
-        """What makes the window's verdict certain ('process' or 'log'), or None."""
+        """What makes the window's verdict certain ('process', 'log', 'boot' or 'history'), or None."""
         if any(c['what'] == 'exited' for c in self.processes.changes):
             return 'process'
         if any(e['event'] in CONCLUSIVE for e in self.log.events):
             return 'log'
-        return None
+        if self.slow_boots():
+            return 'boot'
+        return 'history' if self.history else None
 
     def pending(self):
-        """Whether the rest of the evidence may still come: more masters exited than started (a replacement may
-        follow), a master that handled TERM still runs, a worker of a master that runs on exited and no new one has
-        booted yet, or /healthz failed and nothing else has shown why yet."""
+        """Whether the rest of the evidence may still come: more masters exited than started and none runs on (a
+        replacement may follow), a master that handled TERM still runs, a worker of a master that runs on exited and no
+        new one has booted yet, or /healthz failed and nothing else has shown why yet."""
         changes = self.processes.changes
 
         def count(role, what, master=None):
             return len([c for c in changes if c['role'] == role and c['what'] == what and
                         (master is None or c['master'] == master)])
-        if count('master', 'exited') > count('master', 'started'):
-            return True
         alive = self.processes.masters_alive()
+        gone = set(c['pid'] for c in changes if c['role'] == 'master' and c['what'] == 'exited')
+        if count('master', 'exited') > count('master', 'started') and not alive - gone:
+            return True
         if any(count('worker', 'exited', m) > count('worker', 'started', m) for m in alive):
             return True
         if any(e['event'] == 'signal_term' and e['pid'] in alive for e in self.log.events):
@@ -206,6 +250,10 @@ class Window(object):
             'log_events': [dict((k, e[k]) for k in ('at', 'event', 'pid', 'worker', 'line') if k in e)
                            for e in self.log.events],
             'log_bytes_read': self.log.read_bytes,
+            'booting': sorted(self.processes.booting.values(), key=lambda b: b['pid']),
+            'boot_limit': self.boot_limit,
+            'slow_boots': self.slow_boots(),
+            'history': self.history,
             'ended_by': self.ended,   # None: the window ran its course
             'seconds': round(time.time() - self.processes.started, 2),
         }

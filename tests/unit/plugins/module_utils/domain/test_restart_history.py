@@ -91,3 +91,41 @@ def test_one_master_is_no_pattern_and_old_restarts_do_not_count():
 
 def test_durations_read_as_a_person_would_say_them():
     assert [restart_history.duration(s) for s in (8, 119, 3588, 90000)] == ["8 s", "119 s", "60 min", "25 h"]
+
+
+def unsettled_log(lines):
+    """Log facts (probes/logfile.collect) of these gunicorn lines, `(offset s, pid, message)` after 12:00:00."""
+    text = "".join("[2026-12-05 12:00:%02d +0000] [%d] [INFO] %s\n" % (at, pid, msg) for at, pid, msg in lines)
+    events = gunicorn.scan_log(text.splitlines())["events"]
+    for e in events:
+        e["epoch"] = logfile.parse_time(e["time"])
+    return {"events": events, "generations": restart_history.generations(events)}
+
+
+NOON = logfile.parse_time("2026-12-05 12:00:00 +0000")
+
+
+def test_a_worker_timeout_of_the_running_master_in_the_last_window_is_already_unstable():
+    log = unsettled_log([(0, 10, "Starting gunicorn 25.3.0"), (0, 10, "Listening at: http://0.0.0.0:8000 (10)"),
+                         (9, 10, "WORKER TIMEOUT (pid:11)")])
+    text = restart_history.unsettled(log, [{"pid": 10, "age": 12}], NOON + 12, 15)
+    assert text == "WORKER TIMEOUT (pid:11), logged 3 s before the window"
+    assert restart_history.unsettled(log, [{"pid": 10, "age": 40}], NOON + 40, 15) is None   # long ago: watch
+    assert restart_history.unsettled(log, [{"pid": 99, "age": 2}], NOON + 12, 15) is None    # another master's
+
+
+def test_masters_restarted_twice_from_outside_are_already_unstable_and_once_is_not():
+    lines = [(0, 10, "Starting gunicorn 25.3.0"), (0, 10, "Listening at: http://0.0.0.0:8000 (10)"),
+             (8, 20, "Starting gunicorn 25.3.0"), (9, 10, "Handling signal: term"), (9, 10, "Shutting down: Master")]
+    assert restart_history.unsettled(unsettled_log(lines), [{"pid": 20, "age": 2}], NOON + 10, 15) is None
+    lines += [(16, 30, "Starting gunicorn 25.3.0"), (17, 20, "Handling signal: term"), (17, 20, "Shutting down: Master")]
+    text = restart_history.unsettled(unsettled_log(lines), [{"pid": 30, "age": 2}], NOON + 18, 15)
+    assert text.startswith("the log already shows the masters restarted from outside: restarted 2 times in 16 s")
+
+
+def test_masters_that_could_not_boot_twice_are_a_crash_loop_already():
+    lines = [(0, 10, "Starting gunicorn 25.3.0"), (1, 10, "Shutting down: Master"), (1, 10, "Reason: Worker failed to boot."),
+             (3, 20, "Starting gunicorn 25.3.0"), (4, 20, "Shutting down: Master"), (4, 20, "Reason: Worker failed to boot.")]
+    text = restart_history.unsettled(unsettled_log(lines), [], NOON + 5, 15)
+    assert text == "the log already shows a crash loop: 2 masters could not boot the app in the last 4 s"
+    assert restart_history.unsettled(unsettled_log(lines[:3]), [], NOON + 5, 15) is None

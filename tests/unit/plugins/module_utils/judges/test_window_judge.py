@@ -77,3 +77,22 @@ def test_an_import_stopped_at_the_services_timeout_is_a_slow_boot(tmp_path):
     found = cause(diagnose(facts), "slow_boot")
     assert found["evidence"][0] == ("importing AgentLocator.main:app did not finish within 5.02 s: the worker timeout "
                                     "is 5 s (master 4242: command line)")
+
+
+def test_a_master_that_could_not_start_and_was_started_again_is_no_sigterm(tmp_path):
+    """An eventlet crash loop: gunicorn refuses the hub before it opens its log. The probe saw the master with no worker
+    and no socket; the window saw it exit and its runner start the next one. Nothing sent SIGTERM."""
+    from test_verdict import master_fact, set_sockets
+    facts = healthy_facts(tmp_path)
+    facts["process"]["masters"] = [master_fact(age=1.2, workers=0, runner={"kind": "shell_loop", "detail": "bash",
+                                                                           "pid": 77})]
+    facts["log"] = None
+    set_sockets(facts, [])
+    facts = watched(facts, [master("exited", MASTER, 1.1), master("started", 5000, 1.1)], ended_by="process")
+    set_healthz(facts, ["Connection refused"] * 3)
+    facts["healthz"]["watch"] = {"changes": [master("exited", MASTER, 1.1), master("started", 5000, 1.1)],
+                                 "log_events": [], "log_bytes_read": 0, "ended_by": "process", "seconds": 1.1}
+    report = diagnose(facts)
+    assert "periodic_sigterm" not in ids(report)
+    detail = check(report, "process", "masters through the window")
+    assert detail["status"] == "warn" and "could not start" in detail["detail"], detail

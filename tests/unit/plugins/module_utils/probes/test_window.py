@@ -193,13 +193,16 @@ class Processes(object):
     """What ProcessWatch records, fed by the test: the Window's decisions only depend on it."""
 
     def __init__(self, started):
-        self.started, self.changes, self.alive = started, [], set([100])
+        self.started, self.changes, self.alive, self.booting = started, [], set([100]), {}
 
     def look(self):
         pass
 
     def masters_alive(self):
         return self.alive
+
+    def none_serving(self):
+        return bool(self.booting)
 
 
 def test_window_ends_at_a_replacement_not_at_its_end(server):
@@ -245,3 +248,44 @@ def test_dry_import_within_the_services_timeout_is_not_stopped(tmp_path):
     dry = boot.run_dry_import(sys.executable, str(tmp_path), "quickapp:app", "/healthz", dict(os.environ), 30, psutil,
                               import_limit=(5, "master 42: command line"))
     assert not dry.get("over_limit") and not dry["timed_out"] and dry["ok"]
+
+
+def test_window_ends_at_once_when_the_log_already_shows_the_run_unstable(server):
+    port, answers = server
+    started = time.time()
+    sampler = healthz.Sampler(port, "/healthz", 30, "young")
+    facts = window.Window(sampler, Processes(started), window.LogWatch(None, 0, started),
+                          history="WORKER TIMEOUT (pid:11), logged 3 s before the window").run()
+    assert time.time() - started < 1.5
+    assert facts["watch"]["ended_by"] == "history" and facts["watch"]["history"].startswith("WORKER TIMEOUT")
+    assert [s["status"] for s in facts["samples"]] == [200]
+
+
+def test_a_worker_booting_past_the_timeout_ends_the_window_without_waiting_out_the_first_sample():
+    """A port whose backlog takes the connection while nothing answers, as a gunicorn whose only worker still imports."""
+    import socket
+    with socket.socket() as backlog:
+        backlog.bind(("127.0.0.1", 0))
+        backlog.listen(8)
+        started = time.time()
+        processes = Processes(started)
+        processes.booting = {300: {"pid": 300, "master": 100, "seconds": 18.0, "at": 0.0}}
+        sampler = healthz.Sampler(backlog.getsockname()[1], "/healthz", 30, "young")
+        facts = window.Window(sampler, processes, window.LogWatch(None, 0, started), boot_limit=5).run()
+    assert time.time() - started < 1.5   # not the sample's 3 s
+    assert facts["watch"]["ended_by"] == "boot" and facts["watch"]["slow_boots"][0]["pid"] == 300
+    assert facts["samples"][0]["status"] is None and "not waited for further" in facts["samples"][0]["error"]
+    processes.booting[300]["seconds"] = 4.0   # within the timeout: not (yet) a slow boot
+    assert window.Window(sampler, processes, window.LogWatch(None, 0, started), boot_limit=5).conclusive() is None
+
+
+def test_a_master_that_exited_while_its_replacement_already_runs_leaves_nothing_pending(server):
+    port, answers = server
+    started = time.time()
+    processes = Processes(started)
+    processes.alive = set([100, 200])   # 200 started before the window
+    processes.changes.append({"at": 0.0, "what": "exited", "role": "master", "pid": 100, "master": None})
+    facts = window.Window(healthz.Sampler(port, "/healthz", 30, "young"), processes,
+                          window.LogWatch(None, 0, started)).run()
+    assert time.time() - started < window.SETTLE
+    assert facts["watch"]["ended_by"] == "process"
