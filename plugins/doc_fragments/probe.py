@@ -71,6 +71,9 @@ options:
         (the runbook's dry import; variable C(doctor_dry_import)). This runs the app's code, as described in the notes.
       - C(false) imports nothing; the report says the check was turned off. With I(preload_boot=never) too,
         diagnosis runs none of the app's code.
+      - A settled service (every process older than the stability window, not eventlet) whose /healthz answers a stable
+        200, whose log shows no worker in trouble since its master started and whose source files are older than its
+        workers is not imported again (its workers imported that code and serve it); the check says C(not needed).
     type: bool
     default: true
   worker_class:

@@ -81,6 +81,8 @@ def _judge_dry_import(layer, inputs, boot, master, timeout):
     error = dry.get('error')
     if boot.get('dry_import_off'):
         layer.check('dry import', 'skip', 'turned off (doctor_dry_import=false): the app was not imported')
+    elif boot.get('dry_import_skipped'):
+        layer.check('dry import', 'skip', 'not needed: %s' % boot['dry_import_skipped'])
     elif dry.get('over_limit'):
         # Stopped at the service's own --timeout: waiting any longer would prove nothing more.
         layer.check('dry import', 'fail', 'the import ran %s s and had not returned: stopped at the worker timeout%s'

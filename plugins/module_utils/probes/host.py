@@ -218,20 +218,22 @@ def probe_host(psutil, params, layers=None):
 
     t_listen = start('listen', 'listen', listen.collect, psutil, port, procs, facts['log'])
     ident = context['identity']
-    timeout, timeout_source = context['service_timeout']
     dry_stop = threading.Event()   # set when a worker of the service already proves the boot slow
-    t_dry = start('boot', 'dry_import', boot.run_dry_import, p['python'], p['chdir'], p['app'], p['healthz_path'],
-                  context['env'], p['boot_timeout'], psutil, ident=ident, stop=dry_stop,
-                  import_limit=(timeout, timeout_source) if timeout and timeout < p['boot_timeout'] else None) \
-        if p['dry_import'] else None
+
+    def start_dry():
+        return start('boot', 'dry_import', dry_import, p, context, dry_stop) if p['dry_import'] else None
+    deferred = settled_service(p, context)   # its window may prove the dry import needless (dry_import_skip)
+    t_dry = None if deferred else start_dry()
     t_scan = start('boot', 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
     t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
                      [m['pid'] for m in procs['masters']])
     # Before /healthz: an app behind a front door on $PORT is sampled over its unix socket or loopback port too.
     facts['listen'] = wait(t_listen, 'listen')
-    t_healthz = start('healthz', 'healthz', watch_window, context, deadline, listen.backend(facts['listen']),
-                      bound_elsewhere(context, facts['listen']))
+    watch = new_window(context, deadline, listen.backend(facts['listen']), bound_elsewhere(context, facts['listen']))
+    t_healthz = start('healthz', 'healthz', watch.run)
+    if deferred and not first_answer_ok(watch, t_healthz, deadline):
+        t_dry, deferred = start_dry(), False   # no 200 at once: the dry import is evidence, start it now
     facts['healthz'] = wait(t_healthz, 'healthz')
     if slow_boots(facts['healthz']):
         dry_stop.set()   # the running worker proves more than the dry import could within the timeout
@@ -241,6 +243,8 @@ def probe_host(psutil, params, layers=None):
     context.update(healthz=facts['healthz'], stable=stable, log=facts['log'])
     # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
     t_voice = start('voice', 'voice', voice.collect, context) if p['voice_checks'] else None
+    dry_skipped = dry_import_skip(p, context, facts) if deferred else None
+    t_dry = t_dry if dry_skipped or not deferred else start_dry()
     facts['system'] = wait(t_system, 'system')
     dry = wait(t_dry, 'boot')
     if dry is not None:
@@ -258,7 +262,8 @@ def probe_host(psutil, params, layers=None):
     if boot_wanted:
         preload, scan = wait(t_preload, 'boot'), wait(t_scan, 'boot')
         if 'boot' not in late:
-            facts['boot'] = {'dry_import': dry, 'preload_boot': preload, 'preload_skipped': skipped,
+            facts['boot'] = {'dry_import': dry, 'dry_import_skipped': dry_skipped, 'preload_boot': preload,
+                             'preload_skipped': skipped,
                              # The user's switches: what the judge reports as turned off, not as passed or failed.
                              'dry_import_off': not p['dry_import'], 'preload_off': p['preload_boot'] == 'never',
                              'run_as': app_runner.describe(ident), 'dev_server_calls': scan}
@@ -272,10 +277,10 @@ def probe_host(psutil, params, layers=None):
     return facts
 
 
-def watch_window(context, deadline, backend=None, settled=None):
-    """The stability window (probes/window.py): /healthz sampled while the app's processes and log are watched.
-    `backend`: the unix socket or loopback port of an app behind a front door on $PORT, sampled there too; `settled`: why a failure
-    at the first sample is final (bound_elsewhere)."""
+def new_window(context, deadline, backend=None, settled=None):
+    """The stability window (probes/window.py; run() -> the healthz facts): /healthz sampled while the app's processes
+    and log are watched. `backend`: the unix socket or loopback port of an app behind a front door on $PORT, sampled there too;
+    `settled`: why a failure at the first sample is final (bound_elsewhere)."""
     p, started = context['params'], time.time()
     sampler = healthz.Sampler(context['port'], p['healthz_path'], context['wait'], context['wait_reason'],
                               healthz.TIMEOUT, deadline, backend, settled)
@@ -283,7 +288,7 @@ def watch_window(context, deadline, backend=None, settled=None):
                                     context['process']['masters'], started)
     log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started)
     history = restart_history.unsettled(context['log'], context['process']['masters'], time.time(), p['stability_window'])
-    return window.Window(sampler, processes, log, history, context['service_timeout'][0]).run()
+    return window.Window(sampler, processes, log, history, context['service_timeout'][0])
 
 
 def slow_boots(h):
@@ -298,6 +303,69 @@ def _slow_boot_skip_reason(h):
         return None
     return 'worker %d of the service has been booting for %.0f s, longer than its worker timeout: a spare-port boot ' \
         'would too' % (found[0]['pid'], found[0]['seconds'])
+
+
+def watch_window(context, deadline, backend=None, settled=None):
+    """The stability window run to its end (see new_window) -> the healthz facts."""
+    return new_window(context, deadline, backend, settled).run()
+
+
+def first_answer_ok(watch, task, deadline):
+    """Whether /healthz's first answer in the window `watch` (run by `task`) was a 200: awaited, not the whole window."""
+    if task is None:
+        return False
+    while not watch.sampler.first.wait(0.05):
+        if task.done.is_set() or deadline.remaining() <= 0:
+            return False
+    return bool(watch.sampler.first_ok)
+
+
+def dry_import(p, context, stop):
+    """The dry import (probes/boot.py), stopped at the service's own --timeout when that is shorter than the
+    boot timeout, or as soon as `stop` is set."""
+    timeout, source = context['service_timeout']
+    return boot.run_dry_import(p['python'], p['chdir'], p['app'], p['healthz_path'], context['env'], p['boot_timeout'],
+                               context['psutil'], ident=context['identity'], stop=stop,
+                               import_limit=(timeout, source) if timeout and timeout < p['boot_timeout'] else None)
+
+
+# Log events that say the current run's workers had trouble booting or running: the dry import's evidence is wanted.
+BOOT_TROUBLE = ('worker_timeout', 'worker_sigkill', 'worker_failed_boot', 'app_failed_load', 'worker_exception')
+
+
+def settled_service(p, context):
+    """Whether the dry import may wait for the window's evidence (dry_import_skip): the app's masters and workers all
+    run and are older than the window, their log is read, and none runs (or is meant for) eventlet, whose layer reads
+    the traced import."""
+    masters = context['process']['masters']
+    if not p['dry_import'] or not masters or context['wait'] or not context['log'] or p['worker_class'] == 'eventlet':
+        return False
+    return not any('eventlet' in str(m['settings'].get('worker_class') or '') for m in masters)
+
+
+def dry_import_skip(p, context, facts):
+    """Why the dry import of a settled service has nothing to add, or None (it runs): /healthz answered a stable 200
+    and no process of the app changed during the window, the log shows no worker in trouble since the oldest master
+    started, and no source file of the app changed since its oldest worker booted - the running workers imported
+    the very code on disk and serve it."""
+    masters = context['process']['masters']
+    if not context['stable'] or (facts['healthz'] or {}).get('watch', {}).get('changes'):
+        return None
+    since = min(m['create_time'] for m in masters) - 1   # the log's times have whole seconds
+    trouble = [e for e in (facts['log'] or {}).get('events') or []
+               if e['event'] in BOOT_TROUBLE and (e.get('epoch') is None or e['epoch'] >= since)]
+    if trouble:
+        return None
+    booted = min([m['create_time'] for m in masters] + [w['create_time'] for m in masters for w in m['workers']])
+    try:
+        newer = [f for f in boot.app_source_files(p['chdir'], p['app']) if os.stat(f).st_mtime > booted]
+    except OSError:   # a file gone meanwhile: the code is changing, import it
+        return None
+    if newer:
+        return None
+    return ('a settled service: /healthz answered a stable 200 from workers that imported the code on disk (no source '
+            'file of %s changed since they booted) and the log shows no worker in trouble since master %d started'
+            % (p['app'].split(':')[0], min(masters, key=lambda m: m['create_time'])['pid']))
 
 
 def bound_elsewhere(context, listen_facts):

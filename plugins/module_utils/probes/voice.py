@@ -42,8 +42,10 @@ except ImportError:
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env, twilio
 
-HTTP_TIMEOUT = 3.0        # each webhook request, all of it
-WS_TIMEOUT = 3.0          # connect + handshake, all of it
+HTTP_TIMEOUT = 3.0        # each webhook request, all of it (on an idle host: see bounds_scale)
+WS_TIMEOUT = 3.0          # connect + handshake, all of it (idem)
+SCALE_MAX = 8.0           # on a slow host the bounds above and the call's grow at most this much
+QUICK_HEALTHZ_MS = 250.0  # a /healthz 200 slower than this says the app gets little CPU now
 CALL_FRAMES = 50          # one second of 20 ms frames
 DRAIN_QUIET = 0.2         # after the last frame: this long without a reply ends the wait for replies
 DRAIN_MAX = 1.0           # ... and never longer than this
@@ -94,6 +96,7 @@ def collect(context):
     }
     facts['gcp'] = gcp_facts(p.get('gcp_credentials_env'), env, env_source, p['chdir'], master, context.get('psutil'))
     if not facts['http_skipped']:
+        facts['bounds'] = bounds_scale(context.get('healthz'))
         _probe_http(facts, p, env, port, base, p.get('voice_pace') or 1.0, context.get('deadline'))
     facts['seconds'] = round(time.time() - started, 3)
     return facts
@@ -101,6 +104,7 @@ def collect(context):
 
 def _probe_http(facts, p, env, port, base, pace, within=None):
     token = p.get('twilio_auth_token') or None
+    scale = (facts.get('bounds') or {}).get('scale') or 1.0
     account_sid = env.get('TWILIO_ACCOUNT_SID', '')
     if not re.match(r'^AC[0-9a-f]{32}$', account_sid):
         account_sid = twilio.sid('AC', 'sre.gunicorn_doctor')
@@ -112,7 +116,7 @@ def _probe_http(facts, p, env, port, base, pace, within=None):
     sign_base = base['clean'] if base else 'http://127.0.0.1:%d' % port
 
     twiml = post_form(port, p['incoming_call_path'], twilio.incoming_call_fields(call_sid, account_sid), host, proto,
-                      token, sign_base, within=within)
+                      token, sign_base, HTTP_TIMEOUT * scale, within)
     custom = {}
     if twiml['status'] == 200:
         parsed = twilio.parse_twiml(twiml.pop('body'))
@@ -124,12 +128,12 @@ def _probe_http(facts, p, env, port, base, pace, within=None):
         twiml.pop('body', None)
     facts['twiml'] = twiml
     if twiml['error'] and ('no answer within' in twiml['error'] or 'no complete answer within' in twiml['error']):
-        why = 'the TwiML webhook did not answer within %g s: the worker is busy or stuck' % HTTP_TIMEOUT
+        why = 'the TwiML webhook did not answer within %g s: the worker is busy or stuck' % (HTTP_TIMEOUT * scale)
         facts['status_callback'] = {'skipped': why}
         facts['websocket'] = {'skipped': why, 'url': 'ws://127.0.0.1:%d%s' % (port, p['ws_path'])}
         return
     status = post_form(port, p['stream_status_path'], twilio.stream_status_fields(call_sid, account_sid, stream_sid),
-                       host, proto, token, sign_base, within=within)
+                       host, proto, token, sign_base, HTTP_TIMEOUT * scale, within)
     status.pop('body', None)
     facts['status_callback'] = status
 
@@ -144,7 +148,7 @@ def _probe_http(facts, p, env, port, base, pace, within=None):
                               'url': stream['url']}
         return
     facts['websocket'] = probe_websocket(port, stream['path'], host, stream_sid, call_sid, account_sid, custom, pace,
-                                         within, stream=stream)
+                                         within, stream=stream, scale=scale)
     round_trip = facts['websocket'].get('round_trip')
     if round_trip is not None and not round_trip.get('one_way'):   # a one-way stream plays no audio from the app
         facts['media_tx'] = media_tx_lines(log_file, log_mark, stream_sid, (round_trip.get('events') or {}).get('media', 0))
@@ -263,10 +267,12 @@ def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TI
 
 # --- the media stream ---------------------------------------------------------------------------------
 def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters, pace=1.0, within=None,
-                    stream=None):
+                    stream=None, scale=1.0):
     """Handshake like Twilio (Sec-WebSocket-Protocol: audio.twilio.com), then a one-second call (`pace` and
-    `stream`: see media_round_trip). The handshake has WS_TIMEOUT s in all, the call call_seconds(); what the app may
-    send is capped (HEADER_MAX for the handshake answer, CALL_BYTES_MAX and CALL_FRAMES_MAX for the call)."""
+    `stream`: see media_round_trip). The handshake has WS_TIMEOUT s in all, the call call_seconds(), each times `scale`
+    (bounds_scale); what the app may send is capped (HEADER_MAX for the handshake answer, CALL_BYTES_MAX and
+    CALL_FRAMES_MAX for the call)."""
+    handshake_s, call_s = WS_TIMEOUT * scale, call_seconds(pace) * scale
     url = 'ws://127.0.0.1:%d%s' % (port, path)
     out = {'url': url, 'host_header': host, 'skipped': None, 'library': None, 'status': None, 'reason': None,
            'error': None, 'accept_valid': None, 'subprotocol': None, 'headers': {}, 'body_head': None,
@@ -280,7 +286,7 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
     key = base64.b64encode(os.urandom(16)).decode('ascii')
     out['accept_expected'] = twilio.ws_accept(key)
     started = time.monotonic()
-    deadline = deadline_http.Deadline(WS_TIMEOUT, within, why='no complete handshake answer within %g s' % WS_TIMEOUT)
+    deadline = deadline_http.Deadline(handshake_s, within, why='no complete handshake answer within %g s' % handshake_s)
     try:
         sock = deadline_http.BoundedSocket(deadline_http.connect(['127.0.0.1'], port, deadline), deadline,
                                            too_large=deadline_http.HANDSHAKE_TOO_LARGE,
@@ -288,7 +294,7 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
         # The subprotocol goes in as a plain header, not subprotocols=[...]: the library would refuse a
         # 101 without it, and its absence is exactly what the judge must see.
         ws = websocket.create_connection(
-            url, timeout=WS_TIMEOUT, host=host, suppress_origin=True, socket=sock, enable_multithread=True,
+            url, timeout=handshake_s, host=host, suppress_origin=True, socket=sock, enable_multithread=True,
             header={'Sec-WebSocket-Key': key, 'Sec-WebSocket-Protocol': twilio.SUBPROTOCOL, 'User-Agent': USER_AGENT})
     except websocket.WebSocketBadStatusException as e:
         body = getattr(e, 'resp_body', None) or b''
@@ -297,7 +303,7 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
                    body_head=body[:300].decode('utf-8', 'replace') if isinstance(body, bytes) else None)
         return out
     except (websocket.WebSocketTimeoutException, socket.timeout):
-        out['error'] = 'no handshake answer within %g s' % WS_TIMEOUT
+        out['error'] = 'no handshake answer within %g s' % handshake_s
         return out
     except websocket.WebSocketException as e:
         # A 101 the library rejects (Upgrade, Connection or Sec-WebSocket-Accept wrong): ask once more,
@@ -308,8 +314,7 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
     except (IOError, OSError) as e:   # refused, reset; out of time, too large
         out['error'] = getattr(e, 'strerror', None) or str(e) or e.__class__.__name__
         return out
-    sock.deadline = deadline_http.Deadline(call_seconds(pace), within,
-                                           why='the call did not end within %g s' % call_seconds(pace))
+    sock.deadline = deadline_http.Deadline(call_s, within, why='the call did not end within %g s' % call_s)
     sock.limit(CALL_BYTES_MAX, 'the app sent more than %d MiB during the one-second call (a giant frame or a '
                'flood)' % (CALL_BYTES_MAX >> 20), 'the call was still on')
     try:
@@ -328,6 +333,37 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
         ws.shutdown()
     out['held_seconds'] = round(time.monotonic() - started, 2)
     return out
+
+
+def bounds_scale(healthz, load=None, cpus=None):
+    """How much longer than on an idle host the webhooks, the handshake and the call may take here now -> dict(scale
+    from 1 to SCALE_MAX, why). A loaded host answers late whatever the app does, and an app starved of CPU answers
+    its cheapest route late too: the larger of the run queue per CPU (/proc/loadavg: the 1-minute average, or the
+    tasks runnable now) and the slowest /healthz 200 of the window over QUICK_HEALTHZ_MS. An idle host with a quick
+    /healthz keeps the idle bounds: a webhook that does not answer there is the app's fault, found as fast as before."""
+    cpus = cpus or _cpus()
+    load = _load() if load is None else load
+    quick = [s['latency_ms'] for s in (healthz or {}).get('samples') or [] if s.get('status') == 200 and s.get('latency_ms')]
+    slowest = max(quick) if quick else 0.0
+    scale = min(SCALE_MAX, max(1.0, load / cpus, slowest / QUICK_HEALTHZ_MS))
+    return {'scale': round(scale, 2), 'why': 'run queue %.1f on %d CPU(s), slowest /healthz 200 %.0f ms' % (
+        load, cpus, slowest)}
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _load():
+    """The run queue: the larger of the 1-minute load average and the tasks runnable now (but this one)."""
+    fields = (safe_read.read_text('/proc/loadavg', 4096, follow=True).data or '').split()
+    try:
+        return max(float(fields[0]), float(fields[3].split('/')[0]) - 1)
+    except (IndexError, ValueError):
+        return os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
 
 
 def call_seconds(pace):
@@ -368,6 +404,7 @@ class _Receiver(threading.Thread):
         self.closed = None        # the app's close frame: dict(at, code, reason)
         self.error = None
         self.stopped = None       # why the doctor stopped reading: the call's deadline or caps
+        self.out_of_time = False  # ... and it was a deadline (a slow call), not a cap (a flood)
         self.done = threading.Event()
         self.arrived = threading.Condition()
 
@@ -381,6 +418,7 @@ class _Receiver(threading.Thread):
                 self._closed(None, 'the connection dropped without a close frame')
                 return
             except (deadline_http.OutOfTime, deadline_http.TooLarge) as e:   # the call's bounds: stop reading
+                self.out_of_time = isinstance(e, deadline_http.OutOfTime)
                 self._stop_reading(str(e))
                 return
             except Exception as e:  # a protocol error of the app's frames (bad UTF-8, bad framing)
@@ -526,7 +564,7 @@ def _summarize(receiver, stream_sid, sent, planned, media_start, max_lag, stop_a
         'last_media_ms': None if last_media is None else round(last_media * 1000),
         'mark_echoed': mark_echoed, 'after_stop': after_stop, 'problems': problems, 'problem_count': problem_count,
         'closed_by_app': closed, 'receive_error': receiver.error, 'send_error': error,
-        'stopped_reading': receiver.stopped,
+        'stopped_reading': receiver.stopped, 'out_of_time': receiver.out_of_time,
     }
 
 

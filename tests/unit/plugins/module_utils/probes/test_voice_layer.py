@@ -450,6 +450,54 @@ def test_a_flood_the_doctor_stopped_reading_comes_first():
     assert "one media message per 20 ms of audio" in found["remedy"]
 
 
+def test_a_call_that_ran_past_its_bound_is_slow_not_a_flood(tmp_path):
+    """A loaded host: the call's deadline stopped the reading while every frame that came back was valid. Session 5's
+    50-host audit under load 45 called such healthy hosts degraded at the voice layer (a 'flood', 31924)."""
+    v = voice_facts()
+    v["bounds"] = {"scale": 8.0, "why": "run queue 45.0 on 2 CPU(s), slowest /healthz 200 900 ms"}
+    v["websocket"]["round_trip"] = dict(round_trip(media=31), stop_at_ms=None, out_of_time=True,
+                                        stopped_reading="the call did not end within 32 s")
+    layer = judge(v)
+    assert layer.causes == []
+    rt = checks(layer)["media round trip"]
+    assert rt["status"] == "warn", rt
+    assert "the call did not end within 32 s: the doctor stopped waiting (its bounds times 8.0 here: run queue 45.0" \
+        in rt["detail"]
+    assert "every frame that came back was valid" in rt["detail"]
+    facts = test_verdict.healthy_facts(tmp_path)
+    facts["voice"] = v
+    report = test_verdict.diagnose(facts)
+    assert report["verdict"] == "healthy" and report["failed_layer"] is None, report["causes"]
+
+
+def test_a_call_that_ran_past_its_bound_with_a_bad_frame_names_the_frame():
+    odd = {"kind": "binary", "index": 3, "at_ms": 40, "detail": "a binary frame (Twilio reads JSON text frames only)"}
+    v = voice_facts()
+    v["websocket"]["round_trip"] = dict(round_trip(problems=[odd]), out_of_time=True,
+                                        stopped_reading="the call did not end within 4 s")
+    found = only(judge(v), "media_format_invalid")
+    assert found["evidence"][0].startswith("frame 3 at 40 ms: a binary frame"), found["evidence"]
+
+
+@pytest.mark.parametrize("load, cpus, latencies, scale", [
+    (0.3, 2, [2.1], 1.0),              # an idle host, a quick /healthz: the idle bounds
+    (3.0, 2, [4.0], 1.5),              # busier than its CPUs
+    (45.0, 2, [900.0], 8.0),           # session 5's 50-host run: capped
+    (0.5, 2, [3.0, 1000.0], 4.0),      # an app starved of CPU (its cgroup's quota): its slowest 200
+    (0.5, 2, [], 1.0),                 # no 200 (a 500 service): nothing says the app is slow
+])
+def test_bounds_scale(load, cpus, latencies, scale):
+    healthz = {"samples": [{"status": 200, "latency_ms": ms} for ms in latencies] + [{"status": 500, "latency_ms": 9000}]}
+    found = voice.bounds_scale(healthz, load, cpus)
+    assert found["scale"] == scale
+    assert found["why"].startswith("run queue %.1f on %d CPU(s)" % (load, cpus))
+
+
+def test_bounds_scale_reads_this_hosts_run_queue():
+    found = voice.bounds_scale(None)
+    assert 1.0 <= found["scale"] <= voice.SCALE_MAX and "CPU(s), slowest /healthz 200 0 ms" in found["why"]
+
+
 def test_app_closing_early_warns():
     v = voice_facts()
     v["websocket"]["round_trip"] = round_trip(media=0, closed_before_stop=True)
