@@ -20,7 +20,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import external_probe as external, fleet
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
-    ReportPathError, host_file_name, host_report_path, plain, report_dir_path, write_private)
+    ReportPathError, host_file_name, host_report_path, report_dir_path, write_private, write_stabilize_record)
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_text import ladder, markdown
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import judge
 
@@ -89,11 +89,8 @@ class ActionModule(ActionBase):
         record = self._task.args['stabilize']
         if not isinstance(record, dict) or self._task.args.get('facts') is not None:
             raise AnsibleActionFail('stabilize must be the stabilize role\'s record (a dict), given without facts')
-        record = redact(plain(record))
         try:
-            report_dir = report_dir_path(report_dir)
-            path = host_report_path(report_dir, host, '.stabilize.json')
-            write_private(path, json.dumps(record, indent=4, sort_keys=True) + '\n')
+            path, record = write_stabilize_record(report_dir, host, record)
         except (IOError, OSError) as e:
             raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
         result.update(changed=False, report=record, paths=[path])

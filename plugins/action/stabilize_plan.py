@@ -2,10 +2,13 @@
 # Copyright: sre.gunicorn_doctor contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stabilize's plan, on the controller: each step takes the plan and the results of the tasks that ran and
-returns the next plan (module_utils/stabilize/plan.py decides). Two steps reach the host: `decide` runs
-service_info (unless an unfixable cause stops the run first) and reads the earlier run's eventlet record;
+returns the next plan (module_utils/stabilize/plan.py decides). Steps that reach the host: `decide` finds the service
+(service_info's answer, from service_apply state=found; not when an unfixable cause stops the run first) and reads
+the earlier run's eventlet record;
 `failed` undoes this run's last service pass (service_apply state=rolled_back) when the plan says so, and asks
-verify once whether a service restarted on its old files answers again."""
+verify once whether a service restarted on its old files answers again. `check`, before anything is read, refuses a
+name or value that would inject into the runner's files (the check service_apply makes again on the host), then
+looks for the log file."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -19,10 +22,11 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
-from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import plain
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import plan as stabilize
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
+    ReportPathError, plain, write_stabilize_record)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import plan as stabilize, runner_files
 
-STEPS = ('decide', 'changes', 'pins', 'pass', 'eventlet_failed', 'failed', 'rollback_failed', 'summary')
+STEPS = ('check', 'decide', 'changes', 'environment', 'pins', 'pass', 'eventlet_failed', 'failed', 'rollback_failed', 'summary')
 
 
 class ActionModule(ActionBase):
@@ -30,7 +34,7 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(('step', 'plan', 'inputs', 'before', 'service_info', 'memory_file', 'strays', 'logs',
                              'port_fixed', 'hub_fixed', 'pins', 'installed', 'removed', 'purpose', 'service_result',
                              'window', 'verified', 'failed_result', 'failed_task', 'after', 'rollback',
-                             'rolled_back', 'healthz_path', 'app'))
+                             'rolled_back', 'healthz_path', 'app', 'values', 'report_dir'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -38,6 +42,9 @@ class ActionModule(ActionBase):
         step = args.get('step')
         if step not in STEPS:
             raise AnsibleActionFail('step must be one of %s, not %r' % (', '.join(STEPS), step))
+        if step == 'check':
+            result.update(changed=False, log_file=self._check(args.get('values') or {}))
+            return result
         if step != 'decide' and not isinstance(args.get('plan'), dict):
             raise AnsibleActionFail('plan must be the plan an earlier stabilize_plan step returned')
         if step == 'decide':
@@ -50,10 +57,22 @@ class ActionModule(ActionBase):
         result.update(changed=False, plan=plan)
         return result
 
+    def _check(self, values):
+        """Before anything is read: a name or value that would inject into the runner's files is refused in one line.
+        -> the log file for the diagnosis, '' when it does not exist yet (it has nothing to tell) - a `test -e` on the
+        host, not a module: a module costs its payload built on the controller, a second of a short run."""
+        problems = runner_files.problems(values)
+        if problems:
+            raise AnsibleActionFail('; '.join(problems))
+        log_file = values.get('log_file') or ''
+        return log_file if log_file and self._remote_file_exists(log_file) else ''
+
     def _step(self, step, args, plan, task_vars):
         if step == 'changes':
             return stabilize.record_changes(plan, args.get('strays') or {}, args.get('logs') or {},
                                             bool(args.get('port_fixed')), args.get('hub_fixed') or [])
+        if step == 'environment':
+            return stabilize.record_environment(plan, bool(args.get('port_fixed')), args.get('hub_fixed') or [])
         if step == 'pins':
             return stabilize.record_pins(plan, args.get('pins') or {}, bool(args.get('installed')),
                                          bool(args.get('removed')))
@@ -67,13 +86,27 @@ class ActionModule(ActionBase):
             return self._roll_back(plan, args, task_vars)
         if step == 'rollback_failed':
             return stabilize.record_rollback_failure(plan, args.get('failed_result'), args.get('failed_task'))
-        plan = stabilize.summarize(plan, task_vars.get('inventory_hostname'), self._play_context.check_mode,
+        host = task_vars.get('inventory_hostname')
+        plan = stabilize.summarize(plan, host, self._play_context.check_mode,
                                    after_report=args.get('after'), verified=args.get('verified'),
                                    rollback=args.get('rollback') or plan.get('rollback'),
                                    rolled_back=args.get('rolled_back') or plan.get('rolled_back'),
                                    healthz_path=args.get('healthz_path') or '/healthz')
+        return self._write_report(plan, host, args.get('report_dir'))
+
+    @staticmethod
+    def _write_report(plan, host, report_dir):
+        """HOST.stabilize.json, like the diagnosis report: redacted, atomic, mode 0640, on the controller (also in
+        check mode); -> the plan with `said`, what the run says last (the failure first when it fails)."""
+        try:
+            path, record = write_stabilize_record(report_dir or './doctor-reports', host, plan['record'])
+        except ReportPathError as e:
+            raise AnsibleActionFail(str(e))
+        except (IOError, OSError) as e:
+            raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
         # Shown on the console: redacted like the report (verify's evidence, the strays' command lines).
-        return dict(plan, record=redact(plan['record']), lines=redact(plan['lines']))
+        said = [plan['fail'] or plan['lines'][0]] + plan['lines'][1:] + ['report: %s' % path]
+        return dict(plan, record=record, lines=redact(plan['lines']), said=redact(said), report_path=path)
 
     def _roll_back(self, plan, args, task_vars):
         """No worse than it was found: undo this run's last service pass, then give back the second runners this
@@ -119,10 +152,11 @@ class ActionModule(ActionBase):
         if plan['unfixable']:
             return plan
         service_args = dict((k, v) for k, v in (args.get('service_info') or {}).items() if v not in (None, ''))
-        service = self._execute_module('sre.gunicorn_doctor.service_info', module_args=service_args,
+        # service_info's answer from service_apply, whose payload the pass builds anyway (state=found, read-only).
+        service = self._execute_module('sre.gunicorn_doctor.service_apply', module_args=dict(service_args, state='found'),
                                        task_vars=task_vars)
         if service.get('failed'):
-            return {'failed': True, 'msg': service.get('msg', 'service_info failed')}
+            return {'failed': True, 'msg': service.get('msg', 'service_apply state=found failed')}
         service = dict((k, v) for k, v in service.items() if not k.startswith('_') and k not in ('invocation', 'changed'))
         memory = {}
         if stabilize.wanted_class(inputs.get('worker_class'), service) == 'eventlet' and args.get('memory_file'):

@@ -26,9 +26,13 @@ description:
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
   state:
-    description: C(applied) runs a pass; C(rolled_back) undoes the pass whose I(undo) it is given.
+    description:
+      - C(applied) runs a pass; C(rolled_back) undoes the pass whose I(undo) it is given.
+      - C(found) changes nothing and returns what runs the service now - the answer of
+        M(sre.gunicorn_doctor.service_info) for the same options (the stabilize role decides from it; this module is
+        built for the pass anyway, a second module would cost its own payload).
     type: str
-    choices: [applied, rolled_back]
+    choices: [applied, rolled_back, found]
     default: applied
   undo:
     description: The C(undo) of the pass to roll back (required with I(state=rolled_back)).
@@ -204,6 +208,12 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+run_as:
+  description:
+    - With I(state=found) - who the service runs as; the result holds every return value of
+      M(sre.gunicorn_doctor.service_info) (C(manager), C(running), C(pid), C(worker_class), C(current_settings), ...).
+  returned: state=found
+  type: dict
 manager:
   description: The manager that runs the service.
   returned: state=applied
@@ -284,7 +294,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize impo
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 ARGUMENT_SPEC = dict(
-    state=dict(type='str', default='applied', choices=['applied', 'rolled_back']),
+    state=dict(type='str', default='applied', choices=['applied', 'rolled_back', 'found']),
     undo=dict(type='dict'),
     service=dict(type='dict'),
     manager=dict(type='str', default='auto', choices=['auto'] + module_args.MANAGERS),
@@ -324,9 +334,12 @@ ARGUMENT_SPEC = dict(
 def main():
     module, psutil = module_args.new_module(
         ARGUMENT_SPEC, required_if=[('state', 'applied', ('app', 'chdir', 'python', 'name', 'service_dir')),
+                                    ('state', 'found', ('app', 'chdir', 'python', 'name', 'service_dir')),
                                     ('state', 'rolled_back', ('undo',))])
     p = module.params
     try:
+        if p['state'] == 'found':
+            module.exit_json(changed=False, **service_pass.found_service(psutil, p, module.run_command))
         if p['state'] == 'rolled_back':
             result = service_pass.roll_back(psutil, p['undo'], module.run_command, module.check_mode)
         else:

@@ -16,20 +16,27 @@ description:
     the actions taken, the rollback and the summary - are made here; the role's tasks carry them out.
   - Each step takes the plan an earlier step returned (O(plan)) and the results of the tasks that ran since, and
     returns the next plan.
-  - O(step=decide) runs M(sre.gunicorn_doctor.service_info) on the host with O(service_info) (not when the diagnosis
-    found a cause configuration cannot fix) and, when eventlet is wanted, reads O(memory_file), the record of an
-    earlier run's eventlet failure.
+  - O(step=check) comes before anything is read - a service name or value in O(values) that would inject into the
+    runner's files fails the step in one line - then looks for O(values)'s C(log_file) on the host (a C(test -e), no
+    module) and returns it as C(log_file), or an empty string when it does not exist yet.
+  - O(step=decide) finds the service on the host with O(service_info) - the answer of
+    M(sre.gunicorn_doctor.service_info), from M(sre.gunicorn_doctor.service_apply) C(state=found) (not when the
+    diagnosis found a cause configuration cannot fix) - and, when eventlet is wanted, reads O(memory_file), the record
+    of an earlier run's eventlet failure.
   - O(step=failed) undoes this run's last service pass on the host when the plan says so (M(sre.gunicorn_doctor.service_apply)
     C(state=rolled_back) with O(service_result)'s C(undo); a pass of an earlier run is never undone) and, for a
     service restarted on its old files, asks M(sre.gunicorn_doctor.verify) once whether it answers on its old port.
-  - O(step=summary) returns the result, the summary, the lines to print (redacted) and the record
-    M(sre.gunicorn_doctor.report) writes as C(HOST.stabilize.json) (redacted).
+  - O(step=summary) returns the result, the summary, the lines to print (redacted) and the record, and writes the
+    record as C(O(report_dir)/HOST.stabilize.json) the way M(sre.gunicorn_doctor.report) does with O(report_dir) (redacted,
+    atomically, mode 0640; also in check mode: it changes nothing on the host).
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
   step:
     description:
+      - C(check) - the names and values of O(values) checked, the log file looked for.
       - C(decide) - the first plan, from O(inputs), O(before), O(service_info) and O(memory_file).
-      - C(changes) - record the clean-up (O(strays), O(logs)) and the environment (O(port_fixed), O(hub_fixed)).
+      - C(changes) - record the clean-up (O(strays), O(logs)).
+      - C(environment) - record the changes to the runner's environment (O(port_fixed), O(hub_fixed)).
       - C(pins) - record the eventlet pins (O(pins), O(installed), O(removed)); the eventlet attempt begins.
       - C(pass) - record a service pass (O(service_result), O(purpose)) and decide the verify window (O(window)).
       - C(eventlet_failed), C(failed), C(rollback_failed) - record a failure (O(failed_result), O(failed_task));
@@ -37,9 +44,16 @@ options:
       - C(summary) - the result, the summary and the report's record.
     type: str
     required: true
-    choices: [decide, changes, pins, pass, eventlet_failed, failed, rollback_failed, summary]
+    choices: [check, decide, changes, environment, pins, pass, eventlet_failed, failed, rollback_failed, summary]
+  values:
+    description:
+      - What the runner's files will hold, by the names of their options in M(sre.gunicorn_doctor.service_apply)
+        (name, app, chdir, python, service_dir, log_file, env_file, unit_dir, program_dir, supervisord_conf,
+        supervisorctl, user, group) and C(archive_dir).
+    type: dict
+    version_added: 0.3.0
   plan:
-    description: The plan the previous step returned. Required for every step but C(decide).
+    description: The plan the previous step returned. Required for every step but C(check) and C(decide).
     type: dict
   inputs:
     description:
@@ -50,7 +64,9 @@ options:
     description: The diagnosis report before any change (C(doctor_report.report)).
     type: dict
   service_info:
-    description: The arguments of M(sre.gunicorn_doctor.service_info); empty values are left out.
+    description:
+      - The options that find the service, as M(sre.gunicorn_doctor.service_apply) names them (app, chdir, manager,
+        name, service_dir, ...); empty values are left out.
     type: dict
   memory_file:
     description: The record of an earlier run's eventlet failure on the host.
@@ -113,6 +129,11 @@ options:
     description: Health endpoint, for the summary.
     type: str
     default: /healthz
+  report_dir:
+    description: Where O(step=summary) writes C(HOST.stabilize.json) (created owner/group-only when missing).
+    type: path
+    default: ./doctor-reports
+    version_added: 0.3.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -149,11 +170,16 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+log_file:
+  description: With O(step=check) - the log file to diagnose, an empty string when it does not exist yet.
+  returned: step=check
+  type: str
 plan:
   description:
     - The plan. Among its keys - C(want), C(base) (the worker classes wanted and started with), C(port), C(env),
       C(unfixable), C(actions), C(eventlet), C(verify_window); after C(summary) also C(result), C(summary),
-      C(lines), C(record) and C(fail) (the message the run fails with, or null).
+      C(lines), C(record), C(fail) (the message the run fails with, or null), C(report_path) (the report written)
+      and C(said) (what the run says last - the failure first when it fails - and the report's path).
   returned: success
   type: dict
 '''

@@ -12,6 +12,7 @@ A host name that cannot be a plain file name (`/`, NUL, a control character, a l
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import json
 import os
 import re
 
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import files
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 # Reports hold the hosts' evidence (command lines, log lines - redacted, yet not for everyone):
 # owner read/write, group read, nothing for others. The directory, when created here, likewise.
@@ -65,6 +67,16 @@ def report_dir_path(report_dir):
 def write_private(path, text):
     """Write a report atomically with mode 0640 from the first byte (common/files.py)."""
     files.write_atomically(path, text, REPORT_MODE)
+
+
+def write_stabilize_record(report_dir, host, record):
+    """HOST.stabilize.json: the stabilize role's record, redacted (it holds verify's evidence, the strays' command
+    lines, the service's result), written atomically -> (path, the record as written). ReportPathError for a host name
+    that is no plain file name; IOError/OSError when the directory cannot be written."""
+    record = redact(plain(record))
+    path = host_report_path(report_dir_path(report_dir), host, '.stabilize.json')
+    write_private(path, json.dumps(record, indent=4, sort_keys=True) + '\n')
+    return path, record
 
 
 def plain(value):

@@ -298,6 +298,8 @@ def decide(inputs, before, service=None, memory=None):
         keep_pids=[service['pid']] if service.get('pid') else [], started=service.get('started') or 0,
         log_paths=paths, log_patterns=patterns)
     plan['try_eventlet'] = want == 'eventlet' and plan['base'] == 'sync' and not remembered
+    # PORT in the env file, the eventlet environment: skipped as one include when neither is to be set.
+    plan['set_environment'] = plan['fix_env_port'] or want == 'eventlet'
     plan['shape'] = runner_shape(service.get('current_settings'), plan['base'], inputs.get('workers'),
                                  inputs.get('timeout'), port, service, before.get('front_door'))
     plan['refused'] = plan['shape']['refused']
@@ -311,17 +313,23 @@ def _next(plan, **changes):
     return plan
 
 
-def record_changes(plan, strays, logs, port_fixed, hub_fixed):
-    """The clean-up's and the environment's actions: processes stopped, logs archived, PORT and EVENTLET_HUB set."""
-    inputs, actions = plan['inputs'], list(strays.get('actions') or []) + list(logs.get('actions') or [])
+def record_changes(plan, strays, logs, port_fixed=False, hub_fixed=()):
+    """The clean-up's actions (processes stopped, logs archived), then the environment's (record_environment)."""
+    actions = list(strays.get('actions') or []) + list(logs.get('actions') or [])
+    plan = _next(plan, actions=plan['actions'] + actions, cleaned=cleaned_lines(strays, logs))
+    return record_environment(plan, port_fixed, hub_fixed)
+
+
+def record_environment(plan, port_fixed, hub_fixed):
+    """PORT and EVENTLET_HUB set in the runner's env files: either forces the restart that makes the master read them."""
+    inputs, actions = plan['inputs'], []
     if port_fixed:
         actions.append({'action': 'set PORT in the env file', 'target': inputs['env_file'],
                         'reason': 'it held %r; the platform expects %s' % (plan['service'].get('env_file_port'), plan['port'])})
     if hub_fixed:
         actions.append({'action': 'replaced EVENTLET_HUB=select', 'target': ', '.join(hub_fixed),
                         'reason': 'eventlet has no hub "select" (it kills the worker); set %s' % inputs.get('eventlet_hub')})
-    return _next(plan, actions=plan['actions'] + actions, cleaned=cleaned_lines(strays, logs),
-                 force_restart=bool(port_fixed) or bool(hub_fixed))
+    return _next(plan, actions=plan['actions'] + actions, force_restart=bool(port_fixed) or bool(hub_fixed))
 
 
 def cleaned_lines(strays, logs):

@@ -90,10 +90,10 @@ def problems(spec):
     if not (isinstance(name, str) and NAME.match(name) and name[:1] not in '.-'):
         found.append('service name %s is not valid: use letters, digits and _ . @ - only (no /, no spaces, no line '
                      'breaks; not starting with . or -) - set doctor_service_name' % json.dumps(name))
-    # Every value gunicorn_service's validate.yml checks on the controller, so the role's pass needs no second look.
+    # The stabilize role asks first, on the controller, before anything is read (stabilize_plan step=check).
     checked = [(key, spec.get(key)) for key in ('app', 'chdir', 'python', 'service_dir', 'log_file', 'env_file', 'bind', 'config',
                                                 'unit_dir', 'program_dir', 'supervisorctl', 'supervisord_conf', 'user',
-                                                'group')]
+                                                'group', 'archive_dir')]
     for key, value in sorted((spec.get('environment') or {}).items()):
         checked += [('environment name %s' % key, key), ('environment %s' % key, value)]
     bad = [key for key, value in checked if isinstance(value, str) and CONTROL.search(value)]

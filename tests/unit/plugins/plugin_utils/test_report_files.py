@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils import fleet
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
-    ReportPathError, host_file_name, host_report_path, report_dir_path, write_private)
+    ReportPathError, host_file_name, host_report_path, report_dir_path, write_private, write_stabilize_record)
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_text import ladder, markdown
 
 from test_fleet import report as fleet_report, cause   # noqa: I100  (the fleet tests' report builder)
@@ -102,3 +102,16 @@ def test_ladder_lines_carry_no_control_characters():
 
 def test_fleet_cells_carry_no_link_or_image():
     assert "](" not in fleet.md_cell("![x](https://attacker.example/p.png)")
+
+
+def test_the_stabilize_record_is_written_redacted_and_private_by_the_one_writer(tmp_path):
+    """The stabilize_plan action's summary and the report action write HOST.stabilize.json through this function."""
+    record = {"result": "stabilized", "actions": [{"action": "stopped process", "target": "12 (gunicorn --auth-token s3cr3tvalue9)"}]}
+    path, written = write_stabilize_record(str(tmp_path / "reports"), "web1", record)
+    assert path == str(tmp_path / "reports" / "web1.stabilize.json")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    text = open(path).read()
+    assert "s3cr3tvalue9" not in text and "s3cr3tvalue9" not in str(written) and written["result"] == "stabilized"
+    with pytest.raises(ReportPathError):
+        write_stabilize_record(str(tmp_path / "reports"), "../evil", record)
+    assert sorted(os.listdir(tmp_path / "reports")) == ["web1.stabilize.json"]

@@ -196,3 +196,7 @@ def test_a_name_or_value_that_would_inject_is_named_before_anything_is_rendered(
                                        environment={"PORT": "8123", "X\nY": "1", "GREETING": "a\x7fb"}))
     assert found == ["chdir, environment GREETING, environment name X\nY: a line break or another control character "
                      "cannot go into a unit, a program or a start script - fix the value"]
+    # The stabilize role asks before anything is read (stabilize_plan step=check), with its archive directory too.
+    assert runner_files.problems(dict(BASE, service_dir="/srv/svc", archive_dir="/srv/a\rb")) == [
+        "archive_dir: a line break or another control character cannot go into a unit, a program or a start script "
+        "- fix the value"]

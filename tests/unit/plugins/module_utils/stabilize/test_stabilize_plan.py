@@ -115,6 +115,19 @@ def test_changes_are_recorded_in_order_and_force_a_restart():
     assert stabilize.record_changes(decided(), {}, {}, False, [])['force_restart'] is False
 
 
+def test_the_environment_is_set_only_when_the_plan_needs_it_and_a_change_there_forces_the_restart():
+    # The idempotent run skips environment.yml as one task: PORT is right and sync is wanted.
+    assert decided()['set_environment'] is False
+    assert decided({'port': 9000})['set_environment'] is True
+    assert decided({'worker_class': 'eventlet'})['set_environment'] is True
+    cleaned = stabilize.record_changes(decided({'port': 9000}), {'actions': [{'action': 'stopped process'}]}, {})
+    assert cleaned['force_restart'] is False
+    plan = stabilize.record_environment(cleaned, True, [])
+    assert [a['action'] for a in plan['actions']] == ['stopped process', 'set PORT in the env file']
+    assert plan['force_restart'] is True
+    assert stabilize.record_environment(cleaned, False, [])['force_restart'] is False
+
+
 # --- the end of the run ---------------------------------------------------------------------------------
 
 def test_a_stable_run_is_summed_up_with_the_verified_master():
