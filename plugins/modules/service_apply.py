@@ -208,12 +208,6 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-run_as:
-  description:
-    - With I(state=found) - who the service runs as; the result holds every return value of
-      M(sre.gunicorn_doctor.service_info) (C(manager), C(running), C(pid), C(worker_class), C(current_settings), ...).
-  returned: state=found
-  type: dict
 manager:
   description: The manager that runs the service.
   returned: state=applied
@@ -259,9 +253,12 @@ previous_pid:
   returned: state=applied
   type: int
 run_as:
-  description: Who the service runs as, C(USER:GROUP (where that was found)) or C(root).
-  returned: state=applied
-  type: str
+  description:
+    - With I(state=applied) - who the service runs as, C(USER:GROUP (where that was found)) or C(root).
+    - With I(state=found) - who the service runs as (a dict); the result then holds every return value of
+      M(sre.gunicorn_doctor.service_info) (C(manager), C(running), C(pid), C(worker_class), C(current_settings), ...).
+  returned: state=found or state=applied
+  type: raw
 carried:
   description: What M(sre.gunicorn_doctor.carry_env) returns (variable names, never values).
   returned: state=applied

@@ -28,7 +28,7 @@ description:
     service restarted on its old files, asks M(sre.gunicorn_doctor.verify) once whether it answers on its old port.
   - O(step=summary) returns the result, the summary, the lines to print (redacted) and the record, and writes the
     record as C(O(report_dir)/HOST.stabilize.json) the way M(sre.gunicorn_doctor.report) does with O(report_dir) (redacted,
-    atomically, mode 0640; also in check mode: it changes nothing on the host).
+    atomically, mode 0640; also in check mode, as it changes nothing on the host).
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 options:
   step:
