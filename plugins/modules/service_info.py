@@ -116,7 +116,8 @@ current_settings:
     - The effective settings of the master the service runs, for those stabilize's command keeps or overrides
       (C(settings), each with its C(sources) - C(command line), C(GUNICORN_CMD_ARGS), C(config file PATH:LINE),
       C(default)), the C(config_file) gunicorn loads, the settings it C(computed) and cannot know, C(problems),
-      and whether C(GUNICORN_CMD_ARGS) is set (C(cmd_args)). Null when no master runs.
+      whether C(GUNICORN_CMD_ARGS) is set (C(cmd_args)) and how many listening sockets a service manager passed it
+      (C(socket_activated), systemd socket activation; 0 without). Null when no master runs.
   returned: always
   type: dict
 env_file_port:

@@ -4,6 +4,8 @@ hidden by setproctitle, gthread with threads, an app factory, an IPv6 bind and t
 playbook; each test asserts the verdict and the sources the report shows."""
 
 import os
+import shutil
+import socket
 
 import pytest
 
@@ -180,3 +182,40 @@ def test_app_named_only_by_wsgi_app_in_the_config_file(services, tmp_path, port)
     conf = os.path.join(service.app_dir, "gunicorn.conf.py")
     assert settings(report)["app"] == (APP, "config file %s:2" % conf)
     assert settings(report)["bind"] == (["0.0.0.0:%d" % port], "config file %s:3" % conf)
+
+
+def socket_activated(services, tmp_path, port, address, argv):
+    """gunicorn started by systemd-socket-activate (the protocol of a systemd .socket unit: LISTEN_FDS, LISTEN_PID),
+    which listens on `address`:port and execs gunicorn in its own process at the first connection."""
+    if not shutil.which("systemd-socket-activate"):
+        pytest.skip("systemd-socket-activate is not installed")
+    wrapper = ["systemd-socket-activate", "-l", "%s:%d" % (address, port), "-E", "PORT=%d" % port,
+               "-E", "PATH=%s" % os.environ["PATH"], "-E", "XDG_RUNTIME_DIR=%s" % tmp_path]
+    service = services(make_app(tmp_path), tmp_path / "gunicorn.log", ready=False, bind="127.0.0.1:%d" % port,
+                       wrapper=wrapper, argv=argv)
+    service.wait_for_log("Listening on %s:%d" % (address, port))   # the activator's own line
+    socket.create_connection(("127.0.0.1", port), timeout=10).close()   # it execs gunicorn now
+    return service.wait_ready()
+
+
+def test_socket_activated_on_loopback_names_the_socket_unit_not_the_ignored_bind(services, tmp_path, port):
+    # gunicorn 25's control socket (in XDG_RUNTIME_DIR) is left on: it is no bind of the app.
+    service = socket_activated(services, tmp_path, port, "127.0.0.1", [APP, "-w", "2", "-b", "0.0.0.0:9"])
+    report, dummy = diagnose(tmp_path, doctor_vars(service, tmp_path, doctor_port=port))
+
+    assert report["verdict"] == "degraded" and cause_ids(report, "fail") == ["bind_loopback_only"]
+    source = "listening sockets, passed by socket activation (LISTEN_FDS=1 in its environment)"
+    assert settings(report)["bind"] == (["127.0.0.1:%d" % port], source)   # not the -b 0.0.0.0:9 gunicorn ignores
+    found = cause(report, "bind_loopback_only")
+    assert "master %d binds 127.0.0.1:%d, from %s" % (service.pid, port, source) in found["evidence"]
+    assert "ignores -b and bind: listen on 0.0.0.0:%d in the socket activator that starts it (ListenStream=" % port \
+        in found["remedy"]
+
+
+def test_socket_activated_on_port_is_healthy(services, tmp_path, port):
+    service = socket_activated(services, tmp_path, port, "0.0.0.0", [APP, "--no-control-socket"])
+    report, dummy = diagnose(tmp_path, doctor_vars(service, tmp_path, doctor_port=port))
+
+    assert report["verdict"] == "healthy", report["causes"]
+    assert settings(report)["bind"][0] == ["0.0.0.0:%d" % port]
+    assert "passed by socket activation" in settings(report)["bind"][1]

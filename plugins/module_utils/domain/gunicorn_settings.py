@@ -24,6 +24,8 @@ import shlex
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 
 DEFAULT_CONFIG = 'gunicorn.conf.py'
+# The source of binds a service manager passed as listening sockets (socket_activation).
+SOCKET_ACTIVATION = 'listening sockets, passed by socket activation'
 COMMAND_LINE, ENV_ARGS, DEFAULT = 'command line', 'GUNICORN_CMD_ARGS', 'default'
 
 # The config file's names for the settings we track, and our keys for them (the CLI's names).
@@ -337,7 +339,40 @@ def where_to_change(key, source, config_value, cli_value, runner=None, env_file=
         return 'in GUNICORN_CMD_ARGS (set in %s) %s' % (where_env_is_set(runner, env_file), _replace(option, old, cli_value))
     if source == COMMAND_LINE:
         return 'in %s %s' % (runner_command(runner), _replace(option, old, cli_value))
+    if key == 'bind' and source.startswith(SOCKET_ACTIVATION):
+        return _socket_unit_change(runner, cli_value)
     return 'in %s add %s %s' % (runner_command(runner), option, cli_value)
+
+
+def socket_activation(environ, pid):
+    """How many listening sockets a service manager passed to master `pid` (systemd socket activation: LISTEN_FDS,
+    with LISTEN_PID its pid, as gunicorn's systemd.listen_fds checks); gunicorn then listens on exactly those and
+    ignores its bind setting. 0 without. /proc/PID/environ keeps both after gunicorn unsets them."""
+    try:
+        fds, owner = int(environ.get('LISTEN_FDS') or 0), int(environ.get('LISTEN_PID') or 0)
+    except ValueError:
+        return 0
+    return fds if fds > 0 and owner == pid else 0
+
+
+def control_socket(address, argv):
+    """Whether a listening address is gunicorn's control socket (gunicorn 25.1+, for gunicornc; never served):
+    the --control-socket on the command line, else its default name gunicorn.ctl."""
+    if not isinstance(address, str):
+        return False
+    named = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == '--control-socket'] + \
+        [arg.split('=', 1)[1] for arg in argv if arg.startswith('--control-socket=')]
+    return address in named or (not named and os.path.basename(address) == 'gunicorn.ctl')
+
+
+def _socket_unit_change(runner, address):
+    """Where the sockets of a socket-activated master are set: its -b or bind would change nothing."""
+    unit = (runner or {}).get('detail') if (runner or {}).get('kind') == 'systemd' else None
+    where = 'ListenStream= of the socket unit that activates %s (%s.socket unless its Sockets= names another; then ' \
+        'systemctl daemon-reload and restart the socket and the service)' % (unit, unit.rsplit('.', 1)[0]) if unit else \
+        'the socket activator that starts it (ListenStream= of its systemd .socket unit, or systemd-socket-activate -l)'
+    return 'gunicorn listens on the sockets socket activation passes it (LISTEN_FDS) and ignores -b and bind: listen ' \
+        'on %s in %s' % (address, where)
 
 
 def _replace(option, old, new):

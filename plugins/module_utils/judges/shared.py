@@ -224,9 +224,10 @@ def host_values(facts):
         'env_file': inputs.get('env_file'),
         'command': 'cd %s && PORT=%d %s' % (inputs['chdir'], port, command),
         'healthz_path': inputs['healthz_path'],
+        # GUNICORN_CMD_ARGS and a socket unit's ListenStream= expand no $PORT: they get the number.
         'bind_change': change(facts, 'bind', '"0.0.0.0:" + os.environ["PORT"]',
-                              '0.0.0.0:%d' % port if source_of(master, 'bind') == gunicorn_settings.ENV_ARGS
-                              else '0.0.0.0:$PORT'),
+                              '0.0.0.0:%d' % port if source_of(master, 'bind').startswith(
+                                  (gunicorn_settings.ENV_ARGS, gunicorn_settings.SOCKET_ACTIVATION)) else '0.0.0.0:$PORT'),
         'timeout_change': change(facts, 'timeout', 'SECONDS', 'SECONDS'),
         'dry_import_command': 'cd %s && %s -c "import %s as m; a = m.%s; print(a.url_map); '
                               'print(a.test_client().get(\'%s\').status_code)"' % (

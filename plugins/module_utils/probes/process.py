@@ -262,8 +262,8 @@ def _runner_config(runners, runner):
     return None
 
 
-def _own_sockets(psutil, pid):
-    """The bind specs of the sockets a master listens on (inet and unix)."""
+def _own_sockets(psutil, pid, argv=()):
+    """The bind specs of the sockets a master serves on (inet and unix; not gunicorn 25's control socket)."""
     try:
         proc = psutil.Process(pid)
         conns = getattr(proc, 'net_connections', getattr(proc, 'connections', None))(kind='all')
@@ -273,7 +273,7 @@ def _own_sockets(psutil, pid):
     for conn in conns:
         unix_listening = isinstance(conn.laddr, str) and conn.laddr and conn.status == psutil.CONN_NONE
         listening = conn.status == psutil.CONN_LISTEN or unix_listening
-        if listening and conn.laddr and conn.type == 1:   # SOCK_STREAM
+        if listening and conn.laddr and conn.type == 1 and not gunicorn_settings.control_socket(conn.laddr, argv):
             binds.append(gunicorn_settings.socket_bind(conn.laddr))
     return sorted(set(binds))
 
@@ -314,9 +314,16 @@ def master_settings(psutil, info, runner, runners=(), env_file_env=None):
     if found['config_file'] and not any(found['config_file'] in p for p in found['problems']):
         used.append('the config file %s (read, never run)' % found['config_file'])
     title = gunicorn_settings.process_title(info['cmdline'])
-    # Reading sockets parses /proc/net/* (~0.1 s per master): only when argv is hidden or the config computes the bind.
-    sockets = _own_sockets(psutil, info['pid']) if title is not None or settings['bind'] is None else []
-    if sockets:
+    activated = gunicorn_settings.socket_activation(environ, info['pid'])
+    # Reading sockets parses /proc/net/* (~0.1 s per master): only when argv is hidden, the config computes the bind
+    # or a service manager passed the sockets.
+    sockets = _own_sockets(psutil, info['pid'], info['cmdline']) if title is not None or settings['bind'] is None or activated else []
+    if sockets and activated:
+        settings['bind'], sources['bind'] = sockets, '%s (LISTEN_FDS=%d in its environment)' % (
+            gunicorn_settings.SOCKET_ACTIVATION, activated)
+        computed.pop('bind', None)
+        used.append('its listening sockets, passed by socket activation')
+    elif sockets:
         # What it listens on is the truth when the config computes the bind, or argv is hidden.
         why = computed.pop('bind', None)
         computed_note = ' (the config computes it: %s)' % why if why else ''

@@ -199,6 +199,11 @@ def runner_shape(current, want, workers=0, timeout=0, port=None, service=None, d
                             'from PORT) so stabilize can tell which bind to keep' % current.get('config_file'))
     elif dropped_cmd_args(current, service or {}):
         shape['refused'] = dropped_cmd_args(current, service or {})
+    elif current.get('socket_activated') and 'systemd' in ((service or {}).get('manager'), (service or {}).get('current_runner')):
+        # systemd passes the .socket unit's sockets at every start: gunicorn ignores the -b of any ExecStart.
+        shape['refused'] = ('systemd passes it its listening sockets (socket activation, LISTEN_FDS): gunicorn ignores '
+                            '-b, so a new command line cannot keep or change its bind - stabilize does not rewrite '
+                            'socket units: set ListenStream= in the .socket unit, or remove it')
     elif settings.get('daemon') and current['sources'].get('daemon') not in ('command line', 'default'):
         # A --daemon on the command line goes with the command stabilize replaces (its standalone runner's own).
         shape['refused'] = ('daemon = True is set by %s: gunicorn has no option to turn it off on the command line, '

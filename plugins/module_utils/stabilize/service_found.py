@@ -93,7 +93,7 @@ def check_access(run_as, p, manager):
 def current_settings(psutil, master):
     """The effective settings of the master the service runs (its argv, GUNICORN_CMD_ARGS, its config file), for
     the settings stabilize's command touches -> dict(settings, sources, config_file, computed, problems,
-    cmd_args); None when no master runs."""
+    cmd_args, socket_activated: how many sockets a service manager passed it); None when no master runs."""
     if master is None:
         return None
     try:
@@ -108,7 +108,9 @@ def current_settings(psutil, master):
             raise OSError(found.error)
         return found.data
 
-    return shape_settings(gunicorn_settings.effective(argv, environ, master['cwd'] or '/', read), environ)
+    current = shape_settings(gunicorn_settings.effective(argv, environ, master['cwd'] or '/', read), environ)
+    current['socket_activated'] = gunicorn_settings.socket_activation(environ, master['pid'])
+    return current
 
 
 def shape_settings(found, environ):

@@ -183,3 +183,25 @@ def test_where_to_change_names_the_place_the_setting_comes_from():
         'in command= of the supervisord program that runs it (then supervisorctl update) add --timeout 60'
     assert where('timeout', 'default', 'x', '60', runner={'kind': 'supervisord', 'program': 'voice'}) == \
         'in command= of [program:voice] (then supervisorctl update) add --timeout 60'
+    activated = gunicorn_settings.SOCKET_ACTIVATION + ' (LISTEN_FDS=1 in its environment)'
+    assert where('bind', activated, 'x', '0.0.0.0:8123', runner={'kind': 'systemd', 'detail': 'voice.service'}) == (
+        'gunicorn listens on the sockets socket activation passes it (LISTEN_FDS) and ignores -b and bind: listen on '
+        '0.0.0.0:8123 in ListenStream= of the socket unit that activates voice.service (voice.socket unless its '
+        'Sockets= names another; then systemctl daemon-reload and restart the socket and the service)')
+
+
+def test_socket_activation_is_the_systemd_protocol_gunicorn_checks():
+    assert gunicorn_settings.socket_activation({'LISTEN_FDS': '2', 'LISTEN_PID': '41'}, 41) == 2
+    assert gunicorn_settings.socket_activation({'LISTEN_FDS': '1', 'LISTEN_PID': '40'}, 41) == 0   # meant for another
+    assert gunicorn_settings.socket_activation({'LISTEN_FDS': 'x', 'LISTEN_PID': '41'}, 41) == 0
+    assert gunicorn_settings.socket_activation({}, 41) == 0
+
+
+def test_the_control_socket_of_gunicorn_25_is_no_bind():
+    control = gunicorn_settings.control_socket
+    assert control('/run/user/0/gunicorn.ctl', ['gunicorn', 'app:app'])
+    assert control('/srv/ctl.sock', ['gunicorn', '--control-socket', '/srv/ctl.sock', 'app:app'])
+    assert control('/srv/ctl.sock', ['gunicorn', '--control-socket=/srv/ctl.sock', 'app:app'])
+    assert not control('/run/app/gunicorn.ctl', ['gunicorn', '--control-socket', '/srv/ctl.sock', 'app:app'])
+    assert not control('/run/app/app.sock', ['gunicorn', 'app:app'])
+    assert not control(('0.0.0.0', 8000), ['gunicorn', 'app:app'])

@@ -437,3 +437,12 @@ def test_the_clean_up_is_said_process_by_process_and_log_by_log():
     assert stabilize.record_changes(decided(), {}, {}, False, [])['cleaned'] == []
     would = dict(strays, actions=[dict(strays['actions'][0], action='would stop process')])
     assert stabilize.record_changes(decided(), would, {}, False, [])['cleaned'][0].startswith('would stop process: 5150 ')
+
+
+def test_a_socket_activated_systemd_service_is_refused_a_socket_activated_process_elsewhere_is_not():
+    current = dict(current_of(GUNICORN, {}, '/srv/app', {}), socket_activated=1)
+    refused = decided(service={'current_settings': current, 'current_runner': 'systemd'})['refused']
+    assert 'socket activation, LISTEN_FDS' in refused and 'ListenStream=' in refused
+    assert decided(service={'current_settings': current, 'current_runner': 'shell'})['refused'] is None
+    assert decided(service={'current_settings': dict(current, socket_activated=0),
+                            'current_runner': 'systemd'})['refused'] is None
