@@ -10,6 +10,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import shared, window
 
 SIGTERM_RECENT = 600        # seconds of log history that count for periodic SIGTERMs
+MANAGERS = ('systemd', 'supervisord', 'platform')   # runners that restart what they run
 
 
 def judge(facts, layer):
@@ -19,10 +20,16 @@ def judge(facts, layer):
     for m in masters:
         layer.check('gunicorn master %d' % m['pid'], 'pass', shared.describe_master(m))
         _judge_settings(m, layer)
-    if len(masters) > 1:
+    blocked = _blocked_starts(facts, masters)
+    if len(masters) == 1 and blocked:
+        _second_runner_blocked(facts, layer, masters[0], blocked)
+    elif len(masters) > 1:
         layer.check('one runner', 'fail', '%d masters of %s' % (len(masters), facts['inputs']['app']))
-        primary = shared.primary_master(facts)
-        others = [m for m in masters if m is not primary]
+        # Stop the masters no service manager runs (one left behind holds $PORT against the managed one), else all
+        # but the primary.
+        managed = [m for m in masters if m['runner']['kind'] in MANAGERS]
+        others = [m for m in masters if m not in managed] if managed else \
+            [m for m in masters if m is not shared.primary_master(facts)]
         layer.cause('multiple_runners', [shared.describe_master(m) for m in masters],
                     extra=', '.join('pid %d started by %s' % (m['pid'], m['runner']['kind']) for m in others))
     elif masters:
@@ -47,6 +54,34 @@ def judge(facts, layer):
     if master and len(restarts) > workers:
         layer.check('worker restarts', 'pass', 'note: %d workers booted since master %d started (%d configured)'
                     % (len(restarts), master['pid'], workers))
+
+
+def _blocked_starts(facts, masters):
+    """The masters the log shows starting since the one running master did, each giving up because it could not bind
+    (two or more): something else keeps starting the app while that master holds the address."""
+    log = facts.get('log')
+    if not log or len(masters) != 1 or not masters[0].get('create_time'):
+        return []
+    since = masters[0]['create_time'] - 1   # the log's times have whole seconds
+    blocked = [g for g in log.get('generations') or [] if g['end'] == 'bind_failed' and g['pid'] != masters[0]['pid']
+               and g['started'] is not None and g['started'] >= since]
+    return blocked if len(blocked) >= 2 else []   # one collision (a deploy script's try) is no runner that keeps at it
+
+
+def _second_runner_blocked(facts, layer, master, blocked):
+    """Two runners, one of them seen only in the log: its masters keep failing to bind the address `master` holds.
+    The one to stop is the master no service manager runs (one left behind holds $PORT against the managed one)."""
+    layer.check('one runner', 'fail', '%d masters of %s could not bind while master %d held the address' % (
+        len(blocked), facts['inputs']['app'], master['pid']))
+    found = history.pattern(blocked)
+    evidence = [shared.describe_master(master),
+                '%d masters started since master %d, each giving up because it could not bind%s: another runner keeps '
+                'starting the app' % (len(blocked), master['pid'], ' (%s)' % found['text'] if found else '')] + \
+        [history.describe(g) for g in blocked[-3:]]
+    managed = master['runner']['kind'] in MANAGERS
+    extra = ('the runner of the masters that could not bind (see restart_history), not master %d started by %s' % (
+        master['pid'], master['runner']['kind'])) if managed else 'pid %d started by %s' % (master['pid'], master['runner']['kind'])
+    layer.cause('multiple_runners', evidence, extra=extra)
 
 
 def _one_runner_overlapping(layer, masters):

@@ -115,7 +115,7 @@ def describe_master(m):
     return 'master %d (%s, %s worker%s, timeout %s, bind %s%s), %s s old, started by %s: %s' % (
         m['pid'], s['worker_class'], s['workers'], '' if s['workers'] == 1 else 's', s['timeout'],
         ','.join(s['bind'] or []) or 'unknown', ', preload' if s['preload'] else '', age(m['age']),
-        m['runner']['kind'], m['runner']['detail'])
+        m['runner']['kind'], m['runner']['detail']) + (' (through the script %s)' % m['runner']['via'] if m['runner'].get('via') else '')
 
 
 # The settings the verdict uses, in the order a report lists them.

@@ -183,6 +183,7 @@ def identify_runner(psutil, pid):
         parents = proc.parents()
     except Exception:
         return {'kind': 'unknown', 'detail': 'process vanished', 'pid': None}
+    shell = None   # a plain shell between the process and its runner (a program's `bash start.sh` without exec)
     for parent in parents:
         info = _info(parent)
         if info is None:
@@ -196,16 +197,22 @@ def identify_runner(psutil, pid):
         if name == 'supervisord' or 'supervisord' in [os.path.basename(a) for a in argv[:2]]:
             # supervisord names the program in the environment of each process it starts.
             program = (service_env.read_proc_environ(pid) or {}).get('SUPERVISOR_PROCESS_NAME')
-            return {'kind': 'supervisord', 'detail': cmd[:200], 'pid': info['pid'], 'program': program}
+            return _via(shell, {'kind': 'supervisord', 'detail': cmd[:200], 'pid': info['pid'], 'program': program})
         if name in ('cron', 'crond', 'anacron'):
-            return {'kind': 'cron', 'detail': cmd[:200], 'pid': info['pid']}
+            return _via(shell, {'kind': 'cron', 'detail': cmd[:200], 'pid': info['pid']})
         if name in PLATFORM_RUNNERS or os.path.basename(info['cmdline'][0] if info['cmdline'] else '') in PLATFORM_RUNNERS:
-            return {'kind': 'platform', 'detail': '%s (%s)' % (name, cmd[:160]), 'pid': info['pid']}
-        if name in SHELLS:
+            return _via(shell, {'kind': 'platform', 'detail': '%s (%s)' % (name, cmd[:160]), 'pid': info['pid']})
+        if name in SHELLS and shell is None:
             looping = any(word in cmd for word in ('while ', 'until ', 'for ', 'sleep'))
-            return {'kind': 'shell_loop' if looping else 'shell', 'detail': cmd[:200], 'pid': info['pid']}
+            shell = {'kind': 'shell_loop' if looping else 'shell', 'detail': cmd[:200], 'pid': info['pid']}
+            if looping:
+                return shell
+            shell['at'] = len(chain) - 1   # its place in the chain: what started it comes next
+            continue   # a script that runs gunicorn: its own runner, unless a manager runs the script
         if info['pid'] == 1:
             break
+    if shell is not None:
+        return _shell_runner(shell, chain, unit)
     parent = chain[0] if chain else None
     if parent is None:
         return {'kind': 'unknown', 'detail': 'no parent', 'pid': None}
@@ -217,10 +224,30 @@ def identify_runner(psutil, pid):
         if _sighup_ignored(pid) or (_stdout_path(pid) or '').endswith('nohup.out'):
             return {'kind': 'nohup', 'detail': 'SIGHUP ignored or output to nohup.out, reparented to pid 1',
                     'pid': None}
+        program = (service_env.read_proc_environ(pid) or {}).get('SUPERVISOR_PROCESS_NAME')
+        if program:   # supervisord stopped its program's shell, and the signal never reached gunicorn
+            return {'kind': 'detached', 'pid': None, 'program': program, 'detail': (
+                'left behind by supervisord [program:%s], reparented to pid 1: its stop signalled only the shell of '
+                'the program\'s command, not gunicorn (exec gunicorn in the script, or set stopasgroup=true and '
+                'killasgroup=true)' % program)}
         return {'kind': 'detached', 'detail': 'its starting shell exited and it was reparented to pid 1 (%s): '
                 'nohup, setsid or `&` in a script' % parent['name'], 'pid': None}
     detail = '%s (pid %d): %s' % (parent['name'], parent['pid'], ' '.join(parent['cmdline'])[:160])
     return {'kind': 'other', 'detail': detail, 'pid': parent['pid']}
+
+
+def _shell_runner(shell, chain, unit):
+    """The runner of a process a plain shell script started, no manager above it: the shell, unless it is a unit's
+    ExecStart= script (its parent is systemd as pid 1)."""
+    above = chain[shell.pop('at') + 1:][:1]
+    if unit and above and above[0]['pid'] == 1 and above[0]['name'] == 'systemd':
+        return _via(shell, {'kind': 'systemd', 'detail': unit, 'pid': 1})
+    return shell
+
+
+def _via(shell, runner):
+    """`runner` runs the process through the plain `shell` script (None: directly); the shell is named."""
+    return dict(runner, via=shell['detail']) if shell is not None else runner
 
 
 def _stdout_path(pid):

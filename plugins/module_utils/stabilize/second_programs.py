@@ -59,8 +59,12 @@ def choose(conflicts, app, chdir, conf, managed, ctl):
     programs = dict((p['name'], p) for p in service_control.supervisord_programs(conf))
     disable, left = [], []
     for conflict in conflicts:
-        name = running.get(conflict['pid'])
-        if conflict.get('kind') != 'gunicorn_master' or not name or name == managed:
+        # The program's own pid, else the name supervisord put in the master's environment (a program whose command
+        # is a script that runs gunicorn without exec: supervisord's pid is the shell's).
+        name = running.get(conflict['pid']) or conflict.get('program')
+        if conflict.get('kind') == 'gunicorn_master' and name == managed:
+            continue   # the service's own master, started again by its program since the service was found
+        if conflict.get('kind') != 'gunicorn_master' or not name:
             left.append(conflict)
             continue
         why = _why_not(programs.get(name), name, app, chdir, conf)

@@ -373,9 +373,22 @@ class Service(object):
             if 'refused' in out or 'no such file' in out.lower() or 'SHUTDOWN' in out:
                 raise ServiceError('supervisorctl cannot reach supervisord: %s' % out.strip())
             return {'running': False, 'pid': None, 'state': 'UNKNOWN', 'detail': out.strip()}
-        pid = self.master(m.group('pid')) if m.group('pid') else None
+        program_pid = int(m.group('pid')) if m.group('pid') else None
+        pid = self._master_of_program(program_pid) if program_pid else None
         return {'running': m.group('state') == 'RUNNING' and pid is not None, 'pid': pid, 'state': m.group('state'),
-                'detail': out.strip()}
+                'detail': out.strip(), 'program_pid': program_pid}
+
+    def _master_of_program(self, program_pid):
+        """The app's master a program runs: its own process, or the master a script it runs started (a command
+        that is a script running gunicorn without exec)."""
+        found = self.master(program_pid)
+        if found is not None:
+            return found
+        try:
+            below = self.psutil.Process(program_pid).children(recursive=True)
+        except Exception:  # gone
+            return None
+        return next((pid for pid in (self.master(proc.pid) for proc in below) if pid is not None), None)
 
     def _start_supervisord(self):
         self.ctl('reread')
@@ -392,18 +405,32 @@ class Service(object):
         if st['state'] in ('UNKNOWN', 'STOPPED', 'EXITED', 'FATAL'):
             return []
         family = []
-        if st['pid']:
+        if st['program_pid']:
             try:
-                master = self.psutil.Process(st['pid'])
-                family = [master] + master.children(recursive=True)
+                program = self.psutil.Process(st['program_pid'])
+                family = [program] + program.children(recursive=True)
             except Exception:  # already gone
                 family = []
         rc, out = self.ctl('stop', self.p['name'])
         if rc != 0 and 'not running' not in out:
             raise ServiceError('supervisorctl stop %s: %s' % (self.p['name'], out.strip()))
         # supervisorctl returns when the master is gone; its workers must be gone too before the logs move.
-        processes.wait_gone(self.psutil, family, self.p['grace'])
-        return ['supervisorctl stop']
+        left = processes.wait_gone(self.psutil, family, self.p['grace'])
+        return ['supervisorctl stop'] + self._stop_left_behind(left)
+
+    def _stop_left_behind(self, left):
+        """The program's processes its stop did not take down: a command that is a script running gunicorn without
+        exec and no stopasgroup - supervisord signalled the shell only, and its gunicorn would hold $PORT against
+        the next start. They were the program's own tree when it was stopped; each signal checks the start time."""
+        left = [proc for proc in left if processes.in_our_namespaces(proc.pid)]
+        sent = []
+        for proc in left:
+            if processes.signal_proc(self.psutil, proc, signal.SIGTERM) and 'TERM left behind' not in sent:
+                sent.append('TERM left behind')
+        for proc in processes.wait_gone(self.psutil, left, self.p['grace']):
+            if processes.signal_proc(self.psutil, proc, signal.SIGKILL) and 'KILL left behind' not in sent:
+                sent.append('KILL left behind')
+        return sent
 
     # -- systemd
     def systemctl(self, *args):

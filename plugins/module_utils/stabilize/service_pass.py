@@ -53,7 +53,8 @@ def change_state(psutil, params, run_command, wanted, check_mode, archive=None):
             return dict(result, pid=None, actions=['would %s %s (%s)' % (verb, params['name'], params['manager'])])
         if wanted in ('restarted', 'stopped'):
             sent = service.stop()
-            result['actions'].append('stopped master %s (%s)' % (before['pid'], ', '.join(sent) or 'not running'))
+            result['actions'].append('stopped %s (%s)' % ('master %d' % before['pid'] if before['pid'] else 'its program',
+                                                          ', '.join(sent) or 'not running'))
             result['pid'] = None
         if wanted == 'restarted' and archive:
             done = logs_archive.run(psutil, archive['paths'], archive['patterns'], archive['archive_dir'],

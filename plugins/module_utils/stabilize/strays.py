@@ -140,6 +140,7 @@ def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None
                  'create_time': master['create_time']}
         if runner.get('kind') in MANAGED_RUNNERS and is_process_manager(psutil, runner):
             conflicts.append(dict(entry, unit=runner.get('detail') if runner['kind'] == 'systemd' else None,
+                                  program=runner.get('program'),
                                   reason='gunicorn master of the app started by %s (%s): a second runner; '
                                   'stopping it would only make %s start it again' % (
                                       runner['kind'], runner.get('detail'), runner['kind'])))

@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import eventlet as eventlet_probe
 from test_eventlet_judge import HEALTHY, GOOD_BOOT
-from test_verdict import (PORT, cause, check, diagnose, gline, healthy_facts, ids, master_fact, set_healthz, set_sockets,
+from test_verdict import (PORT, T0, cause, check, diagnose, gline, healthy_facts, ids, master_fact, set_healthz, set_sockets,
                           sock, start_lines, stop_lines, stop_service, write_log)
 from test_window_judge import master, watched
 
@@ -146,3 +146,35 @@ def test_a_hub_the_log_cannot_load_is_invalid_though_no_environment_shows_it(fac
     facts["eventlet"] = ev
     found = cause(diagnose(facts), "eventlet_env_invalid")
     assert found["evidence"][0].endswith(line) and found["severity"] == "fail"
+
+
+def blocked(offset, pid):
+    """A master of a second runner that cannot bind the address the running master holds (gunicorn retries, then
+    gives up)."""
+    return [gline(offset, pid, "Starting gunicorn 25.3.0"),
+            gline(offset, pid, "Connection in use: ('0.0.0.0', %d)" % PORT, "ERROR"),
+            gline(offset + 1, pid, "Can't connect to ('0.0.0.0', %d)" % PORT, "ERROR")]
+
+
+@pytest.mark.parametrize("runner, to_stop", [
+    ({"kind": "detached", "pid": None, "program": "voice", "detail": "left behind by supervisord [program:voice]"},
+     "pid 4242 started by detached"),
+    ({"kind": "supervisord", "pid": 90, "program": "voice", "detail": "supervisord"},
+     "the runner of the masters that could not bind (see restart_history), not master 4242 started by supervisord"),
+])
+def test_masters_that_cannot_bind_beside_the_one_running_are_a_second_runner(facts, tmp_path, runner, to_stop):
+    # The one running master serves $PORT; since it started, another runner's masters came and gave up on the address.
+    facts["process"]["masters"][0].update(runner=runner, create_time=T0 - 3600)
+    write_log(facts, tmp_path, start_lines(-3600, 4242) + blocked(-12, 6001) + blocked(-6, 6011) + blocked(-1, 6021))
+    report = diagnose(facts)
+    assert ids(report) == ["multiple_runners"], ids(report)
+    found = cause(report, "multiple_runners")
+    assert "3 masters started since master 4242, each giving up because it could not bind" in found["evidence"][1]
+    assert to_stop in found["remedy"]
+    assert check(report, "process", "one runner")["status"] == "fail"
+
+
+def test_one_master_that_could_not_bind_once_is_no_second_runner(facts, tmp_path):
+    facts["process"]["masters"][0]["create_time"] = T0 - 3600
+    write_log(facts, tmp_path, start_lines(-3600, 4242) + blocked(-6, 6001))
+    assert ids(diagnose(facts)) == []

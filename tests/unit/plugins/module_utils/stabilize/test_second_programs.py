@@ -34,7 +34,17 @@ def test_a_second_program_of_the_app_is_chosen_and_the_managed_one_never(tmp_pat
     disable, left = second_programs.choose([conflict(10), conflict(11)], APP, app, conf, "agentlocator", status(CTL))
     assert [(d["pid"], d["program"]) for d in disable] == [(11, "old")]
     assert disable[0]["file"].endswith("conf.d/old.conf")
-    assert [c["pid"] for c in left] == [10]
+    assert left == []   # 10 is the service's own master (its program restarted it since it was found): no conflict
+
+
+def test_a_master_behind_a_programs_script_is_known_by_the_name_supervisord_gave_it(tmp_path):
+    # `command=bash start.sh` without exec: supervisord's pid is the shell's, the master names its program in its
+    # environment (SUPERVISOR_PROCESS_NAME, the runner's `program`).
+    app, conf = setup(tmp_path, {"old.conf": PROGRAM % ("old", APP), "voice.conf": PROGRAM % ("voice", APP)})
+    behind = [dict(conflict(21), program="voice"), dict(conflict(22), program="old"), conflict(23)]
+    disable, left = second_programs.choose(behind, APP, app, conf, "voice", status(CTL))
+    assert [(d["pid"], d["program"]) for d in disable] == [(22, "old")]
+    assert [c["pid"] for c in left] == [23]   # no program known: stays a conflict
 
 
 def test_a_program_of_another_app_or_a_shared_file_is_left_with_the_reason(tmp_path):
