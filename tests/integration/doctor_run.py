@@ -42,9 +42,10 @@ def make_app(tmp_path, edit=None):
     return app_dir
 
 
-def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True, timeout=300, memory_limit=None):
+def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True, timeout=300, memory_limit=None, prefix=()):
     """ansible-playbook PLAYBOOK against localhost with host_vars; -> CompletedProcess. `timeout` ends a run that
-    hangs (subprocess.TimeoutExpired); `memory_limit` (bytes of address space) makes one that eats memory fail."""
+    hangs (subprocess.TimeoutExpired); `memory_limit` (bytes of address space) makes one that eats memory fail;
+    `prefix` runs it through a command (nsenter into a container's namespaces)."""
     target = {
         "ansible_connection": "local",
         "ansible_python_interpreter": PYTHON,
@@ -57,7 +58,7 @@ def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True, timeo
     inventory = {"all": {"hosts": {"target": target}}}
     inv = tmp_path / "inventory.json"
     inv.write_text(json.dumps(inventory))
-    cmd = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks" / playbook)]
+    cmd = list(prefix) + [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks" / playbook)]
     cmd += list(extra_args)
     limit = None if memory_limit is None else (
         lambda: resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit)))
@@ -68,9 +69,9 @@ def run_playbook(playbook, tmp_path, host_vars, extra_args=(), check=True, timeo
     return done
 
 
-def diagnose(tmp_path, host_vars, extra_args=(), timeout=300):
+def diagnose(tmp_path, host_vars, extra_args=(), timeout=300, prefix=()):
     """Run diagnose.yml; -> (report dict validated against the contract's schema, playbook output)."""
-    done = run_playbook("diagnose.yml", tmp_path, host_vars, extra_args, timeout=timeout)
+    done = run_playbook("diagnose.yml", tmp_path, host_vars, extra_args, timeout=timeout, prefix=prefix)
     report_path = tmp_path / "reports" / "target.json"
     report = json.loads(report_path.read_text())
     jsonschema.validate(report, schema())

@@ -176,6 +176,9 @@ def _systemd_unit(pid):
 
 def identify_runner(psutil, pid):
     """Which runner started a process: walk its parents -> dict(kind, detail, pid)."""
+    if pid == 1:
+        return {'kind': 'platform', 'pid': None, 'detail': "PID 1 of its PID namespace: a container's main process "
+                '(the container runtime restarts the container by its restart policy)'}
     unit = _systemd_unit(pid)
     chain = []
     try:
@@ -371,7 +374,9 @@ def collect(psutil, app, chdir, exclude_pids=(), now=None, runners=(), env_file_
     `runners` (app_runner.find_runners) and `env_file_env` stand in for the command line and the environment a
     setproctitle'd master hides."""
     now = now or time.time()
-    exclude = set(exclude_pids) | set([1])
+    # PID 1 is read too: gunicorn is a container's main process (`CMD ["gunicorn", ...]`); it is never signalled
+    # (strays, processes.signal_proc).
+    exclude = set(exclude_pids)
     gunicorns, strays = {}, []
     for proc in psutil.process_iter():
         if proc.pid in exclude:

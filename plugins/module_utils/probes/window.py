@@ -38,7 +38,7 @@ class ProcessWatch(object):
     """The app's gunicorn masters and workers, looked at again and again: which exited, which started, when."""
 
     def __init__(self, psutil, app, chdir, exclude, masters, started):
-        self.psutil, self.app, self.chdir, self.exclude = psutil, app, chdir, set(exclude) | set([1])
+        self.psutil, self.app, self.chdir, self.exclude = psutil, app, chdir, set(exclude)   # PID 1 too: a container's gunicorn
         self.started = started
         self.known = {}     # (pid, create_time) -> {'pid', 'ppid'} of the app's gunicorn processes
         self.roles = {}     # pid -> ('master', None) or ('worker', master pid), as first seen

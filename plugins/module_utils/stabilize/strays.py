@@ -138,6 +138,12 @@ def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None
         runner = master.get('runner') or {}
         entry = {'pid': master['pid'], 'cmdline': master['cmdline'], 'cwd': master['cwd'], 'kind': 'gunicorn_master',
                  'create_time': master['create_time']}
+        if master['pid'] == 1:
+            conflicts.append(dict(entry, reason="the app's gunicorn master is PID 1 of this PID namespace, a container's "
+                                  'main process: stabilize never signals PID 1 and cannot replace it - set the '
+                                  "container's command (CMD/ENTRYPOINT) to the canonical command and restart the "
+                                  'container'))
+            continue
         if runner.get('kind') in MANAGED_RUNNERS and is_process_manager(psutil, runner):
             conflicts.append(dict(entry, unit=runner.get('detail') if runner['kind'] == 'systemd' else None,
                                   program=runner.get('program'),
