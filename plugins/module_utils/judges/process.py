@@ -49,11 +49,23 @@ def judge(facts, layer):
     _periodic_sigterm(facts, layer, facts.get('log'), master)
     _one_runner_overlapping(layer, masters)
 
-    restarts = [e for e in shared.last_run_events(facts) if e['event'] == 'worker_boot']
+    _log_worker_restarts(facts, layer, master)
+
+
+def _log_worker_restarts(facts, layer, master):
+    """Worker re-boots the log shows in the current run, when the window saw none (it may end at once on what the
+    log already shows): a warning when workers were killed (WORKER TIMEOUT, SIGKILL), else a note."""
+    events = shared.last_run_events(facts)
+    restarts = [e for e in events if e['event'] == 'worker_boot']
+    killed = [e for e in events if e['event'] in ('worker_timeout', 'worker_sigkill')]
     workers = shared.setting(master, 'workers', 1)
-    if master and len(restarts) > workers:
-        layer.check('worker restarts', 'pass', 'note: %d workers booted since master %d started (%d configured)'
-                    % (len(restarts), master['pid'], workers))
+    if not master or len(restarts) <= workers or window.worker_restarts(facts):
+        return
+    detail = '%d workers booted since master %d started (%d configured)' % (len(restarts), master['pid'], workers)
+    if killed:
+        layer.check('worker restarts', 'warn', '%s; the log: %s' % (detail, killed[-1]['line'].split('] ', 3)[-1]))
+    else:
+        layer.check('worker restarts', 'pass', 'note: ' + detail)
 
 
 def _blocked_starts(facts, masters):

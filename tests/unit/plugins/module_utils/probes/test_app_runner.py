@@ -87,8 +87,9 @@ def test_the_running_master_wins_over_the_runner_files(tmp_path):
 
 
 def wait_for_uid(pid, uid):
-    deadline = time.time() + 5
-    while psutil.Process(pid).uids().effective != uid:
+    """Until setpriv has exec'd its command: then uid, gid and groups are all final (not only the uid)."""
+    deadline = time.time() + 20
+    while psutil.Process(pid).uids().effective != uid or psutil.Process(pid).name() == "setpriv":
         assert time.time() < deadline
         time.sleep(0.02)
 
