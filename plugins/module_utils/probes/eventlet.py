@@ -341,7 +341,9 @@ def collect(context):
     lines = logfile.tail_lines(p.get('log_file'), TAIL_BYTES)
     run_lines = gunicorn.current_run(lines, [m['pid'] for m in masters], previous=True)
     runners = runner_configs(p['app'], p['chdir'], p.get('env_file'), context.get('env_file_env'))
-    restarters = runner_processes(context['psutil'], context['process'].get('restarters')) if not masters else []
+    # A crash loop's master may be gone before its environ is read: then its runner says what it runs with.
+    restarters = [] if any(master_envs.values()) else \
+        runner_processes(context['psutil'], context['process'].get('restarters'))
     sources = worker_class_sources(p, masters, master_envs, run_lines, runners)
     sources += [{'source': 'pid %d, which restarts the master' % r['pid'], 'worker_class': r['worker_class']}
                 for r in restarters if r['worker_class']]
