@@ -209,6 +209,8 @@ class Window(object):
                 self.pause.wait(LOOK_INTERVAL)
             else:
                 done = self.sampled.wait(LOOK_INTERVAL)
+        if self.ended == 'at_once':
+            self.sampler.one_sample_suffices(self.at_once)
         self.sampler.stop.set()
         facts = self.sampler.facts()
         facts['watch'] = self.facts()

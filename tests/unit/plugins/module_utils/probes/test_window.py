@@ -316,6 +316,7 @@ def test_a_conclusive_first_look_ends_the_window_at_its_first_sample(server):
     assert time.time() - started < 1.0
     assert facts["watch"]["ended_by"] == "at_once" and facts["watch"]["at_once"] == crash
     assert [s["status"] for s in facts["samples"]] == [503]
+    assert facts["window_seconds"] == 0 and facts["wait_reason"] == "one sample suffices: " + crash
 
 
 def test_after_the_sampling_the_window_looks_at_intervals_not_in_a_spin(server):
