@@ -69,9 +69,10 @@ class ProcessWatch(object):
                 if alive(self.psutil, proc):   # a zombie has exited: it only waits to be reaped
                     found[key] = self.known[key]
                 continue
-            info = process._info(proc)
+            info = process._info(proc, whole=False)   # its cwd only when its command line is a gunicorn
             if info is not None and info['cmdline'] and gunicorn.is_gunicorn_cmdline(info['cmdline']) and \
-                    process.belongs_to_app(info, self.app, self.chdir) and not _doctor_run(info['pid']):
+                    process.belongs_to_app(process._complete(proc, info), self.app, self.chdir) and \
+                    not _doctor_run(info['pid']):
                 found[key] = {'pid': info['pid'], 'ppid': info['ppid']}
             elif time.time() - key[1] > EXEC_GRACE:
                 self.others.add(key)
