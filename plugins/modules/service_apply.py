@@ -166,6 +166,31 @@ options:
         description: How many archive directories to keep.
         type: int
         default: 5
+  clean:
+    description:
+      - With I(state=found) - also say what the clean-up of runbook step 1.1 (M(sre.gunicorn_doctor.stop_strays) with
+        its I(archive), for the master found) would find to do now, changing nothing - RV(left_to_clean). The
+        stabilize role skips its clean-up when nothing is left.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      port:
+        description: The port whose holders that are not the app stop stabilize; unset - not looked at.
+        type: int
+      paths:
+        description: The log files the clean-up archives.
+        type: list
+        elements: path
+        default: []
+      patterns:
+        description: Their globs.
+        type: list
+        elements: str
+        default: []
+      archive_dir:
+        description: The archive directory (never a log to archive itself).
+        type: path
+        required: true
 attributes:
   check_mode:
     support: full
@@ -267,6 +292,15 @@ undo:
   description: What I(state=rolled_back) needs (backups by file, each file's mode and owner before, how the service ran).
   returned: state=applied, also when the pass failed
   type: dict
+left_to_clean:
+  description:
+    - With I(state=found) and I(clean) - C(port), the port looked at, and C(left), one C({kind, what}) for each thing
+      the clean-up would do or stop at - C(stop) (a process), C(conflict), C(port_holder), C(second_unit), C(log)
+      (to archive), C(refused_log). Null when the host could not be read (the clean-up then runs and says why).
+  returned: state=found, with I(clean)
+  type: dict
+  version_added: 0.3.0
+  sample: {port: 8000, left: [{kind: stop, what: "5150 (python3 -m AgentLocator.main): runs the app module"}]}
 done:
   description: Whether the rolled back pass had changed anything.
   returned: state=rolled_back
@@ -287,7 +321,7 @@ state:
   type: str
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import module_args, service_pass
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import clean_up, module_args, service_pass
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 ARGUMENT_SPEC = dict(
@@ -320,12 +354,33 @@ ARGUMENT_SPEC = dict(
     force_restart=dict(type='bool', default=False),
     grace=dict(type='float', default=10),
     start_timeout=dict(type='float', default=30),
+    clean=dict(type='dict', options=dict(
+        port=dict(type='int'),
+        paths=dict(type='list', elements='path', default=[]),
+        patterns=dict(type='list', elements='str', default=[]),
+        archive_dir=dict(type='path', required=True),
+    )),
     archive=dict(type='dict', options=dict(
         archive_dir=dict(type='str', default=''),
         stamp=dict(type='str', default=''),
         keep=dict(type='int', default=5),
     )),
 )
+
+
+def found(module, psutil):
+    """state=found: service_info's answer, with what the clean-up would find to do (`clean`)."""
+    p = module.params
+    service = service_pass.found_service(psutil, p, module.run_command)
+    if p['clean']:
+        try:
+            left = clean_up.survey(psutil, p, service, module.run_command, module.get_bin_path('systemctl'))
+        except (IOError, OSError) as e:
+            module.warn('what the clean-up would do is not known: %s' % e)
+            left = None
+        # The strays' command lines (a database URL, a token): redacted before they leave the host.
+        service['left_to_clean'] = redact(left)
+    return service
 
 
 def main():
@@ -336,7 +391,7 @@ def main():
     p = module.params
     try:
         if p['state'] == 'found':
-            module.exit_json(changed=False, **service_pass.found_service(psutil, p, module.run_command))
+            module.exit_json(changed=False, **found(module, psutil))
         if p['state'] == 'rolled_back':
             result = service_pass.roll_back(psutil, p['undo'], module.run_command, module.check_mode)
         else:

@@ -215,14 +215,13 @@ logs:
 '''
 
 
-import os
 import pwd
 
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import restart_runner
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
-    logs_archive, module_args, second_programs, second_units, service_control, strays)
+    clean_up, logs_archive, module_args, second_programs, second_units, service_control, strays)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 
@@ -233,20 +232,12 @@ def actions(entries, check_mode):
                                       if e.get('outcome') else '')} for e in entries]
 
 
-def runner_ctl(module, argv):
-    """-> ctl(*args) -> (rc, output) running argv + args (supervisorctl -c CONF, systemctl)."""
-    def ctl(*args):
-        rc, out, err = module.run_command(argv + list(args))
-        return rc, (out or '') + (err or '')
-    return ctl
-
-
 def second_programs_of(module, psutil, found):
     """Masters a second program of the managed supervisord runs: taken out of the conflicts, to be disabled."""
     p = module.params
     if not (p['program'] and p['supervisorctl'] and p['supervisord_conf']) or not found['conflicts']:
         return [], None
-    ctl = runner_ctl(module, [p['supervisorctl'], '-c', p['supervisord_conf']])
+    ctl = clean_up.runner_ctl(module.run_command, [p['supervisorctl'], '-c', p['supervisord_conf']])
     chosen, found['conflicts'] = second_programs.choose(found['conflicts'], p['app'], p['chdir'],
                                                         p['supervisord_conf'], p['program'], ctl)
     # What a rollback needs to give each one back (restore).
@@ -258,11 +249,10 @@ def second_units_of(module, found):
     p = module.params
     if not (p['systemd_unit'] and p['systemd_unit_dir']):
         return [], None
-    systemctl = p['systemctl'] or module.get_bin_path('systemctl')
-    ctl = runner_ctl(module, [systemctl]) if systemctl and os.path.isfile(systemctl) else None
-    chosen, found['conflicts'] = second_units.choose(p['app'], p['chdir'], p['systemd_unit_dir'], p['systemd_unit'],
-                                                     found['conflicts'], ctl)
-    return [dict(e, systemctl=systemctl) for e in chosen], ctl
+    units, found['conflicts'], ctl = clean_up.second_units_of(
+        p['app'], p['chdir'], p['systemd_unit_dir'], p['systemd_unit'], found['conflicts'],
+        p['systemctl'] or module.get_bin_path('systemctl'), module.run_command)
+    return units, ctl
 
 
 def runner_actions(programs, units, check_mode):
@@ -304,9 +294,9 @@ def restore(module, entries):
             if not entry.get('done') or module.check_mode:
                 continue
             if entry.get('kind') == 'systemd_unit':
-                restored.append(second_units.enable(entry, runner_ctl(module, [entry['systemctl']])))
+                restored.append(second_units.enable(entry, clean_up.runner_ctl(module.run_command, [entry['systemctl']])))
             else:
-                ctl = runner_ctl(module, [entry['supervisorctl'], '-c', entry['supervisord_conf']])
+                ctl = clean_up.runner_ctl(module.run_command, [entry['supervisorctl'], '-c', entry['supervisord_conf']])
                 restored.append(second_programs.enable(entry, ctl))
     except (OSError, KeyError, service_control.ServiceError) as e:
         module.fail_json(changed=bool(restored), restored=restored, msg='giving back what was disabled failed: %s' % e)
