@@ -156,8 +156,8 @@ class ActionModule(ActionBase):
         # what the clean-up would find to do: nothing, and the role skips it (one module call less).
         if inputs.get('archive_dir'):
             paths, patterns = stabilize.old_logs(inputs)
-            service_args['clean'] = {'port': stabilize.clean_up_port(inputs, before) or None, 'paths': paths,
-                                     'patterns': patterns, 'archive_dir': inputs['archive_dir']}
+            service_args.update(clean={'port': stabilize.clean_up_port(inputs, before) or None}, archive={
+                'paths': paths, 'patterns': patterns, 'archive_dir': inputs['archive_dir'], 'stamp': inputs['stamp']})
         service = self._execute_module('sre.gunicorn_doctor.service_apply', task_vars=task_vars,
                                        module_args=dict(service_args, state='found'))
         if service.get('failed'):

@@ -103,37 +103,10 @@ options:
       - Then archive the old logs, in the same call (runbook step 1.1 is both) - the options of
         M(sre.gunicorn_doctor.archive_logs), which this archiving is; its result is RV(logs). Unset - no logs are archived.
       - Only when nothing stopped the module first (a conflict, a process that survived C(KILL)).
-    type: dict
     version_added: 0.3.0
-    suboptions:
-      paths:
-        description: The log files.
-        type: list
-        elements: path
-        default: []
-      patterns:
-        description: Their globs.
-        type: list
-        elements: str
-        default: []
-      archive_dir:
-        description: The archive directory.
-        type: path
-        required: true
-      stamp:
-        description: This run's name in it.
-        type: str
-        required: true
-      keep:
-        description: The number kept.
-        type: int
-        default: 5
-      current_since:
-        description: Start time (epoch seconds) of the service's running master (0 - none runs).
-        type: float
-        default: 0
 extends_documentation_fragment:
   - sre.gunicorn_doctor.service
+  - sre.gunicorn_doctor.log_archive.archive
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
 seealso:
@@ -217,11 +190,9 @@ logs:
 
 import pwd
 
-from ansible.module_utils.common.text.converters import to_native
-
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import restart_runner
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
-    clean_up, logs_archive, module_args, second_programs, second_units, service_control, strays)
+    clean_up, module_args, second_programs, second_units, service_control, strays)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 
@@ -343,18 +314,13 @@ ARGUMENT_SPEC = dict(
     crontabs=dict(type='list', elements='str', default=list(restart_runner.CRONTABS)),
     run=dict(type='str'),
     restore=dict(type='list', elements='dict'),
-    archive=dict(type='dict', options=module_args.ARCHIVE_OLD),
+    archive=dict(type='dict', options=module_args.ARCHIVE),
 )
 
 
 def archive(module, psutil, result):
     """The old logs, now that the runs that wrote them are over (archive_logs in the same call)."""
-    try:
-        result['logs'] = logs_archive.archive_old(psutil, module.params['archive'], module.check_mode, module.warn)
-    except ValueError as e:
-        module_args.fail(module, 'archive: %s' % e, **result)
-    except (IOError, OSError) as e:
-        module_args.fail(module, 'archiving stopped, the log stays in place: %s' % to_native(e), **result)
+    result['logs'] = module_args.archive_old(module, psutil, module.params['archive'], result, 'archive')
     result['changed'] = result['changed'] or result['logs'].pop('changed')
 
 

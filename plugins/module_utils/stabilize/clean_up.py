@@ -41,9 +41,9 @@ def survey(psutil, p, service, run_command, systemctl=None):
     foreign holders were looked for, left: [{kind, what}]). Kinds: stop (a process), conflict (stabilize would stop
     there), port_holder (a process on `port` that is not the app's), second_unit, log (to archive), refused_log.
 
-    p: app, chdir, name, unit_dir and the `clean` options (port, paths, patterns, archive_dir); service:
+    p: service_apply's app, chdir, name, unit_dir, `clean` (port) and `archive` (paths, patterns, archive_dir); service:
     service_found.find's answer (its pid is kept, its user's runs are the ones stopped, its start splits the logs)."""
-    clean = p['clean']
+    clean, archive = p['clean'], p['archive']
     run_as = service.get('run_as') or {}
     uid = run_as.get('uid') if run_as.get('user') else None
     keep = [service['pid']] if service.get('pid') else []
@@ -55,8 +55,8 @@ def survey(psutil, p, service, run_command, systemctl=None):
     left = [_item('stop', strays.describe(e)) for e in found['stop']]
     left += [_item('port_holder' if c['kind'] == 'port_holder' else 'conflict', strays.describe(c)) for c in conflicts]
     left += [_item('second_unit', e['reason']) for e in units]
-    to_archive, dummy, refused = logs_archive.plan(psutil, clean.get('paths') or [], clean.get('patterns') or [],
-                                                   clean['archive_dir'], service.get('started') or 0)
+    to_archive, dummy, refused = logs_archive.plan(psutil, archive.get('paths') or [], archive.get('patterns') or [],
+                                                   archive['archive_dir'], service.get('started') or 0)
     left += [_item('log', path) for path, dummy in to_archive]
     left += [_item('refused_log', '%s: %s' % (r['path'], r['why'])) for r in refused]
     return {'port': clean.get('port'), 'left': left}

@@ -58,7 +58,7 @@ def change_state(psutil, params, run_command, wanted, check_mode, archive=None):
             result['pid'] = None
         if wanted == 'restarted' and archive:
             done = logs_archive.run(psutil, archive['paths'], archive['patterns'], archive['archive_dir'],
-                                    archive['stamp'], archive['keep'])
+                                    archive['stamp'], archive['keep'], current_since=archive.get('current_since') or 0)
             result['archived'] = done['archived']
             if done['archived']:
                 result['actions'].append('archived %d log(s) into %s' % (len(done['archived']), done['archive']))
@@ -198,10 +198,12 @@ def verify_unit(spec, text, run_command, out):
 
 
 def archive_spec(spec):
+    """What a restart archives: the service's logs and their rotations, with the `archive` option's own paths."""
     archive = spec.get('archive') or {}
     if not (archive.get('archive_dir') and archive.get('stamp')):
         return None
-    return dict(archive, paths=spec['log_files'], patterns=[path + '.*' for path in spec['log_files']])
+    return dict(archive, paths=spec['log_files'] + list(archive.get('paths') or []),
+                patterns=[path + '.*' for path in spec['log_files']] + list(archive.get('patterns') or []))
 
 
 # --- the pass, and its undoing -------------------------------------------------------------------------------

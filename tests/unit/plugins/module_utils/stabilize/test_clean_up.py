@@ -58,8 +58,8 @@ def service_of(tmp_path, procs):
 
 def survey(app, service, tmp_path, port=None, paths=(), patterns=()):
     p = {"app": APP, "chdir": str(app), "name": "agentlocator", "unit_dir": str(tmp_path / "units"),
-         "clean": {"port": port, "paths": list(paths), "patterns": list(patterns),
-                   "archive_dir": str(tmp_path / "archive")}}
+         "clean": {"port": port}, "archive": {"paths": list(paths), "patterns": list(patterns),
+                                              "archive_dir": str(tmp_path / "archive")}}
     return clean_up.survey(psutil, p, service, None)
 
 
