@@ -297,7 +297,8 @@ state:
   type: str
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import clean_up, module_args, service_pass
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
+    clean_up, module_args, service_found, service_pass)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 ARGUMENT_SPEC = dict(
@@ -338,11 +339,14 @@ ARGUMENT_SPEC = dict(
 def found(module, psutil):
     """state=found: service_info's answer, with what the clean-up would find to do (`clean`)."""
     p = module.params
-    service = service_pass.found_service(psutil, p, module.run_command)
+    surveyed = p['clean'] and p['archive']
+    # Read once for both: the service's masters and the strays among the app's processes.
+    facts = service_found.app_processes(psutil, p['app'], p['chdir']) if surveyed else None
+    service = service_pass.found_service(psutil, p, module.run_command, facts)
     left = None
-    if p['clean'] and p['archive']:
+    if surveyed:
         try:
-            left = clean_up.survey(psutil, p, service, module.run_command, module.get_bin_path('systemctl'))
+            left = clean_up.survey(psutil, p, service, module.run_command, module.get_bin_path('systemctl'), facts)
         except (IOError, OSError) as e:
             module.warn('what the clean-up would do is not known: %s' % e)
     if p['clean']:

@@ -36,18 +36,19 @@ def _item(kind, what):
     return {'kind': kind, 'what': what}
 
 
-def survey(psutil, p, service, run_command, systemctl=None):
+def survey(psutil, p, service, run_command, systemctl=None, facts=None):
     """What stop_strays would stop, disable, refuse or archive for the service found -> dict(port: the port whose
     foreign holders were looked for, left: [{kind, what}]). Kinds: stop (a process), conflict (stabilize would stop
     there), port_holder (a process on `port` that is not the app's), second_unit, log (to archive), refused_log.
 
     p: service_apply's app, chdir, name, unit_dir, `clean` (port) and `archive` (paths, patterns, archive_dir); service:
-    service_found.find's answer (its pid is kept, its user's runs are the ones stopped, its start splits the logs)."""
+    service_found.find's answer (its pid is kept, its user's runs are the ones stopped, its start splits the logs);
+    facts: service_found.app_processes' answer that find read, read once for both."""
     clean, archive = p['clean'], p['archive']
     run_as = service.get('run_as') or {}
     uid = run_as.get('uid') if run_as.get('user') else None
     keep = [service['pid']] if service.get('pid') else []
-    found = strays.choose(psutil, p['app'], p['chdir'], clean.get('port'), keep, uid=uid)
+    found = strays.choose(psutil, p['app'], p['chdir'], clean.get('port'), keep, uid=uid, facts=facts)
     conflicts, units = found['conflicts'], []
     if service.get('manager') == 'systemd' and p.get('unit_dir'):
         units, conflicts, dummy = second_units_of(p['app'], p['chdir'], p['unit_dir'], p['name'] + '.service',
@@ -56,7 +57,7 @@ def survey(psutil, p, service, run_command, systemctl=None):
     left += [_item('port_holder' if c['kind'] == 'port_holder' else 'conflict', strays.describe(c)) for c in conflicts]
     left += [_item('second_unit', e['reason']) for e in units]
     to_archive, dummy, refused = logs_archive.plan(psutil, archive.get('paths') or [], archive.get('patterns') or [],
-                                                   archive['archive_dir'], service.get('started') or 0)
+                                                   archive['archive_dir'], service.get('started') or 0, holders=False)
     left += [_item('log', path) for path, dummy in to_archive]
     left += [_item('refused_log', '%s: %s' % (r['path'], r['why'])) for r in refused]
     return {'port': clean.get('port'), 'left': left}

@@ -253,8 +253,9 @@ def finish(out):
     return out
 
 
-def found_service(psutil, p, run_command):
-    """service_info's answer for this pass: the caller's, else found here - one call on the host, not two."""
+def found_service(psutil, p, run_command, facts=None):
+    """service_info's answer for this pass: the caller's, else found here - one call on the host, not two. facts:
+    service_found.app_processes' answer when the caller has it."""
     if p.get('service'):
         return p['service']
     directory = p['service_dir']
@@ -262,7 +263,7 @@ def found_service(psutil, p, run_command):
                                                 'env_file', 'user', 'group', 'unit_dir', 'program_dir', 'python'))
     wanted.update(pidfile=directory + '/run/gunicorn.pid', start_script=directory + '/run.sh')
     try:
-        return service_found.find(psutil, wanted, run_command)
+        return service_found.find(psutil, wanted, run_command, facts)
     except service_found.NotFound as e:
         raise PassError(str(e), {})
 
