@@ -51,7 +51,7 @@ def service_of(tmp_path, procs):
     (app / "gunicorn.py").write_text(FAKE_GUNICORN)
     log = tmp_path / "app.log"
     master = procs([sys.executable, "-m", "gunicorn", APP, "--error-logfile", str(log)], app)
-    wait_for(lambda: (app / "ready").exists(), "the master's log")
+    wait_for((app / "ready").exists, "the master's log")
     started = psutil.Process(master.pid).create_time()
     return app, log, {"manager": "standalone", "pid": master.pid, "run_as": None, "started": started}
 
