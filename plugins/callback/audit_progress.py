@@ -28,7 +28,7 @@ import time
 
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.fleet import progress_line
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.fleet import progress_line, registered_report
 # The report action and what it imports (the judges, the writers), loaded once here, in the controller's main
 # process: each host's report task runs in a worker forked from it, which inherits them instead of importing
 # them again (on every host; the plugin loader takes a module already in sys.modules).
@@ -54,8 +54,8 @@ class CallbackModule(CallbackBase):
                                             unreachable=unreachable, failed=failed))
 
     def v2_runner_on_ok(self, result):
-        report = result._result.get('report')
-        if isinstance(report, dict) and 'verdict' in report and 'layers' in report:   # the report action's
+        report = registered_report(result._result)   # None for any task but the report action's diagnosis
+        if report is not None:
             self._finished(result._host.get_name(), report=report)
 
     def v2_runner_on_unreachable(self, result):
