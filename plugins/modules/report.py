@@ -104,7 +104,7 @@ options:
   return_report:
     description:
       - Return the report as RV(report) too. Set V(false) to get it only as RV(report_json), one string that Ansible
-        does not walk (C(audit.yml) does, for every host of a fleet).
+        does not walk (as C(audit.yml) does, for every host of a fleet).
     type: bool
     default: true
   keep_fact:
