@@ -154,16 +154,6 @@ def test_a_websocket_handshake_that_never_ends(tmp_path, peers, mode, says):
     assert says.replace("within 3 s", "within 5 s") in external, external
 
 
-def voice_bound(detail, says):
-    """`says` is in `detail`, its "within 3 s" the idle host's bound: the voice layer stretches its bounds by the
-    host's load (voice.bounds_scale), so the bound found may be longer, never shorter."""
-    if "within 3 s" not in says:
-        return says in detail
-    head, tail = says.split("within 3 s")
-    found = re.search(re.escape(head) + r"within (\d+(?:\.\d+)?) s" + re.escape(tail), detail)
-    return bool(found) and float(found.group(1)) >= 3
-
-
 @pytest.mark.parametrize("mode, says", [
     ("ws-flood", "the app sent 1000 frames during the one-second call; the doctor reads no more"),
     ("ws-giant", "the app sent more than 1 MiB during the one-second call (a giant frame or a flood)"),
