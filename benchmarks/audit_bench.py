@@ -54,7 +54,7 @@ EXPECTED = {
     "not_deployed": ("down", None, "not_deployed"),                  # doctor_chdir does not exist
     "unreachable": ("unreachable", None, "unreachable"),             # sshd stopped
 }
-WRONG = []       # (size, run) of the audits whose findings were not the mix's
+WRONG = []       # (playbook, size, run) of the audits whose findings were not the mix's
 BROKEN = ("not_listening", "bind_loopback_only", "healthz_error", "wrong_port", "not_deployed")
 
 
@@ -125,9 +125,10 @@ def check_audit(report_dir, kinds, names, first):
     return not problems
 
 
-def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profile=None):
+def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profile=None, collections=None):
     """-> (wall seconds, controller CPU seconds, peak max RSS in MB) of one ansible-playbook run. `profile`: a directory
-    for cProfile's stats of the controller's main process and each worker (benchmarks/profile_controller.py)."""
+    for cProfile's stats of the controller's main process and each worker (benchmarks/profile_controller.py);
+    `collections`: the collections path of another checkout (--compare)."""
     fleet.stop_ssh_masters()
     argv = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(inventory), "--limit", limit, "-f", str(forks),
             str(playbook)] + list(extra)
@@ -135,7 +136,8 @@ def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profil
         argv = [PYTHON, str(ROOT / "benchmarks" / "profile_controller.py"), str(profile)] + argv
     with open(log, "w") as out:
         started = time.time()
-        proc = subprocess.Popen(argv, cwd=ROOT, env=ansible_env(), stdout=out, stderr=subprocess.STDOUT)
+        env = dict(ansible_env(), **({"ANSIBLE_COLLECTIONS_PATH": str(collections)} if collections else {}))
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         dummy, status, usage = os.wait4(proc.pid, 0)
         seconds = time.time() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -145,23 +147,32 @@ def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profil
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
+def playbooks(compare):
+    """(label, playbook, collections path or None) in the order they run: with --compare CHECKOUT, that checkout's
+    audit.yml (label `before`) runs before ours, on the same hosts in the same run."""
+    found = [(label, playbook, None) for label, playbook in PLAYBOOKS]
+    if compare:
+        found.insert(2, ("before", Path(compare) / "playbooks" / "audit.yml", Path(compare) / ".collections"))
+    return found
+
+
 def time_size(size, names, kinds, inventory, args, fleet, work):
     """Every playbook --runs times on the first `size` hosts; -> label -> list of (wall, cpu, rss)."""
     limit = ",".join(names[:size])
     forks = min(args.forks or size, size)
-    report_dir = work / ("reports-%d" % size)
-    extra = ["-e", "doctor_report_dir=%s" % report_dir, "-e", "doctor_audit_fail_on_down=false"]
-    times = dict((label, []) for label, dummy in PLAYBOOKS)
+    times = dict((label, []) for label, dummy, dummy in playbooks(args.compare))
     for run in range(args.runs):
-        for label, playbook in PLAYBOOKS:
+        for label, playbook, collections in playbooks(args.compare):
             if label in args.skip.split(","):
                 continue
             log = work / ("%s-%d-%d.log" % (label, size, run))
             profile = Path(args.profile) / ("%s-%d-%d" % (label, size, run)) if args.profile else None
+            report_dir = work / ("reports-%s-%d" % (label, size))
+            extra = ["-e", "doctor_report_dir=%s" % report_dir, "-e", "doctor_audit_fail_on_down=false"]
             times[label].append(playbook_run(playbook, inventory, limit, forks, fleet, log,
-                                             extra if label == "audit" else (), profile))
-            if label == "audit" and not check_audit(report_dir, kinds, names[:size], run == 0):
-                WRONG.append((size, run + 1))
+                                             extra if label in ("audit", "before") else (), profile, collections))
+            if label in ("audit", "before") and not check_audit(report_dir, kinds, names[:size], run == 0):
+                WRONG.append((label, size, run + 1))
             print("%3d hosts  %-8s run %d: %6.2f s wall, %6.2f s CPU, %5.0f MB max RSS  (load %.2f)"
                   % ((size, label, run + 1) + times[label][-1] + (os.getloadavg()[0],)), flush=True)
     return times
@@ -182,7 +193,7 @@ def table(results):
              "vs baseline | vs floor |", "|---|---|---|---|---|---|---|---|---|"]
     for size, times in results:
         med = medians(times)
-        for label in [label for label, dummy in PLAYBOOKS if label in med]:
+        for label in [label for label in ("floor", "baseline", "before", "audit") if label in med]:
             wall, cpu, rss = med[label]
             lines.append("| %d | %s | %.1f | %.0f ms | %.1f | %.0f ms | %.0f | %s | %s |" % (
                 size, label, wall, 1000 * wall / size, cpu, 1000 * cpu / size, rss,
@@ -211,6 +222,9 @@ def main():
     parser.add_argument("--profile", metavar="DIR", help="cProfile each run's controller (main process and workers) "
                         "into DIR/LABEL-SIZE-RUN/ (read with benchmarks/profile_controller.py --show)")
     parser.add_argument("--skip", default="", help="comma-separated playbooks not to time (floor, baseline, audit)")
+    parser.add_argument("--compare", metavar="CHECKOUT", help="also time the audit.yml of another checkout of the "
+                        "collection (its .collections links it, e.g. `git archive main` unpacked and bootstrapped), as "
+                        "`before`, on the same hosts in the same run")
     args = parser.parse_args()
     why = netns_hosts.usable()
     if why:
@@ -238,7 +252,7 @@ def main():
         print("%d hosts: %d healthy, %d broken, %d unreachable" % (
             size, mix.count("healthy"), len(mix) - mix.count("healthy") - mix.count("unreachable"), mix.count("unreachable")))
     print("\n".join(table(results) + goals(results)))
-    print("audit findings: %s" % ("all right in every run" if not WRONG else "WRONG in (hosts, run) %s" % WRONG))
+    print("audit findings: %s" % ("all right in every run" if not WRONG else "WRONG in (playbook, hosts, run) %s" % WRONG))
     if args.keep:
         shutil.rmtree(str(work / "fleet"), ignore_errors=True)
         print("reports and logs kept in %s" % work)

@@ -24,9 +24,9 @@ from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files i
 
 def host_report(host, host_vars):
     """-> (report, synthesized): the diagnose role's report, or one made for a host without it."""
-    registered = host_vars.get('doctor_report') if host_vars is not None else None
-    if isinstance(registered, Mapping) and isinstance(registered.get('report'), Mapping):
-        return plain(registered['report']), False
+    report = fleet.registered_report(host_vars.get('doctor_report')) if host_vars is not None else None
+    if report is not None:
+        return report, False
     error = host_vars.get('__doctor_audit_error') if host_vars is not None else None
     error = plain(error) if isinstance(error, Mapping) else _unreachable_probe(host_vars)
     message = error.get('msg') or ''

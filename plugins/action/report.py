@@ -27,12 +27,12 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('facts', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path', 'ws_path',
-                             'ca_bundle', 'validate_certs', 'external_timeout', 'unreachable', 'keep_fact'))
+    _VALID_ARGS = frozenset(('facts', 'facts_json', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path',
+                             'ws_path', 'ca_bundle', 'validate_certs', 'external_timeout', 'unreachable', 'keep_fact',
+                             'return_report'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
-        facts = self._task.args.get('facts')
         host = self._task.args.get('host') or (task_vars or {}).get('inventory_hostname')
         host = to_native(host) if host is not None else None
         report_dir = self._task.args.get('report_dir') or './doctor-reports'
@@ -45,25 +45,42 @@ class ActionModule(ActionBase):
         unreachable = self._task.args.get('unreachable')
         if unreachable:   # audit.yml: the probe found the host unreachable; its report says so
             report = redact(fleet.unreachable_report(host, fleet.strip_task_prefix(to_native(unreachable))))
-            paths = self._write_report(report_dir, host, report, fleet.error_markdown(report))
-            result.update(changed=False, report=report, paths=paths,
-                          ladder=['%s: %s: %s' % (host, fleet.verdict_label(report).upper(), report['error']['message'])] +
-                          ['  report: %s' % path for path in paths])
+            report_json, paths = self._write_report(report_dir, host, report, fleet.error_markdown(report))
+            lines = ['%s: %s: %s' % (host, fleet.verdict_label(report).upper(), report['error']['message'])] + \
+                ['  report: %s' % path for path in paths]
         else:
-            report = self._judge(facts, host, task_vars or {}, result)
-            paths = self._write_report(report_dir, host, report, markdown(report))
-            # Writing the report on the controller changes nothing on the host.
-            result.update(changed=False, report=report, paths=paths, ladder=ladder(report, paths))
+            report = self._judge(self._probe_facts(), host, task_vars or {}, result)
+            report_json, paths = self._write_report(report_dir, host, report, markdown(report))
+            lines = ladder(report, paths)
+        # Writing the report on the controller changes nothing on the host. The report as HOST.json holds it, one
+        # string: what a fleet reads (fleet.registered_report), without Ansible copying the dict node by node.
+        result.update(changed=False, report_json=report_json, paths=paths, ladder=lines)
+        if boolean(self._task.args.get('return_report', True), strict=False):
+            result['report'] = report
         if boolean(self._task.args.get('keep_fact', False), strict=False):
             # The verdict as a host fact (in the fact cache when one is configured, e.g. AWX fact storage): returned
             # here rather than by a set_fact task, one task per host less in audit.yml.
             result['ansible_facts'] = {'doctor_audit': fleet.audit_fact(report)}
         return result
 
+    def _probe_facts(self):
+        """The probe's facts: `facts` (a dict) or `facts_json` (the same as one JSON string)."""
+        facts, facts_json = self._task.args.get('facts'), self._task.args.get('facts_json')
+        if facts is not None and facts_json is not None:
+            raise AnsibleActionFail('facts and facts_json are the same facts: give one of them')
+        if facts_json is not None:
+            try:
+                facts = json.loads(to_native(facts_json))
+            except ValueError as e:
+                raise AnsibleActionFail('facts_json is not JSON (%s): pass the facts_json that sre.gunicorn_doctor.probe '
+                                        'returns with facts_format=json' % e)
+        if not isinstance(facts, dict) or 'port' not in facts:
+            raise AnsibleActionFail('facts must be the facts returned by sre.gunicorn_doctor.probe (or facts_json, '
+                                    'the same as one JSON string)')
+        return facts
+
     def _judge(self, facts, host, task_vars, result):
         """The probe's facts (+ the external layer, probed here) -> the redacted report."""
-        if not isinstance(facts, dict) or 'port' not in facts:
-            raise AnsibleActionFail('facts must be the facts returned by sre.gunicorn_doctor.probe')
         facts = dict(facts)
         if 'external' not in facts:  # recorded facts that carry the external layer are judged as they are
             facts['external'] = self._probe_public_url(facts, task_vars, result)
@@ -73,21 +90,22 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _write_report(report_dir, host, report, text):
-        """HOST.json and HOST.md -> their paths."""
+        """HOST.json and HOST.md -> (the text of HOST.json, their paths)."""
+        report_json = json.dumps(report, indent=2, sort_keys=False) + '\n'
         try:
             report_dir = report_dir_path(report_dir)
             paths = [host_report_path(report_dir, host, suffix) for suffix in ('.json', '.md')]
-            write_private(paths[0], json.dumps(report, indent=2, sort_keys=False) + '\n')
+            write_private(paths[0], report_json)
             write_private(paths[1], text)
         except (IOError, OSError) as e:
             raise AnsibleActionFail('doctor_report_dir=%s cannot be written: %s' % (report_dir, to_native(e)))
-        return paths
+        return report_json, paths
 
     def _write_stabilize(self, result, host, report_dir):
         """HOST.stabilize.json: the stabilize role's record, redacted (it holds verify's evidence, the
         strays' command lines, the service's result)."""
         record = self._task.args['stabilize']
-        if not isinstance(record, dict) or self._task.args.get('facts') is not None:
+        if not isinstance(record, dict) or any(self._task.args.get(k) is not None for k in ('facts', 'facts_json')):
             raise AnsibleActionFail('stabilize must be the stabilize role\'s record (a dict), given without facts')
         try:
             path, record = write_stabilize_record(report_dir, host, record)

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stabilize's plan, on the controller: each step takes the plan and the results of the tasks that ran and
 returns the next plan (module_utils/stabilize/plan.py decides). Steps that reach the host: `decide` finds the service
-(service_info's answer, from service_apply state=found; not when an unfixable cause stops the run first) and reads
-the earlier run's eventlet record;
+(service_info's answer, from service_apply state=found, with what the clean-up would find to do; not when an
+unfixable cause stops the run first) and reads the earlier run's eventlet record;
 `failed` undoes this run's last service pass (service_apply state=rolled_back) when the plan says so, and asks
 verify once whether a service restarted on its old files answers again. `check`, before anything is read, refuses a
 name or value that would inject into the runner's files (the check service_apply makes again on the host), then
@@ -152,9 +152,14 @@ class ActionModule(ActionBase):
         if plan['unfixable']:
             return plan
         service_args = dict((k, v) for k, v in (args.get('service_info') or {}).items() if v not in (None, ''))
-        # service_info's answer from service_apply, whose payload the pass builds anyway (state=found, read-only).
-        service = self._execute_module('sre.gunicorn_doctor.service_apply', module_args=dict(service_args, state='found'),
-                                       task_vars=task_vars)
+        # service_info's answer from service_apply, whose payload the pass builds anyway (state=found, read-only), with
+        # what the clean-up would find to do: nothing, and the role skips it (one module call less).
+        if inputs.get('archive_dir'):
+            paths, patterns = stabilize.old_logs(inputs)
+            service_args.update(clean={'port': stabilize.clean_up_port(inputs, before) or None}, archive={
+                'paths': paths, 'patterns': patterns, 'archive_dir': inputs['archive_dir'], 'stamp': inputs['stamp']})
+        service = self._execute_module('sre.gunicorn_doctor.service_apply', task_vars=task_vars,
+                                       module_args=dict(service_args, state='found'))
         if service.get('failed'):
             return {'failed': True, 'msg': service.get('msg', 'service_apply state=found failed')}
         service = dict((k, v) for k, v in service.items() if not k.startswith('_') and k not in ('invocation', 'changed'))

@@ -26,36 +26,8 @@ description:
     name planted in the archive, with mode C(0600) - they may hold what only the log's owner could read.
   - Idempotent - a second run finds nothing old and changes nothing.
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
-options:
-  paths:
-    description: Log files to consider (missing and empty ones are ignored).
-    type: list
-    elements: path
-    default: []
-  patterns:
-    description: Globs of more logs to consider, e.g. rotated siblings C(/var/log/app/gunicorn.log.*).
-    type: list
-    elements: str
-    default: []
-  archive_dir:
-    description: Directory holding the archives (one subdirectory per run, named by I(stamp)).
-    type: path
-    required: true
-  stamp:
-    description: Name of this run's archive directory, UTC C(YYYYMMDDTHHMMSSZ).
-    type: str
-    required: true
-  keep:
-    description: How many archive directories to keep; older ones are deleted.
-    type: int
-    default: 5
-  current_since:
-    description:
-      - Start time (epoch seconds) of the service's running master; a log written since then is part of the
-        current run and stays, even when nothing holds it open (0 - no master runs).
-    type: float
-    default: 0
 extends_documentation_fragment:
+  - sre.gunicorn_doctor.log_archive
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
 requirements:
@@ -109,22 +81,14 @@ actions:
   elements: dict
 '''
 
-from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import module_args
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive, module_args
-
-ARGUMENT_SPEC = module_args.ARCHIVE_OLD
+ARGUMENT_SPEC = module_args.ARCHIVE
 
 
 def main():
     module, psutil = module_args.new_module(ARGUMENT_SPEC)
-    try:
-        done = logs_archive.archive_old(psutil, module.params, module.check_mode, module.warn)
-    except ValueError as e:
-        module.fail_json(msg=str(e))
-    except (IOError, OSError) as e:
-        module.fail_json(msg='archiving stopped, the log stays in place: %s' % to_native(e))
-    module.exit_json(**done)
+    module.exit_json(**module_args.archive_old(module, psutil, module.params))
 
 
 if __name__ == '__main__':

@@ -13,7 +13,7 @@ version_added: 0.2.0
 description:
   - Runs on the controller (an action plugin), once per play (use it with C(run_once)), with no round trip to any host.
   - Reads each host's report from its host variables, namely C(doctor_report), the result that the
-    C(sre.gunicorn_doctor.diagnose) role registers. A host without one gets a report here, written as
+    C(sre.gunicorn_doctor.diagnose) role registers (its C(report_json), else its C(report)). A host without one gets a report here, written as
     C(REPORT_DIR/HOST.json) and C(HOST.md) too; if the host variable C(__doctor_audit_error) says
     C(kind=unreachable) or C(kind=timeout), the verdict is C(unreachable) with the connection error as a
     check's detail, and the report's C(error.kind) says what happened - C(timeout) (the host accepted

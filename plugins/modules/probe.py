@@ -26,6 +26,16 @@ description:
     wall-clock deadline (3 s for C(/healthz), each webhook and the WebSocket handshake) and byte caps, and the whole
     probe a budget of O(stability_window) + 2 x O(boot_timeout) + 60 s; a layer still running then is left out and
     reported as having run out of time.
+options:
+  facts_format:
+    description:
+      - C(dict) returns RV(facts); C(json) returns the same facts as one JSON string, RV(facts_json), for
+        the C(facts_json) option of M(sre.gunicorn_doctor.report).
+      - Ansible copies and templates a registered dict node by node on the controller, a string as one value; the
+        C(diagnose) role (and so C(audit.yml) across a fleet) uses C(json).
+    type: str
+    choices: [dict, json]
+    default: dict
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
@@ -42,6 +52,17 @@ EXAMPLES = r'''
     env_file: /srv/agentlocator/.env
     log_file: /var/log/agentlocator/gunicorn.log
   register: doctor_probe
+
+- name: Probe it and judge it, the facts passed on as one JSON string
+  sre.gunicorn_doctor.probe:
+    app: AgentLocator.main:app
+    chdir: /srv/agentlocator
+    facts_format: json
+  register: doctor_probe_json
+
+- name: Judge and write the report
+  sre.gunicorn_doctor.report:
+    facts_json: "{{ doctor_probe_json.facts_json }}"
 '''
 
 RETURN = r'''
@@ -55,14 +76,24 @@ facts:
     port: {port: 8123, source: /srv/agentlocator/.env, valid: true}
     healthz: {url: "http://127.0.0.1:8123/healthz", samples: [{status: 200, latency_ms: 2.1}]}
     timings: {process: 0.03, healthz: 0.01, dry_import: 0.41, total: 0.45}
+facts_json:
+  description: With O(facts_format=json), RV(facts) as one JSON string (instead of RV(facts)).
+  returned: success and O(facts_format=json)
+  type: str
+  sample: '{"port": {"port": 8123, "source": "/srv/agentlocator/.env", "valid": true}, "timings": {"total": 0.45}}'
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import collect_facts, new_module
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import collect_facts, facts_as_json, new_module
+
+FORMAT_SPEC = dict(facts_format=dict(type='str', default='dict', choices=['dict', 'json']))
 
 
 def main():
-    module = new_module()
-    module.exit_json(changed=False, facts=collect_facts(module))
+    module = new_module(FORMAT_SPEC)
+    facts = collect_facts(module)
+    if module.params['facts_format'] == 'json':
+        module.exit_json(changed=False, facts_json=facts_as_json(module, facts))
+    module.exit_json(changed=False, facts=facts)
 
 
 if __name__ == '__main__':

@@ -41,8 +41,15 @@ options:
   facts:
     description:
       - The C(facts) returned by M(sre.gunicorn_doctor.probe).
-      - Required unless O(stabilize) is given.
+      - Required unless O(facts_json), O(stabilize) or O(unreachable) is given.
     type: dict
+  facts_json:
+    description:
+      - The same facts as one JSON string, the C(facts_json) that M(sre.gunicorn_doctor.probe) returns with
+        C(facts_format=json). Mutually exclusive with O(facts).
+      - Ansible hands a string from task to task as one value, where it copies and templates a dict node by node on the
+        controller for every host; the C(diagnose) role passes the facts this way.
+    type: str
   stabilize:
     description:
       - The record of a stabilize run (result, summary, before, after, actions, ...), written as
@@ -94,6 +101,12 @@ options:
         (C(unreachable), C(timeout) or C(connection_lost), from the message), as M(sre.gunicorn_doctor.fleet_report)
         would make it.
     type: str
+  return_report:
+    description:
+      - Return the report as RV(report) too. Set V(false) to get it only as RV(report_json), one string that Ansible
+        does not walk (as C(audit.yml) does, for every host of a fleet).
+    type: bool
+    default: true
   keep_fact:
     description:
       - Also return the verdict as the host fact C(doctor_audit) (verdict, failed_layer, causes, error), kept in the
@@ -127,6 +140,12 @@ EXAMPLES = r'''
     report_dir: ./doctor-reports
   register: doctor_report
 
+- name: Write the report from the facts as one JSON string (probe with facts_format=json), returned as report_json only
+  sre.gunicorn_doctor.report:
+    facts_json: "{{ doctor_probe.facts_json }}"
+    return_report: false
+  register: doctor_report
+
 - name: Write the report and check the public URL of a service behind a private CA
   sre.gunicorn_doctor.report:
     facts: "{{ doctor_probe.facts }}"
@@ -142,8 +161,14 @@ EXAMPLES = r'''
 RETURN = r'''
 report:
   description: The report (host, verdict, failed_layer, causes, layers), or with O(stabilize) the redacted record.
-  returned: success
+  returned: success, unless O(return_report=false)
   type: dict
+report_json:
+  description:
+    - The report as one JSON string, the exact text of C(HOST.json). M(sre.gunicorn_doctor.fleet_report) reads it.
+  returned: success, without O(stabilize)
+  type: str
+  sample: '{"host": "web1", "verdict": "healthy", "failed_layer": null, "causes": [], "layers": []}'
 paths:
   description: The JSON and Markdown files written (with O(stabilize), the C(HOST.stabilize.json) file).
   returned: success

@@ -151,21 +151,20 @@ options:
     type: float
     default: 30
   archive:
-    description: Where the service's logs are archived while it is stopped for a restart; unset - not archived.
+    description:
+      - Where the service's logs (gunicorn's, the runner's console log, and their rotations) and any I(paths) and
+        I(patterns) are archived while it is stopped for a restart; unset - not archived.
+  clean:
+    description:
+      - With I(state=found) - also say what the clean-up of runbook step 1.1 (M(sre.gunicorn_doctor.stop_strays) with
+        its I(archive), for the master found) would find to do now, changing nothing - RV(left_to_clean). The logs it
+        would archive are those of I(archive). The stabilize role skips its clean-up when nothing is left.
     type: dict
+    version_added: 0.3.0
     suboptions:
-      archive_dir:
-        description: Directory of the archives.
-        type: str
-        default: ""
-      stamp:
-        description: This run's archive directory name, UTC C(YYYYMMDDTHHMMSSZ).
-        type: str
-        default: ""
-      keep:
-        description: How many archive directories to keep.
+      port:
+        description: The port whose holders that are not the app stop stabilize; unset - not looked at.
         type: int
-        default: 5
 attributes:
   check_mode:
     support: full
@@ -176,6 +175,7 @@ attributes:
   platform:
     platforms: posix
 extends_documentation_fragment:
+  - sre.gunicorn_doctor.log_archive.archive
   - ansible.builtin.action_common_attributes
 requirements:
   - psutil
@@ -267,6 +267,16 @@ undo:
   description: What I(state=rolled_back) needs (backups by file, each file's mode and owner before, how the service ran).
   returned: state=applied, also when the pass failed
   type: dict
+left_to_clean:
+  description:
+    - With I(state=found) and I(clean) - C(port), the port looked at, and C(left), one C({kind, what}) for each thing
+      the clean-up would do or stop at - C(stop) (a process), C(conflict), C(port_holder), C(second_unit), C(log)
+      (to archive), C(refused_log). Null without I(archive), or when the host could not be read (the clean-up then
+      runs and says why).
+  returned: state=found, with I(clean)
+  type: dict
+  version_added: 0.3.0
+  sample: {port: 8000, left: [{kind: stop, what: "5150 (python3 -m AgentLocator.main): runs the app module"}]}
 done:
   description: Whether the rolled back pass had changed anything.
   returned: state=rolled_back
@@ -287,7 +297,8 @@ state:
   type: str
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import module_args, service_pass
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
+    clean_up, module_args, service_found, service_pass)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 ARGUMENT_SPEC = dict(
@@ -320,12 +331,28 @@ ARGUMENT_SPEC = dict(
     force_restart=dict(type='bool', default=False),
     grace=dict(type='float', default=10),
     start_timeout=dict(type='float', default=30),
-    archive=dict(type='dict', options=dict(
-        archive_dir=dict(type='str', default=''),
-        stamp=dict(type='str', default=''),
-        keep=dict(type='int', default=5),
-    )),
+    clean=dict(type='dict', options=dict(port=dict(type='int'))),
+    archive=dict(type='dict', options=module_args.ARCHIVE),
 )
+
+
+def found(module, psutil):
+    """state=found: service_info's answer, with what the clean-up would find to do (`clean`)."""
+    p = module.params
+    surveyed = p['clean'] and p['archive']
+    # Read once for both: the service's masters and the strays among the app's processes.
+    facts = service_found.app_processes(psutil, p['app'], p['chdir']) if surveyed else None
+    service = service_pass.found_service(psutil, p, module.run_command, facts)
+    left = None
+    if surveyed:
+        try:
+            left = clean_up.survey(psutil, p, service, module.run_command, module.get_bin_path('systemctl'), facts)
+        except (IOError, OSError) as e:
+            module.warn('what the clean-up would do is not known: %s' % e)
+    if p['clean']:
+        # The strays' command lines (a database URL, a token): redacted before they leave the host.
+        service['left_to_clean'] = redact(left)
+    return service
 
 
 def main():
@@ -336,15 +363,14 @@ def main():
     p = module.params
     try:
         if p['state'] == 'found':
-            module.exit_json(changed=False, **service_pass.found_service(psutil, p, module.run_command))
+            module.exit_json(changed=False, **found(module, psutil))
         if p['state'] == 'rolled_back':
             result = service_pass.roll_back(psutil, p['undo'], module.run_command, module.check_mode)
         else:
             result = service_pass.apply(psutil, p, module.run_command, module.check_mode, module._diff)
     except service_pass.PassError as e:
-        # The message quotes the manager's output and the service's log: redacted before it leaves the host. No
-        # `why` (why that manager): a failed task's `why` is read as the reason it failed (verify's).
-        module_args.fail(module, str(e), **dict((key, value) for key, value in e.result.items() if key != 'why'))
+        # The message quotes the manager's output and the service's log: redacted before it leaves the host.
+        module_args.fail_pass(module, e)
     for warning in result.pop('warnings', []):
         module.warn(warning)
     # The diff holds variable names only (a runner file's old content is hidden when it sets variables); the rest is

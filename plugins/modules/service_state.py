@@ -55,34 +55,11 @@ options:
     description:
       - Logs to archive while the service is stopped during a restart - the options of
         M(sre.gunicorn_doctor.archive_logs) of the same names, which this archiving is.
-    type: dict
-    suboptions:
-      paths:
-        description: The log files.
-        type: list
-        elements: path
-        default: []
-      patterns:
-        description: Their globs.
-        type: list
-        elements: str
-        default: []
-      archive_dir:
-        description: The archive directory.
-        type: path
-        required: true
-      stamp:
-        description: This run's name in it.
-        type: str
-        required: true
-      keep:
-        description: The number kept.
-        type: int
-        default: 5
 notes:
   - The standalone runner needs I(pidfile) and I(start_script), supervisord I(supervisorctl).
 extends_documentation_fragment:
   - sre.gunicorn_doctor.service
+  - sre.gunicorn_doctor.log_archive.archive
   - sre.gunicorn_doctor.service.runner
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
@@ -145,7 +122,7 @@ def main():
         result = service_pass.change_state(psutil, p, module.run_command, p['state'], module.check_mode, p['archive'])
     except service_pass.PassError as e:
         # The message quotes the manager's output and the service's log: redacted before it leaves the host.
-        module_args.fail(module, str(e), **e.result)
+        module_args.fail_pass(module, e)
     module.exit_json(**redact(result))
 
 

@@ -103,37 +103,10 @@ options:
       - Then archive the old logs, in the same call (runbook step 1.1 is both) - the options of
         M(sre.gunicorn_doctor.archive_logs), which this archiving is; its result is RV(logs). Unset - no logs are archived.
       - Only when nothing stopped the module first (a conflict, a process that survived C(KILL)).
-    type: dict
     version_added: 0.3.0
-    suboptions:
-      paths:
-        description: The log files.
-        type: list
-        elements: path
-        default: []
-      patterns:
-        description: Their globs.
-        type: list
-        elements: str
-        default: []
-      archive_dir:
-        description: The archive directory.
-        type: path
-        required: true
-      stamp:
-        description: This run's name in it.
-        type: str
-        required: true
-      keep:
-        description: The number kept.
-        type: int
-        default: 5
-      current_since:
-        description: Start time (epoch seconds) of the service's running master (0 - none runs).
-        type: float
-        default: 0
 extends_documentation_fragment:
   - sre.gunicorn_doctor.service
+  - sre.gunicorn_doctor.log_archive.archive
   - ansible.builtin.action_common_attributes
   - sre.gunicorn_doctor.attributes
 seealso:
@@ -215,14 +188,11 @@ logs:
 '''
 
 
-import os
 import pwd
-
-from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import restart_runner
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
-    logs_archive, module_args, second_programs, second_units, service_control, strays)
+    clean_up, module_args, second_programs, second_units, service_control, strays)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
 
@@ -233,20 +203,12 @@ def actions(entries, check_mode):
                                       if e.get('outcome') else '')} for e in entries]
 
 
-def runner_ctl(module, argv):
-    """-> ctl(*args) -> (rc, output) running argv + args (supervisorctl -c CONF, systemctl)."""
-    def ctl(*args):
-        rc, out, err = module.run_command(argv + list(args))
-        return rc, (out or '') + (err or '')
-    return ctl
-
-
 def second_programs_of(module, psutil, found):
     """Masters a second program of the managed supervisord runs: taken out of the conflicts, to be disabled."""
     p = module.params
     if not (p['program'] and p['supervisorctl'] and p['supervisord_conf']) or not found['conflicts']:
         return [], None
-    ctl = runner_ctl(module, [p['supervisorctl'], '-c', p['supervisord_conf']])
+    ctl = clean_up.runner_ctl(module.run_command, [p['supervisorctl'], '-c', p['supervisord_conf']])
     chosen, found['conflicts'] = second_programs.choose(found['conflicts'], p['app'], p['chdir'],
                                                         p['supervisord_conf'], p['program'], ctl)
     # What a rollback needs to give each one back (restore).
@@ -258,11 +220,10 @@ def second_units_of(module, found):
     p = module.params
     if not (p['systemd_unit'] and p['systemd_unit_dir']):
         return [], None
-    systemctl = p['systemctl'] or module.get_bin_path('systemctl')
-    ctl = runner_ctl(module, [systemctl]) if systemctl and os.path.isfile(systemctl) else None
-    chosen, found['conflicts'] = second_units.choose(p['app'], p['chdir'], p['systemd_unit_dir'], p['systemd_unit'],
-                                                     found['conflicts'], ctl)
-    return [dict(e, systemctl=systemctl) for e in chosen], ctl
+    units, found['conflicts'], ctl = clean_up.second_units_of(
+        p['app'], p['chdir'], p['systemd_unit_dir'], p['systemd_unit'], found['conflicts'],
+        p['systemctl'] or module.get_bin_path('systemctl'), module.run_command)
+    return units, ctl
 
 
 def runner_actions(programs, units, check_mode):
@@ -304,9 +265,9 @@ def restore(module, entries):
             if not entry.get('done') or module.check_mode:
                 continue
             if entry.get('kind') == 'systemd_unit':
-                restored.append(second_units.enable(entry, runner_ctl(module, [entry['systemctl']])))
+                restored.append(second_units.enable(entry, clean_up.runner_ctl(module.run_command, [entry['systemctl']])))
             else:
-                ctl = runner_ctl(module, [entry['supervisorctl'], '-c', entry['supervisord_conf']])
+                ctl = clean_up.runner_ctl(module.run_command, [entry['supervisorctl'], '-c', entry['supervisord_conf']])
                 restored.append(second_programs.enable(entry, ctl))
     except (OSError, KeyError, service_control.ServiceError) as e:
         module.fail_json(changed=bool(restored), restored=restored, msg='giving back what was disabled failed: %s' % e)
@@ -353,18 +314,13 @@ ARGUMENT_SPEC = dict(
     crontabs=dict(type='list', elements='str', default=list(restart_runner.CRONTABS)),
     run=dict(type='str'),
     restore=dict(type='list', elements='dict'),
-    archive=dict(type='dict', options=module_args.ARCHIVE_OLD),
+    archive=dict(type='dict', options=module_args.ARCHIVE),
 )
 
 
 def archive(module, psutil, result):
     """The old logs, now that the runs that wrote them are over (archive_logs in the same call)."""
-    try:
-        result['logs'] = logs_archive.archive_old(psutil, module.params['archive'], module.check_mode, module.warn)
-    except ValueError as e:
-        module_args.fail(module, 'archive: %s' % e, **result)
-    except (IOError, OSError) as e:
-        module_args.fail(module, 'archiving stopped, the log stays in place: %s' % to_native(e), **result)
+    result['logs'] = module_args.archive_old(module, psutil, module.params['archive'], result, 'archive')
     result['changed'] = result['changed'] or result['logs'].pop('changed')
 
 

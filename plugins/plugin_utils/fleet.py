@@ -13,13 +13,16 @@ could not run, e.g. no psutil for the host's Python).
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import json
 import re
 import shlex
 import xml.etree.ElementTree as ET
 
+from collections.abc import Mapping
 from html import escape as _html_escape
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain.causes import LAYERS
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import plain
 
 VERDICTS = ('down', 'unreachable', 'degraded', 'healthy')   # worst first
 SEVERITY_RANK = {'fail': 0, 'warn': 1}
@@ -117,6 +120,24 @@ def strip_task_prefix(message):
     """Ansible's 'Task failed: ' before a task's error message: the reports quote the error itself."""
     prefix = 'Task failed: '
     return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def registered_report(result):
+    """The diagnosis report in the report action's result (as registered, or as a callback sees it): its
+    `report_json` (the text of HOST.json) parsed - one string for Ansible to hand over, not a dict it walks node by
+    node - else its `report` (a result from before report_json); None when it holds neither (a skipped task, the
+    probe's result, a stabilize record)."""
+    if not isinstance(result, Mapping):
+        return None
+    text = result.get('report_json')
+    if isinstance(text, str):
+        try:
+            report = json.loads(text)
+        except ValueError:
+            return None
+    else:
+        report = plain(result['report']) if isinstance(result.get('report'), Mapping) else None
+    return report if isinstance(report, dict) and 'verdict' in report and 'layers' in report else None
 
 
 def audit_fact(report):

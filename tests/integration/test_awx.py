@@ -142,6 +142,7 @@ def test_diagnose_through_ansible_runner(collection, services, tmp_path, port):
     report = json.loads((reports / "web1.json").read_text())
     jsonschema.validate(report, schema())
     assert report["verdict"] == "healthy" and report == judged["web1"]["report"]
+    assert judged["web1"]["report_json"] == (reports / "web1.json").read_text()   # the file's text, byte for byte
 
 
 def test_audit_through_ansible_runner_and_the_rerun_of_its_failed_hosts(collection, services, tmp_path, port):
@@ -159,8 +160,11 @@ def test_audit_through_ansible_runner_and_the_rerun_of_its_failed_hosts(collecti
     assert (job.status, job.rc) == ("failed", 2), job.tail()
     # the per-host result: the report task's, and the verdict every host keeps as a fact (unreachable ones too)
     judged = job.results("runner_on_ok", "Judge the layers")
-    assert {h: r["report"]["verdict"] for h, r in judged.items()} == {"web1": "healthy", "web2": "down"}
-    assert judged["web2"]["report"]["failed_layer"] == "listen"
+    # the report as the text of HOST.json only (report_json): one string per host for Ansible to hand over
+    reported = {h: json.loads(r["report_json"]) for h, r in judged.items()}
+    assert {h: r["verdict"] for h, r in reported.items()} == {"web1": "healthy", "web2": "down"}
+    assert reported["web2"]["failed_layer"] == "listen" and "report" not in judged["web2"]
+    assert judged["web2"]["report_json"] == (reports / "web2.json").read_text()
     # (the report task returns it: no task per host more)
     assert {h: r["ansible_facts"]["doctor_audit"]["verdict"] for h, r in judged.items()} == {"web1": "healthy", "web2": "down"}
     failed = job.results("runner_on_failed", "Fail the audit")

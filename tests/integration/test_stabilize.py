@@ -191,6 +191,10 @@ def host(tmp_path):
         h.cleanup()
 
 
+# The clean-up task (runbook 1.1: stop_strays) as the play shows it when it runs.
+CLEAN_UP_TASK = "Stop the app's earlier runs, archive old logs - never the service's own master"
+
+
 # --- the playbook --------------------------------------------------------------------------------------
 def stabilize(tmp_path, host_vars, extra_args=(), check=True):
     done = run_playbook("stabilize.yml", tmp_path, host_vars, extra_args, check=check)
@@ -283,12 +287,31 @@ def test_standalone_broken_host_is_stabilized_then_unchanged(host, tmp_path):
     assert any(t.startswith("rotated " + OLD_LOG_LINE) for t in texts)
     assert OLD_LOG_LINE not in host.log.read_text()
 
+    assert CLEAN_UP_TASK in out
     again = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
     assert_idempotent(again)
     assert host.service_pid() == master
     stable_200(host.port, 1)
     host.assert_decoys_alive()
     assert stabilize_report(tmp_path)["actions"] == []
+    # Nothing was left to clean up: stop_strays did not run (one module call less), and the plan says why.
+    assert CLEAN_UP_TASK not in again and "nothing to clean up" in again
+
+    # Something to clean again (an earlier run's dev server, a rotated log): the clean-up runs as on the first run.
+    stray = host.dev_server()
+    rotated = host.log.parent / "gunicorn.log.2"
+    rotated.write_text("rotated again " + OLD_LOG_LINE + "\n")
+    # Older than the running master: a log of an earlier run (one written since it started is the current run's).
+    before_master = psutil.Process(master).create_time() - 60
+    os.utime(str(rotated), (before_master, before_master))
+    third = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+    assert recap(third)["failed"] == 0 and CLEAN_UP_TASK in third
+    assert not alive(stray) and host.service_pid() == master
+    assert not rotated.exists()
+    assert any(t.startswith("rotated again ") for t in archived_texts(host.service_dir / "log-archive"))
+    actions = [a["action"] for a in stabilize_report(tmp_path)["actions"]]
+    assert "stopped process" in actions and "archived log" in actions
+    host.assert_decoys_alive()
 
 
 def test_check_mode_changes_nothing_and_shows_the_command(host, tmp_path):

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import math
 import re
-import xml.etree.ElementTree as ET
 
 try:
     from urllib.parse import urljoin, urlsplit
@@ -135,6 +134,7 @@ def parse_twiml(body):
     parameter_values, bad_parameters, has_status_callback, verbs_after}]).
     `verb` is the parent of the first <Stream>: Connect (bidirectional) or Start (one-way fork); `verbs_after`
     are the verbs of <Response> after that parent, in order."""
+    import xml.etree.ElementTree as ET   # here: only a host whose app answered the webhook parses TwiML
     result = {'ok': False, 'error': None, 'root': None, 'verb': None, 'streams': [], 'verbs': []}
     try:
         root = ET.fromstring(body)

@@ -25,8 +25,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import 
     gunicorn, gunicorn_settings, restart_history, service_env)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
-    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, voice,
-    window)
+    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, window)
 
 APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
@@ -242,7 +241,7 @@ def probe_host(psutil, params, layers=None):
     stable = window_stable(facts['healthz'])
     context.update(healthz=facts['healthz'], stable=stable, log=facts['log'])
     # The simulated call is the longest probe: start it as soon as /healthz has been sampled.
-    t_voice = start('voice', 'voice', voice.collect, context) if p['voice_checks'] else None
+    t_voice = start('voice', 'voice', collect_voice, context) if p['voice_checks'] else None
     dry_skipped = dry_import_skip(p, context, facts) if deferred else None
     t_dry = t_dry if dry_skipped or not deferred else start_dry()
     facts['system'] = wait(t_system, 'system')
@@ -275,6 +274,13 @@ def probe_host(psutil, params, layers=None):
     timings['total'] = round(time.time() - started, 3)
     facts['timings'] = timings
     return facts
+
+
+def collect_voice(context):
+    """The voice layer (probes/voice.py), imported only when it runs: with doctor_voice_checks off no host compiles it
+    and its Twilio and WebSocket code (AnsiballZ compiles the collection's code on every run)."""
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import voice
+    return voice.collect(context)
 
 
 def new_window(context, deadline, backend=None, settled=None):

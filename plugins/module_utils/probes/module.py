@@ -10,7 +10,9 @@ never imports judges/."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible.module_utils.basic import AnsibleModule
+import json
+
+from ansible.module_utils.basic import AnsibleModule, remove_values
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.host import InputError, probe_host
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
@@ -42,8 +44,9 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def new_module():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+def new_module(extra_spec=None):
+    """The module with the shared options (plus `extra_spec`, a module's own)."""
+    module = AnsibleModule(argument_spec=dict(ARGUMENT_SPEC, **(extra_spec or {})), supports_check_mode=True)
     # The URL stays readable in the -vvv invocation; its password and token do not.
     module.no_log_values.update(url_secrets(module.params['public_base_url']))
     return module
@@ -57,6 +60,12 @@ def collect_facts(module, layers=None):
         return redact(probe_host(psutil, module.params, layers))
     except InputError as e:
         module.fail_json(msg=redact(str(e)))   # may quote the app's import error
+
+
+def facts_as_json(module, facts):
+    """The facts as one JSON string (the probe's facts_format=json). exit_json hides the no_log values in what it
+    returns; in a string it would miss one that JSON escapes, so they are hidden in the facts first."""
+    return json.dumps(remove_values(facts, module.no_log_values))
 
 
 def run_layer_module(layer, fact_keys, judge_layer):

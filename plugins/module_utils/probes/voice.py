@@ -32,13 +32,6 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not a target
     HTTPException = urlencode = None
 
-try:
-    import websocket
-    HAS_WEBSOCKET = hasattr(websocket, 'create_connection')   # not the unrelated `websocket` 0.2 package
-except ImportError:
-    websocket = None
-    HAS_WEBSOCKET = False
-
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env, twilio
 
@@ -266,6 +259,16 @@ def post_form(port, path, fields, host, proto, token, sign_base, timeout=HTTP_TI
 
 
 # --- the media stream ---------------------------------------------------------------------------------
+def websocket_client():
+    """websocket-client, imported when a WebSocket is probed (a host whose app does not answer never compiles it), or
+    None when it is missing or is the unrelated `websocket` 0.2 package."""
+    try:
+        import websocket
+    except ImportError:
+        return None
+    return websocket if hasattr(websocket, 'create_connection') else None
+
+
 def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_parameters, pace=1.0, within=None,
                     stream=None, scale=1.0):
     """Handshake like Twilio (Sec-WebSocket-Protocol: audio.twilio.com), then a one-second call (`pace` and
@@ -277,7 +280,8 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
     out = {'url': url, 'host_header': host, 'skipped': None, 'library': None, 'status': None, 'reason': None,
            'error': None, 'accept_valid': None, 'subprotocol': None, 'headers': {}, 'body_head': None,
            'round_trip': None}
-    if not HAS_WEBSOCKET:
+    websocket = websocket_client()
+    if websocket is None:
         out['skipped'] = 'the websocket-client library is not installed for %s (the interpreter the probe runs in)' \
             % sys.executable
         out['install'] = '%s -m pip install websocket-client' % sys.executable
@@ -409,6 +413,7 @@ class _Receiver(threading.Thread):
         self.arrived = threading.Condition()
 
     def run(self):
+        websocket = websocket_client()   # imported already: the call runs on its connection
         while not self.done.is_set():
             try:
                 opcode, data = self.ws.recv_data()
@@ -458,6 +463,7 @@ def media_round_trip(ws, stream_sid, call_sid, account_sid, custom_parameters, f
     stream the two-way call above. pace 1 sends a frame every 20 ms, as Twilio does; pace N every 20/N ms:
     the same audio and the same checks, the call N times shorter (an audit of many hosts need not wait a
     second on each)."""
+    websocket = websocket_client()   # imported already: `ws` is its connection
     one_way = bool(stream and stream.get('verb') == 'Start')
     tracks = list((stream or {}).get('tracks') or ['inbound'])
     audio = twilio.tone_frames(frames)

@@ -286,17 +286,20 @@ def prune(archive_dir, archive_fd, keep, dry_run=False, adding=None):
     return [os.path.join(archive_dir, d) for d in deleted]
 
 
-def plan(psutil, paths, patterns, archive_dir, current_since=0):
+def plan(psutil, paths, patterns, archive_dir, current_since=0, holders=True):
     """-> (to_archive, held, refused): logs no live process holds open and the current run (started at
-    `current_since`, 0: none runs) did not write, the ones still in use, and the ones that are not logs."""
-    held_by = open_files(psutil)
+    `current_since`, 0: none runs) did not write, the ones still in use, and the ones that are not logs.
+    holders=False: who holds a log the current run wrote is not asked (`held` then says only that): the open files of
+    every process are read only when a log is older than the current run (clean_up.survey, on the idempotent run)."""
     to_archive, held = [], []
     found, refused = candidates(paths, patterns, archive_dir)
-    for path, st in found:
+    current = [bool(current_since) and st.st_mtime >= current_since for dummy, st in found]
+    held_by = open_files(psutil) if holders or not all(current) else {}
+    for (path, st), written_now in zip(found, current):
         real = os.path.realpath(path)
         if real in held_by:
             held.append({'path': path, 'pids': sorted(held_by[real])})
-        elif current_since and st.st_mtime >= current_since:
+        elif written_now:
             held.append({'path': path, 'pids': [], 'why': 'written by the current run'})
         else:
             to_archive.append((path, st))

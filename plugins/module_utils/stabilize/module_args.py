@@ -8,9 +8,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive
 
 MANAGERS = ['systemd', 'supervisord', 'standalone']
 
@@ -28,16 +30,16 @@ RUNNER = dict(
     supervisord_conf=dict(type='path'),
 )
 
-# The logs to archive and where (archive_logs' options; service_state's `archive`).
+# The logs to archive and where (doc fragment sre.gunicorn_doctor.log_archive): archive_logs' options, the
+# `archive` of stop_strays, service_state and service_apply. A log the running service wrote since it started is current.
 ARCHIVE = dict(
     paths=dict(type='list', elements='path', default=[]),
     patterns=dict(type='list', elements='str', default=[]),
     archive_dir=dict(type='path', required=True),
     stamp=dict(type='str', required=True),
     keep=dict(type='int', default=5),
+    current_since=dict(type='float', default=0),
 )
-# What archive_logs archives: ARCHIVE, but a log the running service wrote since it started is current.
-ARCHIVE_OLD = dict(ARCHIVE, current_since=dict(type='float', default=0))
 
 
 def new_module(*specs, **kwargs):
@@ -52,3 +54,20 @@ def new_module(*specs, **kwargs):
 def fail(module, msg, **result):
     """End the module with `msg`; the result may quote the service's logs and command lines: redacted first."""
     module.fail_json(**redact(dict(result, msg=msg)))
+
+
+def fail_pass(module, error):
+    """End a module whose service pass failed (service_pass.PassError): its result says what was done until then. No
+    `why` (why that manager): a failed task's `why` is read as the reason it failed (verify's)."""
+    fail(module, str(error), **dict((key, value) for key, value in error.result.items() if key != 'why'))
+
+
+def archive_old(module, psutil, options, result=None, option=''):
+    """logs_archive.archive_old for a module that archives (archive_logs; stop_strays' `archive`, named by `option`):
+    a bad option, or a log that could not be archived (it stays in place), ends the module with `result`."""
+    try:
+        return logs_archive.archive_old(psutil, options, module.check_mode, module.warn)
+    except ValueError as e:
+        fail(module, '%s%s' % (option + ': ' if option else '', e), **(result or {}))
+    except (IOError, OSError) as e:
+        fail(module, 'archiving stopped, the log stays in place: %s' % to_native(e), **(result or {}))

@@ -273,6 +273,8 @@ def say_plan(plan):
                         + (['-b ' + shape['bind'] + ' (behind the proxy on $PORT)'] if shape.get('behind_proxy') else []))
         line += ''.join('; keeps %s (%s)' % (k['setting'], k['source']) for k in shape.get('kept') or [])
         line += ''.join('; overrides %s (%s)' % (o['setting'], o['source']) for o in shape.get('overrides') or [])
+        if plan.get('clean_up') is False:
+            line += '; nothing to clean up (no earlier run, second runner or old log)'
     return line
 
 
@@ -308,8 +310,28 @@ def decide(inputs, before, service=None, memory=None):
     plan['shape'] = runner_shape(service.get('current_settings'), plan['base'], inputs.get('workers'),
                                  inputs.get('timeout'), port, service, before.get('front_door'))
     plan['refused'] = plan['shape']['refused']
+    plan['clean_up'] = clean_up_needed(service.get('left_to_clean'), port, plan['shape'])
     plan['message'] = say_plan(plan)
     return plan
+
+
+def clean_up_port(inputs, before):
+    """The port service_apply state=found looks at for holders that are not the app, before the service (and PORT in
+    its env file) is known: doctor_port, else the diagnosis' port. decide_port may pick another: see clean_up_needed."""
+    return decide_port(inputs.get('port'), {}, before)
+
+
+def clean_up_needed(left_to_clean, port, shape):
+    """Whether the clean-up (stop_strays with its archive) has anything to do: service_apply state=found's
+    left_to_clean (clean_up.survey) holds what it would stop, disable, refuse or archive. A socket or loopback bind
+    behind the proxy has no port to free (the proxy's holds it); otherwise a port other than the one looked at, or
+    no answer, means the clean-up runs and looks itself."""
+    if not isinstance(left_to_clean, dict):
+        return True
+    ignored = ('port_holder',) if shape.get('behind_proxy') else ()
+    if not shape.get('behind_proxy') and to_int(left_to_clean.get('port')) != to_int(port):
+        return True
+    return any(item.get('kind') not in ignored for item in left_to_clean.get('left') or [])
 
 
 def _next(plan, **changes):

@@ -149,10 +149,16 @@ def master_worker_class(psutil, pid, masters):
         return None
 
 
-def find(psutil, p, run_command):
-    """service_info's answer for the parameters `p` (its options; '' is unset). Raises NotFound."""
+def app_processes(psutil, app, chdir):
+    """process.collect's answer for the app, this Ansible run left out (service_info's, and the strays' of clean_up)."""
+    return process.collect(psutil, app, chdir, processes.own_lineage(psutil))
+
+
+def find(psutil, p, run_command, facts=None):
+    """service_info's answer for the parameters `p` (its options; '' is unset). Raises NotFound.
+    facts: app_processes' answer when the caller reads it anyway (service_apply state=found with clean)."""
     p = dict((key, value) for key, value in p.items() if value not in ('', None))
-    masters = process.collect(psutil, p['app'], p['chdir'], processes.own_lineage(psutil))['masters']
+    masters = (facts or app_processes(psutil, p['app'], p['chdir']))['masters']
     oldest = max(masters, key=lambda m: m['age']) if masters else None
     runner = oldest['runner'] if oldest else None
     try:

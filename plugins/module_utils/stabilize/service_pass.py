@@ -58,7 +58,7 @@ def change_state(psutil, params, run_command, wanted, check_mode, archive=None):
             result['pid'] = None
         if wanted == 'restarted' and archive:
             done = logs_archive.run(psutil, archive['paths'], archive['patterns'], archive['archive_dir'],
-                                    archive['stamp'], archive['keep'])
+                                    archive['stamp'], archive['keep'], current_since=archive.get('current_since') or 0)
             result['archived'] = done['archived']
             if done['archived']:
                 result['actions'].append('archived %d log(s) into %s' % (len(done['archived']), done['archive']))
@@ -198,10 +198,12 @@ def verify_unit(spec, text, run_command, out):
 
 
 def archive_spec(spec):
+    """What a restart archives: the service's logs and their rotations, with the `archive` option's own paths."""
     archive = spec.get('archive') or {}
     if not (archive.get('archive_dir') and archive.get('stamp')):
         return None
-    return dict(archive, paths=spec['log_files'], patterns=[path + '.*' for path in spec['log_files']])
+    return dict(archive, paths=spec['log_files'] + list(archive.get('paths') or []),
+                patterns=[path + '.*' for path in spec['log_files']] + list(archive.get('patterns') or []))
 
 
 # --- the pass, and its undoing -------------------------------------------------------------------------------
@@ -251,8 +253,9 @@ def finish(out):
     return out
 
 
-def found_service(psutil, p, run_command):
-    """service_info's answer for this pass: the caller's, else found here - one call on the host, not two."""
+def found_service(psutil, p, run_command, facts=None):
+    """service_info's answer for this pass: the caller's, else found here - one call on the host, not two. facts:
+    service_found.app_processes' answer when the caller has it."""
     if p.get('service'):
         return p['service']
     directory = p['service_dir']
@@ -260,7 +263,7 @@ def found_service(psutil, p, run_command):
                                                 'env_file', 'user', 'group', 'unit_dir', 'program_dir', 'python'))
     wanted.update(pidfile=directory + '/run/gunicorn.pid', start_script=directory + '/run.sh')
     try:
-        return service_found.find(psutil, wanted, run_command)
+        return service_found.find(psutil, wanted, run_command, facts)
     except service_found.NotFound as e:
         raise PassError(str(e), {})
 

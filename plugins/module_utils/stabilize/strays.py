@@ -102,7 +102,7 @@ def _protected_reason(psutil, pid, protected):
     return ''
 
 
-def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None):
+def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None, facts=None):
     """-> dict(stop=[...], skipped=[...], conflicts=[...], uid=...) for the app's earlier runs.
 
     `stop`: the app's gunicorn masters (with their workers) and other runs (dev servers,
@@ -111,12 +111,13 @@ def choose(psutil, app, chdir, port=None, keep_pids=(), protected=None, uid=None
     skipped, as are processes in other namespaces or whose cwd cannot be read.
     `conflicts`: masters another process manager restarts (stopping them would only start a fight),
     and processes listening on `port` that are not stopped: stabilize cannot go on while they are there.
+    `facts`: process.collect's answer for the app when the caller just read it (clean_up.survey), else read here.
     """
     protected = set(protected if protected is not None else own_lineage(psutil))
     keep = set(int(p) for p in keep_pids if p)
     owner = (uid, 'the service\'s user') if uid is not None else service_uid(psutil, keep, chdir)
     keep |= descendants(psutil, keep)
-    facts = process.collect(psutil, app, chdir, exclude_pids=protected)
+    facts = facts or process.collect(psutil, app, chdir, exclude_pids=protected)
     stop, skipped, conflicts = [], [], []
     listeners = _listeners_on(psutil, port) if port else {}
     master_pids = set(m['pid'] for m in facts['masters'])

@@ -20,6 +20,14 @@ def test_the_diagnose_roles_report_is_used_as_is():
     assert found == report and not synthesized
 
 
+def test_the_report_json_is_read_when_the_role_returns_only_it():
+    """audit.yml's report task returns the report as the text of HOST.json only (report_json): one string to hand over."""
+    report = {"host": "web1", "verdict": "down", "failed_layer": "listen", "causes": [], "layers": []}
+    registered = {"changed": False, "report_json": Tagged(json.dumps(report, indent=2) + "\n"), "paths": []}
+    found, synthesized = host_report("web1", {"doctor_report": registered})
+    assert found == report and not synthesized
+
+
 def test_unreachable_host():
     host_vars = {"doctor_report": {"skipped": True, "false_condition": "..."},
                  "__doctor_audit_error": {"kind": "unreachable",

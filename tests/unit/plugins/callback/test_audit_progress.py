@@ -1,5 +1,6 @@
 """plugins/callback/audit_progress.py: one line per finished host, each host once, the play's own failure not."""
 
+import json
 from types import SimpleNamespace
 
 from ansible_collections.sre.gunicorn_doctor.plugins.callback.audit_progress import CallbackModule
@@ -23,7 +24,9 @@ def test_a_line_per_finished_host_with_its_verdict(monkeypatch):
     callback.v2_runner_on_unreachable(result("web6", {"msg": "ssh: connect to host web6 port 22: Connection refused"}))
     callback.v2_runner_on_failed(result("web7", {"msg": "Task failed: doctor_chdir='/x' is not a directory"},
                                         "sre.gunicorn_doctor.diagnose"))
-    callback.v2_runner_on_ok(result("web2", {"report": down}, "sre.gunicorn_doctor.diagnose"))
+    callback.v2_runner_on_ok(result("web8", {"facts_json": json.dumps({"port": {}})}, "sre.gunicorn_doctor.diagnose"))
+    # audit.yml: the report only as the text of HOST.json
+    callback.v2_runner_on_ok(result("web2", {"report_json": json.dumps(down)}, "sre.gunicorn_doctor.diagnose"))
     # the audit's last task fails the play on purpose: not a host's diagnosis
     callback.v2_runner_on_failed(result("web1", {"msg": "2 host(s) down or unreachable"}))
     callback.v2_runner_on_ok(result("web1", {"report": healthy}, "sre.gunicorn_doctor.diagnose"))      # counted once

@@ -506,3 +506,17 @@ def test_the_audit_fact_says_the_verdict_the_layer_the_causes_and_why_no_diagnos
                                       "Connection refused"}
     assert gone["error"]["kind"] == "unreachable"
     assert fleet.strip_task_prefix("no prefix: Task failed: kept") == "no prefix: Task failed: kept"
+
+
+@pytest.mark.parametrize("result", [
+    None, {"skipped": True}, {"facts_json": '{"port": {}}'}, {"report_json": "{not json"},
+    {"report": {"result": "stabilized", "actions": []}, "paths": []},          # the stabilize record
+])
+def test_registered_report_is_none_for_anything_but_a_diagnosis(result):
+    assert fleet.registered_report(result) is None
+
+
+def test_registered_report_prefers_the_text_of_host_json():
+    report = {"host": "web1", "verdict": "healthy", "failed_layer": None, "causes": [], "layers": []}
+    assert fleet.registered_report({"report_json": json.dumps(report), "report": {"stale": True}}) == report
+    assert fleet.registered_report({"report": report}) == report

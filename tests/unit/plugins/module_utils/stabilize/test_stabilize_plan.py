@@ -446,3 +446,32 @@ def test_a_socket_activated_systemd_service_is_refused_a_socket_activated_proces
     assert decided(service={'current_settings': current, 'current_runner': 'shell'})['refused'] is None
     assert decided(service={'current_settings': dict(current, socket_activated=0),
                             'current_runner': 'systemd'})['refused'] is None
+
+
+# --- the clean-up, skipped when the host has nothing left for it ------------------------------------------------
+
+def test_the_clean_up_is_skipped_only_when_service_apply_found_nothing_left_on_the_plans_port():
+    nothing = {'port': 8123, 'left': []}
+    plan = decided(service={'left_to_clean': nothing})
+    assert plan['clean_up'] is False and 'nothing to clean up' in plan['message']
+    stray = {'port': 8123, 'left': [{'kind': 'stop', 'what': '5150 (python3 -m AgentLocator.main): the app module'}]}
+    for left in (stray, None, {'port': 8123, 'left': [{'kind': 'log', 'what': '/var/log/app.log.1'}]},
+                 {'port': 8123, 'left': [{'kind': 'port_holder', 'what': '77 (nginx): not this app'}]}):
+        assert decided(service={'left_to_clean': left})['clean_up'] is True, left
+    # Asked on the diagnosis' port, but the env file's PORT is the plan's: the clean-up runs and looks itself.
+    assert decided(service={'env_file_port': '8124', 'left_to_clean': nothing})['clean_up'] is True
+    assert 'nothing to clean up' not in decided(service={'left_to_clean': None})['message']
+
+
+def test_behind_a_proxy_the_proxy_on_port_is_no_reason_to_clean_up():
+    proxy = {'port': 8123, 'left': [{'kind': 'port_holder', 'what': '77 (nginx): not this app'}]}
+    behind = {'behind_proxy': True}
+    assert stabilize.clean_up_needed(proxy, 8123, behind) is False
+    assert stabilize.clean_up_needed({'port': None, 'left': []}, 8123, behind) is False
+    assert stabilize.clean_up_needed(dict(proxy, left=proxy['left'] + [{'kind': 'conflict', 'what': 'x'}]), 8123,
+                                     behind) is True
+
+
+def test_the_port_service_apply_looks_at_is_doctor_port_else_the_diagnosis_one():
+    assert stabilize.clean_up_port(dict(INPUTS, port='9000'), BEFORE) == 9000
+    assert stabilize.clean_up_port(INPUTS, BEFORE) == 8123
