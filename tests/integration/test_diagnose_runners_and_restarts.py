@@ -302,6 +302,42 @@ def test_restart_loop_that_keeps_healthz_green_is_caught_in_the_window(tmp_path,
     assert report["failed_layer"] == "process"
 
 
+def gunicorns_of(pid):
+    """The gunicorn masters process `pid` runs now."""
+    try:
+        return [c.pid for c in psutil.Process(pid).children() if "gunicorn" in " ".join(c.cmdline())]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def two_masters_after_restarts(log, pid):
+    """Two restarts done, and `pid` runs two masters: the next one, started after the last SIGTERM, beside the current
+    (a SIGTERMed master that logged its shutdown may not have exited yet: it is not counted as one of the two)."""
+    text = log.read_text() if log.exists() else ""
+    terms = text.count("Handling signal: term")
+    return terms >= 2 and text.count("Starting gunicorn") == terms + 2 and len(gunicorns_of(pid)) == 2
+
+
+def test_one_loop_overlapping_its_own_restart_is_periodic_sigterm_not_a_second_runner(tmp_path, port):
+    app_dir = make_app(tmp_path)
+    log = tmp_path / "gunicorn.log"
+    # Each next master listens beside the old one (--reuse-port) for 7.5 s of every 10 before the loop SIGTERMs the
+    # old: after two restarts the probe finds two masters, both the loop's.
+    loop = start_restart_loop(app_dir, port, log, PYTHON, period=10.0, overlap=7.5)
+    try:
+        wait_for(lambda: two_masters_after_restarts(log, loop.pid), 60, "two restarts done, then two masters")
+        report = diagnose(tmp_path, base_vars(app_dir, tmp_path, doctor_port=port, doctor_voice_checks=False))[0]
+    finally:
+        stop_tree(loop.pid)
+    seen = [c["name"] for c in layer(report, "process")["checks"] if re.match(r"gunicorn master \d+$", c["name"])]
+    assert len(seen) == 2, seen   # the probe saw the overlap
+    ids = [c["id"] for c in report["causes"]]
+    assert "periodic_sigterm" in ids and "multiple_runners" not in ids, ids
+    one = check(report, "process", "one runner")
+    assert one["status"] == "pass" and "all started by shell_loop pid %d, which restarts them" % loop.pid in one["detail"]
+    assert one["detail"][len("note: "):] in cause(report, "periodic_sigterm")["evidence"]
+
+
 def test_young_healthy_service_is_healthy_after_its_window(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port)
     started = time.time()

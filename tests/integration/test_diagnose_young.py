@@ -103,6 +103,14 @@ def test_an_eventlet_crash_loop_names_the_invalid_hub_in_the_runners_environment
     assert report["causes"][0]["id"] != "not_listening", cause_ids(report)
     if any("(bash pid %d, which restarts the master" % loop.pid in e for e in found["evidence"]):
         assert "bash pid %d" % loop.pid in found["remedy"]
+    # Conclusive at once: the window stops at its first sample and no spare-port boot is paid for - each would take
+    # another hub (or -k sync) and say nothing of the masters that fail on this one.
+    stable = check(report, "healthz", "stable 200")["detail"]
+    assert "one sample suffices: EVENTLET_HUB=no_such_hub in /proc/" in stable, stable
+    boot = check(report, "eventlet", "eventlet boot")
+    assert boot["status"] == "skip" and "every eventlet master of the app fails on it" in boot["detail"], boot
+    assert "preload_boot" not in report["timings"], report["timings"]
+    assert check(report, "boot", "preload boot")["status"] == "skip"
 
 
 def test_a_settled_service_on_another_port_is_judged_on_one_sample(services, tmp_path, port):

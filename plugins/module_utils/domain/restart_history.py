@@ -16,6 +16,7 @@ __metaclass__ = type
 GENERATIONS_KEPT = 30      # the recent masters; a long-lived log keeps thousands
 TIMELINE_LINES = 8
 RECENT = 600               # seconds before the newest event that count for the pattern
+UNDERWAY = 60              # seconds: a SIGTERM or a start this recent, with no end logged, is a restart going on now
 # The events a master logs under its own PID.
 MASTER_EVENTS = ('listening', 'worker_class', 'signal_term', 'signal_other', 'master_shutdown', 'worker_timeout',
                  'worker_sigkill', 'connection_in_use', 'bind_retry', 'app_failed_load', 'worker_failed_boot')
@@ -199,4 +200,24 @@ def unsettled(log, masters, now, window):
     if len(failed) >= 2 and now - failed[-1]['stopped'] <= window:
         return 'the log already shows a crash loop: %d masters could not boot the app in the last %s' % (
             len(failed), duration(now - failed[0]['stopped']))
+    return None
+
+
+def restart_underway(gens, alive, now, within=UNDERWAY):
+    """The restart the log shows half done right now -> a text, or None. Then the service is neither the old run nor
+    the new one yet: watch it rather than judge it. `gens`: generations() of the log; `alive`: the PIDs of the app's
+    masters running now (a master that logged no end and is gone ended without a line: nothing of it is underway);
+    `now`: the host's clock, as the events' epochs.
+    - a running master handled SIGTERM in the last `within` s and has not shut down: it is stopping, and what
+      replaces it may not serve yet;
+    - a running master started in the last `within` s and does not listen yet: it is booting."""
+    for gen in reversed(gens):
+        if gen['pid'] not in alive or gen['end'] is not None:
+            continue
+        terms = [sig['at'] for sig in gen['signals'] if sig['signal'] == 'term' and sig['at'] is not None and
+                 now - sig['at'] <= within]
+        if terms:
+            return 'master %d handled SIGTERM %s ago and has not shut down yet' % (gen['pid'], duration(max(now - terms[-1], 0)))
+        if not gen['served'] and gen['started'] is not None and now - gen['started'] <= within:
+            return 'master %d started %s ago and does not listen yet' % (gen['pid'], duration(max(now - gen['started'], 0)))
     return None

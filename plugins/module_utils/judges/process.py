@@ -20,16 +20,21 @@ def judge(facts, layer):
     for m in masters:
         layer.check('gunicorn master %d' % m['pid'], 'pass', shared.describe_master(m))
         _judge_settings(m, layer)
+    master = shared.primary_master(facts)
+    restarts = _restarts(facts, master)
+    overlap = _one_runner_overlap(masters, restarts)
     blocked = _blocked_starts(facts, masters)
     if len(masters) == 1 and blocked:
         _second_runner_blocked(facts, layer, masters[0], blocked)
+    elif overlap:
+        layer.check('one runner', 'pass', 'note: ' + overlap)
     elif len(masters) > 1:
         layer.check('one runner', 'fail', '%d masters of %s' % (len(masters), facts['inputs']['app']))
         # Stop the masters no service manager runs (one left behind holds $PORT against the managed one), else all
         # but the primary.
         managed = [m for m in masters if m['runner']['kind'] in MANAGERS]
         others = [m for m in masters if m not in managed] if managed else \
-            [m for m in masters if m is not shared.primary_master(facts)]
+            [m for m in masters if m is not master]
         layer.cause('multiple_runners', [shared.describe_master(m) for m in masters],
                     extra=', '.join('pid %d started by %s' % (m['pid'], m['runner']['kind']) for m in others))
     elif masters:
@@ -44,10 +49,8 @@ def judge(facts, layer):
     else:
         layer.check('no stray processes', 'pass', 'no dev server or python run of the app besides gunicorn')
 
-    master = shared.primary_master(facts)
     _judge_window(facts, layer)
-    _periodic_sigterm(facts, layer, facts.get('log'), master)
-    _one_runner_overlapping(layer, masters)
+    _periodic_sigterm(facts, layer, master, restarts, overlap)
 
     _log_worker_restarts(facts, layer, master)
 
@@ -96,18 +99,25 @@ def _second_runner_blocked(facts, layer, master, blocked):
     layer.cause('multiple_runners', evidence, extra=extra)
 
 
-def _one_runner_overlapping(layer, masters):
-    """Masters that all have one runner, which restarts them from outside, are the overlap of its restarts (it starts
-    the next master beside the old one, then stops the old): periodic_sigterm, the root cause, goes first."""
-    ids = [c['id'] for c in layer.causes]
-    runners = set(m['runner'].get('pid') for m in masters)
-    if 'periodic_sigterm' not in ids or 'multiple_runners' not in ids or len(runners) != 1 or None in runners:
-        return
-    restarts = layer.causes.pop(ids.index('periodic_sigterm'))
-    layer.causes.insert(ids.index('multiple_runners'), restarts)
-    layer.causes[ids.index('multiple_runners') + 1]['evidence'].append(
-        'all %d masters were started by one runner (pid %s), which restarts them: it starts the next master before it '
-        'stops the old one (see periodic_sigterm)' % (len(masters), runners.pop()))
+def _runner_key(runner):
+    """What tells one runner from another: its kind and PID, and the program or unit it runs the master as (one
+    supervisord runs many programs, systemd many units); None when it has no PID of its own (detached, nohup)."""
+    if not runner or not runner.get('pid'):
+        return None
+    return runner['kind'], runner['pid'], runner.get('program'), runner['detail'] if runner['kind'] == 'systemd' else None
+
+
+def _one_runner_overlap(masters, restarts):
+    """Two or more masters, all started by one runner that restarts them from outside (`restarts`, periodic_sigterm
+    holds): the overlap of one restart - it starts the next master beside the old one, then stops the old - not a
+    second runner -> a text, or None."""
+    keys = set(_runner_key(m['runner']) for m in masters)
+    if len(masters) < 2 or len(keys) != 1 or None in keys or not restarts['holds']:
+        return None
+    runner = masters[0]['runner']
+    return ('%d masters, all started by %s pid %d, which restarts them: the overlap of one restart (it starts the next '
+            'master before it stops the old one), not a second runner (see periodic_sigterm)' % (
+                len(masters), runner['kind'], runner['pid']))
 
 
 def _judge_settings(master, layer):
@@ -150,16 +160,25 @@ def _log_restarts(log):
     return recent, ended, gens, newest
 
 
-def _periodic_sigterm(facts, layer, log, master):
-    """A master replaced during the stability window, or two or more SIGTERMs / masters that served and ended in the
-    last SIGTERM_RECENT s of the log while the current master is younger than that: a runner restarts it. The
-    evidence is what the window saw, the pattern, a short timeline and who restarts it; the remedy names that runner
-    and its setting."""
+def _restarts(facts, master):
+    """What says a runner restarts the masters from outside: a master replaced during the stability window, or two or
+    more SIGTERMs / masters that served and ended in the last SIGTERM_RECENT s of the log while the current master is
+    younger than that -> {replaced (texts), recent, ended, gens, newest (_log_restarts), holds}."""
     replaced = ['%s during the stability window: a runner restarts it' % window.describe_exit(m)
                 for m in window.master_exits(facts, master['pid'] if master else None) if m['by'] and not m['failed']]
-    recent, ended, gens, newest = _log_restarts(log)
+    recent, ended, gens, newest = _log_restarts(facts.get('log'))
     young = master is None or master['age'] < SIGTERM_RECENT
-    if not replaced and (not young or not history.restarted_from_outside(recent, ended)):
+    return {'replaced': replaced, 'recent': recent, 'ended': ended, 'gens': gens, 'newest': newest,
+            'holds': bool(replaced) or (young and history.restarted_from_outside(recent, ended))}
+
+
+def _periodic_sigterm(facts, layer, master, restarts, overlap=None):
+    """periodic_sigterm when `restarts` (_restarts) holds: a runner restarts the master. The evidence is what the
+    window saw, the pattern, a short timeline and who restarts it (and the `overlap` of its restart, two masters at
+    once); the remedy names that runner and its setting."""
+    log = facts.get('log')
+    replaced, recent, ended, gens, newest = [restarts[k] for k in ('replaced', 'recent', 'ended', 'gens', 'newest')]
+    if not restarts['holds']:
         if log:
             layer.check('no periodic SIGTERM', 'pass', '%d "Handling signal: term" in the recent log' % len(recent))
         else:
@@ -184,6 +203,8 @@ def _periodic_sigterm(facts, layer, log, master):
     evidence.append(('the current master %d is %s s old, started by %s: %s' % (
         master['pid'], shared.age(master['age']), master['runner']['kind'], master['runner']['detail']))
         if master else 'no master runs right now')
+    if overlap:
+        evidence.append(overlap)
     layer.check('no periodic SIGTERM', 'fail', evidence[0])
     layer.cause('periodic_sigterm', evidence, extra=runner_fix(runner, found, master, restarters, facts['port']['port']))
 

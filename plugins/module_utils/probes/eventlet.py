@@ -314,6 +314,38 @@ def runner_processes(psutil, restarters):
     return found
 
 
+def read_environments(context):
+    """The environments this layer reads, once (before the stability window: the hub crash ends it at once)
+    -> {'masters': {pid: env of each running master}, 'runners': runner_configs(), 'restarters': runner_processes()}."""
+    p = context['params']
+    masters = context['process']['masters']
+    master_envs = dict((m['pid'], service_env.read_proc_environ(m['pid']) or {}) for m in masters)
+    # A crash loop's master may be gone before its environ is read: then its runner says what it runs with.
+    restarters = [] if any(master_envs.values()) else \
+        runner_processes(context['psutil'], context['process'].get('restarters'))
+    return {'masters': master_envs, 'restarters': restarters,
+            'runners': runner_configs(p['app'], p['chdir'], p.get('env_file'), context.get('env_file_env'))}
+
+
+def hub_crash(masters, envs, hubs_available=None, platform_select=None):
+    """Why no eventlet master of the app can run -> 'EVENTLET_HUB=VALUE in WHERE: WHY', or None. The environment an
+    eventlet master runs with holds a hub eventlet cannot load: gunicorn refuses the worker class before its log opens,
+    and whatever restarts it starts it again with the same environment - a crash loop whose evidence is all there at
+    once (the stability window need not watch it; a spare-port boot with another hub says nothing of it).
+    Read from the running -k eventlet masters; when none runs (or none could be read), from what starts the next one:
+    a process that restarts the master with -k eventlet in its command, a unit or program that runs -k eventlet.
+    `envs`: read_environments()."""
+    running = [env_view('/proc/%d/environ (running master %d, -k eventlet)' % (m['pid'], m['pid']), envs['masters'][m['pid']])
+               for m in masters if m['settings'].get('worker_class') == 'eventlet' and envs['masters'].get(m['pid'])]
+    views = running or [r['view'] for r in envs['restarters'] if r['worker_class'] == 'eventlet'] + \
+        [env_view('%s (%s)' % (r['source'], r['kind']), r['env']) for r in envs['runners'] if r['worker_class'] == 'eventlet']
+    for view in views:
+        why = eventlet_compat.hub_problem(view['EVENTLET_HUB'], hubs_available, platform_select)
+        if why:
+            return 'EVENTLET_HUB=%s in %s: %s' % (view['EVENTLET_HUB'], view['source'], why)
+    return None
+
+
 def _primary(masters, port):
     for m in masters:
         if any(b.endswith(':%s' % port) for b in m['settings']['bind']):
@@ -337,13 +369,10 @@ def collect(context):
     p = context['params']
     masters = context['process']['masters']
     master = _primary(masters, context.get('port'))
-    master_envs = dict((m['pid'], service_env.read_proc_environ(m['pid']) or {}) for m in masters)
+    envs = context.get('eventlet_envs') or read_environments(context)
+    master_envs, runners, restarters = envs['masters'], envs['runners'], envs['restarters']
     lines = logfile.tail_lines(p.get('log_file'), TAIL_BYTES)
     run_lines = gunicorn.current_run(lines, [m['pid'] for m in masters], previous=True)
-    runners = runner_configs(p['app'], p['chdir'], p.get('env_file'), context.get('env_file_env'))
-    # A crash loop's master may be gone before its environ is read: then its runner says what it runs with.
-    restarters = [] if any(master_envs.values()) else \
-        runner_processes(context['psutil'], context['process'].get('restarters'))
     sources = worker_class_sources(p, masters, master_envs, run_lines, runners)
     sources += [{'source': 'pid %d, which restarts the master' % r['pid'], 'worker_class': r['worker_class']}
                 for r in restarters if r['worker_class']]
@@ -391,13 +420,15 @@ def collect(context):
         'log_file': p.get('log_file'),
         'stable': context.get('stable'),
     })
-    facts.update(_spare_port_boot(context, problems, log, versions, running + next_start))
+    crash = hub_crash(masters, envs, facts['hubs_available'], facts['platform_select'])
+    facts.update(_spare_port_boot(context, problems, log, versions, running + next_start, crash))
     return facts
 
 
-def _spare_port_boot(context, problems, log, versions, views):
+def _spare_port_boot(context, problems, log, versions, views, crash=None):
     """The spare-port boot costs seconds: only when eventlet is in use and the service is not a stable 200, or the
-    versions / the log already say eventlet cannot run. -> {'boot', 'boot_skipped'[, 'boot_off']}"""
+    versions / the log already say eventlet cannot run; never when the service's hub cannot load (`crash`, hub_crash:
+    the boot would take another hub and tell nothing of the service). -> {'boot', 'boot_skipped'[, 'boot_off']}"""
     p = context['params']
     failing = [pr for pr in problems if pr['severity'] == 'fail'] or \
         [e for e in log['errors'] if e['kind'] in ('incompatible', 'hub_invalid', 'known_bad', 'async_conflict')]
@@ -405,6 +436,8 @@ def _spare_port_boot(context, problems, log, versions, views):
         return {'boot': None, 'boot_skipped': '/healthz answered a stable 200 and nothing says eventlet cannot run'}
     if p.get('preload_boot') == 'never':  # the user's switch: no spare-port boot of any worker class
         return {'boot': None, 'boot_skipped': 'doctor_preload_boot=never', 'boot_off': True}
+    if crash:
+        return {'boot': None, 'boot_skipped': '%s - every eventlet master of the app fails on it' % crash}
     extra = _boot_env(views)
     result = boot.preload_boot(p['python'], p['chdir'], p['app'], p['healthz_path'], context['env'],
                                context.get('boot_limit') or p['boot_timeout'], versions.get('gunicorn'), context.get('psutil'),

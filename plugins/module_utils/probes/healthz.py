@@ -142,6 +142,12 @@ class Sampler(object):
             self.stop.set()
             self.first.set()
 
+    def one_sample_suffices(self, why):
+        """The caller's evidence made the first sample the last (`why`): no re-sampling, and the facts say so."""
+        with self.lock:
+            self.window, self.one_sample = 0.0, 'one sample suffices: %s' % why
+            self.stop.set()
+
     def _came_up(self, s):
         """A young service that answers 200 after failures was booting: watch it the whole window from here."""
         self.booting, self.samples = self.samples[:-1], [s]

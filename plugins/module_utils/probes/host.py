@@ -103,13 +103,16 @@ def service_environment(masters, env_file_env, runners=()):
     return env
 
 
-def wait_decision(masters, window):
-    """How long to watch /healthz: until the youngest gunicorn process of the app is `window` s old."""
+def wait_decision(masters, window, underway=None):
+    """How long to watch /healthz: until the youngest gunicorn process of the app is `window` s old; the whole window
+    when the log shows a restart `underway` (restart_history.restart_underway: the service is half-restarted)."""
     ages = [(m['age'], 'master %d' % m['pid']) for m in masters]
     ages += [(w['age'], 'worker %d' % w['pid']) for m in masters for w in m['workers']]
     if not ages:
         return 0, 'no gunicorn process of the app runs'
     age, who = min(ages)
+    if age >= window and underway:
+        return window, '%s: watching the restart for up to %d s' % (underway, window)
     if age >= window:
         return 0, 'youngest process (%s) is %.0f s old' % (who, age)
     return window - age, '%s is only %.1f s old: watching until it is %d s old' % (who, age, window)
@@ -250,8 +253,8 @@ def probe_host(psutil, params, layers=None):
         _check_app_spec(p, dry)
     context = dict(context, dry_import=dry)
     boot_wanted = wanted.intersection(NEEDED_BY['boot']) and 'boot' not in late
-    skipped = _preload_skip_reason(p, stable, dry) or \
-        (p['preload_boot'] == 'auto' and (_slow_boot_skip_reason(facts['healthz']) or _boot_proven(facts, dry)))
+    skipped = _preload_skip_reason(p, stable, dry) or (p['preload_boot'] == 'auto' and (
+        _slow_boot_skip_reason(facts['healthz']) or _boot_proven(facts, dry) or _hub_crash_skip(context, dry)))
     t_preload = None
     if boot_wanted and not skipped:
         t_preload = start('boot', 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
@@ -292,9 +295,9 @@ def new_window(context, deadline, backend=None, settled=None):
                               healthz.TIMEOUT, deadline, backend, settled)
     processes = window.ProcessWatch(context['psutil'], p['app'], p['chdir'], context['exclude'],
                                     context['process']['masters'], started)
-    log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started)
+    log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started, (context['log'] or {}).get('events') or ())
     history = restart_history.unsettled(context['log'], context['process']['masters'], time.time(), p['stability_window'])
-    return window.Window(sampler, processes, log, history, context['service_timeout'][0])
+    return window.Window(sampler, processes, log, history, context['service_timeout'][0], context.get('hub_crash'))
 
 
 def slow_boots(h):
@@ -411,6 +414,15 @@ def reread_log(path, log, watch):
         return log
 
 
+def _hub_crash_skip(context, dry):
+    """Why the sync spare-port boot has nothing to add to a crash loop on an invalid EVENTLET_HUB, or None: the
+    dry import already serves the health path, and the eventlet layer names the hub every master fails on."""
+    if not context.get('hub_crash') or not (dry or {}).get('ok') or dry.get('healthz_status') != 200:
+        return None
+    return 'the dry import serves the health path, and every eventlet master of the app fails on its hub (%s)' % (
+        context['hub_crash'])
+
+
 def _preload_skip_reason(p, stable, dry):
     """Why the spare-port boot is not run (None: it runs): evidence decides what to pay for."""
     if p['preload_boot'] == 'never':
@@ -455,7 +467,9 @@ def _first_facts(psutil, p, timings):
                                  procs['masters'], port['port'], p['healthz_path'], unit_dir=p['systemd_unit_dir'])
     env = service_environment(procs['masters'], env_file_env, runners)
     ident = app_runner.service_identity(psutil, procs['masters'], runners, p['chdir'])
-    wait, reason = wait_decision(procs['masters'], p['stability_window'])
+    underway = restart_history.restart_underway((log or {}).get('generations') or [],
+                                                set(m['pid'] for m in procs['masters']), time.time())
+    wait, reason = wait_decision(procs['masters'], p['stability_window'], underway)
     timeout = service_timeout(procs['masters'], env, p['chdir'])
     facts = {
         'inputs': {'app': p['app'], 'chdir': p['chdir'], 'python': p['python'], 'env_file': p['env_file'],
@@ -475,6 +489,9 @@ def _first_facts(psutil, p, timings):
                'service_timeout': timeout,
                # The spare-port boots may take the service's own --timeout (plus their start), never more.
                'boot_limit': min(p['boot_timeout'], timeout[0] + BOOT_STARTUP) if timeout[0] else p['boot_timeout']}
+    # Read once for the eventlet layer, before the window: a hub every eventlet master fails on ends it at once.
+    context['eventlet_envs'] = _timed(timings, 'eventlet_env', eventlet_probe.read_environments, context)
+    context['hub_crash'] = eventlet_probe.hub_crash(procs['masters'], context['eventlet_envs'])
     return facts, context
 
 

@@ -31,20 +31,33 @@ def app_module_names(app):
     return set([module, module.split('.')[0]]) - set([''])
 
 
-def _info(proc):
+def _info(proc, whole=True):
+    """What the probes read of a process; `whole=False`: without its cwd and user (a readlink and /proc/PID/status
+    more), which only the processes that may be the app's need (add them with _complete)."""
     try:
         with proc.oneshot():
-            return {
+            info = {
                 'pid': proc.pid,
                 'ppid': proc.ppid(),
                 'name': proc.name(),
                 'cmdline': _without_title_padding(proc.cmdline()),
-                'cwd': _safe(proc.cwd),
                 'create_time': proc.create_time(),
-                'username': _safe(proc.username),
             }
+            return _complete(proc, info) if whole else info
     except Exception:  # vanished or not ours to read: psutil.NoSuchProcess / AccessDenied / ZombieProcess
         return None
+
+
+def _complete(proc, info):
+    info.update(cwd=_safe(proc.cwd), username=_safe(proc.username))
+    return info
+
+
+def may_be_the_apps(argv):
+    """Whether a command line may be the app's: a gunicorn, or what stray_reason reads (python, flask). The rest of
+    a host's processes need no more than their command line read."""
+    prog = os.path.basename(argv[0]) if argv else ''
+    return prog.startswith(('python', 'flask')) or gunicorn.is_gunicorn_cmdline(argv)
 
 
 def _without_title_padding(argv):
@@ -119,7 +132,7 @@ def app_entry_files(app, chdir):
     return set(os.path.realpath(f) for f in files)
 
 
-def stray_reason(info, app, chdir):
+def stray_reason(info, app, chdir, entry_files=None):
     """Why a non-gunicorn process is an earlier run of this app ('' when it is not).
 
     Only what the interpreter runs counts: `-m <app module>` in the app's directory (a module name
@@ -127,6 +140,7 @@ def stray_reason(info, app, chdir):
     when it is the app module's own file, or `flask run` in the app's directory. Never a `.py` that
     is merely an argument (`python -m pytest tests/test_x.py`), an option's value (`python -m celery
     -A AgentLocator worker`), or another script under the app's directory (`python tools/backup.py`).
+    `entry_files`: app_entry_files(app, chdir), when the caller asks for many processes.
     """
     argv, cwd = info['cmdline'], info['cwd']
     prog = os.path.basename(argv[0]) if argv else ''
@@ -141,7 +155,7 @@ def stray_reason(info, app, chdir):
         return 'runs the app module %s (%s)' % (target, ' '.join(argv[:4]))
     if kind == 'script':
         path = target if os.path.isabs(target) else os.path.join(cwd, target) if cwd else None
-        if path and os.path.realpath(path) in app_entry_files(app, chdir):
+        if path and os.path.realpath(path) in (entry_files or app_entry_files(app, chdir)):
             return 'runs %s from the app directory (the app module\'s file)' % target
     return ''
 
@@ -378,19 +392,21 @@ def collect(psutil, app, chdir, exclude_pids=(), now=None, runners=(), env_file_
     # (strays, processes.signal_proc).
     exclude = set(exclude_pids)
     gunicorns, strays = {}, []
+    entry_files = app_entry_files(app, chdir)   # once: a realpath of each, not per python process
     for proc in psutil.process_iter():
         if proc.pid in exclude:
             continue
-        info = _info(proc)
-        if info is None or not info['cmdline']:
+        info = _info(proc, whole=False)
+        if info is None or not may_be_the_apps(info['cmdline']):
             continue
+        _complete(proc, info)
         if gunicorn.is_gunicorn_cmdline(info['cmdline']):
             reason = belongs_to_app(info, app, chdir)
             if reason:
                 info['reason'] = reason
                 gunicorns[info['pid']] = info
             continue
-        reason = stray_reason(info, app, chdir)
+        reason = stray_reason(info, app, chdir, entry_files)
         if reason:
             info['reason'] = reason
             info['age'] = round(now - info['create_time'], 1)

@@ -18,8 +18,8 @@ import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import safe_read
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import alive
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, service_env
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner, heartbeat, process
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn, restart_history, service_env
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import app_runner, heartbeat, logfile, process
 
 LOOK_INTERVAL = 0.25       # how often the process table and the log are looked at
 SETTLE = 3.0               # after conclusive evidence: the most the rest of it may take (the exit, the replacement, the re-boot)
@@ -29,7 +29,7 @@ LINE_MAX = 8 << 10         # a log line longer than this is cut
 EVENTS_KEPT = 60
 # Log events worth keeping, and those that end the window: the service is not stable, whatever HTTP says.
 WATCHED = ('starting', 'listening', 'worker_boot', 'signal_term', 'master_shutdown', 'worker_timeout',
-           'worker_sigkill', 'worker_exit', 'worker_failed_boot', 'app_failed_load', 'worker_exception')
+           'worker_sigkill', 'worker_exit', 'worker_failed_boot', 'app_failed_load', 'worker_exception', 'bind_retry')
 CONCLUSIVE = ('signal_term', 'master_shutdown', 'worker_timeout', 'worker_sigkill', 'worker_failed_boot',
               'app_failed_load', 'worker_exception')
 
@@ -69,9 +69,10 @@ class ProcessWatch(object):
                 if alive(self.psutil, proc):   # a zombie has exited: it only waits to be reaped
                     found[key] = self.known[key]
                 continue
-            info = process._info(proc)
+            info = process._info(proc, whole=False)   # its cwd only when its command line is a gunicorn
             if info is not None and info['cmdline'] and gunicorn.is_gunicorn_cmdline(info['cmdline']) and \
-                    process.belongs_to_app(info, self.app, self.chdir) and not _doctor_run(info['pid']):
+                    process.belongs_to_app(process._complete(proc, info), self.app, self.chdir) and \
+                    not _doctor_run(info['pid']):
                 found[key] = {'pid': info['pid'], 'ppid': info['ppid']}
             elif time.time() - key[1] > EXEC_GRACE:
                 self.others.add(key)
@@ -123,10 +124,13 @@ def _doctor_run(pid):
 
 
 class LogWatch(object):
-    """The lines the log gains during the window, read as they come (at most LOG_READ_MAX bytes a look)."""
+    """The lines the log gains during the window, read as they come (at most LOG_READ_MAX bytes a look). `earlier`: the
+    events of the log read before the window (probes/logfile, with their epochs): with the new ones, the masters'
+    generations now (restart_history)."""
 
-    def __init__(self, path, offset, started):
+    def __init__(self, path, offset, started, earlier=()):
         self.path, self.offset, self.started = path, offset or 0, started
+        self.earlier = list(earlier)
         self.partial = b''
         self.events = []
         self.read_bytes = 0
@@ -150,12 +154,15 @@ class LogWatch(object):
         for raw in lines:
             event = gunicorn.parse_log_line(raw[:LINE_MAX].decode('utf-8', 'replace'))
             if event is not None and event['event'] in WATCHED:
-                event['at'] = at
+                event['at'], event['epoch'] = at, logfile.parse_time(event.get('time'))
                 self.events.append(event)
         del self.events[:-EVENTS_KEPT]
 
     def grew(self):
         return self.read_bytes > 0
+
+    def generations(self):
+        return restart_history.generations(self.earlier + self.events)
 
 
 class Window(object):
@@ -163,13 +170,16 @@ class Window(object):
 
     `history`: why the log read before the window already shows the current run unstable (restart_history.unsettled),
     or None: then the window need not wait for more of the same. `boot_limit`: the service's worker timeout; a worker
-    still booting after that long is a slow boot, whatever comes later."""
+    still booting after that long is a slow boot, whatever comes later. `at_once`: why the evidence read before the
+    window is conclusive whatever the window shows (eventlet_probe.hub_crash): the first sample is all it takes."""
 
-    def __init__(self, sampler, processes, log, history=None, boot_limit=None):
+    def __init__(self, sampler, processes, log, history=None, boot_limit=None, at_once=None):
         self.sampler, self.processes, self.log = sampler, processes, log
-        self.history, self.boot_limit = history, boot_limit
+        self.history, self.boot_limit, self.at_once = history, boot_limit, at_once
         self.sampled = threading.Event()
+        self.pause = threading.Event()   # never set: the interval between looks once the sampling is over
         self.ended = None
+        self.kept_watching = None   # the restart underway the window waited for (restart_history.restart_underway)
 
     def _sample(self):
         try:
@@ -189,11 +199,19 @@ class Window(object):
             if settle_until is None and (self.sampler.failed or self.conclusive()):
                 settle_until = now + SETTLE
                 self.ended = self.conclusive() or 'healthz'
-            if settle_until is not None and (now >= settle_until or not self.pending()) and self._first_answered():
+            if settle_until is not None and (now >= settle_until or self.at_once or not self.pending()) and \
+                    self._first_answered():
                 break   # (a first sample still waiting for its answer is waited for: it is bounded by its timeout)
             if done and settle_until is None:
-                break
-            done = self.sampled.wait(LOOK_INTERVAL)
+                if not self.underway():
+                    break
+                settle_until = now + SETTLE   # the sampling ended halfway through a restart: its end is awaited, briefly
+            if done:   # the sampling is over and the rest of the evidence is awaited: a look every LOOK_INTERVAL
+                self.pause.wait(LOOK_INTERVAL)
+            else:
+                done = self.sampled.wait(LOOK_INTERVAL)
+        if self.ended == 'at_once':
+            self.sampler.one_sample_suffices(self.at_once)
         self.sampler.stop.set()
         facts = self.sampler.facts()
         facts['watch'] = self.facts()
@@ -213,7 +231,9 @@ class Window(object):
         return [b for b in self.processes.booting.values() if self.boot_limit and b['seconds'] > self.boot_limit]
 
     def conclusive(self):
-        """What makes the window's verdict certain ('process', 'log', 'boot' or 'history'), or None."""
+        """What makes the window's verdict certain ('at_once', 'process', 'log', 'boot' or 'history'), or None."""
+        if self.at_once:
+            return 'at_once'
         if any(c['what'] == 'exited' for c in self.processes.changes):
             return 'process'
         if any(e['event'] in CONCLUSIVE for e in self.log.events):
@@ -242,7 +262,16 @@ class Window(object):
         killed = [e for e in self.log.events if e['event'] in ('worker_timeout', 'worker_sigkill')]
         if len(killed) > len([c for c in changes if c['what'] == 'started' and c['role'] == 'worker']):
             return True
+        underway = self.underway()
+        if underway:
+            self.kept_watching = underway
+            return True
         return self.sampler.failed and not changes and not self.log.events
+
+    def underway(self):
+        """The restart the log shows half done now (a running master stopping after SIGTERM, or one not listening
+        yet): the window keeps watching rather than judge a half-restarted service (restart_history.restart_underway)."""
+        return restart_history.restart_underway(self.log.generations(), self.processes.masters_alive(), time.time())
 
     def facts(self):
         return {
@@ -254,6 +283,8 @@ class Window(object):
             'boot_limit': self.boot_limit,
             'slow_boots': self.slow_boots(),
             'history': self.history,
+            'at_once': self.at_once,
             'ended_by': self.ended,   # None: the window ran its course
+            'restart_underway': self.kept_watching,
             'seconds': round(time.time() - self.processes.started, 2),
         }

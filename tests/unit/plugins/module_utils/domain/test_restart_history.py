@@ -129,3 +129,26 @@ def test_masters_that_could_not_boot_twice_are_a_crash_loop_already():
     text = restart_history.unsettled(unsettled_log(lines), [], NOON + 5, 15)
     assert text == "the log already shows a crash loop: 2 masters could not boot the app in the last 4 s"
     assert restart_history.unsettled(unsettled_log(lines[:3]), [], NOON + 5, 15) is None
+
+
+def test_a_running_master_that_handled_sigterm_is_a_restart_underway_until_it_shuts_down():
+    lines = [(0, 10, "Starting gunicorn 25.3.0"), (0, 10, "Listening at: http://0.0.0.0:8000 (10)"),
+             (9, 10, "Handling signal: term")]
+    gens = unsettled_log(lines)["generations"]
+    assert restart_history.restart_underway(gens, {10}, NOON + 11) == \
+        "master 10 handled SIGTERM 2 s ago and has not shut down yet"
+    assert restart_history.restart_underway(gens, set(), NOON + 11) is None      # gone without a line: over
+    assert restart_history.restart_underway(gens, {10}, NOON + 9 + restart_history.UNDERWAY + 1) is None  # stuck, not a restart
+    gens = unsettled_log(lines + [(10, 10, "Shutting down: Master")])["generations"]
+    assert restart_history.restart_underway(gens, {10}, NOON + 11) is None      # it logged its end
+
+
+def test_a_running_master_that_does_not_listen_yet_is_a_restart_underway_until_it_listens():
+    lines = [(0, 10, "Starting gunicorn 25.3.0"), (0, 10, "Listening at: http://0.0.0.0:8000 (10)"),
+             (5, 10, "Handling signal: term"), (5, 10, "Shutting down: Master"), (6, 20, "Starting gunicorn 25.3.0")]
+    gens = unsettled_log(lines)["generations"]
+    assert restart_history.restart_underway(gens, {20}, NOON + 7) == "master 20 started 1 s ago and does not listen yet"
+    gens = unsettled_log(lines + [(7, 20, "Listening at: http://0.0.0.0:8000 (20)")])["generations"]
+    assert restart_history.restart_underway(gens, {20}, NOON + 8) is None       # it serves: the restart is done
+    # A settled master's old history is no restart underway.
+    assert restart_history.restart_underway(gens, {20}, NOON + 600) is None

@@ -1,6 +1,7 @@
 """process.master_settings: a master's effective settings with their sources, also when setproctitle hides its
 command line and blanks its environment (then the runner's command and environment stand in)."""
 
+import pytest
 import psutil
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import process
@@ -56,3 +57,16 @@ def test_a_titled_process_belongs_to_the_app_by_its_title_or_its_directory(tmp_p
     renamed = info(['gunicorn: master [voice-prod]'], str(tmp_path))
     assert process.belongs_to_app(renamed, 'app:app', str(tmp_path))
     assert not process.belongs_to_app(renamed, 'app:app', '/elsewhere')
+
+
+@pytest.mark.parametrize("argv, may", [
+    (["/srv/app/.venv/bin/python", "-m", "gunicorn", "AgentLocator.main:app"], True),
+    (["gunicorn: master [AgentLocator.main:app]"], True),
+    (["/usr/bin/python3", "main.py"], True),          # a stray candidate: stray_reason reads its cwd
+    (["flask", "run"], True),
+    (["/usr/sbin/sshd", "-D"], False),                 # the rest of the host: its command line is all that is read
+    (["bash", "-c", "while true; do sleep 1; done"], False),
+    ([], False),
+])
+def test_only_a_gunicorn_or_a_python_or_flask_command_has_its_cwd_and_user_read(argv, may):
+    assert bool(process.may_be_the_apps(argv)) is may

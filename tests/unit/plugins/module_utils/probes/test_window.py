@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, healthz, host, process, window
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, healthz, host, logfile, process, window
 
 APP = "AgentLocator.main:app"
 
@@ -289,3 +289,81 @@ def test_a_master_that_exited_while_its_replacement_already_runs_leaves_nothing_
                           window.LogWatch(None, 0, started)).run()
     assert time.time() - started < window.SETTLE
     assert facts["watch"]["ended_by"] == "process"
+
+
+class CountedProcesses(Processes):
+    """Processes that count the window's looks."""
+
+    def __init__(self, started):
+        super(CountedProcesses, self).__init__(started)
+        self.looks = 0
+
+    def look(self):
+        self.looks += 1
+
+
+def test_a_conclusive_first_look_ends_the_window_at_its_first_sample(server):
+    port, answers = server
+    answers[:] = [503]
+    started = time.time()
+    processes = Processes(started)
+    # What would otherwise hold it for SETTLE: a master that exited with no replacement yet.
+    processes.alive = set()
+    processes.changes.append({"at": 0.0, "what": "exited", "role": "master", "pid": 100, "master": None})
+    crash = "EVENTLET_HUB=no_such_hub in /proc/7/environ (bash pid 7, which restarts the master): No module named x"
+    facts = window.Window(healthz.Sampler(port, "/healthz", 30, "young"), processes, window.LogWatch(None, 0, started),
+                          at_once=crash).run()
+    assert time.time() - started < 1.0
+    assert facts["watch"]["ended_by"] == "at_once" and facts["watch"]["at_once"] == crash
+    assert [s["status"] for s in facts["samples"]] == [503]
+    assert facts["window_seconds"] == 0 and facts["wait_reason"] == "one sample suffices: " + crash
+
+
+def test_after_the_sampling_the_window_looks_at_intervals_not_in_a_spin(server):
+    port, answers = server
+    answers[:] = [200, 500]   # a 200 service that fails: sampling ends, the window settles for SETTLE
+    started = time.time()
+    processes = CountedProcesses(started)
+    facts = window.Window(healthz.Sampler(port, "/healthz", 30, "young"), processes,
+                          window.LogWatch(None, 0, started)).run()
+    seconds = time.time() - started
+    assert facts["watch"]["ended_by"] == "healthz" and seconds >= window.SETTLE
+    assert processes.looks <= seconds / window.LOOK_INTERVAL + 3, processes.looks
+
+
+def log_line(epoch, pid, message):
+    return "[%s] [%d] [INFO] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime(epoch)), pid, message)
+
+
+def test_a_restart_underway_keeps_a_conclusive_window_watching_until_it_is_done(server, tmp_path):
+    port, answers = server
+    now = time.time()
+    log = tmp_path / "gunicorn.log"
+    log.write_text(log_line(now - 30, 100, "Starting gunicorn 25.3.0") +
+                   log_line(now - 30, 100, "Listening at: http://0.0.0.0:%d (100)" % port) +
+                   log_line(now - 1, 100, "Handling signal: term"))
+    earlier = logfile.collect(str(log))["events"]
+    processes = Processes(now)   # master 100 runs: it is shutting down
+
+    def shut_down():
+        with open(log, "a") as f:
+            f.write(log_line(time.time(), 100, "Shutting down: Master"))
+    timer = threading.Timer(1.2, shut_down)
+    timer.start()
+    facts = window.Window(healthz.Sampler(port, "/healthz", 30, "young"), processes,
+                          window.LogWatch(str(log), log.stat().st_size, now, earlier),
+                          history="the log already shows the masters restarted from outside").run()
+    seconds = time.time() - now
+    timer.join()
+    assert 1.2 <= seconds < window.SETTLE, seconds   # not at once on the history, not the whole settle either
+    underway = facts["watch"]["restart_underway"]
+    assert underway.startswith("master 100 handled SIGTERM ") and underway.endswith(" ago and has not shut down yet")
+    assert [e["event"] for e in facts["watch"]["log_events"]] == ["master_shutdown"]
+
+
+def test_a_settled_service_in_the_middle_of_a_restart_is_watched_not_sampled_once():
+    masters = [{"pid": 10, "age": 3600.0, "workers": [{"pid": 11, "age": 3500.0}]}]
+    assert host.wait_decision(masters, 15) == (0, "youngest process (worker 11) is 3500 s old")
+    wait, reason = host.wait_decision(masters, 15, "master 10 handled SIGTERM 1 s ago and has not shut down yet")
+    assert wait == 15 and reason == ("master 10 handled SIGTERM 1 s ago and has not shut down yet: watching the "
+                                     "restart for up to 15 s")
