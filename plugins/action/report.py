@@ -29,7 +29,7 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(('facts', 'facts_json', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path',
                              'ws_path', 'ca_bundle', 'validate_certs', 'external_timeout', 'unreachable', 'keep_fact',
-                             'return_report'))
+                             'return_report', 'stabilize_preview'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -57,6 +57,9 @@ class ActionModule(ActionBase):
         result.update(changed=False, report_json=report_json, paths=paths, ladder=lines)
         if boolean(self._task.args.get('return_report', True), strict=False):
             result['report'] = report
+        if self._task.args.get('stabilize_preview') is not None:
+            # The stabilize role's look at the service from the same probe call, handed on in the role's result.
+            result['stabilize_preview'] = self._task.args['stabilize_preview']
         if boolean(self._task.args.get('keep_fact', False), strict=False):
             # The verdict as a host fact (in the fact cache when one is configured, e.g. AWX fact storage): returned
             # here rather than by a set_fact task, one task per host less in audit.yml.

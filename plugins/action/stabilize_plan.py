@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stabilize's plan, on the controller: each step takes the plan and the results of the tasks that ran and
 returns the next plan (module_utils/stabilize/plan.py decides). Steps that reach the host: `decide` finds the service
-(service_info's answer, from service_apply state=found, with what the clean-up would find to do; not when an
-unfixable cause stops the run first) and reads the earlier run's eventlet record;
+(service_info's answer, with what the clean-up would find to do: from the diagnosis' own call, the probe's `stabilize`
+preview, else from service_apply state=found; not when an unfixable cause stops the run first), reads the earlier
+run's eventlet record, and records the plan's only pass as made when that call checked it changes nothing;
 `failed` undoes this run's last service pass (service_apply state=rolled_back) when the plan says so, and asks
 verify once whether a service restarted on its old files answers again. `check`, before anything is read, refuses a
 name or value that would inject into the runner's files (the check service_apply makes again on the host), then
@@ -31,7 +32,7 @@ STEPS = ('check', 'decide', 'changes', 'environment', 'pins', 'pass', 'eventlet_
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('step', 'plan', 'inputs', 'before', 'service_info', 'memory_file', 'strays', 'logs',
+    _VALID_ARGS = frozenset(('step', 'plan', 'inputs', 'before', 'preview', 'memory_file', 'strays', 'logs',
                              'port_fixed', 'hub_fixed', 'pins', 'installed', 'removed', 'purpose', 'service_result',
                              'window', 'verified', 'failed_result', 'failed_task', 'after', 'rollback',
                              'rolled_back', 'healthz_path', 'app', 'values', 'report_dir'))
@@ -43,7 +44,9 @@ class ActionModule(ActionBase):
         if step not in STEPS:
             raise AnsibleActionFail('step must be one of %s, not %r' % (', '.join(STEPS), step))
         if step == 'check':
-            result.update(changed=False, log_file=self._check(args.get('values') or {}))
+            # The run's archive name, taken once: the probe's preview and the plan both name it (vars/main.yml).
+            result.update(changed=False, log_file=self._check(args.get('values') or {}),
+                          stamp=time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()))
             return result
         if step != 'decide' and not isinstance(args.get('plan'), dict):
             raise AnsibleActionFail('plan must be the plan an earlier stabilize_plan step returned')
@@ -146,27 +149,30 @@ class ActionModule(ActionBase):
         return dict(plan, rollback=rollback, rolled_back=rolled_back)
 
     def _decide(self, args, task_vars):
-        inputs = dict(args.get('inputs') or {}, stamp=time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()))
-        before = args.get('before') or {}
+        inputs = dict(args.get('inputs') or {})
+        inputs['stamp'] = inputs.get('stamp') or time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+        before, values = args.get('before') or {}, args.get('values') or {}
         plan = stabilize.decide(inputs, before)
         if plan['unfixable']:
             return plan
-        service_args = dict((k, v) for k, v in (args.get('service_info') or {}).items() if v not in (None, ''))
-        # service_info's answer from service_apply, whose payload the pass builds anyway (state=found, read-only), with
-        # what the clean-up would find to do: nothing, and the role skips it (one module call less).
-        if inputs.get('archive_dir'):
-            paths, patterns = stabilize.old_logs(inputs)
-            service_args.update(clean={'port': stabilize.clean_up_port(inputs, before) or None}, archive={
-                'paths': paths, 'patterns': patterns, 'archive_dir': inputs['archive_dir'], 'stamp': inputs['stamp']})
-        service = self._execute_module('sre.gunicorn_doctor.service_apply', task_vars=task_vars,
-                                       module_args=dict(service_args, state='found'))
-        if service.get('failed'):
-            return {'failed': True, 'msg': service.get('msg', 'service_apply state=found failed')}
-        service = dict((k, v) for k, v in service.items() if not k.startswith('_') and k not in ('invocation', 'changed'))
+        # service_info's answer, with what the clean-up would find to do: the diagnosis' own call found it (the
+        # probe's `stabilize` preview), else service_apply state=found (its payload the pass builds anyway).
+        preview = args.get('preview') or {}
+        service = preview.get('service')
+        if not service:
+            service = self._execute_module('sre.gunicorn_doctor.service_apply', task_vars=task_vars,
+                                           module_args=stabilize.found_args(inputs, values, before))
+            if service.get('failed'):
+                return {'failed': True, 'msg': service.get('msg', 'service_apply state=found failed')}
+            service = dict((k, v) for k, v in service.items()
+                           if not k.startswith('_') and k not in ('invocation', 'changed'))
         memory = {}
         if stabilize.wanted_class(inputs.get('worker_class'), service) == 'eventlet' and args.get('memory_file'):
             memory = self._read_memory(args['memory_file'], task_vars)
-        return stabilize.decide(inputs, before, service, memory)
+        plan = stabilize.decide(inputs, before, service, memory, values)
+        if preview.get('pass') and not self._play_context.check_mode:
+            plan = stabilize.use_preview(plan, preview['pass'], args.get('window') or 0)
+        return plan
 
     def _read_memory(self, path, task_vars):
         """What an earlier run learned about eventlet ({} when there is no record or it does not parse)."""

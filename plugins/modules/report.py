@@ -107,6 +107,11 @@ options:
         does not walk (as C(audit.yml) does, for every host of a fleet).
     type: bool
     default: true
+  stabilize_preview:
+    description:
+      - The probe's RV(sre.gunicorn_doctor.probe#module:stabilize_preview), returned as it is (RV(stabilize_preview)) - the
+        C(diagnose) role hands it to the C(stabilize) role in its result C(doctor_report).
+    type: dict
   keep_fact:
     description:
       - Also return the verdict as the host fact C(doctor_audit) (verdict, failed_layer, causes, error), kept in the
@@ -162,6 +167,10 @@ RETURN = r'''
 report:
   description: The report (host, verdict, failed_layer, causes, layers), or with O(stabilize) the redacted record.
   returned: success, unless O(return_report=false)
+  type: dict
+stabilize_preview:
+  description: O(stabilize_preview), as it was given.
+  returned: success, with O(stabilize_preview)
   type: dict
 report_json:
   description:

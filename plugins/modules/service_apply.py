@@ -297,73 +297,19 @@ state:
   type: str
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
-    clean_up, module_args, service_found, service_pass)
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import clean_up, module_args, service_pass
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
-
-ARGUMENT_SPEC = dict(
-    state=dict(type='str', default='applied', choices=['applied', 'rolled_back', 'found']),
-    undo=dict(type='dict'),
-    service=dict(type='dict'),
-    manager=dict(type='str', default='auto', choices=['auto'] + module_args.MANAGERS),
-    user=dict(type='str'),
-    group=dict(type='str'),
-    app=dict(type='str'),
-    chdir=dict(type='str'),
-    python=dict(type='str'),
-    name=dict(type='str'),
-    service_dir=dict(type='str'),
-    worker_class=dict(type='str', default='sync', choices=['sync', 'eventlet', 'gthread']),
-    workers=dict(type='int', default=1),
-    timeout=dict(type='int', default=0),
-    keepalive=dict(type='int', default=0),
-    bind=dict(type='str', default=''),
-    config=dict(type='str', default=''),
-    keep=dict(type='list', elements='str', default=[], choices=['workers', 'timeout', 'keepalive']),
-    log_file=dict(type='str', default=''),
-    env_file=dict(type='str', default=''),
-    environment=dict(type='dict', default={}),
-    unit_dir=dict(type='path', default='/etc/systemd/system'),
-    program_dir=dict(type='str', default=''),
-    supervisorctl=dict(type='str', default=''),
-    supervisord_conf=dict(type='str', default=''),
-    start=dict(type='bool', default=True),
-    force_restart=dict(type='bool', default=False),
-    grace=dict(type='float', default=10),
-    start_timeout=dict(type='float', default=30),
-    clean=dict(type='dict', options=dict(port=dict(type='int'))),
-    archive=dict(type='dict', options=module_args.ARCHIVE),
-)
-
-
-def found(module, psutil):
-    """state=found: service_info's answer, with what the clean-up would find to do (`clean`)."""
-    p = module.params
-    surveyed = p['clean'] and p['archive']
-    # Read once for both: the service's masters and the strays among the app's processes.
-    facts = service_found.app_processes(psutil, p['app'], p['chdir']) if surveyed else None
-    service = service_pass.found_service(psutil, p, module.run_command, facts)
-    left = None
-    if surveyed:
-        try:
-            left = clean_up.survey(psutil, p, service, module.run_command, module.get_bin_path('systemctl'), facts)
-        except (IOError, OSError) as e:
-            module.warn('what the clean-up would do is not known: %s' % e)
-    if p['clean']:
-        # The strays' command lines (a database URL, a token): redacted before they leave the host.
-        service['left_to_clean'] = redact(left)
-    return service
-
 
 def main():
     module, psutil = module_args.new_module(
-        ARGUMENT_SPEC, required_if=[('state', 'applied', ('app', 'chdir', 'python', 'name', 'service_dir')),
+        module_args.SERVICE_APPLY, required_if=[('state', 'applied', ('app', 'chdir', 'python', 'name', 'service_dir')),
                                     ('state', 'found', ('app', 'chdir', 'python', 'name', 'service_dir')),
                                     ('state', 'rolled_back', ('undo',))])
     p = module.params
     try:
         if p['state'] == 'found':
-            module.exit_json(changed=False, **found(module, psutil))
+            module.exit_json(changed=False, **clean_up.found(psutil, p, module.run_command, module.get_bin_path('systemctl'),
+                                                             module.warn))
         if p['state'] == 'rolled_back':
             result = service_pass.roll_back(psutil, p['undo'], module.run_command, module.check_mode)
         else:

@@ -19,10 +19,12 @@ description:
   - O(step=check) comes before anything is read - a service name or value in O(values) that would inject into the
     runner's files fails the step in one line - then looks for O(values)'s C(log_file) on the host (a C(test -e), no
     module) and returns it as C(log_file), or an empty string when it does not exist yet.
-  - O(step=decide) finds the service on the host with O(service_info) - the answer of
-    M(sre.gunicorn_doctor.service_info), from M(sre.gunicorn_doctor.service_apply) C(state=found) (not when the
-    diagnosis found a cause configuration cannot fix) - and, when eventlet is wanted, reads O(memory_file), the record
-    of an earlier run's eventlet failure.
+  - O(step=decide) takes what runs the service - the answer of M(sre.gunicorn_doctor.service_info) - from O(preview),
+    what the diagnosis' own call found, else asks the host with M(sre.gunicorn_doctor.service_apply) C(state=found)
+    (not when the diagnosis found a cause configuration cannot fix); when eventlet is wanted, it reads
+    O(memory_file), the record of an earlier run's eventlet failure. When the plan's only step is the sync pass
+    and O(preview) checked that very pass (the same options) and found it changes nothing while the diagnosis saw
+    the master's stable 200, the pass is recorded as made and the plan says C(previewed) - nothing is left to do.
   - O(step=failed) undoes this run's last service pass on the host when the plan says so (M(sre.gunicorn_doctor.service_apply)
     C(state=rolled_back) with O(service_result)'s C(undo); a pass of an earlier run is never undone) and, for a
     service restarted on its old files, asks M(sre.gunicorn_doctor.verify) once whether it answers on its old port.
@@ -34,7 +36,7 @@ options:
   step:
     description:
       - C(check) - the names and values of O(values) checked, the log file looked for.
-      - C(decide) - the first plan, from O(inputs), O(before), O(service_info) and O(memory_file).
+      - C(decide) - the first plan, from O(inputs), O(values), O(before), O(preview) and O(memory_file).
       - C(changes) - record the clean-up (O(strays), O(logs)).
       - C(environment) - record the changes to the runner's environment (O(port_fixed), O(hub_fixed)).
       - C(pins) - record the eventlet pins (O(pins), O(installed), O(removed)); the eventlet attempt begins.
@@ -50,6 +52,8 @@ options:
       - What the runner's files will hold, by the names of their options in M(sre.gunicorn_doctor.service_apply)
         (name, app, chdir, python, service_dir, log_file, env_file, unit_dir, program_dir, supervisord_conf,
         supervisorctl, user, group) and C(archive_dir).
+      - With O(step=decide), also C(manager), C(workers), C(timeout), C(grace) and C(archive_keep) - the options that
+        find the service and the service pass' variables (the stabilize role's C(__stabilize_values)).
     type: dict
     version_added: 0.3.0
   plan:
@@ -63,10 +67,10 @@ options:
   before:
     description: The diagnosis report before any change (C(doctor_report.report)).
     type: dict
-  service_info:
+  preview:
     description:
-      - The options that find the service, as M(sre.gunicorn_doctor.service_apply) names them (app, chdir, manager,
-        name, service_dir, ...); empty values are left out.
+      - The probe's RV(sre.gunicorn_doctor.probe#module:stabilize_preview) from the diagnosis, C(doctor_report.stabilize_preview) -
+        C(service), what runs the service, and C(pass), the sync pass checked in check mode.
     type: dict
   memory_file:
     description: The record of an earlier run's eventlet failure on the host.
@@ -105,7 +109,7 @@ options:
     type: str
     version_added: 0.3.0
   window:
-    description: The verify window when something changed (C(doctor_stability_window)); 0 when nothing did.
+    description: The verify window when something changed (C(doctor_stability_window)); 0 when nothing did. Also for O(step=decide).
     type: int
   verified:
     description: The last result of M(sre.gunicorn_doctor.verify); a skipped or failed one is not kept.
@@ -159,7 +163,8 @@ EXAMPLES = r'''
     step: decide
     before: "{{ doctor_report.report }}"
     inputs: {worker_class: auto, port: "", env_file: /srv/app/.env, chdir: /srv/app, service_dir: /var/lib/gunicorn-doctor/app}
-    service_info: {app: "app:app", chdir: /srv/app, name: app}
+    values: {app: "app:app", chdir: /srv/app, python: python3, name: app, service_dir: /var/lib/gunicorn-doctor/app}
+    preview: "{{ doctor_report.stabilize_preview | default({}) }}"
   register: stabilize
 
 - name: Sum up
@@ -174,10 +179,15 @@ log_file:
   description: With O(step=check) - the log file to diagnose, an empty string when it does not exist yet.
   returned: step=check
   type: str
+stamp:
+  description: With O(step=check) - this run's name for its log archive, UTC C(YYYYMMDDTHHMMSSZ) (the C(stamp) of O(inputs)).
+  returned: step=check
+  type: str
 plan:
   description:
     - The plan. Among its keys - C(want), C(base) (the worker classes wanted and started with), C(port), C(env),
-      C(unfixable), C(actions), C(eventlet), C(verify_window); after C(summary) also C(result), C(summary),
+      C(unfixable), C(actions), C(eventlet), C(verify_window), C(previewed) (the pass was checked by the diagnosis'
+      call and changes nothing, so nothing is left to do), C(carry_out) (whether the role carries out the plan); after C(summary) also C(result), C(summary),
       C(lines), C(record), C(fail) (the message the run fails with, or null), C(report_path) (the report written)
       and C(said) (what the run says last - the failure first when it fails - and the report's path).
   returned: success

@@ -193,6 +193,7 @@ def host(tmp_path):
 
 # The clean-up task (runbook 1.1: stop_strays) as the play shows it when it runs.
 CLEAN_UP_TASK = "Stop the app's earlier runs, archive old logs - never the service's own master"
+PASS_TASK = "Find what runs the service, then run the canonical command in it"
 
 
 # --- the playbook --------------------------------------------------------------------------------------
@@ -296,6 +297,18 @@ def test_standalone_broken_host_is_stabilized_then_unchanged(host, tmp_path):
     assert stabilize_report(tmp_path)["actions"] == []
     # Nothing was left to clean up: stop_strays did not run (one module call less), and the plan says why.
     assert CLEAN_UP_TASK not in again and "nothing to clean up" in again
+    # The diagnosis' own call found the sync pass changing nothing (stabilize/preview.py): it is not made again.
+    assert PASS_TASK not in again and "stable: /healthz answers 200 on port %d, master %d" % (host.port, master) in again
+
+    # A runner file edited by hand since: the preview sees the difference, the pass runs and writes it back.
+    script_path = host.service_dir / "run.sh"
+    script_path.write_text(script.replace("--timeout 60", "--timeout 61"))
+    edited = stabilize(tmp_path, host.vars(doctor_service_manager="standalone"))
+    assert recap(edited)["failed"] == 0 and PASS_TASK in edited and recap(edited)["changed"] >= 1
+    assert script_path.read_text() == script
+    master = host.service_pid()
+    assert master and "61" not in psutil.Process(master).cmdline()
+    stable_200(host.port, 1)
 
     # Something to clean again (an earlier run's dev server, a rotated log): the clean-up runs as on the first run.
     stray = host.dev_server()

@@ -19,6 +19,8 @@ SAME_TYPE = {('str', 'path'), ('raw', 'str')}
 # Where the role's default is not the module's, and why.
 OWN_DEFAULT = {
     'voice_pace': "the role's 4 (every playbook: 4x real time; inventory or -e overrides it), the module's 1.0",
+    'systemd_unit_dir': "the role's /etc/systemd/system (read first: the standard directories' own order), the "
+                        "stabilize role's default too, so its first diagnosis and its plan see one value; the module's none",
 }
 # The diagnose role's inputs that are the report action's (controller side), not the probes'.
 REPORT_OPTIONS = {'report_dir', 'ca_bundle', 'validate_certs'}

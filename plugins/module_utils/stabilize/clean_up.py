@@ -13,7 +13,9 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import logs_archive, second_units, strays
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import (
+    logs_archive, second_units, service_found, service_pass, strays)
 
 
 def runner_ctl(run_command, argv):
@@ -61,3 +63,22 @@ def survey(psutil, p, service, run_command, systemctl=None, facts=None):
     left += [_item('log', path) for path, dummy in to_archive]
     left += [_item('refused_log', '%s: %s' % (r['path'], r['why'])) for r in refused]
     return {'port': clean.get('port'), 'left': left}
+
+
+def found(psutil, p, run_command, systemctl, warn):
+    """service_apply state=found's answer for its options `p`: service_info's, with what the clean-up would find to
+    do (`left_to_clean`, when p has `clean`). Raises service_pass.PassError when the service cannot be found."""
+    surveyed = p.get('clean') and p.get('archive')
+    # Read once for both: the service's masters and the strays among the app's processes.
+    facts = service_found.app_processes(psutil, p['app'], p['chdir']) if surveyed else None
+    service = service_pass.found_service(psutil, p, run_command, facts)
+    left = None
+    if surveyed:
+        try:
+            left = survey(psutil, p, service, run_command, systemctl, facts)
+        except (IOError, OSError) as e:
+            warn('what the clean-up would do is not known: %s' % e)
+    if p.get('clean'):
+        # The strays' command lines (a database URL, a token): redacted before they leave the host.
+        service['left_to_clean'] = redact(left)
+    return service

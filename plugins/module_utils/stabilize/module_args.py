@@ -42,6 +42,43 @@ ARCHIVE = dict(
 )
 
 
+# service_apply's options (gunicorn_service's one call on the host); the probe's `stabilize` preview checks a pass
+# with them too (stabilize/preview.py).
+SERVICE_APPLY = dict(
+    state=dict(type='str', default='applied', choices=['applied', 'rolled_back', 'found']),
+    undo=dict(type='dict'),
+    service=dict(type='dict'),
+    manager=dict(type='str', default='auto', choices=['auto'] + MANAGERS),
+    user=dict(type='str'),
+    group=dict(type='str'),
+    app=dict(type='str'),
+    chdir=dict(type='str'),
+    python=dict(type='str'),
+    name=dict(type='str'),
+    service_dir=dict(type='str'),
+    worker_class=dict(type='str', default='sync', choices=['sync', 'eventlet', 'gthread']),
+    workers=dict(type='int', default=1),
+    timeout=dict(type='int', default=0),
+    keepalive=dict(type='int', default=0),
+    bind=dict(type='str', default=''),
+    config=dict(type='str', default=''),
+    keep=dict(type='list', elements='str', default=[], choices=['workers', 'timeout', 'keepalive']),
+    log_file=dict(type='str', default=''),
+    env_file=dict(type='str', default=''),
+    environment=dict(type='dict', default={}),
+    unit_dir=dict(type='path', default='/etc/systemd/system'),
+    program_dir=dict(type='str', default=''),
+    supervisorctl=dict(type='str', default=''),
+    supervisord_conf=dict(type='str', default=''),
+    start=dict(type='bool', default=True),
+    force_restart=dict(type='bool', default=False),
+    grace=dict(type='float', default=10),
+    start_timeout=dict(type='float', default=30),
+    clean=dict(type='dict', options=dict(port=dict(type='int'))),
+    archive=dict(type='dict', options=ARCHIVE),
+)
+
+
 def new_module(*specs, **kwargs):
     """An AnsibleModule with the options of `specs` (check mode supported), and psutil. -> (module, psutil)."""
     argument_spec = {}

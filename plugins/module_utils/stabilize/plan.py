@@ -278,15 +278,18 @@ def say_plan(plan):
     return line
 
 
-def decide(inputs, before, service=None, memory=None):
+def decide(inputs, before, service=None, memory=None, values=None):
     """The first plan. inputs: the role's variables without doctor_ (worker_class, port, env_file, log_file,
-    chdir, service_dir, extra_logs, eventlet_hub, eventlet_retry, fingerprint); before: the diagnosis report;
+    chdir, service_dir, extra_logs, eventlet_hub, eventlet_retry, fingerprint, stamp); before: the diagnosis report;
     service: service_info's result (None when an unfixable cause stops the run first); memory: the earlier
-    run's eventlet record ({} when none)."""
+    run's eventlet record ({} when none); values: the role's values for the service pass (pass_vars)."""
     plan = {'before': before, 'unfixable': unfixable_causes(before), 'actions': [], 'passes': [],
             'service_result': {}, 'verified': {}, 'failure': None, 'stage': 'decided', 'inputs': inputs,
             'after_log': inputs.get('log_file') or '',
-            'eventlet': {'wanted': False, 'attempted': False, 'ok': None, 'reason': None}}
+            'eventlet': {'wanted': False, 'attempted': False, 'ok': None, 'reason': None}, 'previewed': False,
+            # Whether the role has anything to carry out (fix.yml): not for an unfixable cause, a refused shape or a
+            # pass the diagnosis' call already found changing nothing.
+            'carry_out': False}
     if plan['unfixable'] or service is None:
         return plan
     memory = memory or {}
@@ -312,7 +315,26 @@ def decide(inputs, before, service=None, memory=None):
     plan['refused'] = plan['shape']['refused']
     plan['clean_up'] = clean_up_needed(service.get('left_to_clean'), port, plan['shape'])
     plan['message'] = say_plan(plan)
+    plan['carry_out'] = not plan['refused']
+    if values:
+        plan['pass_vars'] = pass_vars(plan, values)
     return plan
+
+
+# service_apply state=found's options among the role's values (`values`: vars/main.yml's __stabilize_values).
+FOUND_OPTIONS = ('app', 'chdir', 'manager', 'name', 'service_dir', 'supervisorctl', 'supervisord_conf', 'env_file',
+                 'user', 'group', 'unit_dir', 'program_dir', 'python')
+
+
+def found_args(inputs, values, before):
+    """service_apply state=found's options: service_info's (the values set), with what the clean-up would look at
+    (the port, the old logs and the archive) when the plan archives."""
+    args = dict((key, values[key]) for key in FOUND_OPTIONS if values.get(key) not in (None, ''))
+    if inputs.get('archive_dir'):
+        paths, patterns = old_logs(inputs)
+        args.update(clean={'port': clean_up_port(inputs, before) or None}, archive={
+            'paths': paths, 'patterns': patterns, 'archive_dir': inputs['archive_dir'], 'stamp': inputs['stamp']})
+    return dict(args, state='found')
 
 
 def clean_up_port(inputs, before):
@@ -332,6 +354,79 @@ def clean_up_needed(left_to_clean, port, shape):
     if not shape.get('behind_proxy') and to_int(left_to_clean.get('port')) != to_int(port):
         return True
     return any(item.get('kind') not in ignored for item in left_to_clean.get('left') or [])
+
+
+# --- the service pass: gunicorn_service's variables, and the service_apply options they become -----------------
+# roles/gunicorn_service: defaults/main.yml's values of the variables stabilize leaves to it, and tasks/main.yml's
+# option for each variable (tests/unit/plugins/module_utils/stabilize/test_plan_pass.py holds both to the YAML).
+SERVICE_DEFAULTS = {'keepalive': 0, 'start': True, 'start_timeout': 30}
+SERVICE_OPTIONS = (('manager', 'manager'), ('app', 'app'), ('chdir', 'chdir'), ('python', 'python'), ('name', 'name'),
+                   ('service_dir', 'dir'), ('worker_class', 'worker_class'), ('workers', 'workers'),
+                   ('timeout', 'timeout'), ('keepalive', 'keepalive'), ('bind', 'bind'), ('config', 'config'),
+                   ('keep', 'keep'), ('log_file', 'log_file'), ('env_file', 'env_file'),
+                   ('environment', 'environment'), ('unit_dir', 'systemd_unit_dir'),
+                   ('program_dir', 'supervisord_conf_dir'), ('supervisorctl', 'supervisorctl'),
+                   ('supervisord_conf', 'supervisord_conf'), ('start', 'start'), ('force_restart', 'force_restart'),
+                   ('grace', 'grace'), ('start_timeout', 'start_timeout'))
+ARCHIVE_OPTIONS = (('archive_dir', 'archive_dir'), ('stamp', 'archive_stamp'), ('keep', 'archive_keep'))
+# Sent only when set (`or omit`): unset, service_apply keeps the user and group the service was found running as.
+OMITTED_WHEN_EMPTY = ('user', 'group')
+
+
+def pass_vars(plan, values):
+    """gunicorn_service's variables (without their gunicorn_service_ prefix) for a pass of this plan: service.yml
+    hands them to the role as they are. The worker class and force_restart are each pass' own."""
+    shape, inputs = plan['shape'], plan['inputs']
+    return {
+        'app': values['app'], 'chdir': values['chdir'], 'python': values['python'], 'name': values['name'],
+        'dir': values['service_dir'], 'manager': plan['service']['manager'],
+        # What the canonical command keeps of the service's shape (runner_shape): its -c FILE, its socket bind, and
+        # the settings its config file or GUNICORN_CMD_ARGS sets (left there, not on the command line).
+        'config': shape['config'] or '', 'bind': shape['bind'], 'keep': [k['setting'] for k in shape['kept']],
+        'workers': to_int(values['workers']) or 1, 'timeout': values['timeout'], 'log_file': values['log_file'],
+        'env_file': values['env_file'], 'environment': plan['env'], 'systemd_unit_dir': values['unit_dir'],
+        'supervisord_conf_dir': values['program_dir'], 'supervisord_conf': values['supervisord_conf'],
+        'supervisorctl': values['supervisorctl'], 'grace': values['grace'], 'archive_dir': inputs['archive_dir'],
+        'archive_stamp': inputs['stamp'], 'archive_keep': values['archive_keep'],
+        # Decided before the clean-up stopped the masters it may have come from.
+        'user': plan['user'], 'group': plan['group']}
+
+
+def service_apply_args(role_vars, worker_class, force_restart=False):
+    """The options roles/gunicorn_service/tasks/main.yml sends service_apply for its variables `role_vars`."""
+    role_vars = dict(SERVICE_DEFAULTS, worker_class=worker_class, force_restart=force_restart, **role_vars)
+    args = dict((option, role_vars[var]) for option, var in SERVICE_OPTIONS)
+    args.update((option, role_vars[option]) for option in OMITTED_WHEN_EMPTY if role_vars[option])
+    args['archive'] = dict((option, role_vars[var]) for option, var in ARCHIVE_OPTIONS)
+    return args
+
+
+def only_the_pass(plan):
+    """Whether the plan's one step is the sync pass (nothing to clean up, no environment to set, no eventlet): the
+    pass a second run makes on a service stabilize already runs."""
+    return not plan['unfixable'] and 'pass_vars' in plan and not plan['refused'] and not plan['clean_up'] \
+        and not plan['set_environment'] and plan['base'] == 'sync' and not plan['try_eventlet']
+
+
+def preview_args(plan):
+    """service_apply's options for the plan's first pass (what the probe's preview checks)."""
+    return service_apply_args(plan['pass_vars'], plan['base'])
+
+
+def use_preview(plan, preview, window):
+    """The plan after the pass the diagnosis' own call checked (the probe's `stabilize` preview, check mode), when
+    that pass is the plan's only step, with the very options the plan sends, and it would change nothing while the
+    diagnosis saw this master's stable 200 (no verify): the pass is recorded as made and `previewed`, and the role
+    skips it - a second run on a stable service reaches nothing on the host after the diagnosis. Else the plan as
+    it was: the pass runs."""
+    result = (preview or {}).get('result') or {}
+    if not only_the_pass(plan) or preview.get('args') != preview_args(plan) or result.get('changed') \
+            or result.get('changed_files') or result.get('restarted') or result.get('started'):
+        return plan
+    done = record_pass(plan, plan['base'], result, False, window)
+    if done['verify'] or done['actions']:
+        return plan
+    return _next(done, previewed=True, carry_out=False)
 
 
 def _next(plan, **changes):
