@@ -9,8 +9,11 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize impo
 
 
 def test_archive_logs_options_and_the_archive_suboptions_are_the_same_text():
+    # ARCHIVE is built from DOCUMENTATION's text at import time: both must still parse, to the same options.
     top = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)['options']
-    nested = yaml.safe_load(ModuleDocFragment.ARCHIVE)['options']['archive']
+    options = yaml.safe_load(ModuleDocFragment.ARCHIVE)['options']
+    assert list(options) == ['archive']
+    nested = options['archive']
     assert nested['type'] == 'dict' and nested['suboptions'] == top
 
 
