@@ -3,12 +3,10 @@ service whose master is kept and whose log it writes (the idempotent run skips t
 log, foreign port holder and refused log otherwise - the same choices stop_strays makes."""
 
 import os
-import subprocess
 import sys
 import time
 
 import psutil
-import pytest
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import clean_up
 
@@ -16,23 +14,6 @@ APP = "AgentLocator.main:app"
 # A stand-in for gunicorn (its command line, not its server): appends to its --error-logfile, holds it open, sleeps.
 FAKE_GUNICORN = ("import sys, time\nlog = open(sys.argv[sys.argv.index('--error-logfile') + 1], 'a')\n"
                  "log.write('booted\\n')\nlog.flush()\nopen('ready', 'w').close()\ntime.sleep(120)\n")
-
-
-@pytest.fixture
-def procs():
-    started = []
-
-    def spawn(argv, cwd):
-        proc = subprocess.Popen(argv, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        started.append(proc)
-        return proc
-
-    yield spawn
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 def wait_for(predicate, what, timeout=10):

@@ -29,23 +29,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def procs():
-    started = []
-
-    def spawn(argv, cwd):
-        proc = subprocess.Popen(argv, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        started.append(proc)
-        return proc
-
-    yield spawn
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-
 def checkout(path, main=SLEEPER):
     """A directory that looks like the app: AgentLocator/main.py, and a gunicorn.py that only sleeps
     (so `python -m gunicorn AgentLocator.main:app` has gunicorn's command line without serving)."""
