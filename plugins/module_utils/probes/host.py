@@ -190,6 +190,10 @@ NEEDED_BY = {
     'eventlet': ('eventlet',),
     'voice': ('voice',),
 }
+# The eventlet environments (and the hub crash they show), read in _first_facts: by the eventlet layer, by the
+# stability window (the healthz probe: a hub every eventlet master fails on ends it) and by the boot layer (the
+# spare-port boots skipped on it); a probe of none of these layers (port_info, process_info, ...) skips them.
+NEEDED_BY['eventlet_env'] = tuple(sorted(set(NEEDED_BY['eventlet'] + NEEDED_BY['healthz'] + NEEDED_BY['boot'])))
 
 
 def time_budget(p):
@@ -208,7 +212,7 @@ def probe_host(psutil, params, layers=None):
     deadline = deadline_http.Deadline(time_budget(p), why='the probe ran out of time (its budget: the stability '
                                       'window + 2 x the boot timeout + %d s = %d s)' % (PROBE_SLACK, time_budget(p)))
     timings, late = {}, {}
-    facts, context = _first_facts(psutil, p, timings)
+    facts, context = _first_facts(psutil, p, timings, wanted)
     context['deadline'] = deadline
     procs, port = context['process'], context['port']
 
@@ -450,9 +454,10 @@ def _boot_proven(facts, dry):
     return 'the dry import serves the health path and the app listens, only not on $PORT (port %s)' % ports
 
 
-def _first_facts(psutil, p, timings):
+def _first_facts(psutil, p, timings, wanted):
     """The cheap facts everything else needs (the log, the process table, the port, the service environment)
-    -> (facts, context shared by the later probes)."""
+    -> (facts, context shared by the later probes). `wanted`: the layers probed (the eventlet environments are read
+    only for those that use them, NEEDED_BY['eventlet_env'])."""
     env_file_env = service_env.parse_dotenv(service_env.read_text(p['env_file']) or '') if p['env_file'] else None
     exclude = own_lineage(psutil)
     runners = app_runner.find_runners(p['app'], p['chdir'])
@@ -490,8 +495,11 @@ def _first_facts(psutil, p, timings):
                # The spare-port boots may take the service's own --timeout (plus their start), never more.
                'boot_limit': min(p['boot_timeout'], timeout[0] + BOOT_STARTUP) if timeout[0] else p['boot_timeout']}
     # Read once for the eventlet layer, before the window: a hub every eventlet master fails on ends it at once.
-    context['eventlet_envs'] = _timed(timings, 'eventlet_env', eventlet_probe.read_environments, context)
-    context['hub_crash'] = eventlet_probe.hub_crash(procs['masters'], context['eventlet_envs'])
+    # Not read (None) when no wanted layer uses them.
+    context['eventlet_envs'] = context['hub_crash'] = None
+    if set(wanted).intersection(NEEDED_BY['eventlet_env']):
+        context['eventlet_envs'] = _timed(timings, 'eventlet_env', eventlet_probe.read_environments, context)
+        context['hub_crash'] = eventlet_probe.hub_crash(procs['masters'], context['eventlet_envs'])
     return facts, context
 
 
