@@ -300,11 +300,13 @@ state:
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import clean_up, module_args, service_pass
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact
 
+REQUIRED_IF = [('state', 'applied', ('app', 'chdir', 'python', 'name', 'service_dir')),
+               ('state', 'found', ('app', 'chdir', 'python', 'name', 'service_dir')),
+               ('state', 'rolled_back', ('undo',))]
+
+
 def main():
-    module, psutil = module_args.new_module(
-        module_args.SERVICE_APPLY, required_if=[('state', 'applied', ('app', 'chdir', 'python', 'name', 'service_dir')),
-                                    ('state', 'found', ('app', 'chdir', 'python', 'name', 'service_dir')),
-                                    ('state', 'rolled_back', ('undo',))])
+    module, psutil = module_args.new_module(module_args.SERVICE_APPLY, required_if=REQUIRED_IF)
     p = module.params
     try:
         if p['state'] == 'found':

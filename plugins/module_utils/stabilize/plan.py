@@ -6,7 +6,8 @@
 A plan is a plain dict. `decide` makes it from the inputs, the "before" diagnosis, service_info's answer
 and what an earlier run remembered about eventlet; each later step (`record_changes`, `record_pass`, ...)
 takes the plan and the results of the tasks that ran, and returns the next plan; `summarize` turns it into
-the result, the summary and the stabilize report's record. Controller-side only (the stabilize_plan action).
+the result, the summary and the stabilize report's record. Pure (no I/O): the stabilize_plan action runs it on the
+controller, and the probe's `stabilize` preview on the host (stabilize/preview.py) to know which pass to check.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -40,6 +40,8 @@ def look(psutil, run_command, systemctl, facts, request, warn):
         service = clean_up.found(psutil, stabilize.found_args(inputs, values, before), run_command, systemctl, warn)
     except service_pass.PassError:
         return {}
+    # It leaves the host with the facts, redacted like them (the master's settings may hold a secret's value).
+    service = redact(service)
     plan = stabilize.decide(inputs, before, service, {}, values)
     if not stabilize.only_the_pass(plan):
         return {'service': service}

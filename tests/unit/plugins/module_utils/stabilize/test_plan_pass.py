@@ -28,8 +28,9 @@ QUIET = {'changed': False, 'name': 'app', 'manager': 'standalone', 'worker_class
          'restarted': False, 'started': False, 'pid': 4242, 'log_files': ['/var/lib/gd/app/run/gunicorn.log']}
 
 
-def planned(before=HEALTHY, service=None, inputs=None):
-    return stabilize.decide(dict(INPUTS, **(inputs or {})), before, dict(SERVICE, **(service or {})), {}, VALUES)
+def planned(before=None, service=None, inputs=None):
+    return stabilize.decide(dict(INPUTS, **(inputs or {})), before or HEALTHY, dict(SERVICE, **(service or {})), {},
+                            VALUES)
 
 
 def role_task_args():
@@ -73,8 +74,8 @@ def test_the_pass_options_follow_the_plan():
     assert args['environment'] == {'PORT': '8123'} and args['bind'] == '0.0.0.0:$PORT' and args['workers'] == 1
     assert args['archive'] == {'archive_dir': '/var/lib/gd/app/log-archive', 'stamp': '20260101T000000Z', 'keep': 5}
     assert 'user' not in args and 'group' not in args and args['force_restart'] is False
-    mine = stabilize.preview_args(planned(service={'run_as': {'user': 'app', 'group': 'app', 'uid': 1000,
-                                                                'source': 'its master'}}))
+    run_as = {'user': 'app', 'group': 'app', 'uid': 1000, 'source': 'its master'}
+    mine = stabilize.preview_args(planned(service={'run_as': run_as}))
     assert mine['user'] == 'app' and mine['group'] == 'app'
 
 
