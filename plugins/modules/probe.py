@@ -39,10 +39,9 @@ options:
   stabilize:
     description:
       - Set by the C(stabilize) role for its first diagnosis - C(inputs) and C(values), the role's variables its
-        plan decides from. After the probes, the call also finds what runs the service (the answer of
-        M(sre.gunicorn_doctor.service_apply) with C(state=found)) and,
-        when the plan will be the sync service pass alone, makes that pass in check mode - RV(stabilize_preview).
-        Read-only; nothing of it runs in check mode.
+        plan decides from. The call then runs as M(sre.gunicorn_doctor.stabilize_probe) (this module's action
+        plugin picks it) - the same probes, and then stabilize's look at the service, RV(stabilize_preview).
+      - Ignored in check mode.
     type: dict
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -85,12 +84,9 @@ facts:
     healthz: {url: "http://127.0.0.1:8123/healthz", samples: [{status: 200, latency_ms: 2.1}]}
     timings: {process: 0.03, healthz: 0.01, dry_import: 0.41, total: 0.45}
 stabilize_preview:
-  description:
-    - With O(stabilize) - C(service), what runs the service; C(pass), the options and the check-mode result of the sync
-      pass when it is the plan's only step. Empty when the service cannot be found (stabilize then asks again).
-  returned: success and O(stabilize)
+  description: With O(stabilize) - what M(sre.gunicorn_doctor.stabilize_probe) returns as RV(stabilize_preview).
+  returned: success and O(stabilize), not in check mode
   type: dict
-  sample: {service: {manager: standalone, running: true, pid: 4242}, pass: {args: {}, result: {changed: false}}}
 facts_json:
   description: With O(facts_format=json), RV(facts) as one JSON string (instead of RV(facts)).
   returned: success and O(facts_format=json)
@@ -98,30 +94,19 @@ facts_json:
   sample: '{"port": {"port": 8123, "source": "/srv/agentlocator/.env", "valid": true}, "timings": {"total": 0.45}}'
 '''
 
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import collect_facts, facts_as_json, new_module
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import (
+    collect_facts, exit_with_facts, new_module)
 
 SPEC = dict(facts_format=dict(type='str', default='dict', choices=['dict', 'json']), stabilize=dict(type='dict'))
 
 
-def stabilize_preview(module, facts):
-    """The `stabilize` option's look at the service (stabilize/preview.py), imported only when asked: a diagnosis
-    alone does not compile it on the host."""
-    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.stabilize import preview
-    psutil = require_psutil(module)
-    return preview.look(psutil, module.run_command, module.get_bin_path('systemctl'), facts, module.params['stabilize'],
-                        module.warn)
-
-
 def main():
     module = new_module(SPEC)
-    facts = collect_facts(module)
-    extra = {}
     if module.params['stabilize'] and not module.check_mode:
-        extra['stabilize_preview'] = stabilize_preview(module, facts)
-    if module.params['facts_format'] == 'json':
-        module.exit_json(changed=False, facts_json=facts_as_json(module, facts), **extra)
-    module.exit_json(changed=False, facts=facts, **extra)
+        # The action plugin runs stabilize_probe for it: this module ships without stabilize's code.
+        module.fail_json(msg='stabilize is answered by sre.gunicorn_doctor.stabilize_probe: call the module through '
+                             'its action (sre.gunicorn_doctor.probe in a task), not as ansible.legacy.probe')
+    exit_with_facts(module, collect_facts(module))
 
 
 if __name__ == '__main__':

@@ -68,6 +68,13 @@ def facts_as_json(module, facts):
     return json.dumps(remove_values(facts, module.no_log_values))
 
 
+def exit_with_facts(module, facts, **extra):
+    """End the probe module (and stabilize_probe) with the facts, as `facts_format` asks: a dict or one JSON string."""
+    if module.params['facts_format'] == 'json':
+        module.exit_json(changed=False, facts_json=facts_as_json(module, facts), **extra)
+    module.exit_json(changed=False, facts=facts, **extra)
+
+
 def run_layer_module(layer, fact_keys, judge_layer):
     """main() of a single-layer module: that layer's facts (probed here), its checks and its causes, judged on
     the host by `judge_layer` (judges.verdict.judge_layer, passed in by the module)."""

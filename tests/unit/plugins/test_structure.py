@@ -92,3 +92,23 @@ def test_the_checker_reads_function_length_and_imports_from_the_ast(tmp_path):
     assert function.end_lineno - function.lineno + 1 == 81
     (tmp_path / "a.py").write_text("from %smodule_utils.common import b\n" % PREFIX)
     assert imported(tmp_path / "a.py") == {"module_utils.common"}
+
+
+def shipped_with(module):
+    """The collection's module_utils AnsiballZ ships with plugins/modules/MODULE.py: its imports, followed."""
+    todo, seen = ["modules." + module], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = PLUGINS / (name.replace(".", "/") + ".py")
+        if path.is_file():
+            todo.extend(imported(path))
+    return sorted(name for name in seen if name.startswith("module_utils."))
+
+
+def test_the_probe_ships_no_stabilize_code_stabilize_probe_does():
+    # Every host of an audit builds, receives and unpacks the probe's payload: stabilize's code stays out of it.
+    assert [name for name in shipped_with("probe") if name.startswith("module_utils.stabilize.")] == []
+    assert "module_utils.stabilize.preview" in shipped_with("stabilize_probe")
