@@ -90,8 +90,12 @@ def main():
     facts = collect_facts(module)
     if module.check_mode:
         exit_with_facts(module, facts)
-    found = preview.look(require_psutil(module), module.run_command, module.get_bin_path('systemctl'), facts,
-                         module.params['stabilize'], module.warn)
+    try:
+        found = preview.look(require_psutil(module), module.run_command, module.get_bin_path('systemctl'), facts,
+                             module.params['stabilize'], module.warn)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        module.fail_json(msg="stabilize: not the stabilize role's inputs and values (%s: %s) - pass its "
+                             "__stabilize_inputs and __stabilize_values" % (type(e).__name__, e))
     exit_with_facts(module, facts, stabilize_preview=found)
 
 

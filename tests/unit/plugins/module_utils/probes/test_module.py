@@ -29,3 +29,31 @@ def test_the_probe_module_imports_the_voice_layer_only_when_it_runs():
             " 'websocket', 'xml.etree.ElementTree') if m in sys.modules)))" % COLLECTIONS)
     loaded = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, check=True).stdout.split()
     assert loaded == []
+
+
+def run_module(name, args, tmp_path):
+    """plugins/modules/NAME.py run as a host runs it, its arguments in a file -> its JSON result."""
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    done = subprocess.run([sys.executable, "-m", "ansible_collections.sre.gunicorn_doctor.plugins.modules." + name,
+                           str(args_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False,
+                          env=dict(os.environ, PYTHONPATH=COLLECTIONS), timeout=120)
+    return json.loads(done.stdout), done.stderr
+
+
+def test_stabilize_probe_refuses_inputs_that_are_not_the_roles_in_one_line(tmp_path):
+    args = {"app": "main:app", "chdir": str(tmp_path), "dry_import": False, "preload_boot": "never",
+            "voice_checks": False, "stability_window": 0, "stabilize": {"inputs": {"port": ""}, "values": "nope"}}
+    result, stderr = run_module("stabilize_probe", args, tmp_path)
+    assert result.get("failed") and result["msg"].startswith("stabilize: not the stabilize role's inputs and values")
+    assert "\n" not in result["msg"] and "Traceback" not in stderr
+
+
+def test_the_probe_module_leaves_stabilize_to_its_action(tmp_path):
+    args = {"app": "main:app", "chdir": str(tmp_path), "dry_import": False, "preload_boot": "never",
+            "voice_checks": False, "stability_window": 0, "stabilize": {"inputs": {}, "values": {}}}
+    result, dummy = run_module("probe", args, tmp_path)
+    assert result.get("failed") and "stabilize_probe" in result["msg"]
+    del args["stabilize"]
+    result, dummy = run_module("probe", args, tmp_path)
+    assert not result.get("failed") and "port" in result["facts"]
