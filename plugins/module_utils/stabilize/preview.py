@@ -37,11 +37,12 @@ def look(psutil, run_command, systemctl, facts, request, warn):
     inputs, values = request.get('inputs') or {}, request.get('values') or {}
     before = provisional_before(facts)
     try:
-        service = clean_up.found(psutil, stabilize.found_args(inputs, values, before), run_command, systemctl, warn)
+        found = clean_up.found(psutil, stabilize.found_args(inputs, values, before), run_command, systemctl, warn)
     except service_pass.PassError:
         return {}
-    # It leaves the host with the facts, redacted like them (the master's settings may hold a secret's value).
-    service = redact(service)
+    # It leaves the host with the facts, redacted like them (the master's settings may hold a secret's value): the
+    # controller plans from that, so the plan here does too; the pass is checked against the service as found.
+    service = redact(found)
     plan = stabilize.decide(inputs, before, service, {}, values)
     if not stabilize.only_the_pass(plan):
         return {'service': service}
@@ -50,7 +51,7 @@ def look(psutil, run_command, systemctl, facts, request, warn):
     if params is None:
         return {'service': service}
     try:
-        result = service_pass.apply(psutil, dict(params, service=service), run_command, check_mode=True)
+        result = service_pass.apply(psutil, dict(params, service=found), run_command, check_mode=True)
     except service_pass.PassError:
         return {'service': service}
     # Like service_apply's result: it may quote the service's logs and command lines.
