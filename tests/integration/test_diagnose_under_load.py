@@ -2,8 +2,10 @@
 
 Session 5's 50-host audit under load 45 (2 cores) found 14 healthy hosts "degraded at the voice layer": the simulated
 call ran past its fixed 4 s bound and the doctor took its own deadline for a flood of the app's frames. Here the app,
-the probe and two busy neighbours share 2% of one CPU (a cgroup's cpu quota: each of 100 hosts on 2 cores gets 2%, and
-their probes and dry imports compete), so the call cannot end within the bounds of an idle host.
+the probe and two busy neighbours share 5% of one CPU (a cgroup's cpu quota, as a container's CPU limit or a unit's
+CPUQuota= sets it), so the call cannot end within the bounds of an idle host - and the host's run queue does not show
+why: the doctor reads the quota's throttled periods in the app's cgroup (probes/cpu_quota.py).
+(At 2% a /healthz GET alone now and then took longer than its 3 s: a service that starved is down, not this test's case.)
 """
 
 import json
@@ -21,7 +23,7 @@ from gunicorn_service import GunicornService, free_port, stop_popen
 
 V1 = "/sys/fs/cgroup/cpu"          # cgroup v1's cpu controller
 V2 = "/sys/fs/cgroup"              # the unified hierarchy, when it offers cpu to its children
-QUOTA_US, PERIOD_US = 2000, 100000
+QUOTA_US, PERIOD_US = 5000, 100000
 NEIGHBOURS = 2
 
 PROBE = r'''
@@ -33,7 +35,8 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges import 
 with open(sys.argv[3], "w") as f:   # into the quota once imported: the probe, not the interpreter's start, is starved
     f.write(str(os.getpid()))
 facts = host.probe_host(psutil, json.loads(sys.argv[2]), ["healthz", "voice"])
-print(json.dumps({"report": verdict.judge(facts, "starved"), "voice": facts.get("voice")}))
+print(json.dumps({"report": verdict.judge(facts, "starved"), "voice": facts.get("voice"),
+                  "late": facts.get("ran_out_of_time"), "timings": facts.get("timings")}))
 '''
 
 
@@ -115,11 +118,12 @@ def test_a_healthy_service_on_a_starved_host_is_healthy(tmp_path, starved):
     found = json.loads(done.stdout)
     report, voice = found["report"], found["voice"]
     jsonschema.validate(report, schema())
-    # The load was real: the call held the worker four times as long as on an idle host (under half a second there);
-    # often past the whole bound of an idle host, where the doctor used to stop reading and call the frames a flood.
-    assert voice["websocket"]["held_seconds"] > 2.0, voice["websocket"]
+    assert voice is not None, (found["late"], found["timings"], report["causes"])
+    # The load was real: the call held the worker over twice as long as on an idle host (under half a second there).
+    assert voice["websocket"]["held_seconds"] > 1.0, voice["websocket"]
     assert report["verdict"] == "healthy", (report["causes"], voice["websocket"])
-    assert voice["bounds"]["scale"] > 1, voice["bounds"]
+    # ... and the doctor saw it in the app's cgroup: the neighbours keep the quota spent, whatever the host's load.
+    assert voice["bounds"]["scale"] >= 4 and "CPU quota ran out in" in voice["bounds"]["why"], voice["bounds"]
     assert report["causes"] == []
     statuses = dict((l["name"], l["status"]) for l in report["layers"])
     assert statuses["voice"] in ("pass", "warn"), [l for l in report["layers"] if l["name"] == "voice"]

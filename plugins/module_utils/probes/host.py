@@ -25,7 +25,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import 
     gunicorn, gunicorn_settings, restart_history, service_env)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
-    boot, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, window)
+    boot, cpu_quota, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, window)
 
 APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
@@ -223,7 +223,6 @@ def probe_host(psutil, params, layers=None):
         return task.result(deadline, layer, late) if task is not None else None
 
     t_listen = start('listen', 'listen', listen.collect, psutil, port, procs, facts['log'])
-    ident = context['identity']
     dry_stop = threading.Event()   # set when a worker of the service already proves the boot slow
 
     def start_dry():
@@ -236,6 +235,7 @@ def probe_host(psutil, params, layers=None):
                      [m['pid'] for m in procs['masters']])
     # Before /healthz: an app behind a front door on $PORT is sampled over its unix socket or loopback port too.
     facts['listen'] = wait(t_listen, 'listen')
+    context['cpu_before'] = _cpu_quota_before(p, wanted, procs)
     watch = new_window(context, deadline, listen.backend(facts['listen']), bound_elsewhere(context, facts['listen']))
     t_healthz = start('healthz', 'healthz', watch.run)
     if deferred and not first_answer_ok(watch, t_healthz, deadline):
@@ -263,7 +263,7 @@ def probe_host(psutil, params, layers=None):
     if boot_wanted and not skipped:
         t_preload = start('boot', 'preload_boot', boot.preload_boot, p['python'], p['chdir'], p['app'],
                           p['healthz_path'], context['env'], context['boot_limit'],
-                          (dry or {}).get('versions', {}).get('gunicorn'), psutil, ident=ident)
+                          (dry or {}).get('versions', {}).get('gunicorn'), psutil, ident=context['identity'])
     t_eventlet = start('eventlet', 'eventlet', eventlet_probe.collect, context)
     if boot_wanted:
         preload, scan = wait(t_preload, 'boot'), wait(t_scan, 'boot')
@@ -272,7 +272,7 @@ def probe_host(psutil, params, layers=None):
                              'preload_skipped': skipped,
                              # The user's switches: what the judge reports as turned off, not as passed or failed.
                              'dry_import_off': not p['dry_import'], 'preload_off': p['preload_boot'] == 'never',
-                             'run_as': app_runner.describe(ident), 'dev_server_calls': scan}
+                             'run_as': app_runner.describe(context['identity']), 'dev_server_calls': scan}
     facts['eventlet'], facts['voice'] = wait(t_eventlet, 'eventlet'), wait(t_voice, 'voice')
     for name in [k for k, v in facts.items() if v is None and k in TARGET_LAYERS]:
         del facts[name]
@@ -281,6 +281,14 @@ def probe_host(psutil, params, layers=None):
     timings['total'] = round(time.time() - started, 3)
     facts['timings'] = timings
     return facts
+
+
+def _cpu_quota_before(p, wanted, procs):
+    """The app's CPU quota use as the window starts, counted again when the call starts (voice.bounds_scale)."""
+    masters = (procs or {}).get('masters') or []
+    if p['voice_checks'] and 'voice' in wanted and masters:
+        return cpu_quota.sample(masters[0]['pid'])
+    return None
 
 
 def collect_voice(context):

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - Python 2 is not a target
     HTTPException = urlencode = None
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import cpu_quota
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env, twilio
 
 HTTP_TIMEOUT = 3.0        # each webhook request, all of it (on an idle host: see bounds_scale)
@@ -89,7 +90,8 @@ def collect(context):
     }
     facts['gcp'] = gcp_facts(p.get('gcp_credentials_env'), env, env_source, p['chdir'], master, context.get('psutil'))
     if not facts['http_skipped']:
-        facts['bounds'] = bounds_scale(context.get('healthz'))
+        throttled = cpu_quota.throttled_share(context.get('cpu_before'), cpu_quota.sample(master and master['pid']))
+        facts['bounds'] = bounds_scale(context.get('healthz'), throttled=throttled)
         _probe_http(facts, p, env, port, base, p.get('voice_pace') or 1.0, context.get('deadline'))
     facts['seconds'] = round(time.time() - started, 3)
     return facts
@@ -339,19 +341,25 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
     return out
 
 
-def bounds_scale(healthz, load=None, cpus=None):
+def bounds_scale(healthz, load=None, cpus=None, throttled=None):
     """How much longer than on an idle host the webhooks, the handshake and the call may take here now -> dict(scale
     from 1 to SCALE_MAX, why). A loaded host answers late whatever the app does, and an app starved of CPU answers
-    its cheapest route late too: the larger of the run queue per CPU (/proc/loadavg: the 1-minute average, or the
-    tasks runnable now) and the slowest /healthz 200 of the window over QUICK_HEALTHZ_MS. An idle host with a quick
-    /healthz keeps the idle bounds: a webhook that does not answer there is the app's fault, found as fast as before."""
+    its cheapest route late too: the largest of the run queue per CPU (/proc/loadavg: the 1-minute average, or the
+    tasks runnable now), the slowest /healthz 200 of the window over QUICK_HEALTHZ_MS and, for an app held to a CPU
+    quota (`throttled`: the share of its cgroup's periods that ran out of quota since the window began, see
+    cpu_quota.py), 1 / (1 - that share): the app ran that much slower than its quota-free self. An idle host with a
+    quick /healthz and no quota spent keeps the idle bounds: a webhook that does not answer there is the app's fault,
+    found as fast as before."""
     cpus = cpus or _cpus()
     load = _load() if load is None else load
     quick = [s['latency_ms'] for s in (healthz or {}).get('samples') or [] if s.get('status') == 200 and s.get('latency_ms')]
     slowest = max(quick) if quick else 0.0
-    scale = min(SCALE_MAX, max(1.0, load / cpus, slowest / QUICK_HEALTHZ_MS))
-    return {'scale': round(scale, 2), 'why': 'run queue %.1f on %d CPU(s), slowest /healthz 200 %.0f ms' % (
-        load, cpus, slowest)}
+    quota = 1.0 / max(1.0 - throttled, 1.0 / SCALE_MAX) if throttled else 1.0
+    scale = min(SCALE_MAX, max(1.0, load / cpus, slowest / QUICK_HEALTHZ_MS, quota))
+    why = 'run queue %.1f on %d CPU(s), slowest /healthz 200 %.0f ms' % (load, cpus, slowest)
+    if throttled is not None:
+        why += ', CPU quota ran out in %.0f%% of the periods' % (100 * throttled)
+    return {'scale': round(scale, 2), 'why': why}
 
 
 def _cpus():
