@@ -11,6 +11,9 @@ __metaclass__ = type
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import ARGUMENT_SPEC
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.role_vars import options_from_vars
+
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
@@ -18,6 +21,9 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
+        prefix = args.pop('vars_prefix', None)
+        if prefix:
+            args = options_from_vars(args, ARGUMENT_SPEC, prefix, task_vars or {}, self._templar)
         request = args.pop('stabilize', None)
         if request and not self._play_context.check_mode:
             name, args = 'sre.gunicorn_doctor.stabilize_probe', dict(args, stabilize=request)

@@ -22,6 +22,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact 
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_files import (
     ReportPathError, host_file_name, host_report_path, report_dir_path, write_private, write_stabilize_record)
 from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.report_text import ladder, markdown
+from ansible_collections.sre.gunicorn_doctor.plugins.plugin_utils.role_vars import options_from_vars
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.judges.verdict import judge
 
 
@@ -29,20 +30,24 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(('facts', 'facts_json', 'stabilize', 'host', 'report_dir', 'public_base_url', 'healthz_path',
                              'ws_path', 'ca_bundle', 'validate_certs', 'external_timeout', 'unreachable', 'keep_fact',
-                             'return_report', 'stabilize_preview'))
+                             'return_report', 'stabilize_preview', 'probe', 'vars_prefix'))
+    # The options O(vars_prefix) may fill from variables: the report's own inputs, not what a task hands on.
+    FROM_VARS = {'report_dir': {'type': 'path'}, 'public_base_url': {'type': 'str'}, 'healthz_path': {'type': 'str'},
+                 'ws_path': {'type': 'str'}, 'ca_bundle': {'type': 'path'}, 'validate_certs': {'type': 'bool'}}
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
-        host = self._task.args.get('host') or (task_vars or {}).get('inventory_hostname')
+        self._args = self._arguments(task_vars or {})
+        host = self._args.get('host') or (task_vars or {}).get('inventory_hostname')
         host = to_native(host) if host is not None else None
-        report_dir = self._task.args.get('report_dir') or './doctor-reports'
+        report_dir = self._args.get('report_dir') or './doctor-reports'
         try:   # before the external probe: a host name that cannot name a report file is an input error
             host_file_name(host)
         except ReportPathError as e:
             raise AnsibleActionFail(str(e))
-        if self._task.args.get('stabilize') is not None:
+        if self._args.get('stabilize') is not None:
             return self._write_stabilize(result, host, report_dir)
-        unreachable = self._task.args.get('unreachable')
+        unreachable = self._args.get('unreachable')
         if unreachable:   # audit.yml: the probe found the host unreachable; its report says so
             report = redact(fleet.unreachable_report(host, fleet.strip_task_prefix(to_native(unreachable))))
             report_json, paths = self._write_report(report_dir, host, report, fleet.error_markdown(report))
@@ -55,20 +60,37 @@ class ActionModule(ActionBase):
         # Writing the report on the controller changes nothing on the host. The report as HOST.json holds it, one
         # string: what a fleet reads (fleet.registered_report), without Ansible copying the dict node by node.
         result.update(changed=False, report_json=report_json, paths=paths, ladder=lines)
-        if boolean(self._task.args.get('return_report', True), strict=False):
+        if boolean(self._args.get('return_report', True), strict=False):
             result['report'] = report
-        if self._task.args.get('stabilize_preview') is not None:
+        if self._args.get('stabilize_preview') is not None:
             # The stabilize role's look at the service from the same probe call, handed on in the role's result.
-            result['stabilize_preview'] = self._task.args['stabilize_preview']
-        if boolean(self._task.args.get('keep_fact', False), strict=False):
+            result['stabilize_preview'] = self._args['stabilize_preview']
+        if boolean(self._args.get('keep_fact', False), strict=False):
             # The verdict as a host fact (in the fact cache when one is configured, e.g. AWX fact storage): returned
             # here rather than by a set_fact task, one task per host less in audit.yml.
             result['ansible_facts'] = {'doctor_audit': fleet.audit_fact(report)}
         return result
 
+    def _arguments(self, task_vars):
+        """The task's arguments, with those the probe's registered result (`probe`) and the variables (`vars_prefix`)
+        give: what the task does not set itself."""
+        args = dict(self._task.args)
+        probe = args.pop('probe', None)
+        if probe is not None:
+            if not isinstance(probe, dict):
+                raise AnsibleActionFail('probe must be the registered result of sre.gunicorn_doctor.probe')
+            if probe.get('unreachable'):
+                args.setdefault('unreachable', probe.get('msg') or 'unreachable')
+            else:
+                for name in ('facts', 'facts_json', 'stabilize_preview'):
+                    if probe.get(name) is not None:
+                        args.setdefault(name, probe[name])
+        prefix = args.pop('vars_prefix', None)
+        return options_from_vars(args, self.FROM_VARS, prefix, task_vars, self._templar) if prefix else args
+
     def _probe_facts(self):
         """The probe's facts: `facts` (a dict) or `facts_json` (the same as one JSON string)."""
-        facts, facts_json = self._task.args.get('facts'), self._task.args.get('facts_json')
+        facts, facts_json = self._args.get('facts'), self._args.get('facts_json')
         if facts is not None and facts_json is not None:
             raise AnsibleActionFail('facts and facts_json are the same facts: give one of them')
         if facts_json is not None:
@@ -107,8 +129,8 @@ class ActionModule(ActionBase):
     def _write_stabilize(self, result, host, report_dir):
         """HOST.stabilize.json: the stabilize role's record, redacted (it holds verify's evidence, the
         strays' command lines, the service's result)."""
-        record = self._task.args['stabilize']
-        if not isinstance(record, dict) or any(self._task.args.get(k) is not None for k in ('facts', 'facts_json')):
+        record = self._args['stabilize']
+        if not isinstance(record, dict) or any(self._args.get(k) is not None for k in ('facts', 'facts_json')):
             raise AnsibleActionFail('stabilize must be the stabilize role\'s record (a dict), given without facts')
         try:
             path, record = write_stabilize_record(report_dir, host, record)
@@ -120,7 +142,7 @@ class ActionModule(ActionBase):
     def _probe_public_url(self, facts, task_vars, result):
         """The external layer, probed from the controller: the public URL from where the user stands (runbook
         section 0), its https /healthz and wss handshake, concurrently, with short timeouts. -> facts['external']."""
-        args = self._task.args
+        args = self._args
         url, source = external.public_base_url(args.get('public_base_url'), facts)
         if not url:
             return {'skipped': external.skip_reason(facts)}
@@ -145,7 +167,7 @@ class ActionModule(ActionBase):
     def _external_options(self, url, source):
         """The external probe's options from the task's arguments, each checked: a bad one ends the task with one
         line naming the variable. -> dict(validate_certs, ca_bundle, timeout)."""
-        args = self._task.args
+        args = self._args
         try:
             validate_certs = boolean(args.get('validate_certs', True), strict=True)
         except TypeError:

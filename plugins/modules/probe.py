@@ -36,6 +36,14 @@ options:
     type: str
     choices: [dict, json]
     default: dict
+  vars_prefix:
+    description:
+      - Each option the task does not set takes the value of the variable O(vars_prefix) + the option's name (with
+        V(doctor_), C(doctor_app) for O(app)), read by the action plugin on the controller, when it is defined and
+        neither empty nor null. The C(diagnose) and C(stabilize) roles pass V(doctor_).
+      - One templated argument per option (C("{{ doctor_app }}")) is a Jinja template compiled for every host on the
+        controller; a variable read by name is not.
+    type: str
   stabilize:
     description:
       - Set by the C(stabilize) role for its first diagnosis - C(inputs) and C(values), the role's variables its
@@ -67,6 +75,11 @@ EXAMPLES = r'''
     facts_format: json
   register: doctor_probe_json
 
+- name: Probe it with the options from doctor_ variables (doctor_app, doctor_chdir, ...), as the diagnose role does
+  sre.gunicorn_doctor.probe:
+    vars_prefix: doctor_
+  register: doctor_probe_vars
+
 - name: Judge and write the report
   sre.gunicorn_doctor.report:
     facts_json: "{{ doctor_probe_json.facts_json }}"
@@ -97,7 +110,8 @@ facts_json:
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import (
     collect_facts, exit_with_facts, new_module)
 
-SPEC = dict(facts_format=dict(type='str', default='dict', choices=['dict', 'json']), stabilize=dict(type='dict'))
+SPEC = dict(facts_format=dict(type='str', default='dict', choices=['dict', 'json']), stabilize=dict(type='dict'),
+            vars_prefix=dict(type='str'))   # read by the action plugin
 
 
 def main():

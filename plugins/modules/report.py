@@ -41,7 +41,7 @@ options:
   facts:
     description:
       - The C(facts) returned by M(sre.gunicorn_doctor.probe).
-      - Required unless O(facts_json), O(stabilize) or O(unreachable) is given.
+      - Required unless O(facts_json), O(probe), O(stabilize) or O(unreachable) is given.
     type: dict
   facts_json:
     description:
@@ -49,6 +49,20 @@ options:
         C(facts_format=json). Mutually exclusive with O(facts).
       - Ansible hands a string from task to task as one value, where it copies and templates a dict node by node on the
         controller for every host; the C(diagnose) role passes the facts this way.
+    type: str
+  probe:
+    description:
+      - The registered result of M(sre.gunicorn_doctor.probe) as it is, reachable or not. Its RV(sre.gunicorn_doctor.probe#module:facts)
+        or RV(sre.gunicorn_doctor.probe#module:facts_json) stand for O(facts) or O(facts_json), its
+        RV(sre.gunicorn_doctor.probe#module:stabilize_preview) for O(stabilize_preview), and when the host could not be
+        reached its message for O(unreachable). An option the task sets itself wins.
+    type: dict
+  vars_prefix:
+    description:
+      - Each of O(report_dir), O(public_base_url), O(healthz_path), O(ws_path), O(ca_bundle) and O(validate_certs) the
+        task does not set takes the value of the variable O(vars_prefix) + its name (with V(doctor_),
+        C(doctor_report_dir) for O(report_dir)) when it is defined and neither empty nor null. The C(diagnose) role
+        passes V(doctor_) - a variable read by name costs the controller no Jinja template per host.
     type: str
   stabilize:
     description:

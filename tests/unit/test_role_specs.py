@@ -118,3 +118,17 @@ def test_every_diagnose_input_is_documented_for_the_module_that_takes_it():
 def test_the_exceptions_are_still_needed():
     for name in OWN_DEFAULT:
         assert defaults('diagnose')['doctor_' + name] != FRAGMENT[name].get('default'), name
+
+
+def test_every_diagnose_input_reaches_the_action_that_reads_it_by_name():
+    # The diagnose role's tasks pass vars_prefix: doctor_ - the probe and report actions read doctor_<option>
+    # themselves, so a variable whose name is not an option of one of them would be silently ignored.
+    from ansible_collections.sre.gunicorn_doctor.plugins.action.report import ActionModule as Report
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import ARGUMENT_SPEC
+
+    read = set(ARGUMENT_SPEC) | set(Report.FROM_VARS)
+    tasks = (ROOT / 'roles' / 'diagnose' / 'tasks' / 'diagnose.yml').read_text()
+    assert tasks.count('vars_prefix: doctor_') == 2
+    for variable in specs('diagnose')['main']['options']:
+        assert variable[len('doctor_'):] in read, '%s is read by neither the probe nor the report action' % variable
+    assert REPORT_OPTIONS <= set(Report.FROM_VARS)

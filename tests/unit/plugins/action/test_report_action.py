@@ -59,3 +59,40 @@ def test_facts_that_are_not_the_probes_are_refused_in_one_line(tmp_path, args, s
     with pytest.raises(AnsibleActionFail, match=says):
         run_report(tmp_path, **args)
     assert not (tmp_path / "reports" / "web1.json").exists()
+
+
+def test_the_probes_registered_result_stands_for_its_facts(tmp_path):
+    facts = test_verdict.healthy_facts(tmp_path)
+    from_facts = run_report(tmp_path, facts_json=json.dumps(facts))
+    preview = {"manager": "standalone"}
+    registered = {"changed": False, "facts_json": json.dumps(facts), "stabilize_preview": preview}
+    from_probe = run_report(tmp_path, probe=registered)
+    assert from_probe["report_json"] == from_facts["report_json"]
+    assert from_probe["stabilize_preview"] == preview
+
+
+def test_an_unreachable_probe_result_writes_the_unreachable_report(tmp_path):
+    registered = {"unreachable": True, "msg": "Failed to connect to the host via ssh: Connection timed out"}
+    report = registered_report(run_report(tmp_path, probe=registered, return_report=False))
+    assert report["verdict"] == "unreachable" and report["error"]["kind"] == "timeout"
+
+
+def test_a_probe_result_that_is_not_one_is_refused_in_one_line(tmp_path):
+    with pytest.raises(AnsibleActionFail, match="probe must be the registered result"):
+        run_report(tmp_path, probe="facts")
+
+
+def test_the_report_dir_from_its_variable(tmp_path):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    task_vars = {"inventory_hostname": "web1", "doctor_report_dir": str(tmp_path / "from-vars"),
+                 "doctor_validate_certs": False}
+    task = SimpleNamespace(args={"facts_json": json.dumps(test_verdict.healthy_facts(tmp_path)),
+                                 "vars_prefix": "doctor_"},
+                           async_val=0, check_mode=False, action="sre.gunicorn_doctor.report")
+    action = ActionModule(task, SimpleNamespace(_shell=SimpleNamespace(tmpdir=None)),
+                          SimpleNamespace(connection="ssh", remote_addr="10.0.0.5"), None,
+                          Templar(loader=DataLoader(), variables=task_vars), None)
+    result = action.run(task_vars=task_vars)
+    assert result["paths"] == [str(tmp_path / "from-vars" / "web1.json"), str(tmp_path / "from-vars" / "web1.md")]
