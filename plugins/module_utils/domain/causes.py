@@ -123,7 +123,8 @@ CAUSES = {
         'Look at the causes of the process, boot and system layers; the usual reasons are a wrong $PORT '
         '(SIGTERM after ~10 s) or two runners.',
         evidence='Among the healthz samples (every 0.5 s over the stability window) some answer 200 and others do not: an '
-        'error status, a refused connection or no answer within 3 s; or every sample was a 200 but the master that served '
+        'error status, a refused connection or no answer within 3 s (longer on a host whose run queue is over its CPUs: '
+        'up to 8x, the check says how long); or every sample was a 200 but the master that served '
         'them exited or was replaced during the window (the window ends as soon as that is seen).'),
     'boot_exception': _cause(
         'boot', 'fail', '2.1', None, 'The app raises while it is imported or created: the worker never boots.',

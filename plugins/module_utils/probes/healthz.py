@@ -63,10 +63,14 @@ class Sampler(object):
     `backend`: the unix socket (a path) or loopback port (an int) of an app behind a front door on $PORT, sampled
     at each tick too (a tick is good
     only when both answer 200; the $PORT samples are `samples`, the socket's `backend.samples`). `settled`: the
-    caller's reason why a failure at first cannot turn into a 200 soon (no re-sampling then), or None."""
+    caller's reason why a failure at first cannot turn into a 200 soon (no re-sampling then), or None.
+    `load`: a function -> (factor, why) by which a loaded host's samples may take longer than `timeout`
+    (cpu_load.scale), read before each sample: a host starved of CPU answers late whatever the app does."""
 
-    def __init__(self, port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None, settled=None):
+    def __init__(self, port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None, settled=None,
+                 load=None):
         self.port, self.path, self.timeout, self.within, self.backend = port, path, timeout, within, backend
+        self.load, self.slowed = load, None   # slowed: (factor, why) of the most a sample's bound grew
         self.settled = settled   # why a failing first answer needs no re-sampling (the caller's evidence), or None
         self.one_sample = 'service old enough: one sample suffices'
         self.backend_samples = []
@@ -74,19 +78,28 @@ class Sampler(object):
         self.samples, self.booting = [], []
         self.window = 0.0
         self.started = None
+        self.last_bound = timeout
         self.first = threading.Event()   # the first answer is in
         self.stop = threading.Event()    # set by the caller: the window is over
         self.failed = False              # a 200 service failed: the window ended on its own evidence
         self.lock = threading.Lock()     # the first sample: recorded by run(), or given up on by the caller
 
+    def _bound(self):
+        """One sample's bound: `timeout`, times the host's load factor when it is loaded now."""
+        factor, why = self.load() if self.load else (1.0, None)
+        if factor > 1.0 and factor > (self.slowed or (1.0,))[0]:
+            self.slowed = (factor, why)
+        return self.timeout * factor
+
     def _sample(self):
         """One tick: a sample on $PORT (its 'ok': it, and the backend's when there is one, answered 200)."""
-        s = sample(self.port, self.path, self.timeout, within=self.within)
+        timeout = self.last_bound = self._bound()
+        s = sample(self.port, self.path, timeout, within=self.within)
         s['at'] = round(time.time() - self.started, 2)
         s['ok'] = s['status'] == 200
         if self.backend is not None:
-            b = sample(self.backend, self.path, self.timeout, within=self.within) if isinstance(self.backend, int) \
-                else sample(None, self.path, self.timeout, within=self.within, unix=self.backend)
+            b = sample(self.backend, self.path, timeout, within=self.within) if isinstance(self.backend, int) \
+                else sample(None, self.path, timeout, within=self.within, unix=self.backend)
             b['at'] = round(time.time() - self.started, 2)
             self.backend_samples.append(b)
             s['ok'] = s['ok'] and b['status'] == 200
@@ -112,7 +125,7 @@ class Sampler(object):
             self.wait_reason = 'no 200 at first: re-sampled for %g s to tell down from flapping' % self.window
         while time.time() + POLL_INTERVAL < self.started + self.window:
             if self.within is not None and \
-                    self.within.remaining() < POLL_INTERVAL + self.timeout * (2 if self.backend else 1):
+                    self.within.remaining() < POLL_INTERVAL + self.last_bound * (2 if self.backend else 1):
                 self.wait_reason += '; sampling stopped early: %s' % self.within.why
                 break
             if self.stop.wait(POLL_INTERVAL):
@@ -172,9 +185,11 @@ class Sampler(object):
                 self.path, self.backend), 'samples': list(self.backend_samples)}
         if self.booting:
             facts['booting'] = [dict(s) for s in self.booting]
+        if self.slowed:
+            facts['slow_host'] = {'timeout': round(self.timeout * self.slowed[0], 1), 'why': self.slowed[1]}
         return facts
 
 
-def collect(port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None):
+def collect(port, path, wait_seconds, wait_reason, timeout=TIMEOUT, within=None, backend=None, load=None):
     """Sample /healthz over the window on its own (see Sampler) -> facts."""
-    return Sampler(port, path, wait_seconds, wait_reason, timeout, within, backend).run()
+    return Sampler(port, path, wait_seconds, wait_reason, timeout, within, backend, load=load).run()

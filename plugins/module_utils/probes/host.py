@@ -25,7 +25,7 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import 
     gunicorn, gunicorn_settings, restart_history, service_env)
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.processes import own_lineage
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import (
-    boot, cpu_quota, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, window)
+    boot, cpu_load, cpu_quota, eventlet as eventlet_probe, healthz, listen, logfile, port as port_probe, process, restart_runner, system, window)
 
 APP_SPEC = re.compile(r'^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(\))?)?$')
 DEFAULTS = {
@@ -304,7 +304,7 @@ def new_window(context, deadline, backend=None, settled=None):
     `settled`: why a failure at the first sample is final (bound_elsewhere)."""
     p, started = context['params'], time.time()
     sampler = healthz.Sampler(context['port'], p['healthz_path'], context['wait'], context['wait_reason'],
-                              healthz.TIMEOUT, deadline, backend, settled)
+                              healthz.TIMEOUT, deadline, backend, settled, load=cpu_load.scale)
     processes = window.ProcessWatch(context['psutil'], p['app'], p['chdir'], context['exclude'],
                                     context['process']['masters'], started)
     log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started, (context['log'] or {}).get('events') or ())

@@ -33,12 +33,12 @@ except ImportError:  # pragma: no cover - Python 2 is not a target
     HTTPException = urlencode = None
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import deadline_http, safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import cpu_quota
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import cpu_load, cpu_quota
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env, twilio
 
 HTTP_TIMEOUT = 3.0        # each webhook request, all of it (on an idle host: see bounds_scale)
 WS_TIMEOUT = 3.0          # connect + handshake, all of it (idem)
-SCALE_MAX = 8.0           # on a slow host the bounds above and the call's grow at most this much
+SCALE_MAX = cpu_load.SCALE_MAX   # on a slow host the bounds above and the call's grow at most this much
 QUICK_HEALTHZ_MS = 250.0  # a /healthz 200 slower than this says the app gets little CPU now
 CALL_FRAMES = 50          # one second of 20 ms frames
 DRAIN_QUIET = 0.2         # after the last frame: this long without a reply ends the wait for replies
@@ -350,32 +350,15 @@ def bounds_scale(healthz, load=None, cpus=None, throttled=None):
     cpu_quota.py), 1 / (1 - that share): the app ran that much slower than its quota-free self. An idle host with a
     quick /healthz and no quota spent keeps the idle bounds: a webhook that does not answer there is the app's fault,
     found as fast as before."""
-    cpus = cpus or _cpus()
-    load = _load() if load is None else load
+    by_load, why = cpu_load.scale(load, cpus)
     quick = [s['latency_ms'] for s in (healthz or {}).get('samples') or [] if s.get('status') == 200 and s.get('latency_ms')]
     slowest = max(quick) if quick else 0.0
     quota = 1.0 / max(1.0 - throttled, 1.0 / SCALE_MAX) if throttled else 1.0
-    scale = min(SCALE_MAX, max(1.0, load / cpus, slowest / QUICK_HEALTHZ_MS, quota))
-    why = 'run queue %.1f on %d CPU(s), slowest /healthz 200 %.0f ms' % (load, cpus, slowest)
+    scale = min(SCALE_MAX, max(by_load, slowest / QUICK_HEALTHZ_MS, quota))
+    why += ', slowest /healthz 200 %.0f ms' % slowest
     if throttled is not None:
         why += ', CPU quota ran out in %.0f%% of the periods' % (100 * throttled)
     return {'scale': round(scale, 2), 'why': why}
-
-
-def _cpus():
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _load():
-    """The run queue: the larger of the 1-minute load average and the tasks runnable now (but this one)."""
-    fields = (safe_read.read_text('/proc/loadavg', 4096, follow=True).data or '').split()
-    try:
-        return max(float(fields[0]), float(fields[3].split('/')[0]) - 1)
-    except (IndexError, ValueError):
-        return os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
 
 
 def call_seconds(pace):

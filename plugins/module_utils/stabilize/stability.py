@@ -18,7 +18,7 @@ import time
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import processes, safe_read
-from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import healthz, listen, logfile, process
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import cpu_load, healthz, listen, logfile, process
 
 POLL = 0.1            # process table and log: cheap, looked at often
 HEALTHZ_EVERY = 0.5   # /healthz during the window
@@ -138,13 +138,14 @@ def _address(psutil, pid, p):
 
 def sample(p):
     """One GET of the health path on the port; behind a proxy, on the app's socket or port too: the failing answer
-    when one fails."""
-    s = healthz.sample(p['port'], p['healthz_path'], timeout=healthz.TIMEOUT)
+    when one fails. Longer on a loaded host (cpu_load): a service that answers late there is not a failed restart."""
+    timeout = healthz.TIMEOUT * cpu_load.scale()[0]
+    s = healthz.sample(p['port'], p['healthz_path'], timeout=timeout)
     if s['status'] != 200 or not (p.get('socket') or p.get('backend_port')):
         return s
     if p.get('backend_port'):
-        return healthz.sample(p['backend_port'], p['healthz_path'], timeout=healthz.TIMEOUT)
-    return healthz.sample(None, p['healthz_path'], timeout=healthz.TIMEOUT, unix=p['socket'])
+        return healthz.sample(p['backend_port'], p['healthz_path'], timeout=timeout)
+    return healthz.sample(None, p['healthz_path'], timeout=timeout, unix=p['socket'])
 
 
 def _backend(p):
