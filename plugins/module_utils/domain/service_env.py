@@ -7,6 +7,7 @@ supervisord programs, /proc/<pid>/limits. Text in, data out; no Ansible import."
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import contextlib
 import glob
 import os
 import re
@@ -336,16 +337,45 @@ def _other_directory(directory, chdir):
     return bool(chdir and directory) and not is_within(directory, chdir)
 
 
+# {(unit directory, app): [(path, text)]} while units_read_once() holds, else None (every call reads the files).
+_UNITS_NAMING = None
+
+
+@contextlib.contextmanager
+def units_read_once():
+    """Within it each unit directory is read once for an app: a probe run's port, runner, restart and eventlet probes
+    each look for the app's units, and a host holds hundreds of unit files. Outside, every call reads them again
+    (stabilize writes units between its reads)."""
+    global _UNITS_NAMING
+    _UNITS_NAMING = {}
+    try:
+        yield
+    finally:
+        _UNITS_NAMING = None
+
+
+def _units_naming(app, unit_dir):
+    """(path, text) of the *.service files in `unit_dir` whose text names `app`."""
+    cache = _UNITS_NAMING
+    if cache is not None and (unit_dir, app) in cache:
+        return cache[(unit_dir, app)]
+    found = []
+    for path in sorted(glob.glob(os.path.join(unit_dir, '*.service'))):
+        text = read_text(path)
+        if text and app in text:
+            found.append((path, text))
+    if cache is not None:
+        cache[(unit_dir, app)] = found
+    return found
+
+
 def find_unit_environments(app, unit_dirs=('/etc/systemd/system', '/run/systemd/system', '/lib/systemd/system'),
                            chdir=None):
     """systemd units whose ExecStart runs `app` (in `chdir`, when given) -> [(unit path, env dict)]
     (EnvironmentFile= merged)."""
     found = []
     for unit_dir in unit_dirs:
-        for path in sorted(glob.glob(os.path.join(unit_dir, '*.service'))):
-            text = read_text(path)
-            if not text or app not in text:
-                continue
+        for path, text in _units_naming(app, unit_dir):
             workdir = re.search(r'^\s*WorkingDirectory=-?(\S+)', text, re.M)
             if workdir and _other_directory(workdir.group(1), chdir):
                 continue

@@ -232,7 +232,7 @@ def probe_host(psutil, params, layers=None):
     t_scan = start('boot', 'static_scan', boot.scan_dev_server_calls, p['chdir'], p['app'])
     log_dir = os.path.dirname(os.path.abspath(p['log_file'])) if p['log_file'] else None
     t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
-                     [m['pid'] for m in procs['masters']])
+                     [m['pid'] for m in procs['masters']], context['table'])
     # Before /healthz: an app behind a front door on $PORT is sampled over its unix socket or loopback port too.
     facts['listen'] = wait(t_listen, 'listen')
     context['cpu_before'] = _cpu_quota_before(p, wanted, procs)
@@ -306,7 +306,7 @@ def new_window(context, deadline, backend=None, settled=None):
     sampler = healthz.Sampler(context['port'], p['healthz_path'], context['wait'], context['wait_reason'],
                               healthz.TIMEOUT, deadline, backend, settled, load=cpu_load.scale)
     processes = window.ProcessWatch(context['psutil'], p['app'], p['chdir'], context['exclude'],
-                                    context['process']['masters'], started)
+                                    context['process']['masters'], started, context.get('table') or ())
     log = window.LogWatch(p['log_file'], (context['log'] or {}).get('size'), started, (context['log'] or {}).get('events') or ())
     history = restart_history.unsettled(context['log'], context['process']['masters'], time.time(), p['stability_window'])
     return window.Window(sampler, processes, log, history, context['service_timeout'][0], context.get('hub_crash'))
@@ -462,6 +462,7 @@ def _boot_proven(facts, dry):
     return 'the dry import serves the health path and the app listens, only not on $PORT (port %s)' % ports
 
 
+@service_env.units_read_once()   # four of the probes below look for the app's systemd units: read the files once
 def _first_facts(psutil, p, timings, wanted):
     """The cheap facts everything else needs (the log, the process table, the port, the service environment)
     -> (facts, context shared by the later probes). `wanted`: the layers probed (the eventlet environments are read
@@ -470,14 +471,16 @@ def _first_facts(psutil, p, timings, wanted):
     exclude = own_lineage(psutil)
     runners = app_runner.find_runners(p['app'], p['chdir'])
     given_log = p['log_file']
+    table = _timed(timings, 'process_table', process.scan, psutil)   # one pass over /proc, shared by the two below
     procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], exclude,
-                   runners=runners, env_file_env=env_file_env)
+                   runners=runners, env_file_env=env_file_env, table=table)
     log = _timed(timings, 'log', _collect_log, p, procs['masters'])
     # Nothing sets PORT: the front door on the app's unix socket, or the last master in the log, says which port.
     port = _timed(timings, 'port', port_probe.collect, p['port'], env_file_env, p['env_file'], procs['masters'],
                   p['app'], p['chdir'], inferred=lambda: port_probe.inferred_candidates(psutil, procs, log))
     procs['restarters'] = _timed(timings, 'restarters', restart_runner.collect, psutil, p['app'], p['chdir'],
-                                 procs['masters'], port['port'], p['healthz_path'], unit_dir=p['systemd_unit_dir'])
+                                 procs['masters'], port['port'], p['healthz_path'], unit_dir=p['systemd_unit_dir'],
+                                 table=table)
     env = service_environment(procs['masters'], env_file_env, runners)
     ident = app_runner.service_identity(psutil, procs['masters'], runners, p['chdir'])
     underway = restart_history.restart_underway((log or {}).get('generations') or [],
@@ -499,7 +502,7 @@ def _first_facts(psutil, p, timings, wanted):
     context = {'params': p, 'psutil': psutil, 'env': env, 'env_file_env': env_file_env, 'process': procs,
                'port': port['port'], 'log': log, 'healthz': None, 'stable': None, 'dry_import': None,
                'wait': wait, 'wait_reason': reason, 'identity': ident, 'exclude': exclude,
-               'service_timeout': timeout,
+               'service_timeout': timeout, 'table': table,
                # The spare-port boots may take the service's own --timeout (plus their start), never more.
                'boot_limit': min(p['boot_timeout'], timeout[0] + BOOT_STARTUP) if timeout[0] else p['boot_timeout']}
     # Read once for the eventlet layer, before the window: a hub every eventlet master fails on ends it at once.

@@ -382,8 +382,23 @@ def master_settings(psutil, info, runner, runners=(), env_file_env=None):
             'config_file': found['config_file'], 'settings_from': used, 'settings_problems': found['problems']}
 
 
-def collect(psutil, app, chdir, exclude_pids=(), now=None, runners=(), env_file_env=None):
-    """Scan the process table once -> facts about the app's gunicorn processes and strays.
+def scan(psutil):
+    """The process table in one pass -> [(psutil.Process, its info without cwd and user)]: the probes that look at
+    every process (collect here, restart_runner's shell loops and health checkers, the system layer) share it, so
+    each /proc entry is read once per probe run, not once per question. Each info has its resident memory too
+    (`rss_bytes`, None when not ours to read): the system layer names the largest processes."""
+    table = []
+    for proc in psutil.process_iter():
+        info = _info(proc, whole=False)
+        if info is not None:
+            info['rss_bytes'] = getattr(_safe(proc.memory_info), 'rss', None)
+            table.append((proc, info))
+    return table
+
+
+def collect(psutil, app, chdir, exclude_pids=(), now=None, runners=(), env_file_env=None, table=None):
+    """The process table (`table`, from scan(), or scanned here) -> facts about the app's gunicorn processes and
+    strays.
 
     `runners` (app_runner.find_runners) and `env_file_env` stand in for the command line and the environment a
     setproctitle'd master hides."""
@@ -393,13 +408,10 @@ def collect(psutil, app, chdir, exclude_pids=(), now=None, runners=(), env_file_
     exclude = set(exclude_pids)
     gunicorns, strays = {}, []
     entry_files = app_entry_files(app, chdir)   # once: a realpath of each, not per python process
-    for proc in psutil.process_iter():
-        if proc.pid in exclude:
+    for proc, info in scan(psutil) if table is None else table:
+        if proc.pid in exclude or not may_be_the_apps(info['cmdline']):
             continue
-        info = _info(proc, whole=False)
-        if info is None or not may_be_the_apps(info['cmdline']):
-            continue
-        _complete(proc, info)
+        info = _complete(proc, dict(info))   # a copy: the table is shared
         if gunicorn.is_gunicorn_cmdline(info['cmdline']):
             reason = belongs_to_app(info, app, chdir)
             if reason:

@@ -146,20 +146,20 @@ def _runner(kind, pid, name, command, source=None, settings=None, found=''):
 
 
 # --- 2. - 4. without a master to start from ---------------------------------------------------------------------
-def shell_loops(psutil, app, chdir):
+def shell_loops(psutil, app, chdir, table=None):
     """Shell loops whose own command line runs the app (`while true; do gunicorn APP ...; done`) in its directory (they
-    run in it, or name it): the same app spec in another checkout is another app."""
+    run in it, or name it): the same app spec in another checkout is another app. `table`: process.scan()'s."""
     found = []
-    for proc in psutil.process_iter():
+    for proc, info in process.scan(psutil) if table is None else table:
+        cmd = ' '.join(info['cmdline'])
+        if info['name'] not in process.SHELLS or app not in cmd or not re.search(r'\b(while|until|for)\b', cmd):
+            continue
         try:
-            if proc.name() not in process.SHELLS:
-                continue
-            cmd = ' '.join(proc.cmdline())
             here = chdir in cmd or is_within(proc.cwd(), chdir)
         except Exception:  # gone or not ours to read
             continue
-        if here and app in cmd and re.search(r'\b(while|until|for)\b', cmd):
-            found.append(_runner('shell_loop', proc.pid, proc.name(), cmd, found='its command runs %s' % app))
+        if here:
+            found.append(_runner('shell_loop', proc.pid, info['name'], cmd, found='its command runs %s' % app))
     return found[:KEPT]
 
 
@@ -195,15 +195,12 @@ def cron_lines(app, chdir, patterns=CRONTABS):
             for path, text in crontab_lines(patterns, (app, chdir))][:KEPT]
 
 
-def health_checkers(psutil, port, healthz_path):
+def health_checkers(psutil, port, healthz_path, table=None):
     """curl / wget (alone or in a shell's command) asking the health path of a local URL on a port other than the
-    app's (the path keeps unrelated local requests out)."""
+    app's (the path keeps unrelated local requests out). `table`: process.scan()'s."""
     found = []
-    for proc in psutil.process_iter():
-        try:
-            argv = proc.cmdline()
-        except Exception:  # gone or not ours to read
-            continue
+    for proc, info in process.scan(psutil) if table is None else table:
+        argv = info['cmdline']
         cmd = ' '.join(argv)
         checker = any(os.path.basename(a) in CHECKERS for a in argv[:1]) or \
             (os.path.basename(argv[0]) in process.SHELLS if argv else False) and re.search(r'\b(curl|wget)\b', cmd)
@@ -215,8 +212,11 @@ def health_checkers(psutil, port, healthz_path):
     return found[:KEPT]
 
 
-def collect(psutil, app, chdir, masters, port, healthz_path, unit_dir=None, conf_globs=None, crontabs=CRONTABS):
-    """-> {'runners': [runner, ...] (the first is the one to name), 'health_checkers': [...]}."""
+def collect(psutil, app, chdir, masters, port, healthz_path, unit_dir=None, conf_globs=None, crontabs=CRONTABS,
+            table=None):
+    """-> {'runners': [runner, ...] (the first is the one to name), 'health_checkers': [...]}. `table`: the process
+    table (process.scan()), scanned here when not given."""
+    table = process.scan(psutil) if table is None else table
     unit_dirs = ([unit_dir] if unit_dir else []) + [d for d in STANDARD_UNIT_DIRS if d != unit_dir]
     runners = []
     for master in sorted(masters, key=lambda m: m['age']):   # the youngest: the one just restarted
@@ -224,8 +224,8 @@ def collect(psutil, app, chdir, masters, port, healthz_path, unit_dir=None, conf
         if runner and not any(r['kind'] == runner['kind'] and r['pid'] == runner['pid'] for r in runners):
             runners.append(runner)
     chained = set(r['pid'] for r in runners)
-    runners += [r for r in shell_loops(psutil, app, chdir) if r['pid'] not in chained]
+    runners += [r for r in shell_loops(psutil, app, chdir, table) if r['pid'] not in chained]
     sources = set(r['source'] for r in runners if r['source'])
     runners += [r for r in configured_runners(app, chdir, unit_dirs, conf_globs) if r['source'] not in sources]
     runners += cron_lines(app, chdir, crontabs)
-    return {'runners': runners[:KEPT], 'health_checkers': health_checkers(psutil, port, healthz_path)}
+    return {'runners': runners[:KEPT], 'health_checkers': health_checkers(psutil, port, healthz_path, table)}

@@ -63,8 +63,9 @@ def vmstat_oom_kills():
     return int(m.group(1)) if m else None
 
 
-def collect(psutil, paths, master_pids):
-    """-> facts: disks of `paths`, open-file limits (masters' and ours), memory, OOM events."""
+def collect(psutil, paths, master_pids, table=None):
+    """-> facts: disks of `paths`, open-file limits (masters' and ours), memory, OOM events. `table`: the process
+    table (process.scan()) the largest processes are named from, read here when not given."""
     disks, seen = [], set()
     for path in list(paths) + [tempfile.gettempdir()]:
         if not path:
@@ -83,10 +84,14 @@ def collect(psutil, paths, master_pids):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     vm = psutil.virtual_memory()
     top = []
-    for proc in psutil.process_iter(['pid', 'name', 'memory_info']):
-        mem = proc.info.get('memory_info')
-        if mem is not None:
-            top.append({'pid': proc.info['pid'], 'name': proc.info['name'], 'rss_bytes': mem.rss})
+    if table is None:
+        for proc in psutil.process_iter(['pid', 'name', 'memory_info']):
+            mem = proc.info.get('memory_info')
+            if mem is not None:
+                top.append({'pid': proc.info['pid'], 'name': proc.info['name'], 'rss_bytes': mem.rss})
+    else:
+        top = [{'pid': i['pid'], 'name': i['name'], 'rss_bytes': i['rss_bytes']} for dummy, i in table
+               if i.get('rss_bytes') is not None]
     top = sorted(top, key=lambda p: -p['rss_bytes'])[:5]
     return {
         'disks': disks,

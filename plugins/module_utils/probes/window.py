@@ -37,7 +37,9 @@ CONCLUSIVE = ('signal_term', 'master_shutdown', 'worker_timeout', 'worker_sigkil
 class ProcessWatch(object):
     """The app's gunicorn masters and workers, looked at again and again: which exited, which started, when."""
 
-    def __init__(self, psutil, app, chdir, exclude, masters, started):
+    def __init__(self, psutil, app, chdir, exclude, masters, started, table=()):
+        """`table`: the probe's process table (process.scan()): what it showed as no gunicorn, old enough not to
+        exec one any more, is not looked at again."""
         self.psutil, self.app, self.chdir, self.exclude = psutil, app, chdir, set(exclude)   # PID 1 too: a container's gunicorn
         self.started = started
         self.known = {}     # (pid, create_time) -> {'pid', 'ppid'} of the app's gunicorn processes
@@ -50,6 +52,8 @@ class ProcessWatch(object):
             self._remember((m['pid'], m['create_time']), m['pid'], m['ppid'], ('master', None))
             for w in m['workers']:
                 self._remember((w['pid'], w['create_time']), w['pid'], m['pid'], ('worker', m['pid']))
+        self.others.update((i['pid'], i['create_time']) for dummy, i in table if started - i['create_time'] > EXEC_GRACE
+                           and not gunicorn.is_gunicorn_cmdline(i['cmdline']))
 
     def _remember(self, key, pid, ppid, role):
         self.known[key] = {'pid': pid, 'ppid': ppid}

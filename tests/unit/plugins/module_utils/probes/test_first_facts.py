@@ -53,3 +53,51 @@ def test_the_context_still_holds_them_when_they_are_not_read(params):
     assert context["eventlet_envs"] is None and context["hub_crash"] is None
     _facts, context = host._first_facts(psutil, host.validate(params), {}, set(host.TARGET_LAYERS))
     assert sorted(context["eventlet_envs"]) == ["masters", "restarters", "runners"] and context["hub_crash"] is None
+
+
+class CountingPsutil(object):
+    """The real psutil, counting the passes over the process table."""
+
+    def __init__(self):
+        self.passes = 0
+
+    def process_iter(self, *args, **kwargs):
+        self.passes += 1
+        return psutil.process_iter(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(psutil, name)
+
+
+def test_the_first_facts_read_the_process_table_once(params):
+    """process.collect, the shell loops and the health checkers share one pass over /proc: on a host with hundreds of
+    processes each pass costs the probe tens of milliseconds of CPU."""
+    counting = CountingPsutil()
+    facts, _context = host._first_facts(counting, host.validate(params), {}, {"process"})
+    assert counting.passes == 1
+    assert facts["process"]["masters"] == [] and facts["process"]["restarters"]["runners"] == []
+
+
+def test_the_first_facts_read_each_unit_directory_once(params, monkeypatch, tmp_path):
+    """The port, runner, restart and eventlet probes all look for the app's systemd units: each unit directory is
+    listed and read once per probe run (four times before), and again by the next run (a unit may have changed)."""
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    (unit_dir / "agentlocator.service").write_text(
+        "[Service]\nWorkingDirectory=%s\nEnvironment=PORT=8123\nExecStart=/usr/bin/gunicorn -b 0.0.0.0:8123 %s\n"
+        "Restart=always\n" % (params["chdir"], params["app"]))
+    from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import service_env
+    real, listed = service_env.glob.glob, []
+
+    def glob(pattern, *args, **kwargs):
+        listed.append(pattern)
+        return real(pattern, *args, **kwargs)
+    monkeypatch.setattr(service_env.glob, "glob", glob)
+    params = dict(params, systemd_unit_dir=str(unit_dir))
+    standard = "/etc/systemd/system/*.service"
+    host._first_facts(psutil, host.validate(params), {}, set(host.TARGET_LAYERS))
+    assert listed.count(standard) == 1 and listed.count(str(unit_dir / "*.service")) == 1
+    facts, _context = host._first_facts(psutil, host.validate(params), {}, set(host.TARGET_LAYERS))
+    assert listed.count(standard) == 2
+    runners = facts["process"]["restarters"]["runners"]
+    assert [r["source"] for r in runners] == [str(unit_dir / "agentlocator.service")]

@@ -13,6 +13,7 @@ import time
 import psutil
 import pytest
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.domain import gunicorn
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import boot, healthz, host, logfile, process, window
 
 APP = "AgentLocator.main:app"
@@ -158,6 +159,28 @@ def test_process_watch_sees_a_master_replaced_and_its_worker_go(tmp_path):
     finally:
         stop(*[p for p in (old, new) if p is not None])
 
+
+
+def test_process_watch_takes_the_probes_table_and_reads_only_what_it_could_not_rule_out(tmp_path, monkeypatch):
+    """The probe's one pass over /proc (process.scan) rules out the old processes that run no gunicorn: the window's
+    first look reads no command line of theirs again, and still sees a master of the app that starts during it."""
+    table = process.scan(psutil)
+    ruled_out = [i["pid"] for dummy, i in table if time.time() - i["create_time"] > window.EXEC_GRACE
+                 and not gunicorn.is_gunicorn_cmdline(i["cmdline"])]
+    assert 1 in ruled_out and len(ruled_out) > 5
+    read, real = [], process._info
+    monkeypatch.setattr(process, "_info", lambda proc, whole=True: read.append(proc.pid) or real(proc, whole))
+    watch = window.ProcessWatch(psutil, APP, str(tmp_path), [os.getpid()], [], time.time(), table)
+    new = fake_gunicorn(tmp_path)
+    try:
+        deadline = time.time() + 10
+        while APP not in " ".join(psutil.Process(new.pid).cmdline()) and time.time() < deadline:
+            time.sleep(0.02)
+        watch.look()
+        assert not set(read) & set(ruled_out)
+        assert [(c["what"], c["role"], c["pid"]) for c in watch.changes] == [("started", "master", new.pid)]
+    finally:
+        stop(new)
 
 def test_log_watch_reads_only_new_whole_lines(tmp_path):
     log = tmp_path / "gunicorn.log"
