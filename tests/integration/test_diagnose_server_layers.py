@@ -122,6 +122,23 @@ def test_wrong_port(services, tmp_path, port):
     assert report["verdict"] == "down"
 
 
+
+def test_a_settled_app_on_the_wrong_port_is_proven_by_its_own_answer_not_by_booting_it_again(services, tmp_path, port):
+    """Older than the window and bound elsewhere: one GET of the health path on the port the app's master does listen
+    on proves it boots and serves. The dry import and the spare-port boot (a second or more of CPU each, at every
+    such host of a fleet audit) are not run, and the wrong_port cause shows that answer."""
+    other = port + 1 if port < 65000 else port - 1
+    service = healthy_service(services, tmp_path, port, bind="0.0.0.0:%d" % other)
+    wait_for(lambda: time.time() - psutil.Process(service.pid).create_time() > 1.5, 30, "the service to settle")
+    report = diagnose(tmp_path, base_vars(service, tmp_path, doctor_stability_window=1))[0]
+    assert report["verdict"] == "down" and report["failed_layer"] == "listen"
+    assert "GET http://127.0.0.1:%d/healthz -> 200 in" % other in cause(report, "wrong_port")["evidence"][1]
+    checks = dict((c["name"], c) for c in layer(report, "boot")["checks"])
+    for name in ("dry import", "preload boot"):
+        assert checks[name]["status"] == "skip", checks[name]
+        assert "answers GET http://127.0.0.1:%d/healthz with a 200" % other in checks[name]["detail"]
+    assert "dry_import" not in report["timings"] and "preload_boot" not in report["timings"]
+
 def test_loopback_only_bind(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port, bind="127.0.0.1:%d" % port)
     report = diagnose(tmp_path, base_vars(service, tmp_path))[0]

@@ -45,7 +45,9 @@ CAUSES = {
         'the canonical command line is: {command}',
         evidence="The master's listening sockets from psutil vs $PORT from doctor_port, the running master's /proc environ, "
         'the env file, the systemd unit or supervisord program: no process of the app listens on $PORT, one '
-        'listens on another port (other holders of $PORT are named).'),
+        'listens on another port (other holders of $PORT are named). When the app is older than the stability '
+        'window, one GET of the health path on the port its master listens on (loopback) shows whether it serves '
+        'there; a 200 proves it boots, so the dry import and the spare-port boot are not run.'),
     'bind_loopback_only': _cause(
         'listen', 'fail', '1.3', 1, 'The app listens on $PORT on loopback only: nothing outside the host '
         '(proxy, platform health check) can reach it.',

@@ -55,8 +55,11 @@ def judge(facts, layer):
                           for s in app_elsewhere)
         layer.check('listening on $PORT', 'fail', 'nothing of the app listens on %d; %s' % (port, where))
         s = app_elsewhere[0]
+        answer = listen.get('answers_elsewhere')
+        served = ['GET %s -> 200 in %.0f ms: the app serves, only not on $PORT' % (answer['url'], answer['latency_ms'])] \
+            if answer else []
         layer.cause('wrong_port', ['nothing of the app listens on %d (PORT from %s); %s' % (
-            port, facts['port']['source'], where)] + _bind_source(facts) + holders,
+            port, facts['port']['source'], where)] + served + _bind_source(facts) + holders,
             bound=gunicorn_settings.socket_bind((s['address'], s['port'])))
         return
     evidence = ['nothing of the app listens on %d (PORT from %s)' % (port, facts['port']['source'])] + holders

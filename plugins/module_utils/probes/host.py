@@ -234,11 +234,11 @@ def probe_host(psutil, params, layers=None):
     t_system = start('system', 'system', system.collect, psutil, [p['chdir'], log_dir],
                      [m['pid'] for m in procs['masters']], context['table'])
     # Before /healthz: an app behind a front door on $PORT is sampled over its unix socket or loopback port too.
-    facts['listen'] = wait(t_listen, 'listen')
+    facts['listen'] = with_answer_elsewhere(p, context, wait(t_listen, 'listen'), deadline)
     context['cpu_before'] = _cpu_quota_before(p, wanted, procs)
     watch = new_window(context, deadline, listen.backend(facts['listen']), bound_elsewhere(context, facts['listen']))
     t_healthz = start('healthz', 'healthz', watch.run)
-    if deferred and not first_answer_ok(watch, t_healthz, deadline):
+    if deferred and not (serves_elsewhere(facts) or first_answer_ok(watch, t_healthz, deadline)):
         t_dry, deferred = start_dry(), False   # no 200 at once: the dry import is evidence, start it now
     facts['healthz'] = wait(t_healthz, 'healthz')
     if slow_boots(facts['healthz']):
@@ -370,6 +370,8 @@ def dry_import_skip(p, context, facts):
     started, and no source file of the app changed since its oldest worker booted - the running workers imported
     the very code on disk and serve it."""
     masters = context['process']['masters']
+    if serves_elsewhere(facts):
+        return serves_elsewhere(facts)
     if not context['stable'] or (facts['healthz'] or {}).get('watch', {}).get('changes'):
         return None
     since = min(m['create_time'] for m in masters) - 1   # the log's times have whole seconds
@@ -397,6 +399,31 @@ def bound_elsewhere(context, listen_facts):
     if not context['process']['masters'] or context['wait'] or not ports:
         return None
     return 'nothing listens on $PORT=%s while the app, older than the window, listens on %s' % (context['port'], ports)
+
+
+def with_answer_elsewhere(p, context, listen_facts, deadline):
+    """The listen facts, with `answers_elsewhere` when the app is bound elsewhere (bound_elsewhere) and its master's
+    port answers the health path with a 200 on loopback: the app boots and serves, only not on $PORT. That one GET
+    proves what the dry import and the spare-port boot would (a second or more of CPU each), and is the wrong_port
+    cause's evidence."""
+    if not listen_facts or not bound_elsewhere(context, listen_facts):
+        return listen_facts
+    ports = sorted(set(s['port'] for s in listen_facts['app_sockets']
+                       if s['app_role'] == 'master' and s['address'] in ('0.0.0.0', '127.0.0.1')))
+    if ports:
+        sample = healthz.sample(ports[0], p['healthz_path'], healthz.TIMEOUT * cpu_load.scale()[0], within=deadline)
+        if sample['status'] == 200:
+            listen_facts['answers_elsewhere'] = dict(sample, url='http://127.0.0.1:%d%s' % (ports[0], p['healthz_path']))
+    return listen_facts
+
+
+def serves_elsewhere(facts):
+    """Why the app's boot needs no dry import and no spare-port boot (with_answer_elsewhere), or None."""
+    answer = (facts.get('listen') or {}).get('answers_elsewhere')
+    if not answer:
+        return None
+    return "the app's gunicorn answers GET %s with a 200: it boots and serves the health path, only not on $PORT" % (
+        answer['url'])
 
 
 def _gunicorn_ports(listen_facts):
@@ -452,6 +479,8 @@ def _boot_proven(facts, dry):
     """Why the spare-port boot has nothing to add, or None: the app's own gunicorn answered 200 on $PORT during the
     window (it boots; what failed later is the process and healthz layers'), or the dry import serves the health path
     and the app's gunicorn listens, only not on $PORT (the listen layer's wrong_port explains the failures)."""
+    if serves_elsewhere(facts):
+        return serves_elsewhere(facts)
     listen_facts, samples = facts['listen'] or {}, (facts['healthz'] or {}).get('samples') or []
     on_port = listen_facts.get('on_port')
     if on_port and all(s['app_role'] for s in on_port) and any(s['status'] == 200 for s in samples):
