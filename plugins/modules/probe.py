@@ -51,6 +51,15 @@ options:
         plugin picks it) - the same probes, and then stabilize's look at the service, RV(stabilize_preview).
       - Ignored in check mode.
     type: dict
+  report:
+    description:
+      - The options of M(sre.gunicorn_doctor.report) (without O(sre.gunicorn_doctor.report#action:probe)): the action
+        plugin judges the probe's result and writes the host's report in the same task, and returns what
+        M(sre.gunicorn_doctor.report) returns instead of the facts. A host that cannot be reached gets a report that
+        says so (the task succeeds); a probe that fails on its input fails the task, with no report.
+      - C(audit.yml) sets it. Each task per host costs the controller's main process a round of variables, a worker
+        fork and a result, and across a fleet that process is what the audit waits for.
+    type: dict
 author: sre.gunicorn_doctor maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - sre.gunicorn_doctor.probe
@@ -83,6 +92,15 @@ EXAMPLES = r'''
 - name: Judge and write the report
   sre.gunicorn_doctor.report:
     facts_json: "{{ doctor_probe_json.facts_json }}"
+
+- name: Probe, judge and write the report in one task, the verdict kept as the host fact doctor_audit
+  sre.gunicorn_doctor.probe:
+    vars_prefix: doctor_
+    facts_format: json
+    report:
+      vars_prefix: doctor_
+      keep_fact: true
+  register: doctor_report
 '''
 
 RETURN = r'''
@@ -105,13 +123,30 @@ facts_json:
   returned: success and O(facts_format=json)
   type: str
   sample: '{"port": {"port": 8123, "source": "/srv/agentlocator/.env", "valid": true}, "timings": {"total": 0.45}}'
+report_json:
+  description:
+    - With O(report), instead of the facts - what M(sre.gunicorn_doctor.report) returns (also RV(paths), RV(ladder),
+      RV(report) and its host fact C(doctor_audit) as it says): the report as one JSON string, the text of C(HOST.json).
+  returned: success and O(report)
+  type: str
+  sample: '{"host": "web1", "verdict": "healthy", "failed_layer": null, "causes": [], "layers": []}'
+paths:
+  description: With O(report), the JSON and Markdown report files written.
+  returned: success and O(report)
+  type: list
+  elements: str
+ladder:
+  description: With O(report), lines to print - the verdict, one line per layer, each cause with its remedy.
+  returned: success and O(report)
+  type: list
+  elements: str
 '''
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import (
     collect_facts, exit_with_facts, new_module)
 
 SPEC = dict(facts_format=dict(type='str', default='dict', choices=['dict', 'json']), stabilize=dict(type='dict'),
-            vars_prefix=dict(type='str'))   # read by the action plugin
+            vars_prefix=dict(type='str'), report=dict(type='dict'))   # the last three: read by the action plugin
 
 
 def main():

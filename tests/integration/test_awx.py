@@ -159,7 +159,7 @@ def test_audit_through_ansible_runner_and_the_rerun_of_its_failed_hosts(collecti
     # a host is down: the job fails (rc 2), after the fleet files are written
     assert (job.status, job.rc) == ("failed", 2), job.tail()
     # the per-host result: the report task's, and the verdict every host keeps as a fact (unreachable ones too)
-    judged = job.results("runner_on_ok", "Judge the layers")
+    judged = job.results("runner_on_ok", "and write its report")
     # the report as the text of HOST.json only (report_json): one string per host for Ansible to hand over
     reported = {h: json.loads(r["report_json"]) for h, r in judged.items()}
     assert {h: r["verdict"] for h, r in reported.items()} == {"web1": "healthy", "web2": "down"}
@@ -192,7 +192,7 @@ def test_audit_through_ansible_runner_and_the_rerun_of_its_failed_hosts(collecti
     services(web2_app, tmp_path / "web2" / "gunicorn.log", bind="0.0.0.0:%d" % web2_port, env={"PORT": str(web2_port)})
     rerun = Job(pdd, "rerun", "audit.yml", "--limit", "@%s" % (reports / "audit.retry"))
     assert (rerun.status, rerun.rc) == ("successful", 0), rerun.tail()
-    assert list(rerun.results("runner_on_ok", "Judge the layers")) == ["web2"]      # only web2 was probed
+    assert list(rerun.results("runner_on_ok", "and write its report")) == ["web2"]      # only web2 was probed
     audit = json.loads((reports / "audit.json").read_text())
     assert audit["reports"]["web2"]["verdict"] == "healthy"
     assert audit["reports"]["web1"]["carried_from"] == audit["drift"]["previous_generated_at"]

@@ -127,8 +127,9 @@ def test_every_diagnose_input_reaches_the_action_that_reads_it_by_name():
     from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.module import ARGUMENT_SPEC
 
     read = set(ARGUMENT_SPEC) | set(Report.FROM_VARS)
-    tasks = (ROOT / 'roles' / 'diagnose' / 'tasks' / 'diagnose.yml').read_text()
-    assert tasks.count('vars_prefix: doctor_') == 2
+    for name in ('diagnose.yml', 'audit.yml'):   # each passes it to the probe and to the report
+        tasks = (ROOT / 'roles' / 'diagnose' / 'tasks' / name).read_text()
+        assert tasks.count('vars_prefix: doctor_') == 2, name
     for variable in specs('diagnose')['main']['options']:
         assert variable[len('doctor_'):] in read, '%s is read by neither the probe nor the report action' % variable
     assert REPORT_OPTIONS <= set(Report.FROM_VARS)
