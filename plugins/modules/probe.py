@@ -53,8 +53,8 @@ options:
     type: dict
   report:
     description:
-      - The options of M(sre.gunicorn_doctor.report) (without O(sre.gunicorn_doctor.report#action:probe)): the action
-        plugin judges the probe's result and writes the host's report in the same task, and returns what
+      - The options of M(sre.gunicorn_doctor.report), without O(sre.gunicorn_doctor.report#module:probe). The action
+        plugin then judges the probe's result and writes the host's report in the same task, and returns what
         M(sre.gunicorn_doctor.report) returns instead of the facts. A host that cannot be reached gets a report that
         says so (the task succeeds); a probe that fails on its input fails the task, with no report.
       - C(audit.yml) sets it. Each task per host costs the controller's main process a round of variables, a worker
@@ -126,7 +126,8 @@ facts_json:
 report_json:
   description:
     - With O(report), instead of the facts - what M(sre.gunicorn_doctor.report) returns (also RV(paths), RV(ladder),
-      RV(report) and its host fact C(doctor_audit) as it says): the report as one JSON string, the text of C(HOST.json).
+      C(report) and its host fact C(doctor_audit) as it says), namely the report as one JSON string, the text of
+      C(HOST.json).
   returned: success and O(report)
   type: str
   sample: '{"host": "web1", "verdict": "healthy", "failed_layer": null, "causes": [], "layers": []}'

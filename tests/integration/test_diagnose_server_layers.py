@@ -122,7 +122,6 @@ def test_wrong_port(services, tmp_path, port):
     assert report["verdict"] == "down"
 
 
-
 def test_a_settled_app_on_the_wrong_port_is_proven_by_its_own_answer_not_by_booting_it_again(services, tmp_path, port):
     """Older than the window and bound elsewhere: one GET of the health path on the port the app's master does listen
     on proves it boots and serves. The dry import and the spare-port boot (a second or more of CPU each, at every
@@ -138,6 +137,7 @@ def test_a_settled_app_on_the_wrong_port_is_proven_by_its_own_answer_not_by_boot
         assert checks[name]["status"] == "skip", checks[name]
         assert "answers GET http://127.0.0.1:%d/healthz with a 200" % other in checks[name]["detail"]
     assert "dry_import" not in report["timings"] and "preload_boot" not in report["timings"]
+
 
 def test_loopback_only_bind(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port, bind="127.0.0.1:%d" % port)

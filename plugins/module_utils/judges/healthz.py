@@ -34,8 +34,8 @@ def judge(facts, layer):
         summary += '; before that, while it booted: %s' % answers_in_runs(h['booting'])
     if h.get('slow_host'):
         # A host starved of CPU answers late whatever the app does: its samples were given longer (probes/cpu_load.py).
-        summary += '; each answer allowed up to %g s on this loaded host (%s)' % (h['slow_host']['timeout'],
-                                                                               h['slow_host']['why'])
+        slow = h['slow_host']
+        summary += '; each answer allowed up to %g s on this loaded host (%s)' % (slow['timeout'], slow['why'])
     strangers = shared.answered_by_stranger(facts)
     if ok and strangers:
         layer.check('stable 200', 'fail', '%s, but from pid %s (%s), which is not the app' % (

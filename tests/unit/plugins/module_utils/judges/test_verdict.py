@@ -618,7 +618,6 @@ def test_healthz_flapping(facts):
         "http://127.0.0.1:8123/healthz answered 200, then Connection refused after 1.5 s"
 
 
-
 def test_a_slow_200_on_a_loaded_host_is_healthy_and_the_check_says_how_long_it_was_allowed(facts):
     set_healthz(facts, [200])
     facts["healthz"]["samples"][0]["latency_ms"] = 5400.0
@@ -628,6 +627,7 @@ def test_a_slow_200_on_a_loaded_host_is_healthy_and_the_check_says_how_long_it_w
     detail = check(report, "healthz", "stable 200")["detail"]
     assert "each answer allowed up to 24 s on this loaded host (run queue 40.2 on 2 CPU(s))" in detail
     assert "slowest 5400 ms" in detail
+
 
 # --- boot layer -----------------------------------------------------------------------------------------------
 WORKER_BOOT_FAILURE = start_lines(0, MASTER, workers=(4250,)) + [

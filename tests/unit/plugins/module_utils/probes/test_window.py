@@ -160,7 +160,6 @@ def test_process_watch_sees_a_master_replaced_and_its_worker_go(tmp_path):
         stop(*[p for p in (old, new) if p is not None])
 
 
-
 def test_process_watch_takes_the_probes_table_and_reads_only_what_it_could_not_rule_out(tmp_path, monkeypatch):
     """The probe's one pass over /proc (process.scan) rules out the old processes that run no gunicorn: the window's
     first look reads no command line of theirs again, and still sees a master of the app that starts during it."""
@@ -181,6 +180,7 @@ def test_process_watch_takes_the_probes_table_and_reads_only_what_it_could_not_r
         assert [(c["what"], c["role"], c["pid"]) for c in watch.changes] == [("started", "master", new.pid)]
     finally:
         stop(new)
+
 
 def test_log_watch_reads_only_new_whole_lines(tmp_path):
     log = tmp_path / "gunicorn.log"
