@@ -1,36 +1,23 @@
 """A loaded host answers late whatever the app does: /healthz samples get longer (probes/cpu_load.py), an idle
 host keeps `curl -m 3`'s bound. Real parts: an HTTP server on loopback that answers late, the host's /proc/loadavg."""
 
-import http.server
-import threading
 import time
 
 import pytest
 
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import cpu_load, healthz
+from test_window import serving
 
 LATE = 0.6   # the server's answer time: past the 0.25 s bound of an idle host, within 4 x that on a loaded one
 
 
 @pytest.fixture
 def late_server():
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            time.sleep(LATE)
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    def late_200():
+        time.sleep(LATE)
+        return 200
+    with serving(late_200) as port:
+        yield port
 
 
 def test_a_late_answer_on_an_idle_host_is_a_timeout(late_server):

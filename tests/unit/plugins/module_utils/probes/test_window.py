@@ -3,6 +3,7 @@
 Real parts: an HTTP server on loopback, real processes whose command line is a gunicorn of the app (a python
 script named gunicorn that only sleeps), a real log file that grows."""
 
+import contextlib
 import http.server
 import os
 import subprocess
@@ -19,15 +20,13 @@ from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes import 
 APP = "AgentLocator.main:app"
 
 
-@pytest.fixture
-def server():
-    """/healthz on loopback; `answers` is the list of statuses still to give (the last one repeats)."""
-    answers = [200]
+@contextlib.contextmanager
+def serving(status_of):
+    """An HTTP server on loopback whose every GET is answered `status_of()` with the body "ok" -> its port."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            status = answers.pop(0) if len(answers) > 1 else answers[0]
-            self.send_response(status)
+            self.send_response(status_of())
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
@@ -38,9 +37,19 @@ def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield httpd.server_address[1], answers
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    """/healthz on loopback; `answers` is the list of statuses still to give (the last one repeats)."""
+    answers = [200]
+    with serving(lambda: answers.pop(0) if len(answers) > 1 else answers[0]) as port:
+        yield port, answers
 
 
 def fake_gunicorn(chdir, with_worker=False):
