@@ -369,9 +369,9 @@ def dry_import_skip(p, context, facts):
     and no process of the app changed during the window, the log shows no worker in trouble since the oldest master
     started, and no source file of the app changed since its oldest worker booted - the running workers imported
     the very code on disk and serve it."""
-    masters = context['process']['masters']
-    if serves_elsewhere(facts):
-        return serves_elsewhere(facts)
+    masters, elsewhere = context['process']['masters'], serves_elsewhere(facts)
+    if elsewhere:
+        return elsewhere
     if not context['stable'] or (facts['healthz'] or {}).get('watch', {}).get('changes'):
         return None
     since = min(m['create_time'] for m in masters) - 1   # the log's times have whole seconds
@@ -479,8 +479,9 @@ def _boot_proven(facts, dry):
     """Why the spare-port boot has nothing to add, or None: the app's own gunicorn answered 200 on $PORT during the
     window (it boots; what failed later is the process and healthz layers'), or the dry import serves the health path
     and the app's gunicorn listens, only not on $PORT (the listen layer's wrong_port explains the failures)."""
-    if serves_elsewhere(facts):
-        return serves_elsewhere(facts)
+    elsewhere = serves_elsewhere(facts)
+    if elsewhere:
+        return elsewhere
     listen_facts, samples = facts['listen'] or {}, (facts['healthz'] or {}).get('samples') or []
     on_port = listen_facts.get('on_port')
     if on_port and all(s['app_role'] for s in on_port) and any(s['status'] == 200 for s in samples):
@@ -500,7 +501,8 @@ def _first_facts(psutil, p, timings, wanted):
     exclude = own_lineage(psutil)
     runners = app_runner.find_runners(p['app'], p['chdir'])
     given_log = p['log_file']
-    table = _timed(timings, 'process_table', process.scan, psutil)   # one pass over /proc, shared by the two below
+    # One pass over /proc, shared by the process and restart probes below, the system layer and the window.
+    table = _timed(timings, 'process_table', process.scan, psutil)
     procs = _timed(timings, 'process', process.collect, psutil, p['app'], p['chdir'], exclude,
                    runners=runners, env_file_env=env_file_env, table=table)
     log = _timed(timings, 'log', _collect_log, p, procs['masters'])
