@@ -340,14 +340,15 @@ def test_one_loop_overlapping_its_own_restart_is_periodic_sigterm_not_a_second_r
 
 def test_young_healthy_service_is_healthy_after_its_window(services, tmp_path, port):
     service = healthy_service(services, tmp_path, port)
-    started = time.time()
+    # The service's age counts from its master's start (its workers are younger), not from when it answered.
+    started = psutil.Process(service.pid).create_time()
     # A window longer than ansible-playbook's own start on a loaded machine: the service is still young at the probe.
     report = diagnose(tmp_path, base_vars(service, tmp_path, doctor_stability_window=25, doctor_voice_checks=False))[0]
     assert report["verdict"] == "healthy", report["causes"]
     watched = check(report, "process", "masters through the window")
     assert watched["status"] == "pass", watched
     # It was watched until it was 25 s old, and not longer.
-    assert time.time() - started >= 24
+    assert time.time() - started >= 24.5
     assert report["timings"]["healthz"] <= 25, report["timings"]
 
 
