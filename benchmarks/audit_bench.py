@@ -13,7 +13,9 @@ with pipelining (ansible.cfg) and --forks (default: the size). Every run starts 
 ControlPersist masters of the run before are stopped first, as for a scheduled audit.
 
 Per run it measures the wall time, the controller's CPU seconds (user + system of ansible-playbook and
-every process it waited for: os.wait4's rusage) and its peak memory (the largest max RSS among them).
+every process it waited for: os.wait4's rusage), its peak memory (the largest max RSS among them) and the
+hosts' CPU (the machine's busy CPU seconds over the run, /proc/stat, less the controller's: each host's
+sshd, probe and service, which share this machine's cores with the controller).
 Every audit's findings are checked against the mix (verdict, failed layer, cause or error kind per host)
 and, from the second audit of a size on, its drift must be empty (nothing changed). Prints a Markdown
 table of the medians (per host, and audit / baseline, audit / floor) and the goals at the largest size.
@@ -125,8 +127,17 @@ def check_audit(report_dir, kinds, names, first):
     return not problems
 
 
+def busy_cpu_seconds():
+    """CPU seconds this machine has spent busy since boot (/proc/stat: all but idle and iowait): the hosts, their
+    services and the controller share it here, so a run's share is the difference."""
+    with open("/proc/stat") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profile=None, collections=None):
-    """-> (wall seconds, controller CPU seconds, peak max RSS in MB) of one ansible-playbook run. `profile`: a directory
+    """-> (wall seconds, controller CPU seconds, peak max RSS in MB, the machine's busy CPU seconds: controller, hosts
+    and their services) of one ansible-playbook run. `profile`: a directory
     for cProfile's stats of the controller's main process and each worker (benchmarks/profile_controller.py);
     `collections`: the collections path of another checkout (--compare)."""
     fleet.stop_ssh_masters()
@@ -135,16 +146,16 @@ def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profil
     if profile:
         argv = [PYTHON, str(ROOT / "benchmarks" / "profile_controller.py"), str(profile)] + argv
     with open(log, "w") as out:
-        started = time.time()
+        started, busy = time.time(), busy_cpu_seconds()
         env = dict(ansible_env(), **({"ANSIBLE_COLLECTIONS_PATH": str(collections)} if collections else {}))
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         dummy, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.time() - started
+        seconds, busy = time.time() - started, busy_cpu_seconds() - busy
         proc.returncode = os.waitstatus_to_exitcode(status)
     text = Path(log).read_text()
     if "PLAY RECAP" not in text:      # the baseline and the floor fail on the unreachable host: that is expected
         sys.exit("%s did not run to its recap:\n%s" % (playbook.name, text[-4000:]))
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, busy
 
 
 def playbooks(compare):
@@ -173,14 +184,17 @@ def time_size(size, names, kinds, inventory, args, fleet, work):
                                              extra if label in ("audit", "before") else (), profile, collections))
             if label in ("audit", "before") and not check_audit(report_dir, kinds, names[:size], run == 0):
                 WRONG.append((label, size, run + 1))
-            print("%3d hosts  %-8s run %d: %6.2f s wall, %6.2f s CPU, %5.0f MB max RSS  (load %.2f)"
-                  % ((size, label, run + 1) + times[label][-1] + (os.getloadavg()[0],)), flush=True)
+            wall, cpu, rss, busy = times[label][-1]
+            print("%3d hosts  %-8s run %d: %6.2f s wall, %6.2f s CPU, %5.0f MB max RSS; the machine busy %6.1f CPU s "
+                  "(the hosts and services: %.0f ms per host)  (load %.2f)" % (
+                      size, label, run + 1, wall, cpu, rss, busy, 1000 * (busy - cpu) / size, os.getloadavg()[0]),
+                  flush=True)
     return times
 
 
 def medians(times):
-    """label -> [wall, cpu, rss] medians, for the playbooks that ran (--skip leaves some out)."""
-    return dict((label, [statistics.median(run[i] for run in runs) for i in range(3)]) for label, runs in times.items() if runs)
+    """label -> [wall, cpu, rss, busy] medians, for the playbooks that ran (--skip leaves some out)."""
+    return dict((label, [statistics.median(run[i] for run in runs) for i in range(4)]) for label, runs in times.items() if runs)
 
 
 def ratio(value, med, label):
@@ -190,13 +204,13 @@ def ratio(value, med, label):
 def table(results):
     """The Markdown table of the medians."""
     lines = ["| hosts | playbook | wall s | wall / host | controller CPU s | CPU / host | peak RSS MB | "
-             "vs baseline | vs floor |", "|---|---|---|---|---|---|---|---|---|"]
+             "hosts' CPU / host | vs baseline | vs floor |", "|---|---|---|---|---|---|---|---|---|---|"]
     for size, times in results:
         med = medians(times)
         for label in [label for label in ("floor", "baseline", "before", "audit") if label in med]:
-            wall, cpu, rss = med[label]
-            lines.append("| %d | %s | %.1f | %.0f ms | %.1f | %.0f ms | %.0f | %s | %s |" % (
-                size, label, wall, 1000 * wall / size, cpu, 1000 * cpu / size, rss,
+            wall, cpu, rss, busy = med[label]
+            lines.append("| %d | %s | %.1f | %.0f ms | %.1f | %.0f ms | %.0f | %.0f ms | %s | %s |" % (
+                size, label, wall, 1000 * wall / size, cpu, 1000 * cpu / size, rss, 1000 * (busy - cpu) / size,
                 ratio(wall, med, "baseline"), ratio(wall, med, "floor")))
     return lines
 

@@ -1,8 +1,11 @@
 """Integration tests: real gunicorn services, real faults, the real playbooks."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -39,26 +42,29 @@ def port():
 
 
 def start_supervisord(base):
-    """A real supervisord from the venv, its config, socket and programs in `base` -> (Popen, its dict)."""
+    """A real supervisord from the venv, its config and programs in `base` -> (Popen, its dict). Its socket is in a
+    short directory of its own (`sock_dir`, removed by stop_supervisord): a unix socket's path has at most 107
+    characters, and a parallel test worker's tmp_path is longer."""
     (base / "conf.d").mkdir(parents=True)
     conf = base / "supervisord.conf"
+    sock_dir = Path(tempfile.mkdtemp(prefix="gd-sv-"))
     conf.write_text("""[supervisord]
 logfile=%(base)s/supervisord.log
 pidfile=%(base)s/supervisord.pid
 nodaemon=true
 
 [unix_http_server]
-file=%(base)s/supervisor.sock
+file=%(sock_dir)s/supervisor.sock
 
 [supervisorctl]
-serverurl=unix://%(base)s/supervisor.sock
+serverurl=unix://%(sock_dir)s/supervisor.sock
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [include]
 files = conf.d/*.conf
-""" % {"base": base})
+""" % {"base": base, "sock_dir": sock_dir})
     proc = subprocess.Popen([str(VENV_BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ctl = [str(VENV_BIN / "supervisorctl"), "-c", str(conf)]
@@ -66,9 +72,18 @@ files = conf.d/*.conf
         wait_for(lambda: subprocess.run(ctl + ["pid"], stdout=subprocess.PIPE, check=False).stdout.strip().isdigit(),
                  20, "supervisord")
     except BaseException:
-        stop_tree(proc.pid, grace=15)
+        stop_supervisord(proc, {"sock_dir": sock_dir})
         raise
-    return proc, {"conf": conf, "conf_dir": base / "conf.d", "ctl": ctl, "pid": proc.pid}
+    return proc, {"conf": conf, "conf_dir": base / "conf.d", "ctl": ctl, "pid": proc.pid, "sock_dir": sock_dir}
+
+
+def stop_supervisord(proc, info):
+    """Stop a supervisord of start_supervisord (and its programs) by PID; remove its socket's directory."""
+    try:
+        stop_tree(proc.pid, grace=15)
+        proc.wait(timeout=10)
+    finally:
+        shutil.rmtree(str(info["sock_dir"]), ignore_errors=True)
 
 
 @pytest.fixture
@@ -78,8 +93,7 @@ def supervisord(tmp_path):
     try:
         yield info
     finally:
-        stop_tree(proc.pid, grace=15)
-        proc.wait(timeout=10)
+        stop_supervisord(proc, info)
 
 
 @pytest.fixture
@@ -89,10 +103,9 @@ def supervisords(tmp_path):
 
     def start(name):
         proc, info = start_supervisord(tmp_path / name)
-        started.append(proc)
+        started.append((proc, info))
         return info
 
     yield start
-    for proc in reversed(started):
-        stop_tree(proc.pid, grace=15)
-        proc.wait(timeout=10)
+    for proc, info in reversed(started):
+        stop_supervisord(proc, info)

@@ -34,31 +34,15 @@ from pathlib import Path
 import psutil
 import pytest
 
+import debian_packages
+
 SSHD = "/usr/sbin/sshd"
 PLAIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def ensure_packages(packages=("openssh-server", "openssh-client"), binaries=(SSHD, "ssh", "ssh-keygen")):
-    """Install Debian packages (as root, with apt-get) when one of `binaries` is missing."""
-    if all(shutil.which(b) or os.path.exists(b) for b in binaries):
-        return
-    if os.geteuid() != 0:
-        raise RuntimeError("need root to install %s" % " ".join(packages))
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # Without an init system, a package's postinst would start its daemon for the whole machine
-    # (openssh-server: sshd on 0.0.0.0:22). A policy-rc.d that says no prevents it, as in Docker images.
-    policy = Path("/usr/sbin/policy-rc.d")
-    made_policy = not policy.exists()
-    if made_policy:
-        policy.write_text("#!/bin/sh\n# written by tests/integration/netns_hosts.py for one apt-get install\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + list(packages), env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-    finally:
-        if made_policy:
-            policy.unlink()
+    """Install Debian packages when one of `binaries` is missing (debian_packages: as root, no daemon started)."""
+    debian_packages.ensure(packages, binaries)
 
 
 def usable():
@@ -77,8 +61,12 @@ def sh(*argv, check=True, **kwargs):
     return subprocess.run(list(argv), check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def free_subnet(second=222):
-    """A 10.<second>.X.0/24 that no route or address of this machine overlaps; -> '10.222.X'."""
+def free_subnet(second=None):
+    """A 10.<second>.X.0/24 that no route or address of this machine overlaps; -> '10.222.X'. Each parallel test
+    worker (pytest-xdist's gw0, gw1, ...) looks in its own 10.<222 + N>: two fleets made at once never pick the
+    same subnet."""
+    if second is None:
+        second = 222 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
     routes = sh("ip", "-4", "route", "show", "table", "all").stdout + sh("ip", "-4", "addr").stdout
     for third in range(7, 250):
         prefix = "10.%d.%d" % (second, third)

@@ -18,38 +18,29 @@ import subprocess
 import time
 
 import psutil
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+import debian_packages
 from gunicorn_service import stop_popen
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
-# Installs nginx from Debian's packages (CI runs as root). The package would start the system nginx on
-# 0.0.0.0:80; a policy-rc.d that denies service starts (Debian's own mechanism, what container images
-# ship) is put in place for the install where none exists, and removed afterwards.
-APT_INSTALL = (
-    "created=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d"
-    " && chmod 755 /usr/sbin/policy-rc.d && created=1; fi; "
-    "trap '[ -z \"$created\" ] || rm -f /usr/sbin/policy-rc.d' EXIT; "
-    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light")
 
 
 def nginx_binary():
-    """nginx's path; installed from Debian's packages when missing and we are root, else the test skips."""
-    found = shutil.which("nginx") or next((p for p in NGINX_CANDIDATES if os.access(p, os.X_OK)), None)
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip("nginx is not installed and we are not root: sudo apt-get install nginx-light")
-    done = subprocess.run(["sh", "-c", APT_INSTALL], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=600, check=False)
-    found = shutil.which("nginx") or next((p for p in NGINX_CANDIDATES if os.access(p, os.X_OK)), None)
-    if done.returncode != 0 or not found:
-        raise RuntimeError("installing nginx failed (%d):\n%s" % (done.returncode, done.stdout[-3000:]))
+    """nginx's path; installed from Debian's packages when missing (debian_packages: as root, no daemon started)."""
+    if not _found():
+        debian_packages.ensure(("nginx-light",), ("/usr/sbin/nginx",))
+    found = _found()
+    if not found:
+        raise RuntimeError("nginx-light is installed but no nginx binary is found in %s" % (NGINX_CANDIDATES,))
     return found
+
+
+def _found():
+    return shutil.which("nginx") or next((p for p in NGINX_CANDIDATES if os.access(p, os.X_OK)), None)
 
 
 # --- the PKI -------------------------------------------------------------------------------------------
