@@ -16,9 +16,9 @@ fi
 # nginx (the TLS proxy of the external-layer tests) is installed by its fixture, which keeps the
 # package from starting a system nginx: tests/integration/tls_proxy.py.
 
-# Two test files at a time (pytest-xdist; a file's tests stay together, in order, on one worker): most of an
-# integration test's time is spent waiting for real services, so two at once take about half the time on 2
-# cores. Not more: the tests that time real deadlines need the machine's CPU. `-n 0` (as an argument) runs
-# them one at a time.
-.venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile tests/unit tests/integration "$@"
+# Two test files at a time (pytest-xdist; tests/conftest.py keeps a file's tests together and in order on one
+# worker, and the files that run stabilize or a supervisord one after another): most of an integration test's
+# time is spent waiting for real services, so two at once take about half the time on 2 cores. Not more: the
+# tests that time real deadlines need the machine's CPU. `-n 0` (as an argument) runs them one at a time.
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests/unit tests/integration "$@"
 bash scripts/lint.sh
