@@ -18,7 +18,7 @@ fi
 
 # Two test files at a time (pytest-xdist; tests/conftest.py keeps a file's tests together and in order on one
 # worker, and the files that run stabilize or a supervisord one after another): most of an integration test's
-# time is spent waiting for real services, so two at once take about half the time on 2 cores. Not more: the
-# tests that time real deadlines need the machine's CPU. `-n 0` (as an argument) runs them one at a time.
+# time is spent waiting for real services, so two at once take ~60 % of the time on 2 cores (19 min, not 31).
+# Not more: the tests that time real deadlines need the machine's CPU. `-n 0` (an argument) runs one at a time.
 .venv/bin/python -m pytest -p no:cacheprovider -n 2 --dist loadfile tests/unit tests/integration "$@"
 bash scripts/lint.sh
