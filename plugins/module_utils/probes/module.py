@@ -14,6 +14,11 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule, remove_values
 
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.zip_compile import compile_once
+
+# Before the probes are imported from the module's zip: each compiled once, not twice (see zip_compile).
+compile_once()
+
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.probes.host import InputError, probe_host
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.psutil_dep import require_psutil
 from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.redact import redact, url_secrets

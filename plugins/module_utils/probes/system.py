@@ -57,6 +57,12 @@ def kernel_oom_events(limit=20):
     return found[-limit:]
 
 
+def oom_events(kill_count):
+    """kernel_oom_events(), unless /proc/vmstat counts no OOM kill since boot (every kill, a cgroup's too, counts
+    there): then there is none to find, and the host is spared running dmesg and reading its whole ring buffer."""
+    return [] if kill_count == 0 else kernel_oom_events()
+
+
 def vmstat_oom_kills():
     text = service_env.read_text('/proc/vmstat') or ''
     m = re.search(r'^oom_kill (\d+)$', text, re.M)
@@ -93,6 +99,7 @@ def collect(psutil, paths, master_pids, table=None):
         top = [{'pid': i['pid'], 'name': i['name'], 'rss_bytes': i['rss_bytes']} for dummy, i in table
                if i.get('rss_bytes') is not None]
     top = sorted(top, key=lambda p: -p['rss_bytes'])[:5]
+    kills = vmstat_oom_kills()
     return {
         'disks': disks,
         'nofile_masters': limits,
@@ -102,6 +109,6 @@ def collect(psutil, paths, master_pids, table=None):
                    'available_pct': round(100.0 * vm.available / vm.total, 1) if vm.total else None,
                    'swap_used_pct': psutil.swap_memory().percent},
         'top_memory': top,
-        'oom_kernel': kernel_oom_events(),
-        'oom_kill_count': vmstat_oom_kills(),
+        'oom_kernel': oom_events(kills),
+        'oom_kill_count': kills,
     }

@@ -298,9 +298,11 @@ def probe_websocket(port, path, host, stream_sid, call_sid, account_sid, custom_
                                            too_large=deadline_http.HANDSHAKE_TOO_LARGE,
                                            doing='the handshake answer was still arriving')
         # The subprotocol goes in as a plain header, not subprotocols=[...]: the library would refuse a
-        # 101 without it, and its absence is exactly what the judge must see.
+        # 101 without it, and its absence is exactly what the judge must see. The receiver checks that text frames
+        # are UTF-8 itself (bytes.decode): the library's check runs byte by byte in Python.
         ws = websocket.create_connection(
             url, timeout=handshake_s, host=host, suppress_origin=True, socket=sock, enable_multithread=True,
+            skip_utf8_validation=True,
             header={'Sec-WebSocket-Key': key, 'Sec-WebSocket-Protocol': twilio.SUBPROTOCOL, 'User-Agent': USER_AGENT})
     except websocket.WebSocketBadStatusException as e:
         body = getattr(e, 'resp_body', None) or b''
@@ -387,6 +389,14 @@ def raw_handshake(port, path, host, key, within=None):
             'subprotocol': headers.get('sec-websocket-protocol')}
 
 
+def _is_utf8(data):
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class _Receiver(threading.Thread):
     """Reads every frame the app sends during the call, with its arrival time."""
 
@@ -426,8 +436,13 @@ class _Receiver(threading.Thread):
                 code = struct.unpack('!H', data[:2])[0] if len(data) >= 2 else None
                 self._closed(code, data[2:120].decode('utf-8', 'replace'), now)
                 return
+            is_text = opcode == websocket.ABNF.OPCODE_TEXT
+            if is_text and not _is_utf8(data):
+                self.error = 'a text frame that is not UTF-8: %r' % data[:60]
+                self._closed(None, 'the client gave up on a bad frame')
+                return
             with self.arrived:
-                self.frames.append((now, opcode == websocket.ABNF.OPCODE_TEXT, data))
+                self.frames.append((now, is_text, data))
                 self.arrived.notify_all()
             if len(self.frames) >= CALL_FRAMES_MAX:
                 self._stop_reading('the app sent %d frames during the one-second call; the doctor reads no more'

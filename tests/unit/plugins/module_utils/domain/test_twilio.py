@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import struct
 import warnings
 
@@ -244,6 +245,11 @@ def test_tone_frames_are_20ms_of_mulaw():
     frames = twilio.tone_frames(50)
     assert len(frames) == 50 and set(len(f) for f in frames) == {160}
     assert len(set(frames)) > 1   # a tone, not silence
+    # The same bytes as encoding every sample of the second (the period is repeated, not approximated).
+    peak = 0.2 * 32767
+    every = bytes(twilio.ulaw_encode_sample(int(round(peak * math.sin(2 * math.pi * 440 * n / 8000))))
+                  for n in range(50 * 160))
+    assert b"".join(frames) == every
 
 
 def media(payload, sid="MZ1", event="media"):

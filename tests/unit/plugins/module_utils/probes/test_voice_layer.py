@@ -739,6 +739,44 @@ def test_probe_websocket_on_a_plain_route(demo_server):
     assert out["status"] == 400 and out["round_trip"] is None
 
 
+@pytest.fixture
+def not_utf8_talker():
+    """A raw WebSocket server: a proper 101 with Twilio's subprotocol, then one text frame whose bytes are not
+    UTF-8 (what a Twilio media stream would drop the call for); it reads until the client goes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn = listener.accept()[0]
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            key = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:")][0].decode()
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: audio.twilio.com\r\n\r\n"
+                         % twilio.ws_accept(key).encode())
+            conn.sendall(b"\x81\x04\xff\xfe{}")
+            while conn.recv(65536):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    listener.close()
+    thread.join(5)
+
+
+def test_a_text_frame_that_is_not_utf8_ends_the_call_as_a_frame_problem(not_utf8_talker):
+    out = voice.probe_websocket(not_utf8_talker, "/ws/twilio-media", "voice.example.com", SID, "CA1", "AC1", {},
+                                pace=4)
+    rt = out["round_trip"]
+    assert out["status"] == 101 and rt["receive_error"] == "a text frame that is not UTF-8: b'\\xff\\xfe{}'", rt
+    assert rt["closed_by_app"]["reason"] == "the client gave up on a bad frame" and rt["received"] == 0, rt
+
+
 def test_probe_websocket_refused():
     out = voice.probe_websocket(closed_port(), "/ws/twilio-media", "h", SID, "CA1", "AC1", {})
     assert out["status"] is None and out["error"]
