@@ -6,8 +6,9 @@ Builds the largest fleet as network namespaces on this machine (tests/integratio
 host with its own sshd and its own gunicorn service of the demo app), a realistic mix: most hosts
 healthy, some broken one way each (not running, bound to loopback only, /healthz 500, wrong port, the
 app not deployed where the inventory says), one unreachable (sshd stopped). It waits until every
-service is older than the stability window, then for each size (the first N hosts) runs, --runs times
-and alternately: benchmarks/floor.yml (one ping task: the least any Ansible play costs),
+service is older than the stability window and the machine is quiet (the services have booted), then
+for each size (the first N hosts) runs, --runs times and alternately: benchmarks/floor.yml (one ping
+task: the least any Ansible play costs),
 benchmarks/runbook_baseline.yml (the runbook's checks by hand) and playbooks/audit.yml, all over SSH
 with pipelining (ansible.cfg) and --forks (default: the size). Every run starts cold: the ssh
 ControlPersist masters of the run before are stopped first, as for a scheduled audit.
@@ -135,6 +136,18 @@ def busy_cpu_seconds():
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_quiet(limit=180.0, busy_max=0.25):
+    """Until the machine has been quiet for 2 s (under `busy_max` CPU seconds busy per second: the hosts' services
+    have booted) or `limit` s have passed; -> seconds waited. A hundred gunicorns import the app for ~30 CPU seconds
+    after they start: a run timed meanwhile (the first floor, when it ran first) paid for their boots."""
+    started, quiet = time.time(), 0
+    while quiet < 2 and time.time() - started < limit:
+        before = busy_cpu_seconds()
+        time.sleep(1)
+        quiet = quiet + 1 if busy_cpu_seconds() - before < busy_max else 0
+    return time.time() - started
+
+
 def playbook_run(playbook, inventory, limit, forks, fleet, log, extra=(), profile=None, collections=None):
     """-> (wall seconds, controller CPU seconds, peak max RSS in MB, the machine's busy CPU seconds: controller, hosts
     and their services) of one ansible-playbook run. `profile`: a directory
@@ -259,6 +272,7 @@ def main():
         inventory = work / "inventory.json"
         inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
         time.sleep(max(0, settled - time.time()))
+        print("the machine quiet after %.0f s more (load %.2f)" % (wait_quiet(), os.getloadavg()[0]), flush=True)
         results = [(size, time_size(size, names, kinds, inventory, args, fleet, work)) for size in sizes]
     print("load after: %.2f %.2f %.2f" % os.getloadavg())
     for size in sizes:

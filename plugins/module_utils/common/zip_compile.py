@@ -5,7 +5,7 @@
 
 A module runs on a host from its AnsiballZ zip, and Python's zipimport compiles a module's source twice: once when
 the import machinery asks for the module's file name to build its spec (zipimporter.get_filename), once more to run
-it (CPython gh-141276, on every Python 3.8 to 3.14). Compiling is most of what importing the probe's module_utils
+it (CPython gh-141276, still open; seen on 3.8 to 3.13). Compiling is most of what importing the probe's module_utils
 costs: twice cost a healthy host ~70 ms of a probe's ~0.6 s of CPU, and across a fleet the hosts' CPU is what an
 audit waits for. compile_once() keeps the first compile of a source for the second; the code is the same (compile()
 of the same bytes and name, in the same interpreter).

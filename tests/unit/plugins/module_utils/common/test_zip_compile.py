@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common.zip_compile as zip_compile
+from ansible_collections.sre.gunicorn_doctor.plugins.module_utils.common import zip_compile
 
 # In the child: count compile() calls of the zip's module and its SyntaxWarnings, import it, report.
 CHILD = r'''
