@@ -16,8 +16,12 @@ ONE_AT_A_TIME = ("test_stabilize", "test_supervisord", "test_diagnose_hostile_io
 SUPERVISORD_FIXTURES = {"supervisord", "supervisords"}
 
 
+def file_of(nodeid):
+    return nodeid.split("::", 1)[0]
+
+
 def one_at_a_time(nodeid):
-    path = nodeid.split("::", 1)[0]
+    path = file_of(nodeid)
     return "integration" in path.split("/") and os.path.basename(path).startswith(ONE_AT_A_TIME)
 
 
@@ -28,7 +32,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class OneFileAtATime(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            return "one at a time" if one_at_a_time(nodeid) else nodeid.split("::", 1)[0]
+            return "one at a time" if one_at_a_time(nodeid) else file_of(nodeid)
 
     return OneFileAtATime(config, log)
 
